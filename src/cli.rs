@@ -1,0 +1,59 @@
+//! The `llm-sidecar` command line: `serve`, `check-config`, `chat`, `models`.
+
+mod chat;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// The socket the embedded default configuration serves on.
+pub const DEFAULT_UDS: &str = "/tmp/llm-sidecar/llm-sidecar.sock";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "llm-sidecar",
+    version,
+    about = "A gRPC sidecar that forwards chat completions to OpenAI-compatible LLM APIs"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sidecar.
+    Serve(ServeArgs),
+    /// Validate a configuration file and print what it routes.
+    CheckConfig {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+    /// Send one prompt to a running sidecar and print the answer as it streams.
+    Chat(chat::ChatArgs),
+    /// List the models a running sidecar routes.
+    Models(chat::Target),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML). Without one the embedded default is used.
+    #[arg(long, env = "LLM_SIDECAR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Serve on this Unix socket instead of the configured one ("" for none).
+    #[arg(long, env = "LLM_SIDECAR_UDS")]
+    pub uds: Option<String>,
+    /// Serve on this TCP address instead of the configured one ("" for none).
+    #[arg(long, env = "LLM_SIDECAR_TCP")]
+    pub tcp: Option<String>,
+}
+
+/// Runs a parsed command line; the exit code is the result.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::serve(args).await,
+        Command::CheckConfig { file } => serve::check_config(&file),
+        Command::Chat(args) => chat::chat(args).await,
+        Command::Models(target) => chat::models(target).await,
+    }
+}

@@ -1,0 +1,112 @@
+//! `serve` and `check-config`.
+
+use super::ServeArgs;
+use crate::config::{Config, ConfigError, process_env};
+use crate::pipeline::Pipeline;
+use crate::server;
+use anyhow::bail;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded(),
+    };
+    apply_overrides(&mut config, &args)?;
+    tracing::info!(config = %config.source, "starting llm-sidecar {}", env!("CARGO_PKG_VERSION"));
+    let running = server::start(&config, &process_env).await?;
+    wait_for_signal().await;
+    tracing::info!("stopping: finishing the calls in flight");
+    running.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `--uds` / `--tcp` (or their environment variables) win over the file,
+/// under the same rules as the file.
+fn apply_overrides(config: &mut Config, args: &ServeArgs) -> Result<(), ConfigError> {
+    let error = |key: &str, message: String| ConfigError {
+        file: "the command line".to_owned(),
+        key: key.to_owned(),
+        message,
+    };
+    if let Some(uds) = &args.uds {
+        config.server.uds = (!uds.is_empty()).then(|| PathBuf::from(uds));
+    }
+    if let Some(tcp) = &args.tcp {
+        config.server.tcp = if tcp.is_empty() {
+            None
+        } else {
+            let addr: SocketAddr = tcp.parse().map_err(|_| {
+                error(
+                    "--tcp",
+                    format!("`{tcp}` is not an address such as 127.0.0.1:50051"),
+                )
+            })?;
+            if !addr.ip().is_loopback() && !config.server.allow_non_loopback {
+                return Err(error(
+                    "--tcp",
+                    format!(
+                        "{addr} is not a loopback address; set server.allow_non_loopback = true in the config file if you mean it"
+                    ),
+                ));
+            }
+            Some(addr)
+        };
+    }
+    if config.server.uds.is_none() && config.server.tcp.is_none() {
+        return Err(error("--uds/--tcp", "nothing left to listen on".to_owned()));
+    }
+    Ok(())
+}
+
+pub fn check_config(file: &Path) -> anyhow::Result<()> {
+    let config = Config::load(file)?;
+    let pipeline = Pipeline::new(&config, &process_env)?;
+    println!("{}: valid", config.source);
+    for route in pipeline.routes() {
+        let target = if route.target.is_empty() {
+            String::new()
+        } else {
+            format!(" -> {}", route.target)
+        };
+        println!(
+            "  {:<8} {}{target} => {}",
+            route.kind.as_str(),
+            route.model,
+            route.provider
+        );
+    }
+    let problems: Vec<String> = pipeline
+        .providers()
+        .iter()
+        .filter_map(|provider| {
+            provider
+                .readiness_problem()
+                .map(|problem| format!("provider `{}`: {problem}", provider.name))
+        })
+        .collect();
+    for problem in &problems {
+        println!("  warning: {problem}");
+    }
+    if problems.len() == pipeline.providers().len() {
+        bail!("no provider is usable");
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Configuration in two steps: the TOML file as written ([`raw`]), then
+//! validated, typed values whose errors name the key and the file.
+//!
+//! Nothing here reads the process environment directly: API keys are looked
+//! up through an [`Env`] seam so tests never depend on the real environment.
+
+mod raw;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use validate::from_toml;
+
+/// The embedded default, used when no file is given.
+pub const DEFAULT_TOML: &str = include_str!("config/default.toml");
+pub const DEFAULT_SOURCE: &str = "<embedded default>";
+
+/// A lookup of environment variables, injectable for tests.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where this came from (a path, or the embedded default), for messages.
+    pub source: String,
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub providers: Vec<ProviderConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub aliases: Vec<(String, String)>,
+    pub default_provider: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub uds: Option<PathBuf>,
+    pub uds_mode: u32,
+    pub tcp: Option<SocketAddr>,
+    pub allow_non_loopback: bool,
+    pub max_message_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub connect_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+    pub max_sse_line_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible chat-completions API.
+    OpenAi,
+    /// The built-in offline provider.
+    Mock,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// Without the trailing slash, e.g. "https://openrouter.ai/api/v1".
+    pub base_url: String,
+    pub api_key: KeySource,
+    pub headers: Vec<(String, String)>,
+    pub stream_options: bool,
+}
+
+/// Where a provider's API key comes from; a file wins over the environment
+/// (a mounted Kubernetes Secret is the production way).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeySource {
+    pub env: Option<String>,
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub model: String,
+    pub provider: String,
+    pub rewrite: Option<String>,
+}
+
+/// The name of the built-in mock provider and its route.
+pub const MOCK_PROVIDER: &str = "mock";
+pub const MOCK_ROUTE: &str = "mock/*";
+
+impl Config {
+    /// The embedded default.
+    pub fn embedded() -> Config {
+        from_toml(DEFAULT_TOML, DEFAULT_SOURCE)
+            .expect("the embedded default configuration is valid")
+    }
+
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+            file: source.clone(),
+            key: String::new(),
+            message: format!("cannot read the file: {error}"),
+        })?;
+        from_toml(&text, &source)
+    }
+}
+
+/// A configuration error: which file, which key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {}{message}", if key.is_empty() { String::new() } else { format!("`{key}`: ") })]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub message: String,
+}

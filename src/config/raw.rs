@@ -1,0 +1,72 @@
+//! The configuration file exactly as written. `deny_unknown_fields`
+//! everywhere: a misspelt key is an error that names it, not a silent
+//! default.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Provider for models that match no route.
+    pub default_provider: Option<String>,
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub upstream: RawUpstream,
+    #[serde(default)]
+    pub providers: BTreeMap<String, RawProvider>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
+    /// The built-in `mock/*` models; on unless switched off.
+    pub mock: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Unix socket path; empty string turns the socket off.
+    pub uds: Option<String>,
+    /// Socket file mode as an octal string, e.g. "0660".
+    pub uds_mode: Option<String>,
+    /// Loopback TCP address, e.g. "127.0.0.1:50051"; empty turns it off.
+    pub tcp: Option<String>,
+    pub allow_non_loopback: Option<bool>,
+    pub max_message_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub connect_timeout_ms: Option<u64>,
+    pub pool_idle_timeout_ms: Option<u64>,
+    pub pool_max_idle_per_host: Option<usize>,
+    pub max_sse_line_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    /// "openai" (any OpenAI-compatible API; the default) or "mock".
+    pub kind: Option<String>,
+    pub base_url: Option<String>,
+    pub api_key_env: Option<String>,
+    pub api_key_file: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Whether the provider accepts `stream_options.include_usage`.
+    pub stream_options: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// An exact model name or a glob such as "anthropic/*".
+    pub model: String,
+    pub provider: String,
+    /// The model name sent upstream; `{model}` is the requested name and
+    /// `{suffix}` what a trailing `*` matched.
+    pub rewrite: Option<String>,
+}

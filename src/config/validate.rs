@@ -1,0 +1,283 @@
+//! From the file as written to typed, checked values. Every error names the
+//! file and the key, and says what would be accepted.
+
+use super::raw::{RawConfig, RawProvider, RawServer, RawUpstream};
+use super::{
+    Config, ConfigError, KeySource, MOCK_PROVIDER, MOCK_ROUTE, ProviderConfig, ProviderKind,
+    RouteConfig, ServerConfig, UpstreamConfig,
+};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+const DEFAULT_MAX_SSE_LINE_BYTES: usize = 1024 * 1024;
+
+/// Parses and validates configuration text; `source` names it in errors.
+pub fn from_toml(text: &str, source: &str) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError {
+        file: source.to_owned(),
+        key: String::new(),
+        message: error.to_string().trim_end().to_owned(),
+    })?;
+    Checker { source }.config(raw)
+}
+
+struct Checker<'a> {
+    source: &'a str,
+}
+
+impl Checker<'_> {
+    fn error(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.source.to_owned(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let mut providers = Vec::new();
+        if raw.mock != Some(false) {
+            providers.push(mock_provider());
+        }
+        for (name, provider) in raw.providers {
+            providers.push(self.provider(name, provider)?);
+        }
+        let known = |name: &str| providers.iter().any(|provider| provider.name == name);
+
+        let mut routes = Vec::new();
+        if raw.mock != Some(false) {
+            routes.push(RouteConfig {
+                model: MOCK_ROUTE.to_owned(),
+                provider: MOCK_PROVIDER.to_owned(),
+                rewrite: None,
+            });
+        }
+        for (index, route) in raw.routes.into_iter().enumerate() {
+            let key = format!("routes[{index}]");
+            if route.model.trim().is_empty() {
+                return Err(self.error(format!("{key}.model"), "must not be empty"));
+            }
+            if let Err(error) = globset::Glob::new(&route.model) {
+                return Err(self.error(
+                    format!("{key}.model"),
+                    format!("not a valid pattern: {error}"),
+                ));
+            }
+            if !known(&route.provider) {
+                return Err(self.error(
+                    format!("{key}.provider"),
+                    format!("no provider named `{}` is configured", route.provider),
+                ));
+            }
+            if let Some(rewrite) = &route.rewrite
+                && rewrite.contains("{suffix}")
+                && !route.model.ends_with('*')
+            {
+                return Err(self.error(
+                    format!("{key}.rewrite"),
+                    "`{suffix}` needs a model pattern that ends with `*`",
+                ));
+            }
+            routes.push(RouteConfig {
+                model: route.model,
+                provider: route.provider,
+                rewrite: route.rewrite,
+            });
+        }
+
+        for (alias, target) in &raw.aliases {
+            if target.trim().is_empty() {
+                return Err(self.error(format!("aliases.{alias}"), "must name a model"));
+            }
+            if raw.aliases.contains_key(target) {
+                return Err(self.error(
+                    format!("aliases.{alias}"),
+                    format!("points at the alias `{target}`; point it at a model instead"),
+                ));
+            }
+        }
+        if let Some(default) = &raw.default_provider
+            && !known(default)
+        {
+            return Err(self.error(
+                "default_provider",
+                format!("no provider named `{default}` is configured"),
+            ));
+        }
+
+        Ok(Config {
+            source: self.source.to_owned(),
+            server: self.server(raw.server)?,
+            upstream: self.upstream(raw.upstream)?,
+            providers,
+            routes,
+            aliases: raw.aliases.into_iter().collect(),
+            default_provider: raw.default_provider,
+        })
+    }
+
+    fn server(&self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
+        let uds = raw.uds.filter(|path| !path.is_empty()).map(PathBuf::from);
+        let uds_mode = match raw.uds_mode.as_deref() {
+            None => 0o660,
+            Some(text) => u32::from_str_radix(text.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|mode| *mode <= 0o777)
+                .ok_or_else(|| {
+                    self.error(
+                        "server.uds_mode",
+                        format!("`{text}` is not an octal file mode such as \"0660\""),
+                    )
+                })?,
+        };
+        let allow_non_loopback = raw.allow_non_loopback.unwrap_or(false);
+        let tcp = match raw.tcp.as_deref() {
+            None | Some("") => None,
+            Some(text) => {
+                let addr: SocketAddr = text.parse().map_err(|_| {
+                    self.error(
+                        "server.tcp",
+                        format!("`{text}` is not an address such as \"127.0.0.1:50051\""),
+                    )
+                })?;
+                if !addr.ip().is_loopback() && !allow_non_loopback {
+                    return Err(self.error(
+                        "server.tcp",
+                        format!(
+                            "{addr} is not a loopback address: anyone who can reach it could spend the provider keys. \
+                             Set server.allow_non_loopback = true if that is what you want"
+                        ),
+                    ));
+                }
+                Some(addr)
+            }
+        };
+        if uds.is_none() && tcp.is_none() {
+            return Err(self.error(
+                "server",
+                "neither `uds` nor `tcp` is set: the sidecar would not listen anywhere",
+            ));
+        }
+        let max_message_bytes = raw.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+        if max_message_bytes < 64 * 1024 {
+            return Err(self.error("server.max_message_bytes", "must be at least 65536"));
+        }
+        Ok(ServerConfig {
+            uds,
+            uds_mode,
+            tcp,
+            allow_non_loopback,
+            max_message_bytes,
+        })
+    }
+
+    fn upstream(&self, raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+        let connect_timeout_ms = raw.connect_timeout_ms.unwrap_or(10_000);
+        if connect_timeout_ms == 0 {
+            return Err(self.error("upstream.connect_timeout_ms", "must be more than 0"));
+        }
+        let max_sse_line_bytes = raw.max_sse_line_bytes.unwrap_or(DEFAULT_MAX_SSE_LINE_BYTES);
+        if max_sse_line_bytes < 1024 {
+            return Err(self.error("upstream.max_sse_line_bytes", "must be at least 1024"));
+        }
+        Ok(UpstreamConfig {
+            connect_timeout: Duration::from_millis(connect_timeout_ms),
+            pool_idle_timeout: Duration::from_millis(raw.pool_idle_timeout_ms.unwrap_or(90_000)),
+            pool_max_idle_per_host: raw.pool_max_idle_per_host.unwrap_or(32),
+            max_sse_line_bytes,
+        })
+    }
+
+    fn provider(&self, name: String, raw: RawProvider) -> Result<ProviderConfig, ConfigError> {
+        let key = format!("providers.{name}");
+        if name == MOCK_PROVIDER {
+            return Err(self.error(
+                key,
+                "the name `mock` is reserved for the built-in mock provider",
+            ));
+        }
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(self.error(
+                key,
+                "a provider name may use only letters, digits, `-` and `_`",
+            ));
+        }
+        let kind = match raw.kind.as_deref() {
+            None | Some("openai") => ProviderKind::OpenAi,
+            Some("mock") => ProviderKind::Mock,
+            Some(other) => {
+                return Err(self.error(
+                    format!("{key}.kind"),
+                    format!("`{other}` is not a provider kind; use \"openai\" or \"mock\""),
+                ));
+            }
+        };
+        let base_url = match (kind, raw.base_url) {
+            (ProviderKind::Mock, url) => url.unwrap_or_default(),
+            (ProviderKind::OpenAi, None) => {
+                return Err(self.error(
+                    format!("{key}.base_url"),
+                    "is required, e.g. \"https://api.openai.com/v1\"",
+                ));
+            }
+            (ProviderKind::OpenAi, Some(url)) => {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(self.error(
+                        format!("{key}.base_url"),
+                        format!("`{url}` must start with https:// or http://"),
+                    ));
+                }
+                url.trim_end_matches('/').to_owned()
+            }
+        };
+        let mut headers = Vec::new();
+        for (header, value) in raw.headers {
+            if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                return Err(self.error(
+                    format!("{key}.headers"),
+                    format!("`{header}` is not a valid header name"),
+                ));
+            }
+            if reqwest::header::HeaderValue::from_str(&value).is_err() {
+                return Err(self.error(
+                    format!("{key}.headers.{header}"),
+                    "is not a valid header value",
+                ));
+            }
+            headers.push((header, value));
+        }
+        Ok(ProviderConfig {
+            name,
+            kind,
+            base_url,
+            api_key: KeySource {
+                env: raw.api_key_env.filter(|name| !name.is_empty()),
+                file: raw
+                    .api_key_file
+                    .filter(|path| !path.is_empty())
+                    .map(PathBuf::from),
+            },
+            headers,
+            stream_options: raw.stream_options.unwrap_or(true),
+        })
+    }
+}
+
+fn mock_provider() -> ProviderConfig {
+    ProviderConfig {
+        name: MOCK_PROVIDER.to_owned(),
+        kind: ProviderKind::Mock,
+        base_url: String::new(),
+        api_key: KeySource::default(),
+        headers: Vec::new(),
+        stream_options: true,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,75 @@
+use super::*;
+
+fn error_of(text: &str) -> ConfigError {
+    from_toml(text, "test.toml").expect_err("should be rejected")
+}
+
+#[test]
+fn the_embedded_default_is_valid_and_offers_mock() {
+    let config = from_toml(super::super::DEFAULT_TOML, "default").unwrap();
+    assert_eq!(config.routes[0].model, MOCK_ROUTE);
+    assert!(config.server.uds.is_some());
+    assert!(config.server.tcp.unwrap().ip().is_loopback());
+    assert_eq!(config.server.uds_mode, 0o660);
+    assert_eq!(config.server.max_message_bytes, 16 * 1024 * 1024);
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let error = error_of("[server]\nuds = \"/tmp/x.sock\"\ntimeout = 3\n");
+    assert_eq!(error.file, "test.toml");
+    assert!(error.message.contains("timeout"), "{error}");
+}
+
+#[test]
+fn non_loopback_tcp_is_refused_unless_allowed() {
+    let error = error_of("[server]\ntcp = \"0.0.0.0:50051\"\n");
+    assert_eq!(error.key, "server.tcp");
+    assert!(error.to_string().contains("allow_non_loopback"));
+    let config = from_toml(
+        "[server]\ntcp = \"0.0.0.0:50051\"\nallow_non_loopback = true\n",
+        "t",
+    )
+    .unwrap();
+    assert!(config.server.tcp.is_some());
+}
+
+#[test]
+fn routes_must_name_known_providers() {
+    let error =
+        error_of("[server]\nuds = \"/tmp/x\"\n[[routes]]\nmodel = \"x\"\nprovider = \"nope\"\n");
+    assert_eq!(error.key, "routes[0].provider");
+}
+
+#[test]
+fn providers_need_a_base_url_and_a_known_kind() {
+    let error = error_of("[server]\nuds = \"/tmp/x\"\n[providers.a]\napi_key_env = \"A\"\n");
+    assert_eq!(error.key, "providers.a.base_url");
+    let error = error_of(
+        "[server]\nuds = \"/tmp/x\"\n[providers.a]\nkind = \"grpc\"\nbase_url = \"http://x\"\n",
+    );
+    assert_eq!(error.key, "providers.a.kind");
+}
+
+#[test]
+fn aliases_may_not_chain() {
+    let error = error_of("[server]\nuds = \"/tmp/x\"\n[aliases]\na = \"b\"\nb = \"gpt-4o\"\n");
+    assert_eq!(error.key, "aliases.a");
+}
+
+#[test]
+fn uds_mode_is_octal() {
+    let config = from_toml("[server]\nuds = \"/tmp/x\"\nuds_mode = \"0600\"\n", "t").unwrap();
+    assert_eq!(config.server.uds_mode, 0o600);
+    assert_eq!(
+        error_of("[server]\nuds = \"/tmp/x\"\nuds_mode = \"rw\"\n").key,
+        "server.uds_mode"
+    );
+}
+
+#[test]
+fn mock_can_be_switched_off() {
+    let config = from_toml("mock = false\n[server]\nuds = \"/tmp/x\"\n", "t").unwrap();
+    assert!(config.routes.is_empty());
+    assert!(config.providers.is_empty());
+}

@@ -1,0 +1,88 @@
+//! What can go wrong with a call, said once where it happens and classified
+//! once at the edge (see [`classify`]) into a gRPC code, an HTTP status and
+//! whether trying again may help.
+
+mod classify;
+
+pub use classify::{Class, classify};
+
+use std::time::Duration;
+
+/// Every failure a chat call can end with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller's request is invalid; nothing was sent upstream.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// No route matches the model; nothing was sent upstream.
+    #[error("no provider serves model `{model}`: {hint}")]
+    ModelNotFound { model: String, hint: String },
+    /// The provider cannot be called as configured (e.g. no API key).
+    #[error("provider `{provider}` is not usable: {reason}")]
+    ProviderNotReady { provider: String, reason: String },
+    /// The upstream answered with an HTTP error status.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The upstream could not be reached, or the connection broke before a
+    /// response started.
+    #[error("cannot reach provider `{provider}`: {detail}")]
+    Connect { provider: String, detail: String },
+    /// The upstream stream broke off after it started: no `[DONE]`, no
+    /// finish reason, or the body failed mid-way.
+    #[error("the stream from provider `{provider}` ended before completing: {detail}")]
+    StreamIncomplete { provider: String, detail: String },
+    /// The upstream sent something that is not a valid chat completion.
+    #[error("provider `{provider}` sent an invalid response: {detail}")]
+    MalformedResponse { provider: String, detail: String },
+    /// The caller's deadline passed.
+    #[error("the deadline passed after {elapsed:?} ({stage})")]
+    DeadlineExceeded {
+        stage: &'static str,
+        elapsed: Duration,
+    },
+    /// A bug or an unexpected local failure.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// An error the upstream reported, with its message already scrubbed of
+/// secrets. `status` is the HTTP status, or the in-band code an upstream put
+/// in an error frame of a 200 response (0 when it gave none).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("provider `{provider}` answered {status}: {message}")]
+pub struct UpstreamError {
+    pub provider: String,
+    pub status: u16,
+    pub message: String,
+    pub error_type: Option<String>,
+    pub error_code: Option<String>,
+    pub retry_after: Option<Duration>,
+    /// True when the error came inside a 200 response (an SSE error frame or
+    /// an error object in the body) rather than as an HTTP status.
+    pub in_band: bool,
+}
+
+impl Error {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::InvalidRequest(message.into())
+    }
+
+    /// How long the upstream asked us to wait before trying again, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Upstream(upstream) => upstream.retry_after,
+            _ => None,
+        }
+    }
+
+    pub fn provider(&self) -> Option<&str> {
+        match self {
+            Error::ProviderNotReady { provider, .. }
+            | Error::Connect { provider, .. }
+            | Error::StreamIncomplete { provider, .. }
+            | Error::MalformedResponse { provider, .. } => Some(provider),
+            Error::Upstream(upstream) => Some(&upstream.provider),
+            _ => None,
+        }
+    }
+}

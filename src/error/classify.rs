@@ -1,0 +1,158 @@
+//! The one table from cause to gRPC code, HTTP status and retryability.
+//!
+//! Upstream 401/403 mean *our* key failed, not the caller's credentials, so
+//! they become FAILED_PRECONDITION (an operator must act), never
+//! UNAUTHENTICATED, which would send the caller looking at its own auth.
+
+use super::{Error, UpstreamError};
+use tonic::Code;
+
+/// How one error presents at the edges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Class {
+    pub code: Code,
+    pub http_status: u16,
+    /// Whether sending the same request again may succeed.
+    pub retryable: bool,
+    /// A stable machine-readable reason for google.rpc.ErrorInfo.
+    pub reason: &'static str,
+}
+
+const fn class(code: Code, http_status: u16, retryable: bool, reason: &'static str) -> Class {
+    Class {
+        code,
+        http_status,
+        retryable,
+        reason,
+    }
+}
+
+pub fn classify(error: &Error) -> Class {
+    match error {
+        Error::InvalidRequest(_) => class(Code::InvalidArgument, 400, false, "INVALID_REQUEST"),
+        Error::ModelNotFound { .. } => class(Code::NotFound, 404, false, "MODEL_NOT_ROUTED"),
+        Error::ProviderNotReady { .. } => {
+            class(Code::FailedPrecondition, 503, false, "PROVIDER_NOT_READY")
+        }
+        Error::Upstream(upstream) => classify_upstream(upstream),
+        Error::Connect { .. } => class(Code::Unavailable, 502, true, "UPSTREAM_UNREACHABLE"),
+        Error::StreamIncomplete { .. } => {
+            class(Code::Unavailable, 502, true, "UPSTREAM_STREAM_INCOMPLETE")
+        }
+        Error::MalformedResponse { .. } => {
+            class(Code::Internal, 502, false, "UPSTREAM_MALFORMED_RESPONSE")
+        }
+        Error::DeadlineExceeded { .. } => {
+            class(Code::DeadlineExceeded, 504, false, "DEADLINE_EXCEEDED")
+        }
+        Error::Internal(_) => class(Code::Internal, 500, false, "INTERNAL"),
+    }
+}
+
+fn classify_upstream(error: &UpstreamError) -> Class {
+    if is_quota_exhausted(error) {
+        // Out of credit: retrying cannot help until someone pays.
+        return class(
+            Code::ResourceExhausted,
+            429,
+            false,
+            "UPSTREAM_QUOTA_EXHAUSTED",
+        );
+    }
+    if is_context_length(error) {
+        return class(Code::InvalidArgument, 400, false, "UPSTREAM_CONTEXT_LENGTH");
+    }
+    match error.status {
+        400 | 413 | 422 => class(
+            Code::InvalidArgument,
+            400,
+            false,
+            "UPSTREAM_INVALID_REQUEST",
+        ),
+        401 | 403 => class(Code::FailedPrecondition, 502, false, "UPSTREAM_AUTH_FAILED"),
+        404 => class(Code::NotFound, 404, false, "UPSTREAM_NOT_FOUND"),
+        408 => class(Code::DeadlineExceeded, 504, true, "UPSTREAM_TIMEOUT"),
+        409 => class(Code::Aborted, 409, true, "UPSTREAM_CONFLICT"),
+        429 => class(Code::ResourceExhausted, 429, true, "UPSTREAM_RATE_LIMITED"),
+        504 => class(Code::DeadlineExceeded, 504, true, "UPSTREAM_TIMEOUT"),
+        500..=599 => class(Code::Unavailable, 503, true, "UPSTREAM_UNAVAILABLE"),
+        // An error frame without a usable code: the upstream failed mid-way.
+        0 if error.in_band => class(Code::Unavailable, 502, true, "UPSTREAM_ERROR"),
+        _ => class(Code::Internal, 502, false, "UPSTREAM_UNEXPECTED_STATUS"),
+    }
+}
+
+/// OpenAI `insufficient_quota`, Anthropic `enforced_spend_limit_reached`,
+/// OpenRouter's 402: spending limits, not rate limits.
+fn is_quota_exhausted(error: &UpstreamError) -> bool {
+    const MARKERS: [&str; 3] = [
+        "insufficient_quota",
+        "enforced_spend_limit_reached",
+        "insufficient_credits",
+    ];
+    error.status == 402
+        || [&error.error_code, &error.error_type]
+            .into_iter()
+            .flatten()
+            .any(|value| MARKERS.contains(&value.as_str()))
+}
+
+fn is_context_length(error: &UpstreamError) -> bool {
+    error.error_code.as_deref() == Some("context_length_exceeded")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(status: u16) -> UpstreamError {
+        UpstreamError {
+            provider: "p".into(),
+            status,
+            message: "m".into(),
+            error_type: None,
+            error_code: None,
+            retry_after: None,
+            in_band: false,
+        }
+    }
+
+    fn code_of(status: u16) -> Code {
+        classify(&Error::Upstream(upstream(status))).code
+    }
+
+    #[test]
+    fn upstream_statuses_map_to_the_documented_codes() {
+        assert_eq!(code_of(400), Code::InvalidArgument);
+        assert_eq!(code_of(422), Code::InvalidArgument);
+        assert_eq!(code_of(401), Code::FailedPrecondition);
+        assert_eq!(code_of(403), Code::FailedPrecondition);
+        assert_eq!(code_of(404), Code::NotFound);
+        assert_eq!(code_of(429), Code::ResourceExhausted);
+        assert_eq!(code_of(502), Code::Unavailable);
+        assert_eq!(code_of(503), Code::Unavailable);
+        assert_eq!(code_of(529), Code::Unavailable);
+        assert_eq!(code_of(504), Code::DeadlineExceeded);
+    }
+
+    #[test]
+    fn rate_limits_are_retryable_but_spend_limits_are_not() {
+        assert!(classify(&Error::Upstream(upstream(429))).retryable);
+        let mut quota = upstream(429);
+        quota.error_code = Some("insufficient_quota".into());
+        let class = classify(&Error::Upstream(quota));
+        assert_eq!(class.code, Code::ResourceExhausted);
+        assert!(!class.retryable);
+        assert!(!classify(&Error::Upstream(upstream(402))).retryable);
+    }
+
+    #[test]
+    fn client_errors_are_never_retryable() {
+        for status in [400, 401, 403, 404, 422] {
+            assert!(
+                !classify(&Error::Upstream(upstream(status))).retryable,
+                "{status}"
+            );
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! A scriptable fake OpenAI-compatible chat-completions server for tests and
+//! benchmarks.
+//!
+//! Tests start it in-process ([`FakeUpstream::start`]) and tell it, per
+//! request, how to misbehave: a `"fake"` object in the JSON body, or the
+//! `x-fake-scenario` header holding the same JSON (see [`Scenario`]). It
+//! records every request, counts accepted TCP connections (to prove connection
+//! reuse) and counts responses the client abandoned before they were finished
+//! (to prove cancellation propagates upstream).
+//!
+//! Routes: `POST /v1/chat/completions` (also `/chat/completions` and
+//! `/api/v1/chat/completions`) and `GET /v1/models` (also `/models`,
+//! `/api/v1/models`). Anything else is recorded and answered with 404/405.
+
+mod guard;
+mod handlers;
+mod listener;
+mod reply;
+mod scenario;
+mod sse;
+mod state;
+#[cfg(test)]
+mod test_client;
+#[cfg(test)]
+mod tests;
+mod wire;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use scenario::{SCENARIO_HEADER, Scenario};
+
+use listener::CountingListener;
+use state::Shared;
+
+/// One request as the fake received it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// Path without the query string.
+    pub path: String,
+    /// Header names are lower-case; values are lossily decoded as UTF-8.
+    pub headers: Vec<(String, String)>,
+    /// The parsed JSON body, or `Null` if it was not JSON.
+    pub body: serde_json::Value,
+}
+
+impl RecordedRequest {
+    /// First value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A running fake upstream. Dropping it shuts the server down: it stops
+/// accepting and aborts every open connection, including hanging ones.
+pub struct FakeUpstream {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for FakeUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeUpstream")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FakeUpstream {
+    /// Binds 127.0.0.1:0 and serves in a background tokio task.
+    pub async fn start() -> std::io::Result<FakeUpstream> {
+        Self::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), Scenario::default()).await
+    }
+
+    /// Binds `addr` and serves with `defaults` for requests that carry no
+    /// scenario of their own. Must be called inside a tokio runtime.
+    pub async fn start_with(addr: SocketAddr, defaults: Scenario) -> std::io::Result<FakeUpstream> {
+        let tcp = TcpListener::bind(addr).await?;
+        let addr = tcp.local_addr()?;
+        let shared = Arc::new(Shared::new(defaults));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let listener = CountingListener::new(tcp, shared.clone(), shutdown_rx.clone());
+        let app = handlers::router(shared.clone());
+        let mut stop = shutdown_rx;
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            // Err means the FakeUpstream (the sender) is gone: stop as well.
+            let _ = stop.wait_for(|stop| *stop).await;
+        });
+        tokio::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::warn!("fake upstream server ended with error: {e}");
+            }
+        });
+        Ok(FakeUpstream {
+            addr,
+            shared,
+            shutdown,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR/v1`, the base URL an OpenAI client should be given.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Everything received so far, in arrival order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.requests()
+    }
+
+    /// How many responses the client abandoned before the fake finished
+    /// sending them (streaming bodies dropped early, or handlers dropped while
+    /// delaying/hanging because the connection closed). Connections aborted by
+    /// dropping the `FakeUpstream` itself count too.
+    pub fn client_disconnects(&self) -> usize {
+        self.shared.disconnects()
+    }
+
+    /// Waits until `client_disconnects() >= n` or `timeout` passes; returns
+    /// whether it happened.
+    pub async fn wait_for_disconnects(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.shared.disconnect_notify().notified();
+            tokio::pin!(notified);
+            // Register before checking so a disconnect in between is not missed.
+            notified.as_mut().enable();
+            if self.client_disconnects() >= n {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.client_disconnects() >= n;
+            }
+        }
+    }
+
+    /// Number of TCP connections accepted so far (to show connection reuse).
+    pub fn connections_accepted(&self) -> usize {
+        self.shared.connections()
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        // Ignored error: no receivers left means the server is already gone.
+        let _ = self.shutdown.send(true);
+    }
+}

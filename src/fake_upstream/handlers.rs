@@ -1,0 +1,225 @@
+//! HTTP routes of the fake upstream and the per-request flow:
+//! record → pick scenario → delay/hang → error or answer.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::guard::DisconnectGuard;
+use super::reply::{self, Answer};
+use super::state::Shared;
+use super::{RecordedRequest, Scenario, sse};
+
+/// All routes; every path, including unknown ones, records the request first.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(chat_completions).fallback(wrong_method),
+        )
+        .route(
+            "/chat/completions",
+            post(chat_completions).fallback(wrong_method),
+        )
+        .route(
+            "/api/v1/chat/completions",
+            post(chat_completions).fallback(wrong_method),
+        )
+        .route("/v1/models", get(models).fallback(wrong_method))
+        .route("/models", get(models).fallback(wrong_method))
+        .route("/api/v1/models", get(models).fallback(wrong_method))
+        .fallback(not_found)
+        // Benchmarks may send large prompts; the fake must never refuse them.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(shared)
+}
+
+fn record(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Value {
+    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    shared.record(RecordedRequest {
+        method: method.as_str().to_owned(),
+        path: uri.path().to_owned(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: body.clone(),
+    });
+    body
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+async fn chat_completions(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Response {
+    let body = record(&shared, &method, &uri, &headers, &raw);
+    if !body.is_object() {
+        let msg = "request body must be a JSON object";
+        return json_response(StatusCode::BAD_REQUEST, reply::invalid_request_json(msg));
+    }
+    let scenario = match Scenario::select(&body, &headers, &shared.defaults) {
+        Ok(s) => s,
+        Err(e) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                reply::invalid_request_json(&e.to_string()),
+            );
+        }
+    };
+    // Decided on arrival so retries are counted in arrival order, not in the
+    // order their latencies happen to expire.
+    let fail = scenario
+        .error_status()
+        .filter(|_| match scenario.fail_times {
+            Some(times) => shared.should_fail(scenario.key.as_deref().unwrap_or(""), times),
+            None => true,
+        });
+
+    let guard = DisconnectGuard::new(shared.clone());
+    if scenario.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(scenario.latency_ms)).await;
+    }
+    if scenario.hang {
+        // Dropped by hyper when the client closes the connection (the guard
+        // then counts a disconnect), or when the FakeUpstream shuts down.
+        std::future::pending::<()>().await;
+    }
+
+    let mut response = match fail {
+        Some(status) => {
+            guard.disarm();
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            json_response(code, reply::error_json(status, &scenario))
+        }
+        None => respond(&shared, &body, &scenario, guard),
+    };
+    add_retry_headers(response.headers_mut(), &scenario);
+    response
+}
+
+/// The successful reply, as one JSON object or as an SSE stream.
+fn respond(
+    shared: &Arc<Shared>,
+    body: &Value,
+    scenario: &Scenario,
+    guard: DisconnectGuard,
+) -> Response {
+    let answer = Answer::build(body, scenario, shared.next_id(), unix_now());
+    let streaming = body.get("stream").and_then(Value::as_bool) == Some(true);
+    if !streaming {
+        guard.disarm();
+        return json_response(StatusCode::OK, answer.completion_json(!scenario.no_usage));
+    }
+    let include_usage = body
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        == Some(true);
+    let steps = sse::script(&answer, scenario, include_usage);
+    let stream = sse::body_stream(steps, scenario.split_bytes, guard);
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+fn add_retry_headers(headers: &mut HeaderMap, scenario: &Scenario) {
+    if let Some(v) = &scenario.retry_after {
+        match HeaderValue::from_str(v) {
+            Ok(v) => {
+                headers.insert(header::RETRY_AFTER, v);
+            }
+            Err(e) => tracing::warn!("fake upstream: bad retry_after {v:?}: {e}"),
+        }
+    }
+    if let Some(ms) = scenario.retry_after_ms {
+        headers.insert(
+            HeaderName::from_static("retry-after-ms"),
+            HeaderValue::from(ms),
+        );
+    }
+}
+
+async fn models(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Response {
+    record(&shared, &method, &uri, &headers, &raw);
+    let mut names = vec![reply::DEFAULT_MODEL.to_owned()];
+    for m in shared.models_seen() {
+        if !names.contains(&m) {
+            names.push(m);
+        }
+    }
+    let data: Vec<Value> = names
+        .iter()
+        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "fake-upstream"}))
+        .collect();
+    json_response(
+        StatusCode::OK,
+        json!({"object": "list", "data": data}).to_string(),
+    )
+}
+
+async fn not_found(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Response {
+    record(&shared, &method, &uri, &headers, &raw);
+    let msg = format!("fake upstream has no route {method} {}", uri.path());
+    json_response(StatusCode::NOT_FOUND, reply::invalid_request_json(&msg))
+}
+
+async fn wrong_method(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Response {
+    record(&shared, &method, &uri, &headers, &raw);
+    let msg = format!(
+        "fake upstream: method {method} not allowed on {}",
+        uri.path()
+    );
+    json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        reply::invalid_request_json(&msg),
+    )
+}

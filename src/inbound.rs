@@ -1,0 +1,4 @@
+//! The edges callers come in by. Each converts its wire format into the
+//! internal chat model, calls the pipeline, and converts back.
+
+pub mod grpc;

@@ -1,0 +1,213 @@
+use super::*;
+use crate::proto::v1 as pb;
+use prost_types::value::Kind;
+
+fn text(role: pb::Role, content: &str) -> pb::Message {
+    pb::Message {
+        role: role as i32,
+        content: Some(content.to_owned()),
+        ..pb::Message::default()
+    }
+}
+
+fn number(value: f64) -> prost_types::Value {
+    prost_types::Value {
+        kind: Some(Kind::NumberValue(value)),
+    }
+}
+
+#[test]
+fn a_full_request_converts_to_the_openai_shape() {
+    let mut extra = prost_types::Struct::default();
+    extra.fields.insert("top_k".into(), number(40.0));
+    let request = pb::ChatRequest {
+        model: "gpt-4o-mini".into(),
+        messages: vec![
+            text(pb::Role::System, "be brief"),
+            pb::Message {
+                role: pb::Role::User as i32,
+                parts: vec![
+                    pb::ContentPart {
+                        part: Some(pb::content_part::Part::Text("what is this?".into())),
+                    },
+                    pb::ContentPart {
+                        part: Some(pb::content_part::Part::ImageData(pb::ImageData {
+                            data: vec![1, 2, 3],
+                            mime_type: "image/png".into(),
+                            detail: String::new(),
+                        })),
+                    },
+                ],
+                ..pb::Message::default()
+            },
+            pb::Message {
+                role: pb::Role::Assistant as i32,
+                tool_calls: vec![pb::ToolCall {
+                    id: "call_1".into(),
+                    function: Some(pb::FunctionCall {
+                        name: "get_weather".into(),
+                        arguments: "{\"city\":\"Oslo\"}".into(),
+                    }),
+                }],
+                ..pb::Message::default()
+            },
+            pb::Message {
+                role: pb::Role::Tool as i32,
+                content: Some("12C".into()),
+                tool_call_id: "call_1".into(),
+                ..pb::Message::default()
+            },
+        ],
+        temperature: Some(0.5),
+        max_tokens: Some(100),
+        stop: vec!["END".into()],
+        seed: Some(7),
+        reasoning_effort: "low".into(),
+        tools: vec![pb::Tool {
+            tool: Some(pb::tool::Tool::Function(pb::FunctionTool {
+                name: "get_weather".into(),
+                description: "weather".into(),
+                parameters: Some(prost_types::Struct::default()),
+                strict: None,
+            })),
+        }],
+        tool_choice: Some(pb::ToolChoice {
+            choice: Some(pb::tool_choice::Choice::Mode(
+                pb::ToolChoiceMode::Auto as i32,
+            )),
+        }),
+        response_format: Some(pb::ResponseFormat {
+            format: Some(pb::response_format::Format::JsonObject(
+                pb::JsonObjectFormat {},
+            )),
+        }),
+        metadata: [("team".to_owned(), "search".to_owned())].into(),
+        extra: Some(extra),
+        ..pb::ChatRequest::default()
+    };
+    let converted = request_from_proto(request).unwrap();
+    assert_eq!(converted.metadata["team"], "search");
+    let json = serde_json::to_value(&converted).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "model": "gpt-4o-mini",
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "what is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AQID"}}
+                ]},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}
+                ]},
+                {"role": "tool", "content": "12C", "tool_call_id": "call_1"}
+            ],
+            "temperature": 0.5,
+            "max_tokens": 100,
+            "stop": ["END"],
+            "seed": 7,
+            "reasoning_effort": "low",
+            "tools": [{"type": "function", "function": {"name": "get_weather", "description": "weather", "parameters": {}}}],
+            "tool_choice": "auto",
+            "response_format": {"type": "json_object"},
+            "top_k": 40
+        })
+    );
+}
+
+#[test]
+fn unset_and_unknown_roles_are_named() {
+    let request = pb::ChatRequest {
+        model: "m".into(),
+        messages: vec![
+            text(pb::Role::User, "hi"),
+            pb::Message {
+                content: Some("x".into()),
+                ..pb::Message::default()
+            },
+        ],
+        ..pb::ChatRequest::default()
+    };
+    let error = request_from_proto(request).unwrap_err().to_string();
+    assert!(
+        error.starts_with("messages[1]: `role` is not set"),
+        "{error}"
+    );
+    let request = pb::ChatRequest {
+        model: "m".into(),
+        messages: vec![pb::Message {
+            role: 42,
+            content: Some("x".into()),
+            ..pb::Message::default()
+        }],
+        ..pb::ChatRequest::default()
+    };
+    assert!(
+        request_from_proto(request)
+            .unwrap_err()
+            .to_string()
+            .contains("42")
+    );
+}
+
+#[test]
+fn content_and_parts_together_are_rejected() {
+    let mut message = text(pb::Role::User, "hi");
+    message.parts.push(pb::ContentPart {
+        part: Some(pb::content_part::Part::Text("x".into())),
+    });
+    let request = pb::ChatRequest {
+        model: "m".into(),
+        messages: vec![message],
+        ..pb::ChatRequest::default()
+    };
+    assert!(
+        request_from_proto(request)
+            .unwrap_err()
+            .to_string()
+            .contains("not both")
+    );
+}
+
+#[test]
+fn struct_numbers_keep_integers_integral() {
+    let mut schema = prost_types::Struct::default();
+    schema.fields.insert("maxItems".into(), number(3.0));
+    schema.fields.insert("ratio".into(), number(0.25));
+    assert_eq!(
+        structs::struct_to_json(schema),
+        serde_json::json!({"maxItems": 3, "ratio": 0.25})
+    );
+}
+
+#[test]
+fn chunks_carry_tool_call_deltas_and_usage() {
+    let chunk: model::ChatChunk = serde_json::from_value(serde_json::json!({
+        "id": "c1", "created": 1, "model": "m",
+        "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 1, "id": "call_2", "function": {"name": "f", "arguments": "{\"a\""}}]}, "finish_reason": null}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7, "prompt_tokens_details": {"cached_tokens": 2}, "completion_tokens_details": {"reasoning_tokens": 1}}
+    }))
+    .unwrap();
+    let proto = chunk_to_proto(chunk, "openai");
+    assert_eq!(proto.provider, "openai");
+    let call = &proto.choices[0].tool_calls[0];
+    assert_eq!(
+        (
+            call.index,
+            call.id.as_str(),
+            call.name.as_str(),
+            call.arguments.as_str()
+        ),
+        (1, "call_2", "f", "{\"a\"")
+    );
+    let usage = proto.usage.unwrap();
+    assert_eq!(
+        (
+            usage.total_tokens,
+            usage.cached_prompt_tokens,
+            usage.reasoning_tokens
+        ),
+        (7, 2, 1)
+    );
+}

@@ -1,0 +1,105 @@
+//! `llmsidecar.v1.ChatService` on top of the pipeline.
+
+use super::convert::{chunk_to_proto, request_from_proto, response_to_proto};
+use super::status::to_status;
+use super::timeout::parse_grpc_timeout;
+use crate::pipeline::{CallContext, Pipeline};
+use crate::proto::v1 as pb;
+use futures::{Stream, StreamExt};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+#[derive(Debug, Clone)]
+pub struct ChatServiceImpl {
+    pipeline: Arc<Pipeline>,
+}
+
+impl ChatServiceImpl {
+    pub fn new(pipeline: Arc<Pipeline>) -> Self {
+        ChatServiceImpl { pipeline }
+    }
+}
+
+/// tonic's server also watches `grpc-timeout` until the response headers,
+/// and reports CANCELLED when it fires. We end the call a hair earlier so the
+/// caller gets DEADLINE_EXCEEDED (and our own record of the call) instead.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
+
+fn call_context<T>(request: &Request<T>) -> CallContext {
+    let deadline = request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .map(|timeout| {
+            let margin = DEADLINE_MARGIN.min(timeout / 10);
+            tokio::time::Instant::now() + timeout.saturating_sub(margin)
+        });
+    CallContext { deadline }
+}
+
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ChatChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::chat_service_server::ChatService for ChatServiceImpl {
+    async fn complete(
+        &self,
+        request: Request<pb::ChatRequest>,
+    ) -> Result<Response<pb::ChatResponse>, Status> {
+        let call = call_context(&request);
+        let chat = request_from_proto(request.into_inner()).map_err(|error| to_status(&error))?;
+        let served = self
+            .pipeline
+            .complete(chat, &call)
+            .await
+            .map_err(|error| to_status(&error))?;
+        Ok(Response::new(response_to_proto(
+            served.value,
+            &served.provider,
+        )))
+    }
+
+    type StreamCompleteStream = ChunkStream;
+
+    async fn stream_complete(
+        &self,
+        request: Request<pb::ChatRequest>,
+    ) -> Result<Response<Self::StreamCompleteStream>, Status> {
+        let call = call_context(&request);
+        let chat = request_from_proto(request.into_inner()).map_err(|error| to_status(&error))?;
+        let served = self
+            .pipeline
+            .stream(chat, &call)
+            .await
+            .map_err(|error| to_status(&error))?;
+        let provider = served.provider;
+        // No channel and no task: hyper pulls this stream only as HTTP/2
+        // flow control lets it send, so a slow reader slows the upstream
+        // read, and a cancelled call drops the whole chain at once.
+        let stream = served.value.map(move |item| match item {
+            Ok(chunk) => Ok(chunk_to_proto(chunk, &provider)),
+            Err(error) => Err(to_status(&error)),
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_models(
+        &self,
+        _request: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let models = self
+            .pipeline
+            .routes()
+            .iter()
+            .map(|route| pb::ModelRoute {
+                model: route.model.clone(),
+                provider: route.provider.clone(),
+                r#match: route.kind.as_str().to_owned(),
+                target: route.target.clone(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListModelsResponse { models }))
+    }
+}

@@ -1,0 +1,136 @@
+//! Serving: the gRPC services (chat, health, reflection) on the Unix socket
+//! and the optional loopback TCP port, and an orderly stop.
+
+mod uds;
+
+pub use uds::{BindError, bind_uds};
+
+use crate::config::{Config, Env};
+use crate::inbound::grpc::ChatServiceImpl;
+use crate::pipeline::Pipeline;
+use crate::proto::FILE_DESCRIPTOR_SET;
+use crate::proto::v1::chat_service_server::ChatServiceServer;
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+
+/// A started sidecar. Dropping it does not stop it; call [`Running::shutdown`].
+#[derive(Debug)]
+pub struct Running {
+    /// The Unix socket path, when one is served.
+    pub uds: Option<PathBuf>,
+    /// The bound TCP address (the real port when the config said port 0).
+    pub tcp: Option<SocketAddr>,
+    pub pipeline: Arc<Pipeline>,
+    health: tonic_health::server::HealthReporter,
+    stop: watch::Sender<bool>,
+    servers: JoinSet<Result<(), tonic::transport::Error>>,
+}
+
+/// Binds every listener and starts serving. Errors here are start-up
+/// errors: a socket in use, an address taken, a bad descriptor set.
+pub async fn start(config: &Config, env: Env<'_>) -> anyhow::Result<Running> {
+    let pipeline =
+        Arc::new(Pipeline::new(config, env).context("cannot build the upstream HTTP client")?);
+    for provider in pipeline.providers() {
+        if let Some(problem) = provider.readiness_problem() {
+            tracing::warn!(provider = %provider.name, "provider is not usable: {problem}");
+        }
+    }
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ChatServiceServer<ChatServiceImpl>>()
+        .await;
+    let chat = ChatServiceServer::new(ChatServiceImpl::new(pipeline.clone()))
+        .max_decoding_message_size(config.server.max_message_bytes)
+        .max_encoding_message_size(config.server.max_message_bytes);
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build the reflection service")?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("cannot build the reflection service")?;
+    let routes = Routes::new(chat)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha);
+
+    let (stop, stopped) = watch::channel(false);
+    let mut servers = JoinSet::new();
+    let mut running_uds = None;
+    if let Some(path) = &config.server.uds {
+        let listener = bind_uds(path, config.server.uds_mode).await?;
+        let incoming = UnixListenerStream::new(listener);
+        servers.spawn(
+            server_builder()
+                .add_routes(routes.clone())
+                .serve_with_incoming_shutdown(incoming, signalled(stopped.clone())),
+        );
+        tracing::info!(path = %path.display(), "serving gRPC on the Unix socket");
+        running_uds = Some(path.clone());
+    }
+    let mut running_tcp = None;
+    if let Some(addr) = config.server.tcp {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} (server.tcp in {})", config.source)
+        })?;
+        let bound = listener.local_addr()?;
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        servers.spawn(
+            server_builder()
+                .add_routes(routes.clone())
+                .serve_with_incoming_shutdown(incoming, signalled(stopped.clone())),
+        );
+        tracing::info!(%bound, "serving gRPC on loopback TCP");
+        running_tcp = Some(bound);
+    }
+    Ok(Running {
+        uds: running_uds,
+        tcp: running_tcp,
+        pipeline,
+        health,
+        stop,
+        servers,
+    })
+}
+
+fn server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+}
+
+async fn signalled(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+impl Running {
+    /// Reports NOT_SERVING, stops accepting calls, waits for the calls in
+    /// flight, and removes the socket file.
+    pub async fn shutdown(mut self) {
+        self.health
+            .set_not_serving::<ChatServiceServer<ChatServiceImpl>>()
+            .await;
+        let _ = self.stop.send(true);
+        while let Some(result) = self.servers.join_next().await {
+            match result {
+                Ok(Err(error)) => tracing::warn!("a listener ended with an error: {error}"),
+                Err(error) => tracing::warn!("a listener task failed: {error}"),
+                Ok(Ok(())) => {}
+            }
+        }
+        if let Some(path) = &self.uds {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The providers behind the sidecar. Each kind turns the internal chat model
+//! into its own wire protocol and back; the rest of the sidecar sees only
+//! [`Provider::complete`] and [`Provider::stream`].
+
+mod http_client;
+mod mock;
+pub mod openai;
+pub mod sse;
+
+pub use http_client::build_http_client;
+
+use crate::config::{Env, ProviderConfig, ProviderKind, UpstreamConfig};
+use crate::error::Error;
+use crate::model::{ChatChunk, ChatRequest, ChatResponse};
+use futures::Stream;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// A streamed answer. Dropping it closes the upstream request at once.
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Error>> + Send>>;
+
+/// One configured provider.
+#[derive(Debug)]
+pub struct Provider {
+    pub name: Arc<str>,
+    upstream: Upstream,
+}
+
+#[derive(Debug)]
+enum Upstream {
+    OpenAi(openai::OpenAiUpstream),
+    Mock(mock::MockUpstream),
+}
+
+impl Provider {
+    pub fn new(
+        config: &ProviderConfig,
+        upstream: &UpstreamConfig,
+        client: &reqwest::Client,
+        env: Env<'_>,
+    ) -> Provider {
+        let name: Arc<str> = config.name.as_str().into();
+        let kind = match config.kind {
+            ProviderKind::OpenAi => Upstream::OpenAi(openai::OpenAiUpstream::new(
+                name.clone(),
+                config,
+                upstream,
+                client.clone(),
+                env,
+            )),
+            ProviderKind::Mock => Upstream::Mock(mock::MockUpstream::new(name.clone())),
+        };
+        Provider {
+            name,
+            upstream: kind,
+        }
+    }
+
+    /// A problem that makes every call fail (e.g. a missing API key), for
+    /// start-up warnings and `check-config`.
+    pub fn readiness_problem(&self) -> Option<String> {
+        match &self.upstream {
+            Upstream::OpenAi(openai) => openai.key_problem(),
+            Upstream::Mock(_) => None,
+        }
+    }
+
+    pub async fn complete(&self, request: ChatRequest) -> Result<ChatResponse, Error> {
+        match &self.upstream {
+            Upstream::OpenAi(openai) => openai.complete(request).await,
+            Upstream::Mock(mock) => mock.complete(&request),
+        }
+    }
+
+    pub async fn stream(&self, request: ChatRequest) -> Result<ChunkStream, Error> {
+        match &self.upstream {
+            Upstream::OpenAi(openai) => openai.stream(request).await,
+            Upstream::Mock(mock) => mock.stream(&request),
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Any OpenAI-compatible chat-completions API: OpenAI, OpenRouter,
+//! TheRouter, Taotoken, DeepSeek, vLLM, Ollama ...
+
+mod chunks;
+mod error_body;
+mod retry_after;
+
+pub use chunks::UpstreamChunks;
+pub use error_body::{ErrorBody, parse_error_body};
+pub use retry_after::retry_after;
+
+use crate::config::{Env, ProviderConfig, UpstreamConfig};
+use crate::error::{Error, UpstreamError};
+use crate::model::{ChatRequest, ChatResponse};
+use crate::secret::{ApiKey, load_key, scrub};
+use crate::upstream::ChunkStream;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Largest error body we read: enough for any real error object.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub struct OpenAiUpstream {
+    provider: Arc<str>,
+    client: reqwest::Client,
+    url: String,
+    key: Result<Option<ApiKey>, String>,
+    headers: HeaderMap,
+    stream_options: bool,
+    max_sse_line_bytes: usize,
+    max_response_bytes: usize,
+}
+
+/// The upstream body: the request as it is, plus what the sidecar adds.
+#[derive(Serialize)]
+struct UpstreamBody<'a> {
+    #[serde(flatten)]
+    request: &'a ChatRequest,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+impl OpenAiUpstream {
+    pub fn new(
+        provider: Arc<str>,
+        config: &ProviderConfig,
+        upstream: &UpstreamConfig,
+        client: reqwest::Client,
+        env: Env<'_>,
+    ) -> OpenAiUpstream {
+        let key = match load_key(&config.api_key, env) {
+            Ok(None) if config.api_key.env.is_some() || config.api_key.file.is_some() => {
+                Err(format!(
+                    "it has no API key: set the environment variable {}",
+                    config
+                        .api_key
+                        .env
+                        .as_deref()
+                        .unwrap_or("named by api_key_env")
+                ))
+            }
+            other => other,
+        };
+        let headers = config
+            .headers
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((
+                    HeaderName::from_bytes(name.as_bytes()).ok()?,
+                    HeaderValue::from_str(value).ok()?,
+                ))
+            })
+            .collect();
+        OpenAiUpstream {
+            provider,
+            client,
+            url: format!("{}/chat/completions", config.base_url),
+            key,
+            headers,
+            stream_options: config.stream_options,
+            max_sse_line_bytes: upstream.max_sse_line_bytes,
+            max_response_bytes: 64 * 1024 * 1024,
+        }
+    }
+
+    pub fn key_problem(&self) -> Option<String> {
+        self.key.as_ref().err().cloned()
+    }
+
+    pub async fn complete(&self, mut request: ChatRequest) -> Result<ChatResponse, Error> {
+        request.stream = false;
+        let response = self.send(&request, None).await?;
+        let body = read_capped(response, self.max_response_bytes)
+            .await
+            .map_err(|error| self.connect_error(&error))?;
+        let parsed: ChatResponse = serde_json::from_slice(&body).map_err(|error| {
+            self.malformed(format!("the body is not a chat completion: {error}"))
+        })?;
+        if parsed.choices.is_empty() {
+            // Some upstreams answer 200 with an error object instead of choices.
+            return Err(match self.in_band_error(&body) {
+                Some(error) => error.into(),
+                None => self.malformed("the completion has no choices".to_owned()),
+            });
+        }
+        Ok(parsed)
+    }
+
+    pub async fn stream(&self, mut request: ChatRequest) -> Result<ChunkStream, Error> {
+        request.stream = true;
+        let options = (self.stream_options && !request.extra.contains_key("stream_options"))
+            .then_some(StreamOptions {
+                include_usage: true,
+            });
+        let response = self.send(&request, options).await?;
+        let is_event_stream = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("text/event-stream"));
+        if !is_event_stream {
+            let body = read_capped(response, MAX_ERROR_BODY_BYTES)
+                .await
+                .map_err(|error| self.connect_error(&error))?;
+            return Err(match self.in_band_error(&body) {
+                Some(error) => error.into(),
+                None => self.malformed(
+                    "asked for a stream but the response is not text/event-stream".to_owned(),
+                ),
+            });
+        }
+        Ok(Box::pin(UpstreamChunks::new(
+            response.bytes_stream(),
+            self.max_sse_line_bytes,
+            self.provider.clone(),
+            self.key.as_ref().ok().cloned().flatten(),
+        )))
+    }
+
+    async fn send(
+        &self,
+        request: &ChatRequest,
+        stream_options: Option<StreamOptions>,
+    ) -> Result<reqwest::Response, Error> {
+        let key = self
+            .key
+            .as_ref()
+            .map_err(|reason| Error::ProviderNotReady {
+                provider: self.provider.to_string(),
+                reason: reason.clone(),
+            })?;
+        let body = serde_json::to_vec(&UpstreamBody {
+            request,
+            stream_options,
+        })
+        .map_err(|error| Error::Internal(format!("cannot encode the upstream request: {error}")))?;
+        let mut builder = self
+            .client
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        if request.stream {
+            builder = builder.header(ACCEPT, "text/event-stream");
+        }
+        if let Some(key) = key {
+            builder = builder.bearer_auth(key.expose());
+        }
+        let response = builder
+            .send()
+            .await
+            .map_err(|error| self.connect_error(&error))?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(self.status_error(response).await.into())
+        }
+    }
+
+    async fn status_error(&self, response: reqwest::Response) -> UpstreamError {
+        let status = response.status().as_u16();
+        let retry_after = retry_after(response.headers(), SystemTime::now());
+        let body = read_capped(response, MAX_ERROR_BODY_BYTES)
+            .await
+            .unwrap_or_default();
+        let parsed = parse_error_body(&body);
+        UpstreamError {
+            provider: self.provider.to_string(),
+            status,
+            message: scrub(&parsed.message, self.key()),
+            error_type: parsed.error_type,
+            error_code: parsed.code,
+            retry_after,
+            in_band: false,
+        }
+    }
+
+    fn in_band_error(&self, body: &[u8]) -> Option<UpstreamError> {
+        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let error = value.get("error")?;
+        Some(error_body::in_band_error(&self.provider, error, self.key()))
+    }
+
+    fn key(&self) -> Option<&ApiKey> {
+        self.key.as_ref().ok().and_then(Option::as_ref)
+    }
+
+    fn connect_error(&self, error: &reqwest::Error) -> Error {
+        Error::Connect {
+            provider: self.provider.to_string(),
+            detail: scrub(&describe(error), self.key()),
+        }
+    }
+
+    fn malformed(&self, detail: String) -> Error {
+        Error::MalformedResponse {
+            provider: self.provider.to_string(),
+            detail,
+        }
+    }
+}
+
+/// The whole cause chain of a transport error: reqwest's own message alone
+/// ("error sending request") does not say what went wrong.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Reads a body up to `cap` bytes; the rest is dropped with the connection.
+async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = cap.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= cap {
+            break;
+        }
+    }
+    Ok(body)
+}

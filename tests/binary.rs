@@ -1,0 +1,251 @@
+//! The real `llm-sidecar` binary: the embedded default offline, the `chat`
+//! client, socket hygiene, configuration errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_llm-sidecar");
+
+fn sidecar(args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_remove("LLM_SIDECAR_CONFIG")
+        .env_remove("LLM_SIDECAR_UDS")
+        .env_remove("LLM_SIDECAR_TCP")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENROUTER_API_KEY")
+        .env_remove("DEEPSEEK_API_KEY")
+        .env("LLM_SIDECAR_LOG", "warn");
+    command
+}
+
+struct Served {
+    child: Child,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `serve` on `socket` (no TCP) and waits until it answers.
+fn serve(socket: &Path, extra: &[&str]) -> Served {
+    let socket_arg = socket.to_str().unwrap();
+    let mut args = vec!["serve", "--uds", socket_arg, "--tcp", ""];
+    args.extend_from_slice(extra);
+    let child = sidecar(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let served = Served { child };
+    let started = Instant::now();
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the sidecar did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    served
+}
+
+fn run(args: &[&str]) -> Output {
+    sidecar(args).output().unwrap()
+}
+
+fn socket_in(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("llm-sidecar.sock")
+}
+
+#[test]
+fn the_embedded_default_echoes_offline_through_the_chat_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(&dir);
+    let _served = serve(&socket, &[]);
+    let output = run(&[
+        "chat",
+        "--uds",
+        socket.to_str().unwrap(),
+        "hello from the pod",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "hello from the pod\n"
+    );
+
+    let output = run(&[
+        "chat",
+        "--no-stream",
+        "--usage",
+        "--uds",
+        socket.to_str().unwrap(),
+        "two words",
+    ]);
+    assert!(output.status.success());
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "two words\n");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("2 completion"));
+
+    let output = run(&["models", "--uds", socket.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("mock/*"));
+}
+
+#[test]
+fn the_chat_command_reports_errors_with_their_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(&dir);
+    let _served = serve(&socket, &[]);
+    // The default routes gpt-* to OpenAI, whose key is not set here.
+    let output = run(&[
+        "chat",
+        "--uds",
+        socket.to_str().unwrap(),
+        "--model",
+        "gpt-4o-mini",
+        "hi",
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("FailedPrecondition") && stderr.contains("OPENAI_API_KEY"),
+        "{stderr}"
+    );
+    let output = run(&[
+        "chat",
+        "--uds",
+        socket.to_str().unwrap(),
+        "--model",
+        "nothing-routes-this",
+        "hi",
+    ]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("NotFound"));
+}
+
+#[test]
+fn a_live_socket_is_not_stolen_and_a_stale_one_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(&dir);
+    let mut first = serve(&socket, &[]);
+
+    let second = run(&["serve", "--uds", socket.to_str().unwrap(), "--tcp", ""]);
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("another process is serving on this socket"),
+        "{stderr}"
+    );
+
+    // A crash leaves the socket file behind.
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    assert!(socket.exists());
+    let _third = serve(&socket, &[]);
+    let output = run(&["chat", "--uds", socket.to_str().unwrap(), "still here"]);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "still here\n");
+}
+
+#[test]
+fn sigterm_stops_the_sidecar_and_removes_its_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(&dir);
+    let mut served = serve(&socket, &[]);
+    let pid = served.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = served.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!socket.exists());
+}
+
+#[test]
+fn a_socket_mode_from_the_config_is_applied() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(&dir);
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nuds = \"{}\"\nuds_mode = \"0600\"\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let child = sidecar(&["serve", "--config", config.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _served = Served { child };
+    let started = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn configuration_errors_name_the_file_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[server]\ntcp = \"0.0.0.0:50051\"\n").unwrap();
+    let output = run(&["check-config", config.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("server.tcp"),
+        "{stderr}"
+    );
+
+    std::fs::write(&config, "[servre]\nuds = \"/tmp/x\"\n").unwrap();
+    let stderr =
+        String::from_utf8_lossy(&run(&["serve", "--config", config.to_str().unwrap()]).stderr)
+            .to_string();
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("servre"),
+        "{stderr}"
+    );
+
+    let output = run(&["serve", "--uds", "", "--tcp", "10.1.2.3:50051"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a loopback address"));
+}
+
+#[test]
+fn check_config_lists_routes_and_warns_about_missing_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ok.toml");
+    std::fs::write(
+        &config,
+        "[server]\nuds = \"/tmp/x.sock\"\n[providers.or]\nbase_url = \"https://openrouter.ai/api/v1\"\napi_key_env = \"OR_KEY_NOT_SET\"\n[[routes]]\nmodel = \"*/*\"\nprovider = \"or\"\n",
+    )
+    .unwrap();
+    let output = run(&["check-config", config.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("*/*") && stdout.contains("OR_KEY_NOT_SET"),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,109 @@
+//! The whole sidecar in-process on a temporary Unix socket, in front of the
+//! fake upstream; a real gRPC client over the real socket.
+
+#![allow(dead_code)]
+
+use llm_sidecar::client::{chat_client, connect_uds};
+use llm_sidecar::config::from_toml;
+use llm_sidecar::fake_upstream::FakeUpstream;
+use llm_sidecar::inbound::grpc::json_to_struct;
+use llm_sidecar::proto::v1 as pb;
+use llm_sidecar::server::{Running, start};
+use pb::chat_service_client::ChatServiceClient;
+use tonic::transport::Channel;
+
+/// The key the sidecar sends upstream; tests assert it never leaks.
+pub const UPSTREAM_KEY: &str = "sk-test-0123456789abcdef";
+
+pub struct Harness {
+    pub fake: FakeUpstream,
+    pub running: Option<Running>,
+    pub client: ChatServiceClient<Channel>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Harness::start_with("").await
+    }
+
+    /// `provider_toml` is added to the `[providers.fake]` table.
+    pub async fn start_with(provider_toml: &str) -> Harness {
+        let fake = FakeUpstream::start()
+            .await
+            .expect("the fake upstream starts");
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("sidecar.sock");
+        let toml = format!(
+            r#"default_provider = "fake"
+[server]
+uds = "{socket}"
+[providers.fake]
+base_url = "{base}"
+api_key_env = "FAKE_KEY"
+{provider_toml}
+"#,
+            socket = socket.display(),
+            base = fake.base_url(),
+        );
+        let config = from_toml(&toml, "test.toml").expect("the test config is valid");
+        let env = |name: &str| (name == "FAKE_KEY").then(|| UPSTREAM_KEY.to_owned());
+        let running = start(&config, &env).await.expect("the sidecar starts");
+        let channel = connect_uds(&socket).await.expect("the client connects");
+        Harness {
+            fake,
+            running: Some(running),
+            client: chat_client(channel, 16 * 1024 * 1024),
+            dir,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+    }
+}
+
+pub fn user(text: &str) -> pb::Message {
+    pb::Message {
+        role: pb::Role::User as i32,
+        content: Some(text.to_owned()),
+        ..pb::Message::default()
+    }
+}
+
+/// A request to the fake upstream with a scenario in `extra.fake`.
+pub fn request(text: &str, scenario: serde_json::Value) -> pb::ChatRequest {
+    let mut extra = serde_json::Map::new();
+    extra.insert("fake".to_owned(), scenario);
+    pb::ChatRequest {
+        model: "fake-model".to_owned(),
+        messages: vec![user(text)],
+        extra: Some(json_to_struct(&extra)),
+        ..pb::ChatRequest::default()
+    }
+}
+
+/// All chunks of a stream, or the status it ended with (and the chunks
+/// before it).
+pub async fn collect(
+    stream: &mut tonic::Streaming<pb::ChatChunk>,
+) -> (Vec<pb::ChatChunk>, Option<tonic::Status>) {
+    let mut chunks = Vec::new();
+    loop {
+        match stream.message().await {
+            Ok(Some(chunk)) => chunks.push(chunk),
+            Ok(None) => return (chunks, None),
+            Err(status) => return (chunks, Some(status)),
+        }
+    }
+}
+
+pub fn text_of(chunks: &[pb::ChatChunk]) -> String {
+    chunks
+        .iter()
+        .flat_map(|chunk| chunk.choices.iter())
+        .map(|choice| choice.content.as_str())
+        .collect()
+}
