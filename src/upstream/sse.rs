@@ -171,7 +171,7 @@ impl SseParser {
         };
         match field {
             "data" => {
-                self.check_len(self.data.len() + value.len() + 1)?;
+                self.check_len(self.data.len() + value.len())?;
                 self.data.push_str(value);
                 self.data.push('\n');
             }
