@@ -85,7 +85,7 @@ async fn main() {
     })
     .await;
 
-    let mut client = chat_client(connect_uds(&socket).await.unwrap(), 1 << 24);
+    let client = chat_client(connect_uds(&socket).await.unwrap(), 1 << 24);
     let request = pb::ChatRequest {
         model: "fake-model".into(),
         messages: vec![pb::Message {
