@@ -151,6 +151,12 @@ impl FakeUpstream {
     pub fn connections_accepted(&self) -> usize {
         self.shared.connections()
     }
+
+    /// Streaming body frames hyper has asked for so far, over all responses.
+    /// A stalled count while a client is not reading shows backpressure.
+    pub fn frames_sent(&self) -> usize {
+        self.shared.frames_sent()
+    }
 }
 
 impl Drop for FakeUpstream {

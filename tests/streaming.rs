@@ -175,3 +175,44 @@ async fn the_callers_deadline_bounds_a_silent_upstream() {
     );
     harness.stop().await;
 }
+
+#[tokio::test]
+async fn a_slow_reader_holds_back_the_upstream_read() {
+    let mut harness = Harness::start().await;
+    // 40 MiB of answer in 1 KiB frames: several times what the buffers
+    // between the fake upstream and the client hold (on loopback mostly the
+    // kernel's autotuned TCP buffers, ~10 MiB, plus HTTP/2 windows).
+    let frames = 40 * 1024;
+    let scenario = json!({"reply": "x".repeat(1024), "repeat": frames, "chunks": frames});
+    let mut stream = harness
+        .client
+        .stream_complete(request("hi", scenario))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().expect("a first chunk");
+    // The caller stops reading; the upstream must stop being read soon after.
+    let mut sent = harness.fake.frames_sent();
+    let mut unchanged = 0;
+    while unchanged < 3 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = harness.fake.frames_sent();
+        unchanged = if now == sent { unchanged + 1 } else { 0 };
+        sent = now;
+    }
+    eprintln!("frames pulled from the upstream while the reader stalled: {sent} of {frames}");
+    assert!(
+        sent < frames / 2,
+        "{sent} of {frames} frames were pulled for a reader that stopped"
+    );
+    // Reading resumes and everything arrives, complete.
+    let (chunks, status) = collect(&mut stream).await;
+    assert!(status.is_none(), "{status:?}");
+    let total: usize = chunks
+        .iter()
+        .flat_map(|chunk| &chunk.choices)
+        .map(|choice| choice.content.len())
+        .sum();
+    assert_eq!(total + first.choices[0].content.len(), 1024 * frames);
+    harness.stop().await;
+}

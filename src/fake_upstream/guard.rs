@@ -22,6 +22,12 @@ impl DisconnectGuard {
         }
     }
 
+    /// One body frame was handed to hyper (it asked for it: backpressure
+    /// shows as frames not being asked for).
+    pub(crate) fn note_frame(&self) {
+        self.shared.note_frame();
+    }
+
     /// The response was fully handed over; dropping is no longer a disconnect.
     pub(crate) fn disarm(mut self) {
         self.armed = false;

@@ -81,7 +81,10 @@ impl Answer {
         let (content, finish_reason) = if scenario.tool_calls {
             (Content::ToolCalls(tool_calls(n)), "tool_calls")
         } else {
-            let text = scenario.reply.clone().unwrap_or_else(|| echo_text(request));
+            let mut text = scenario.reply.clone().unwrap_or_else(|| echo_text(request));
+            if let Some(times) = scenario.repeat {
+                text = text.repeat(times);
+            }
             let chunks = match scenario.chunks {
                 Some(k) => split_even(&text, k),
                 None => split_words(&text),

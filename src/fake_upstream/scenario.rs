@@ -44,6 +44,9 @@ pub struct Scenario {
     pub hang: bool,
     /// Assistant text. Default: echo of the last user message's text.
     pub reply: Option<String>,
+    /// Repeat the reply text this many times (large answers for
+    /// backpressure tests without a large request).
+    pub repeat: Option<usize>,
     /// Number of content chunks to split the reply into (default: one per word).
     pub chunks: Option<usize>,
     /// Delay between consecutive chunk frames when streaming.

@@ -184,6 +184,7 @@ pub(crate) fn body_stream(
                     let mut start = 0;
                     while start < bytes.len() {
                         let end = bytes.len().min(start.saturating_add(piece));
+                        guard.note_frame();
                         yield Ok(bytes.slice(start..end));
                         start = end;
                     }

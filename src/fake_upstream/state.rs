@@ -20,6 +20,7 @@ pub(crate) struct Shared {
     disconnects: AtomicUsize,
     disconnect_notify: Notify,
     connections: AtomicUsize,
+    frames: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -32,6 +33,14 @@ impl Shared {
             defaults,
             ..Shared::default()
         }
+    }
+
+    pub(crate) fn note_frame(&self) {
+        self.frames.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn frames_sent(&self) -> usize {
+        self.frames.load(Ordering::Relaxed)
     }
 
     pub(crate) fn record(&self, request: RecordedRequest) {
