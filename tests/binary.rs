@@ -39,10 +39,15 @@ fn serve(socket: &Path, extra: &[&str]) -> Served {
     args.extend_from_slice(extra);
     let child = sidecar(&args)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let served = Served { child };
+    wait_for(socket);
+    served
+}
+
+fn wait_for(socket: &Path) {
     let started = Instant::now();
     while std::os::unix::net::UnixStream::connect(socket).is_err() {
         assert!(
@@ -51,7 +56,6 @@ fn serve(socket: &Path, extra: &[&str]) -> Served {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    served
 }
 
 fn run(args: &[&str]) -> Output {
@@ -190,11 +194,7 @@ fn a_socket_mode_from_the_config_is_applied() {
         .spawn()
         .unwrap();
     let _served = Served { child };
-    let started = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(&socket);
     assert_eq!(
         std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
         0o600

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Harness, UPSTREAM_KEY, request, user};
+use common::{Harness, UPSTREAM_KEY, request, sidecar_from, user};
 use llm_sidecar::proto::v1 as pb;
 use serde_json::json;
 use std::time::Duration;
@@ -180,19 +180,11 @@ async fn an_unroutable_model_is_not_found_before_any_upstream_call() {
     let fake = llm_sidecar::fake_upstream::FakeUpstream::start()
         .await
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("s.sock");
     let toml = format!(
-        "[server]\nuds = \"{}\"\n[providers.fake]\nbase_url = \"{}\"\n[[routes]]\nmodel = \"gpt-*\"\nprovider = \"fake\"\n",
-        socket.display(),
+        "[server]\nuds = \"{{socket}}\"\n[providers.fake]\nbase_url = \"{}\"\n[[routes]]\nmodel = \"gpt-*\"\nprovider = \"fake\"\n",
         fake.base_url()
     );
-    let config = llm_sidecar::config::from_toml(&toml, "t").unwrap();
-    let running = llm_sidecar::server::start(&config, &|_| None)
-        .await
-        .unwrap();
-    let channel = llm_sidecar::client::connect_uds(&socket).await.unwrap();
-    let mut client = llm_sidecar::client::chat_client(channel, 1 << 20);
+    let (running, mut client, _dir) = sidecar_from(&toml).await;
     let mut chat = request("hi", json!({}));
     chat.model = "llama-3-70b".into();
     let error = client.complete(chat).await.expect_err("not routable");
@@ -211,19 +203,11 @@ async fn a_provider_without_its_key_fails_with_failed_precondition() {
     let fake = llm_sidecar::fake_upstream::FakeUpstream::start()
         .await
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("s.sock");
     let toml = format!(
-        "default_provider = \"fake\"\n[server]\nuds = \"{}\"\n[providers.fake]\nbase_url = \"{}\"\napi_key_env = \"MISSING_KEY\"\n",
-        socket.display(),
+        "default_provider = \"fake\"\n[server]\nuds = \"{{socket}}\"\n[providers.fake]\nbase_url = \"{}\"\napi_key_env = \"MISSING_KEY\"\n",
         fake.base_url()
     );
-    let config = llm_sidecar::config::from_toml(&toml, "t").unwrap();
-    let running = llm_sidecar::server::start(&config, &|_| None)
-        .await
-        .unwrap();
-    let channel = llm_sidecar::client::connect_uds(&socket).await.unwrap();
-    let mut client = llm_sidecar::client::chat_client(channel, 1 << 20);
+    let (running, mut client, _dir) = sidecar_from(&toml).await;
     let error = client
         .complete(request("hi", json!({})))
         .await
@@ -240,8 +224,6 @@ async fn a_provider_without_its_key_fails_with_failed_precondition() {
 
 #[tokio::test]
 async fn an_unreachable_upstream_is_unavailable() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("s.sock");
     // A port nobody listens on: bind, note it, close it.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -249,15 +231,9 @@ async fn an_unreachable_upstream_is_unavailable() {
         .unwrap()
         .port();
     let toml = format!(
-        "default_provider = \"down\"\n[server]\nuds = \"{}\"\n[providers.down]\nbase_url = \"http://127.0.0.1:{port}/v1\"\n",
-        socket.display()
+        "default_provider = \"down\"\n[server]\nuds = \"{{socket}}\"\n[providers.down]\nbase_url = \"http://127.0.0.1:{port}/v1\"\n"
     );
-    let config = llm_sidecar::config::from_toml(&toml, "t").unwrap();
-    let running = llm_sidecar::server::start(&config, &|_| None)
-        .await
-        .unwrap();
-    let channel = llm_sidecar::client::connect_uds(&socket).await.unwrap();
-    let mut client = llm_sidecar::client::chat_client(channel, 1 << 20);
+    let (running, mut client, _dir) = sidecar_from(&toml).await;
     let error = client
         .complete(request("hi", json!({})))
         .await

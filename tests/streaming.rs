@@ -98,10 +98,7 @@ async fn cancelling_a_stream_closes_the_upstream_request() {
     assert_eq!(first.choices[0].content, "a ");
     drop(stream); // the caller goes away mid-answer
     assert!(
-        harness
-            .fake
-            .wait_for_disconnects(1, Duration::from_secs(5))
-            .await,
+        harness.upstream_closed().await,
         "the upstream request stayed open after the caller cancelled"
     );
     harness.stop().await;
@@ -121,12 +118,7 @@ async fn a_cancelled_unary_call_closes_the_upstream_request() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     call.abort();
-    assert!(
-        harness
-            .fake
-            .wait_for_disconnects(1, Duration::from_secs(5))
-            .await
-    );
+    assert!(harness.upstream_closed().await);
     harness.stop().await;
 }
 
@@ -151,12 +143,7 @@ async fn the_callers_deadline_ends_a_stream_and_closes_the_upstream() {
         status.expect("deadline status").code(),
         Code::DeadlineExceeded
     );
-    assert!(
-        harness
-            .fake
-            .wait_for_disconnects(1, Duration::from_secs(5))
-            .await
-    );
+    assert!(harness.upstream_closed().await);
     harness.stop().await;
 }
 
@@ -167,12 +154,7 @@ async fn the_callers_deadline_bounds_a_silent_upstream() {
     call.set_timeout(Duration::from_millis(300));
     let error = harness.client.complete(call).await.expect_err("deadline");
     assert_eq!(error.code(), Code::DeadlineExceeded);
-    assert!(
-        harness
-            .fake
-            .wait_for_disconnects(1, Duration::from_secs(5))
-            .await
-    );
+    assert!(harness.upstream_closed().await);
     harness.stop().await;
 }
 

@@ -58,6 +58,13 @@ api_key_env = "FAKE_KEY"
         }
     }
 
+    /// Whether the upstream saw its request abandoned (within 5 s).
+    pub async fn upstream_closed(&self) -> bool {
+        self.fake
+            .wait_for_disconnects(1, std::time::Duration::from_secs(5))
+            .await
+    }
+
     pub async fn stop(mut self) {
         if let Some(running) = self.running.take() {
             running.shutdown().await;
@@ -106,4 +113,16 @@ pub fn text_of(chunks: &[pb::ChatChunk]) -> String {
         .flat_map(|chunk| chunk.choices.iter())
         .map(|choice| choice.content.as_str())
         .collect()
+}
+
+/// A sidecar from a whole configuration (`{socket}` is replaced by a fresh
+/// socket path), with no environment, and a client connected to it.
+pub async fn sidecar_from(toml: &str) -> (Running, ChatServiceClient<Channel>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sidecar.sock");
+    let toml = toml.replace("{socket}", &socket.display().to_string());
+    let config = from_toml(&toml, "test.toml").expect("the test config is valid");
+    let running = start(&config, &|_| None).await.expect("the sidecar starts");
+    let channel = connect_uds(&socket).await.expect("the client connects");
+    (running, chat_client(channel, 16 * 1024 * 1024), dir)
 }
