@@ -34,7 +34,7 @@ pub mod validate;
 
 /// The generated protobuf and gRPC code.
 pub mod proto {
-    #[allow(clippy::all, clippy::pedantic)]
+    #[allow(clippy::all, clippy::pedantic, unused_qualifications)]
     pub mod v1 {
         tonic::include_proto!("llmsidecar.v1");
     }

@@ -176,7 +176,7 @@ fn struct_numbers_keep_integers_integral() {
     schema.fields.insert("maxItems".into(), number(3.0));
     schema.fields.insert("ratio".into(), number(0.25));
     assert_eq!(
-        structs::struct_to_json(schema),
+        struct_to_json(schema),
         serde_json::json!({"maxItems": 3, "ratio": 0.25})
     );
 }
