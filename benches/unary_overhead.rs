@@ -146,7 +146,7 @@ async fn main() {
 async fn measure<F, Fut>(mut call: F) -> Vec<Duration>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: Future<Output = ()>,
 {
     for _ in 0..WARMUP {
         call().await;
