@@ -7,6 +7,7 @@
 mod raw;
 mod validate;
 
+use crate::pipeline::RetryPolicy;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,6 +32,7 @@ pub struct Config {
     pub source: String,
     pub server: ServerConfig,
     pub upstream: UpstreamConfig,
+    pub retry: RetryConfig,
     pub providers: Vec<ProviderConfig>,
     pub routes: Vec<RouteConfig>,
     pub aliases: Vec<(String, String)>,
@@ -54,6 +56,13 @@ pub struct UpstreamConfig {
     pub max_sse_line_bytes: usize,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryConfig {
+    pub policy: RetryPolicy,
+    pub budget_ratio: f64,
+    pub budget_floor: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderKind {
     /// Any OpenAI-compatible chat-completions API.
@@ -71,6 +80,7 @@ pub struct ProviderConfig {
     pub api_key: KeySource,
     pub headers: Vec<(String, String)>,
     pub stream_options: bool,
+    pub max_attempts: Option<u32>,
 }
 
 /// Where a provider's API key comes from; a file wins over the environment
@@ -86,6 +96,7 @@ pub struct RouteConfig {
     pub model: String,
     pub provider: String,
     pub rewrite: Option<String>,
+    pub max_attempts: Option<u32>,
 }
 
 /// The name of the built-in mock provider and its route.

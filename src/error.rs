@@ -34,6 +34,14 @@ pub enum Error {
     /// The upstream sent something that is not a valid chat completion.
     #[error("provider `{provider}` sent an invalid response: {detail}")]
     MalformedResponse { provider: String, detail: String },
+    /// A retryable failure that the provider's retry budget could not
+    /// cover: retrying now would add to an outage.
+    #[error("provider `{provider}` is failing and its retry budget is spent; last error: {last}")]
+    RetryBudgetExhausted {
+        provider: String,
+        last: String,
+        retry_after: Option<Duration>,
+    },
     /// The caller's deadline passed.
     #[error("the deadline passed after {elapsed:?} ({stage})")]
     DeadlineExceeded {
@@ -71,6 +79,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Upstream(upstream) => upstream.retry_after,
+            Error::RetryBudgetExhausted { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -80,7 +89,8 @@ impl Error {
             Error::ProviderNotReady { provider, .. }
             | Error::Connect { provider, .. }
             | Error::StreamIncomplete { provider, .. }
-            | Error::MalformedResponse { provider, .. } => Some(provider),
+            | Error::MalformedResponse { provider, .. }
+            | Error::RetryBudgetExhausted { provider, .. } => Some(provider),
             Error::Upstream(upstream) => Some(&upstream.provider),
             _ => None,
         }

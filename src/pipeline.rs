@@ -1,41 +1,73 @@
 //! The one way every call goes, whichever edge it came in by:
-//! validate → route → call the provider → bound by the caller's deadline.
+//! validate → route → (retry → call the provider), all bounded by the
+//! caller's deadline.
 //!
-//! Later stages (limits, retries, per-attempt timeouts) slot in between
-//! route and call; nothing else in the sidecar talks to providers.
+//! Retries happen only before anything reached the caller: a unary call is
+//! retried whole; a stream is retried until its first chunk arrives, never
+//! after, so no token is ever sent twice. Limits and per-attempt timeouts
+//! slot in around the provider call; nothing else talks to providers.
 
 mod deadline;
+mod retry;
+mod retry_budget;
 
 pub use deadline::DeadlineStream;
+pub use retry::{Next, RetryPolicy};
+pub use retry_budget::RetryBudget;
 
 use crate::config::{Config, Env};
-use crate::error::Error;
+use crate::error::{Error, classify};
 use crate::model::{ChatRequest, ChatResponse};
 use crate::routing::{RouteInfo, Router};
 use crate::upstream::{ChunkStream, Provider, build_http_client};
 use crate::validate::validate;
+use futures::StreamExt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
+
+/// The window over which a provider's retry budget is counted.
+const BUDGET_WINDOW: Duration = Duration::from_secs(10);
 
 /// What the edge knows about the call that the pipeline must honour.
 #[derive(Debug, Clone, Default)]
 pub struct CallContext {
     /// When the caller stops waiting (its `grpc-timeout`).
     pub deadline: Option<Instant>,
+    /// The caller's own cap on attempts (0 or 1: no retries, for callers
+    /// that retry themselves).
+    pub max_attempts: Option<u32>,
 }
 
-/// An answer together with the provider that gave it.
+/// An answer together with who gave it and how many tries it took.
 #[derive(Debug)]
 pub struct Served<T> {
     pub provider: Arc<str>,
+    pub attempts: u32,
     pub value: T,
 }
 
 #[derive(Debug)]
 pub struct Pipeline {
     router: Router,
-    providers: Vec<Provider>,
+    providers: Vec<ProviderSlot>,
+    retry: RetryPolicy,
+}
+
+/// A provider with its retry settings and budget.
+#[derive(Debug)]
+struct ProviderSlot {
+    provider: Provider,
+    max_attempts: Option<u32>,
+    budget: RetryBudget,
+}
+
+/// One routed call, ready to be attempted.
+struct Routed<'a> {
+    slot: &'a ProviderSlot,
+    policy: RetryPolicy,
+    request: ChatRequest,
 }
 
 impl Pipeline {
@@ -44,11 +76,20 @@ impl Pipeline {
         let providers = config
             .providers
             .iter()
-            .map(|provider| Provider::new(provider, &config.upstream, &client, env))
+            .map(|provider| ProviderSlot {
+                provider: Provider::new(provider, &config.upstream, &client, env),
+                max_attempts: provider.max_attempts,
+                budget: RetryBudget::new(
+                    config.retry.budget_ratio,
+                    config.retry.budget_floor,
+                    BUDGET_WINDOW,
+                ),
+            })
             .collect();
         Ok(Pipeline {
             router: Router::new(config),
             providers,
+            retry: config.retry.policy,
         })
     }
 
@@ -56,52 +97,136 @@ impl Pipeline {
         self.router.table()
     }
 
-    pub fn providers(&self) -> &[Provider] {
-        &self.providers
+    pub fn providers(&self) -> impl Iterator<Item = &Provider> {
+        self.providers.iter().map(|slot| &slot.provider)
     }
 
     pub async fn complete(
         &self,
-        request: ChatRequest,
+        mut request: ChatRequest,
         call: &CallContext,
     ) -> Result<Served<ChatResponse>, Error> {
-        let (provider, request) = self.route(request)?;
-        let value = within(call, "waiting for the answer", provider.complete(request)).await?;
+        request.stream = false;
+        let routed = self.route(request, call)?;
+        let provider = &routed.slot.provider;
+        let (value, attempts) = routed
+            .attempt(call, "waiting for the answer", || {
+                provider.complete(&routed.request)
+            })
+            .await?;
         Ok(Served {
             provider: provider.name.clone(),
+            attempts,
             value,
         })
     }
 
-    /// Returns once the upstream has accepted the stream, so failures before
-    /// the first chunk are plain errors the edge can report as a status.
+    /// Returns once the first chunk has arrived, so every failure before it
+    /// (and every retry) happens before the caller has seen anything.
     pub async fn stream(
         &self,
-        request: ChatRequest,
+        mut request: ChatRequest,
         call: &CallContext,
     ) -> Result<Served<ChunkStream>, Error> {
-        let (provider, request) = self.route(request)?;
-        let stream = within(
-            call,
-            "waiting for the stream to start",
-            provider.stream(request),
-        )
-        .await?;
+        request.stream = true;
+        let routed = self.route(request, call)?;
+        let provider = &routed.slot.provider;
+        let ((first, rest), attempts) = routed
+            .attempt(call, "waiting for the first chunk", || async {
+                let mut stream = provider.stream(&routed.request).await?;
+                match stream.next().await {
+                    Some(Ok(first)) => Ok((Some(first), stream)),
+                    Some(Err(error)) => Err(error),
+                    // Complete and empty: [DONE] straight away.
+                    None => Ok((None, stream)),
+                }
+            })
+            .await?;
+        let stream: ChunkStream = match first {
+            Some(first) => Box::pin(futures::stream::once(async { Ok(first) }).chain(rest)),
+            None => rest,
+        };
         let value: ChunkStream = match call.deadline {
             Some(deadline) => Box::pin(DeadlineStream::new(stream, deadline)),
             None => stream,
         };
         Ok(Served {
             provider: provider.name.clone(),
+            attempts,
             value,
         })
     }
 
-    fn route(&self, mut request: ChatRequest) -> Result<(&Provider, ChatRequest), Error> {
+    fn route(&self, mut request: ChatRequest, call: &CallContext) -> Result<Routed<'_>, Error> {
         validate(&request)?;
         let route = self.router.resolve(&request.model)?;
         request.model = route.upstream_model;
-        Ok((&self.providers[route.provider], request))
+        let slot = &self.providers[route.provider];
+        let max_attempts = call
+            .max_attempts
+            .map(|attempts| attempts.max(1))
+            .or(route.max_attempts)
+            .or(slot.max_attempts)
+            .unwrap_or(self.retry.max_attempts);
+        Ok(Routed {
+            slot,
+            policy: RetryPolicy {
+                max_attempts,
+                ..self.retry
+            },
+            request,
+        })
+    }
+}
+
+impl Routed<'_> {
+    /// Runs `work` until it succeeds or the policy, the budget or the
+    /// caller's deadline says stop; returns the value and the attempts made.
+    async fn attempt<T, F, Fut>(
+        &self,
+        call: &CallContext,
+        stage: &'static str,
+        mut work: F,
+    ) -> Result<(T, u32), Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let budget = &self.slot.budget;
+        budget.deposit();
+        let mut attempts = 1;
+        loop {
+            let error = match within(call, stage, work()).await {
+                Ok(value) => return Ok((value, attempts)),
+                Err(error) => error,
+            };
+            let next = self.policy.next(
+                &error,
+                attempts,
+                Instant::now(),
+                call.deadline,
+                fastrand::f64(),
+            );
+            let Next::RetryAfter(wait) = next else {
+                return Err(error);
+            };
+            if !budget.try_withdraw() {
+                return Err(Error::RetryBudgetExhausted {
+                    provider: self.slot.provider.name.to_string(),
+                    last: error.to_string(),
+                    retry_after: error.retry_after(),
+                });
+            }
+            tracing::debug!(
+                provider = %self.slot.provider.name,
+                attempt = attempts,
+                reason = classify(&error).reason,
+                wait_ms = wait.as_millis() as u64,
+                "retrying"
+            );
+            tokio::time::sleep(wait).await;
+            attempts += 1;
+        }
     }
 }
 

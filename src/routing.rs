@@ -13,6 +13,8 @@ use std::collections::HashMap;
 pub struct Resolved {
     pub provider: usize,
     pub upstream_model: String,
+    /// The route's own `max_attempts`, if it sets one.
+    pub max_attempts: Option<u32>,
 }
 
 /// One row of the routing table, for ListModels.
@@ -45,6 +47,7 @@ impl MatchKind {
 struct Target {
     provider: usize,
     rewrite: Option<String>,
+    max_attempts: Option<u32>,
     /// Bytes before the trailing `*` of a pattern, for `{suffix}`.
     prefix_len: usize,
 }
@@ -99,6 +102,7 @@ impl Router {
         let target = Target {
             provider,
             rewrite: route.rewrite.clone(),
+            max_attempts: route.max_attempts,
             prefix_len: route.model.trim_end_matches('*').len(),
         };
         let kind = if is_pattern {
@@ -136,11 +140,13 @@ impl Router {
             Some(target) => Ok(Resolved {
                 provider: target.provider,
                 upstream_model: rewrite(model, target),
+                max_attempts: target.max_attempts,
             }),
             None => match self.default_provider {
                 Some(provider) => Ok(Resolved {
                     provider,
                     upstream_model: model.to_owned(),
+                    max_attempts: None,
                 }),
                 None => Err(Error::ModelNotFound {
                     model: requested.to_owned(),

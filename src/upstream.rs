@@ -65,17 +65,17 @@ impl Provider {
         }
     }
 
-    pub async fn complete(&self, request: ChatRequest) -> Result<ChatResponse, Error> {
+    pub async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, Error> {
         match &self.upstream {
             Upstream::OpenAi(openai) => openai.complete(request).await,
-            Upstream::Mock(mock) => mock.complete(&request),
+            Upstream::Mock(mock) => mock.complete(request),
         }
     }
 
-    pub async fn stream(&self, request: ChatRequest) -> Result<ChunkStream, Error> {
+    pub async fn stream(&self, request: &ChatRequest) -> Result<ChunkStream, Error> {
         match &self.upstream {
             Upstream::OpenAi(openai) => openai.stream(request).await,
-            Upstream::Mock(mock) => mock.stream(&request),
+            Upstream::Mock(mock) => mock.stream(request),
         }
     }
 }

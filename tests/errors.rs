@@ -10,10 +10,17 @@ use std::time::Duration;
 use tonic::Code;
 use tonic_types::StatusExt;
 
+/// One attempt only: these tests are about mapping, not retrying.
+fn once(text: &str, scenario: serde_json::Value) -> pb::ChatRequest {
+    let mut chat = request(text, scenario);
+    chat.max_attempts = Some(1);
+    chat
+}
+
 async fn unary_status(harness: &mut Harness, scenario: serde_json::Value) -> tonic::Status {
     harness
         .client
-        .complete(request("hi", scenario))
+        .complete(once("hi", scenario))
         .await
         .expect_err("the call fails")
 }
@@ -82,7 +89,7 @@ async fn streaming_calls_map_errors_before_the_first_chunk_to_the_status() {
     let mut harness = Harness::start().await;
     let error = harness
         .client
-        .stream_complete(request("hi", json!({"status": 429, "retry_after": "2"})))
+        .stream_complete(once("hi", json!({"status": 429, "retry_after": "2"})))
         .await
         .expect_err("the stream is refused");
     assert_eq!(error.code(), Code::ResourceExhausted);
@@ -235,7 +242,7 @@ async fn an_unreachable_upstream_is_unavailable() {
     );
     let (running, mut client, _dir) = sidecar_from(&toml).await;
     let error = client
-        .complete(request("hi", json!({})))
+        .complete(once("hi", json!({})))
         .await
         .expect_err("unreachable");
     assert_eq!(error.code(), Code::Unavailable);

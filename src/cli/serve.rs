@@ -80,7 +80,6 @@ pub fn check_config(file: &Path) -> anyhow::Result<()> {
     }
     let problems: Vec<String> = pipeline
         .providers()
-        .iter()
         .filter_map(|provider| {
             provider
                 .readiness_problem()
@@ -90,7 +89,7 @@ pub fn check_config(file: &Path) -> anyhow::Result<()> {
     for problem in &problems {
         println!("  warning: {problem}");
     }
-    if problems.len() == pipeline.providers().len() {
+    if problems.len() == pipeline.providers().count() {
         bail!("no provider is usable");
     }
     Ok(())

@@ -15,6 +15,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub upstream: RawUpstream,
     #[serde(default)]
+    pub retry: RawRetry,
+    #[serde(default)]
     pub providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
@@ -48,6 +50,19 @@ pub struct RawUpstream {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Attempts in all, the first included (1: no retries).
+    pub max_attempts: Option<u32>,
+    pub base_delay_ms: Option<u64>,
+    pub max_delay_ms: Option<u64>,
+    /// Retries may add at most this share on top of recent first attempts.
+    pub budget_ratio: Option<f64>,
+    /// Retries always allowed per 10 s window, however few requests came.
+    pub budget_floor: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawProvider {
     /// "openai" (any OpenAI-compatible API; the default) or "mock".
     pub kind: Option<String>,
@@ -58,6 +73,8 @@ pub struct RawProvider {
     pub headers: BTreeMap<String, String>,
     /// Whether the provider accepts `stream_options.include_usage`.
     pub stream_options: Option<bool>,
+    /// Overrides `retry.max_attempts` for this provider.
+    pub max_attempts: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,4 +86,6 @@ pub struct RawRoute {
     /// The model name sent upstream; `{model}` is the requested name and
     /// `{suffix}` what a trailing `*` matched.
     pub rewrite: Option<String>,
+    /// Overrides the provider's and the global `max_attempts`.
+    pub max_attempts: Option<u32>,
 }

@@ -1,11 +1,12 @@
 //! From the file as written to typed, checked values. Every error names the
 //! file and the key, and says what would be accepted.
 
-use super::raw::{RawConfig, RawProvider, RawServer, RawUpstream};
+use super::raw::{RawConfig, RawProvider, RawRetry, RawServer, RawUpstream};
 use super::{
     Config, ConfigError, KeySource, MOCK_PROVIDER, MOCK_ROUTE, ProviderConfig, ProviderKind,
-    RouteConfig, ServerConfig, UpstreamConfig,
+    RetryConfig, RouteConfig, ServerConfig, UpstreamConfig,
 };
+use crate::pipeline::RetryPolicy;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,6 +53,7 @@ impl Checker<'_> {
                 model: MOCK_ROUTE.to_owned(),
                 provider: MOCK_PROVIDER.to_owned(),
                 rewrite: None,
+                max_attempts: None,
             });
         }
         for (index, route) in raw.routes.into_iter().enumerate() {
@@ -80,10 +82,12 @@ impl Checker<'_> {
                     "`{suffix}` needs a model pattern that ends with `*`",
                 ));
             }
+            self.attempts(&format!("{key}.max_attempts"), route.max_attempts)?;
             routes.push(RouteConfig {
                 model: route.model,
                 provider: route.provider,
                 rewrite: route.rewrite,
+                max_attempts: route.max_attempts,
             });
         }
 
@@ -111,6 +115,7 @@ impl Checker<'_> {
             source: self.source.to_owned(),
             server: self.server(raw.server)?,
             upstream: self.upstream(raw.upstream)?,
+            retry: self.retry(raw.retry)?,
             providers,
             routes,
             aliases: raw.aliases.into_iter().collect(),
@@ -190,6 +195,50 @@ impl Checker<'_> {
         })
     }
 
+    fn attempts(&self, key: &str, value: Option<u32>) -> Result<(), ConfigError> {
+        match value {
+            Some(0) => Err(self.error(key, "must be at least 1 (1 means no retries)")),
+            Some(n) if n > 10 => Err(self.error(
+                key,
+                format!("{n} attempts would multiply load on a failing provider; use at most 10"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn retry(&self, raw: RawRetry) -> Result<RetryConfig, ConfigError> {
+        let defaults = RetryPolicy::default();
+        self.attempts("retry.max_attempts", raw.max_attempts)?;
+        let base_delay = raw
+            .base_delay_ms
+            .map_or(defaults.base_delay, Duration::from_millis);
+        let max_delay = raw
+            .max_delay_ms
+            .map_or(defaults.max_delay, Duration::from_millis);
+        if base_delay > max_delay {
+            return Err(self.error(
+                "retry.base_delay_ms",
+                "must not be more than retry.max_delay_ms",
+            ));
+        }
+        let budget_ratio = raw.budget_ratio.unwrap_or(0.2);
+        if !(0.0..=10.0).contains(&budget_ratio) {
+            return Err(self.error(
+                "retry.budget_ratio",
+                "must be between 0 and 10 (0.2 means retries add at most 20 %)",
+            ));
+        }
+        Ok(RetryConfig {
+            policy: RetryPolicy {
+                max_attempts: raw.max_attempts.unwrap_or(defaults.max_attempts),
+                base_delay,
+                max_delay,
+            },
+            budget_ratio,
+            budget_floor: raw.budget_floor.unwrap_or(10),
+        })
+    }
+
     fn provider(&self, name: String, raw: RawProvider) -> Result<ProviderConfig, ConfigError> {
         let key = format!("providers.{name}");
         if name == MOCK_PROVIDER {
@@ -264,6 +313,10 @@ impl Checker<'_> {
             },
             headers,
             stream_options: raw.stream_options.unwrap_or(true),
+            max_attempts: {
+                self.attempts(&format!("{key}.max_attempts"), raw.max_attempts)?;
+                raw.max_attempts
+            },
         })
     }
 }
@@ -276,6 +329,8 @@ fn mock_provider() -> ProviderConfig {
         api_key: KeySource::default(),
         headers: Vec::new(),
         stream_options: true,
+        // The mock never fails transiently.
+        max_attempts: Some(1),
     }
 }
 

@@ -42,6 +42,9 @@ pub fn classify(error: &Error) -> Class {
         Error::MalformedResponse { .. } => {
             class(Code::Internal, 502, false, "UPSTREAM_MALFORMED_RESPONSE")
         }
+        Error::RetryBudgetExhausted { .. } => {
+            class(Code::Unavailable, 503, false, "RETRY_BUDGET_EXHAUSTED")
+        }
         Error::DeadlineExceeded { .. } => {
             class(Code::DeadlineExceeded, 504, false, "DEADLINE_EXCEEDED")
         }

@@ -95,9 +95,10 @@ impl OpenAiUpstream {
         self.key.as_ref().err().cloned()
     }
 
-    pub async fn complete(&self, mut request: ChatRequest) -> Result<ChatResponse, Error> {
-        request.stream = false;
-        let response = self.send(&request, None).await?;
+    /// `request.stream` must be false (the pipeline sets it once, so that
+    /// retries send the same request without copying it).
+    pub async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, Error> {
+        let response = self.send(request, None).await?;
         let body = read_capped(response, self.max_response_bytes)
             .await
             .map_err(|error| self.connect_error(&error))?;
@@ -114,13 +115,13 @@ impl OpenAiUpstream {
         Ok(parsed)
     }
 
-    pub async fn stream(&self, mut request: ChatRequest) -> Result<ChunkStream, Error> {
-        request.stream = true;
+    /// `request.stream` must be true.
+    pub async fn stream(&self, request: &ChatRequest) -> Result<ChunkStream, Error> {
         let options = (self.stream_options && !request.extra.contains_key("stream_options"))
             .then_some(StreamOptions {
                 include_usage: true,
             });
-        let response = self.send(&request, options).await?;
+        let response = self.send(request, options).await?;
         let is_event_stream = response
             .headers()
             .get(CONTENT_TYPE)

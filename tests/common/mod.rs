@@ -29,6 +29,11 @@ impl Harness {
 
     /// `provider_toml` is added to the `[providers.fake]` table.
     pub async fn start_with(provider_toml: &str) -> Harness {
+        Harness::start_full(provider_toml, "").await
+    }
+
+    /// `tables` (e.g. a `[retry]` table) follow the provider's table.
+    pub async fn start_full(provider_toml: &str, tables: &str) -> Harness {
         let fake = FakeUpstream::start()
             .await
             .expect("the fake upstream starts");
@@ -42,6 +47,7 @@ uds = "{socket}"
 base_url = "{base}"
 api_key_env = "FAKE_KEY"
 {provider_toml}
+{tables}
 "#,
             socket = socket.display(),
             base = fake.base_url(),

@@ -27,7 +27,25 @@ impl ChatServiceImpl {
 /// caller gets DEADLINE_EXCEEDED (and our own record of the call) instead.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
 
-fn call_context<T>(request: &Request<T>) -> CallContext {
+/// Attempts the caller allows, from `x-llm-max-attempts` (the request
+/// field, when set, wins).
+const MAX_ATTEMPTS_HEADER: &str = "x-llm-max-attempts";
+
+fn call_context(request: &Request<pb::ChatRequest>) -> Result<CallContext, Status> {
+    let header = match request.metadata().get(MAX_ATTEMPTS_HEADER) {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|text| text.trim().parse::<u32>().ok())
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "metadata `{MAX_ATTEMPTS_HEADER}` must be a whole number (0 or 1: no retries)"
+                    ))
+                })?,
+        ),
+    };
     let deadline = request
         .metadata()
         .get("grpc-timeout")
@@ -37,7 +55,20 @@ fn call_context<T>(request: &Request<T>) -> CallContext {
             let margin = DEADLINE_MARGIN.min(timeout / 10);
             tokio::time::Instant::now() + timeout.saturating_sub(margin)
         });
-    CallContext { deadline }
+    Ok(CallContext {
+        deadline,
+        max_attempts: request.get_ref().max_attempts.or(header),
+    })
+}
+
+/// Tells the caller who served the call and how many attempts it took, so
+/// it need not stack its own retries on ours.
+fn served_by<T>(response: &mut Response<T>, provider: &str, attempts: u32) {
+    let metadata = response.metadata_mut();
+    if let Ok(value) = provider.parse() {
+        metadata.insert("x-llm-provider", value);
+    }
+    metadata.insert("x-llm-attempts", attempts.into());
 }
 
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ChatChunk, Status>> + Send>>;
@@ -48,17 +79,16 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         &self,
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<pb::ChatResponse>, Status> {
-        let call = call_context(&request);
+        let call = call_context(&request)?;
         let chat = request_from_proto(request.into_inner()).map_err(|error| to_status(&error))?;
         let served = self
             .pipeline
             .complete(chat, &call)
             .await
             .map_err(|error| to_status(&error))?;
-        Ok(Response::new(response_to_proto(
-            served.value,
-            &served.provider,
-        )))
+        let mut response = Response::new(response_to_proto(served.value, &served.provider));
+        served_by(&mut response, &served.provider, served.attempts);
+        Ok(response)
     }
 
     type StreamCompleteStream = ChunkStream;
@@ -67,14 +97,16 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         &self,
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<Self::StreamCompleteStream>, Status> {
-        let call = call_context(&request);
+        let call = call_context(&request)?;
         let chat = request_from_proto(request.into_inner()).map_err(|error| to_status(&error))?;
         let served = self
             .pipeline
             .stream(chat, &call)
             .await
             .map_err(|error| to_status(&error))?;
+        let attempts = served.attempts;
         let provider = served.provider;
+        let provider_name = provider.clone();
         // No channel and no task: hyper pulls this stream only as HTTP/2
         // flow control lets it send, so a slow reader slows the upstream
         // read, and a cancelled call drops the whole chain at once.
@@ -82,7 +114,9 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
             Ok(chunk) => Ok(chunk_to_proto(chunk, &provider)),
             Err(error) => Err(to_status(&error)),
         });
-        Ok(Response::new(Box::pin(stream)))
+        let mut response: Response<Self::StreamCompleteStream> = Response::new(Box::pin(stream));
+        served_by(&mut response, &provider_name, attempts);
+        Ok(response)
     }
 
     async fn list_models(
