@@ -33,6 +33,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub upstream: UpstreamConfig,
     pub retry: RetryConfig,
+    pub timeouts: Timeouts,
     pub providers: Vec<ProviderConfig>,
     pub routes: Vec<RouteConfig>,
     pub aliases: Vec<(String, String)>,
@@ -54,6 +55,57 @@ pub struct UpstreamConfig {
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
     pub max_sse_line_bytes: usize,
+}
+
+/// The sidecar's own time bounds, each reported as its own error. The
+/// caller's `grpc-timeout` caps them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Streams, per attempt: until the response headers. (A unary answer's
+    /// headers come only once it is whole, so the total bounds it instead.)
+    pub headers: Duration,
+    /// Streams, per attempt: until the first chunk.
+    pub first_chunk: Duration,
+    /// Streams: the longest gap between two chunks.
+    pub idle: Duration,
+    /// A whole unary call, retries included.
+    pub unary_total: Duration,
+    /// A whole stream, retries included.
+    pub stream_total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            headers: Duration::from_secs(30),
+            first_chunk: Duration::from_secs(60),
+            idle: Duration::from_secs(30),
+            unary_total: Duration::from_secs(120),
+            stream_total: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Per-provider or per-route changes to [`Timeouts`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeoutOverrides {
+    pub headers: Option<Duration>,
+    pub first_chunk: Option<Duration>,
+    pub idle: Option<Duration>,
+    pub unary_total: Option<Duration>,
+    pub stream_total: Option<Duration>,
+}
+
+impl TimeoutOverrides {
+    pub fn over(&self, base: Timeouts) -> Timeouts {
+        Timeouts {
+            headers: self.headers.unwrap_or(base.headers),
+            first_chunk: self.first_chunk.unwrap_or(base.first_chunk),
+            idle: self.idle.unwrap_or(base.idle),
+            unary_total: self.unary_total.unwrap_or(base.unary_total),
+            stream_total: self.stream_total.unwrap_or(base.stream_total),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -81,6 +133,7 @@ pub struct ProviderConfig {
     pub headers: Vec<(String, String)>,
     pub stream_options: bool,
     pub max_attempts: Option<u32>,
+    pub timeouts: TimeoutOverrides,
 }
 
 /// Where a provider's API key comes from; a file wins over the environment
@@ -97,6 +150,7 @@ pub struct RouteConfig {
     pub provider: String,
     pub rewrite: Option<String>,
     pub max_attempts: Option<u32>,
+    pub timeouts: TimeoutOverrides,
 }
 
 /// The name of the built-in mock provider and its route.

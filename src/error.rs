@@ -42,6 +42,13 @@ pub enum Error {
         last: String,
         retry_after: Option<Duration>,
     },
+    /// One of our own timeouts fired (see [`TimeoutKind`]).
+    #[error("provider `{provider}` timed out: {kind} after {after:?}")]
+    Timeout {
+        provider: String,
+        kind: TimeoutKind,
+        after: Duration,
+    },
     /// The caller's deadline passed.
     #[error("the deadline passed after {elapsed:?} ({stage})")]
     DeadlineExceeded {
@@ -51,6 +58,31 @@ pub enum Error {
     /// A bug or an unexpected local failure.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Which of the sidecar's own timeouts fired; each is its own error so an
+/// operator can tell a dead upstream from a slow or stalling one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutKind {
+    /// No response headers in time.
+    Headers,
+    /// Headers came, but no first chunk of a stream in time.
+    FirstChunk,
+    /// A stream stalled: too long a gap between two chunks.
+    Idle,
+    /// The whole call took longer than its total budget.
+    Total,
+}
+
+impl std::fmt::Display for TimeoutKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TimeoutKind::Headers => "no response headers",
+            TimeoutKind::FirstChunk => "no first chunk",
+            TimeoutKind::Idle => "no chunk for too long",
+            TimeoutKind::Total => "the call's total time ran out",
+        })
+    }
 }
 
 /// An error the upstream reported, with its message already scrubbed of
@@ -90,7 +122,8 @@ impl Error {
             | Error::Connect { provider, .. }
             | Error::StreamIncomplete { provider, .. }
             | Error::MalformedResponse { provider, .. }
-            | Error::RetryBudgetExhausted { provider, .. } => Some(provider),
+            | Error::RetryBudgetExhausted { provider, .. }
+            | Error::Timeout { provider, .. } => Some(provider),
             Error::Upstream(upstream) => Some(&upstream.provider),
             _ => None,
         }

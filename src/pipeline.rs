@@ -7,16 +7,18 @@
 //! after, so no token is ever sent twice. Limits and per-attempt timeouts
 //! slot in around the provider call; nothing else talks to providers.
 
-mod deadline;
+mod bounded_stream;
+mod bounds;
 mod retry;
 mod retry_budget;
 
-pub use deadline::DeadlineStream;
+pub use bounded_stream::BoundedStream;
+pub use bounds::Bounds;
 pub use retry::{Next, RetryPolicy};
 pub use retry_budget::RetryBudget;
 
-use crate::config::{Config, Env};
-use crate::error::{Error, classify};
+use crate::config::{Config, Env, Timeouts};
+use crate::error::{Error, TimeoutKind, classify};
 use crate::model::{ChatRequest, ChatResponse};
 use crate::routing::{RouteInfo, Router};
 use crate::upstream::{ChunkStream, Provider, build_http_client};
@@ -60,6 +62,8 @@ pub struct Pipeline {
 struct ProviderSlot {
     provider: Provider,
     max_attempts: Option<u32>,
+    /// The global timeouts with this provider's changes.
+    timeouts: Timeouts,
     budget: RetryBudget,
 }
 
@@ -67,6 +71,7 @@ struct ProviderSlot {
 struct Routed<'a> {
     slot: &'a ProviderSlot,
     policy: RetryPolicy,
+    timeouts: Timeouts,
     request: ChatRequest,
 }
 
@@ -79,6 +84,7 @@ impl Pipeline {
             .map(|provider| ProviderSlot {
                 provider: Provider::new(provider, &config.upstream, &client, env),
                 max_attempts: provider.max_attempts,
+                timeouts: provider.timeouts.over(config.timeouts),
                 budget: RetryBudget::new(
                     config.retry.budget_ratio,
                     config.retry.budget_floor,
@@ -109,8 +115,9 @@ impl Pipeline {
         request.stream = false;
         let routed = self.route(request, call)?;
         let provider = &routed.slot.provider;
+        let bounds = Bounds::new(Instant::now(), call.deadline, routed.timeouts.unary_total);
         let (value, attempts) = routed
-            .attempt(call, "waiting for the answer", || {
+            .attempt(bounds, "waiting for the answer", || {
                 provider.complete(&routed.request)
             })
             .await?;
@@ -131,25 +138,40 @@ impl Pipeline {
         request.stream = true;
         let routed = self.route(request, call)?;
         let provider = &routed.slot.provider;
+        let timeouts = routed.timeouts;
+        let bounds = Bounds::new(Instant::now(), call.deadline, timeouts.stream_total);
+        let first_chunk = |request| async move {
+            let mut stream = provider.stream(request, timeouts.headers).await?;
+            match stream.next().await {
+                Some(Ok(first)) => Ok((Some(first), stream)),
+                Some(Err(error)) => Err(error),
+                // Complete and empty: [DONE] straight away.
+                None => Ok((None, stream)),
+            }
+        };
         let ((first, rest), attempts) = routed
-            .attempt(call, "waiting for the first chunk", || async {
-                let mut stream = provider.stream(&routed.request).await?;
-                match stream.next().await {
-                    Some(Ok(first)) => Ok((Some(first), stream)),
-                    Some(Err(error)) => Err(error),
-                    // Complete and empty: [DONE] straight away.
-                    None => Ok((None, stream)),
-                }
+            .attempt(bounds, "waiting for the first chunk", || async {
+                tokio::time::timeout(timeouts.first_chunk, first_chunk(&routed.request))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::Timeout {
+                            provider: provider.name.to_string(),
+                            kind: TimeoutKind::FirstChunk,
+                            after: timeouts.first_chunk,
+                        })
+                    })
             })
             .await?;
         let stream: ChunkStream = match first {
             Some(first) => Box::pin(futures::stream::once(async { Ok(first) }).chain(rest)),
             None => rest,
         };
-        let value: ChunkStream = match call.deadline {
-            Some(deadline) => Box::pin(DeadlineStream::new(stream, deadline)),
-            None => stream,
-        };
+        let value: ChunkStream = Box::pin(BoundedStream::new(
+            stream,
+            provider.name.clone(),
+            bounds,
+            timeouts.idle,
+        ));
         Ok(Served {
             provider: provider.name.clone(),
             attempts,
@@ -174,6 +196,7 @@ impl Pipeline {
                 max_attempts,
                 ..self.retry
             },
+            timeouts: route.timeouts.over(slot.timeouts),
             request,
         })
     }
@@ -184,7 +207,7 @@ impl Routed<'_> {
     /// caller's deadline says stop; returns the value and the attempts made.
     async fn attempt<T, F, Fut>(
         &self,
-        call: &CallContext,
+        bounds: Bounds,
         stage: &'static str,
         mut work: F,
     ) -> Result<(T, u32), Error>
@@ -196,7 +219,7 @@ impl Routed<'_> {
         budget.deposit();
         let mut attempts = 1;
         loop {
-            let error = match within(call, stage, work()).await {
+            let error = match self.within(bounds, stage, work()).await {
                 Ok(value) => return Ok((value, attempts)),
                 Err(error) => error,
             };
@@ -204,7 +227,7 @@ impl Routed<'_> {
                 &error,
                 attempts,
                 Instant::now(),
-                call.deadline,
+                Some(bounds.end()),
                 fastrand::f64(),
             );
             let Next::RetryAfter(wait) = next else {
@@ -230,22 +253,18 @@ impl Routed<'_> {
     }
 }
 
-/// Runs `work` until the caller's deadline; past it the work is dropped,
-/// which closes any upstream request it had open.
-async fn within<T>(
-    call: &CallContext,
-    stage: &'static str,
-    work: impl Future<Output = Result<T, Error>>,
-) -> Result<T, Error> {
-    let Some(deadline) = call.deadline else {
-        return work.await;
-    };
-    let started = Instant::now();
-    match tokio::time::timeout_at(deadline, work).await {
-        Ok(result) => result,
-        Err(_) => Err(Error::DeadlineExceeded {
-            stage,
-            elapsed: started.elapsed(),
-        }),
+impl Routed<'_> {
+    /// Runs `work` until the call's bounds end; past them the work is
+    /// dropped, which closes any upstream request it had open.
+    async fn within<T>(
+        &self,
+        bounds: Bounds,
+        stage: &'static str,
+        work: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout_at(bounds.end(), work).await {
+            Ok(result) => result,
+            Err(_) => Err(bounds.expired(&self.slot.provider.name, stage)),
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! Resolution happens before any upstream call, so an unroutable model is a
 //! NOT_FOUND that costs nothing.
 
-use crate::config::{Config, RouteConfig};
+use crate::config::{Config, RouteConfig, TimeoutOverrides};
 use crate::error::Error;
 use globset::{Glob, GlobMatcher};
 use std::collections::HashMap;
@@ -15,6 +15,8 @@ pub struct Resolved {
     pub upstream_model: String,
     /// The route's own `max_attempts`, if it sets one.
     pub max_attempts: Option<u32>,
+    /// The route's own timeouts.
+    pub timeouts: TimeoutOverrides,
 }
 
 /// One row of the routing table, for ListModels.
@@ -48,6 +50,7 @@ struct Target {
     provider: usize,
     rewrite: Option<String>,
     max_attempts: Option<u32>,
+    timeouts: TimeoutOverrides,
     /// Bytes before the trailing `*` of a pattern, for `{suffix}`.
     prefix_len: usize,
 }
@@ -103,6 +106,7 @@ impl Router {
             provider,
             rewrite: route.rewrite.clone(),
             max_attempts: route.max_attempts,
+            timeouts: route.timeouts,
             prefix_len: route.model.trim_end_matches('*').len(),
         };
         let kind = if is_pattern {
@@ -141,12 +145,14 @@ impl Router {
                 provider: target.provider,
                 upstream_model: rewrite(model, target),
                 max_attempts: target.max_attempts,
+                timeouts: target.timeouts,
             }),
             None => match self.default_provider {
                 Some(provider) => Ok(Resolved {
                     provider,
                     upstream_model: model.to_owned(),
                     max_attempts: None,
+                    timeouts: TimeoutOverrides::default(),
                 }),
                 None => Err(Error::ModelNotFound {
                     model: requested.to_owned(),

@@ -72,9 +72,14 @@ impl Provider {
         }
     }
 
-    pub async fn stream(&self, request: &ChatRequest) -> Result<ChunkStream, Error> {
+    /// `headers_timeout` bounds the wait for the response headers.
+    pub async fn stream(
+        &self,
+        request: &ChatRequest,
+        headers_timeout: std::time::Duration,
+    ) -> Result<ChunkStream, Error> {
         match &self.upstream {
-            Upstream::OpenAi(openai) => openai.stream(request).await,
+            Upstream::OpenAi(openai) => openai.stream(request, headers_timeout).await,
             Upstream::Mock(mock) => mock.stream(request),
         }
     }

@@ -17,6 +17,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub retry: RawRetry,
     #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default)]
     pub providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
@@ -48,6 +50,23 @@ pub struct RawUpstream {
     pub max_sse_line_bytes: Option<usize>,
 }
 
+/// Each bound in milliseconds; unset ones come from the level above
+/// (route → provider → global → built-in default).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    /// Per attempt: until the response headers.
+    pub headers_ms: Option<u64>,
+    /// Streams, per attempt: until the first chunk.
+    pub first_chunk_ms: Option<u64>,
+    /// Streams: the longest gap between two chunks.
+    pub idle_ms: Option<u64>,
+    /// The whole unary call, retries included.
+    pub unary_total_ms: Option<u64>,
+    /// The whole stream, retries included.
+    pub stream_total_ms: Option<u64>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRetry {
@@ -75,6 +94,8 @@ pub struct RawProvider {
     pub stream_options: Option<bool>,
     /// Overrides `retry.max_attempts` for this provider.
     pub max_attempts: Option<u32>,
+    /// Overrides `[timeouts]` for this provider.
+    pub timeouts: Option<RawTimeouts>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,4 +109,6 @@ pub struct RawRoute {
     pub rewrite: Option<String>,
     /// Overrides the provider's and the global `max_attempts`.
     pub max_attempts: Option<u32>,
+    /// Overrides the provider's and the global timeouts.
+    pub timeouts: Option<RawTimeouts>,
 }

@@ -1,10 +1,10 @@
 //! From the file as written to typed, checked values. Every error names the
 //! file and the key, and says what would be accepted.
 
-use super::raw::{RawConfig, RawProvider, RawRetry, RawServer, RawUpstream};
+use super::raw::{RawConfig, RawProvider, RawRetry, RawServer, RawTimeouts, RawUpstream};
 use super::{
     Config, ConfigError, KeySource, MOCK_PROVIDER, MOCK_ROUTE, ProviderConfig, ProviderKind,
-    RetryConfig, RouteConfig, ServerConfig, UpstreamConfig,
+    RetryConfig, RouteConfig, ServerConfig, TimeoutOverrides, Timeouts, UpstreamConfig,
 };
 use crate::pipeline::RetryPolicy;
 use std::net::SocketAddr;
@@ -38,12 +38,21 @@ impl Checker<'_> {
     }
 
     fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let timeouts = self
+            .overrides("timeouts", raw.timeouts.clone())?
+            .over(Timeouts::default());
+        self.timeouts_agree("timeouts", timeouts)?;
         let mut providers = Vec::new();
         if raw.mock != Some(false) {
             providers.push(mock_provider());
         }
         for (name, provider) in raw.providers {
-            providers.push(self.provider(name, provider)?);
+            let provider = self.provider(name, provider)?;
+            self.timeouts_agree(
+                &format!("providers.{}.timeouts", provider.name),
+                provider.timeouts.over(timeouts),
+            )?;
+            providers.push(provider);
         }
         let known = |name: &str| providers.iter().any(|provider| provider.name == name);
 
@@ -54,6 +63,7 @@ impl Checker<'_> {
                 provider: MOCK_PROVIDER.to_owned(),
                 rewrite: None,
                 max_attempts: None,
+                timeouts: TimeoutOverrides::default(),
             });
         }
         for (index, route) in raw.routes.into_iter().enumerate() {
@@ -83,11 +93,23 @@ impl Checker<'_> {
                 ));
             }
             self.attempts(&format!("{key}.max_attempts"), route.max_attempts)?;
+            let route_timeouts = match route.timeouts {
+                Some(raw) => self.overrides(&format!("{key}.timeouts"), raw)?,
+                None => TimeoutOverrides::default(),
+            };
+            if let Some(provider) = providers
+                .iter()
+                .find(|provider| provider.name == route.provider)
+            {
+                let effective = route_timeouts.over(provider.timeouts.over(timeouts));
+                self.timeouts_agree(&format!("{key}.timeouts"), effective)?;
+            }
             routes.push(RouteConfig {
                 model: route.model,
                 provider: route.provider,
                 rewrite: route.rewrite,
                 max_attempts: route.max_attempts,
+                timeouts: route_timeouts,
             });
         }
 
@@ -116,6 +138,7 @@ impl Checker<'_> {
             server: self.server(raw.server)?,
             upstream: self.upstream(raw.upstream)?,
             retry: self.retry(raw.retry)?,
+            timeouts,
             providers,
             routes,
             aliases: raw.aliases.into_iter().collect(),
@@ -193,6 +216,44 @@ impl Checker<'_> {
             pool_max_idle_per_host: raw.pool_max_idle_per_host.unwrap_or(32),
             max_sse_line_bytes,
         })
+    }
+
+    fn overrides(&self, key: &str, raw: RawTimeouts) -> Result<TimeoutOverrides, ConfigError> {
+        let ms = |name: &str, value: Option<u64>| match value {
+            Some(0) => Err(self.error(format!("{key}.{name}"), "must be more than 0")),
+            other => Ok(other.map(Duration::from_millis)),
+        };
+        Ok(TimeoutOverrides {
+            headers: ms("headers_ms", raw.headers_ms)?,
+            first_chunk: ms("first_chunk_ms", raw.first_chunk_ms)?,
+            idle: ms("idle_ms", raw.idle_ms)?,
+            unary_total: ms("unary_total_ms", raw.unary_total_ms)?,
+            stream_total: ms("stream_total_ms", raw.stream_total_ms)?,
+        })
+    }
+
+    /// Cross-field checks: a per-attempt bound longer than the total could
+    /// never fire and hides a mistake.
+    fn timeouts_agree(&self, key: &str, timeouts: Timeouts) -> Result<(), ConfigError> {
+        if timeouts.first_chunk > timeouts.stream_total {
+            return Err(self.error(
+                format!("{key}.first_chunk_ms"),
+                "must not be more than stream_total_ms",
+            ));
+        }
+        if timeouts.headers > timeouts.first_chunk {
+            return Err(self.error(
+                format!("{key}.headers_ms"),
+                "must not be more than first_chunk_ms",
+            ));
+        }
+        if timeouts.idle > timeouts.stream_total {
+            return Err(self.error(
+                format!("{key}.idle_ms"),
+                "must not be more than stream_total_ms",
+            ));
+        }
+        Ok(())
     }
 
     fn attempts(&self, key: &str, value: Option<u32>) -> Result<(), ConfigError> {
@@ -317,6 +378,10 @@ impl Checker<'_> {
                 self.attempts(&format!("{key}.max_attempts"), raw.max_attempts)?;
                 raw.max_attempts
             },
+            timeouts: match raw.timeouts {
+                Some(timeouts) => self.overrides(&format!("{key}.timeouts"), timeouts)?,
+                None => TimeoutOverrides::default(),
+            },
         })
     }
 }
@@ -331,6 +396,7 @@ fn mock_provider() -> ProviderConfig {
         stream_options: true,
         // The mock never fails transiently.
         max_attempts: Some(1),
+        timeouts: TimeoutOverrides::default(),
     }
 }
 

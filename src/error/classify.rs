@@ -4,7 +4,7 @@
 //! they become FAILED_PRECONDITION (an operator must act), never
 //! UNAUTHENTICATED, which would send the caller looking at its own auth.
 
-use super::{Error, UpstreamError};
+use super::{Error, TimeoutKind, UpstreamError};
 use tonic::Code;
 
 /// How one error presents at the edges.
@@ -45,6 +45,24 @@ pub fn classify(error: &Error) -> Class {
         Error::RetryBudgetExhausted { .. } => {
             class(Code::Unavailable, 503, false, "RETRY_BUDGET_EXHAUSTED")
         }
+        // Before any output a timeout is worth another try; a stream that
+        // stalled midway is not retried anyway (output already went out).
+        Error::Timeout { kind, .. } => match kind {
+            TimeoutKind::Headers => class(
+                Code::DeadlineExceeded,
+                504,
+                true,
+                "UPSTREAM_HEADERS_TIMEOUT",
+            ),
+            TimeoutKind::FirstChunk => class(
+                Code::DeadlineExceeded,
+                504,
+                true,
+                "UPSTREAM_FIRST_CHUNK_TIMEOUT",
+            ),
+            TimeoutKind::Idle => class(Code::DeadlineExceeded, 504, false, "UPSTREAM_IDLE_TIMEOUT"),
+            TimeoutKind::Total => class(Code::DeadlineExceeded, 504, false, "TOTAL_TIMEOUT"),
+        },
         Error::DeadlineExceeded { .. } => {
             class(Code::DeadlineExceeded, 504, false, "DEADLINE_EXCEEDED")
         }

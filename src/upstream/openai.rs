@@ -10,14 +10,14 @@ pub use error_body::{ErrorBody, parse_error_body};
 pub use retry_after::retry_after;
 
 use crate::config::{Env, ProviderConfig, UpstreamConfig};
-use crate::error::{Error, UpstreamError};
+use crate::error::{Error, TimeoutKind, UpstreamError};
 use crate::model::{ChatRequest, ChatResponse};
 use crate::secret::{ApiKey, load_key, scrub};
 use crate::upstream::ChunkStream;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// Largest error body we read: enough for any real error object.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
@@ -98,7 +98,9 @@ impl OpenAiUpstream {
     /// `request.stream` must be false (the pipeline sets it once, so that
     /// retries send the same request without copying it).
     pub async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, Error> {
-        let response = self.send(request, None).await?;
+        // A unary answer's headers come only when it is whole: the call's
+        // total time bounds this wait, not a headers timeout.
+        let response = self.send(request, None, None).await?;
         let body = read_capped(response, self.max_response_bytes)
             .await
             .map_err(|error| self.connect_error(&error))?;
@@ -116,12 +118,16 @@ impl OpenAiUpstream {
     }
 
     /// `request.stream` must be true.
-    pub async fn stream(&self, request: &ChatRequest) -> Result<ChunkStream, Error> {
+    pub async fn stream(
+        &self,
+        request: &ChatRequest,
+        headers_timeout: Duration,
+    ) -> Result<ChunkStream, Error> {
         let options = (self.stream_options && !request.extra.contains_key("stream_options"))
             .then_some(StreamOptions {
                 include_usage: true,
             });
-        let response = self.send(request, options).await?;
+        let response = self.send(request, options, Some(headers_timeout)).await?;
         let is_event_stream = response
             .headers()
             .get(CONTENT_TYPE)
@@ -150,6 +156,7 @@ impl OpenAiUpstream {
         &self,
         request: &ChatRequest,
         stream_options: Option<StreamOptions>,
+        headers_timeout: Option<Duration>,
     ) -> Result<reqwest::Response, Error> {
         let key = self
             .key
@@ -175,10 +182,18 @@ impl OpenAiUpstream {
         if let Some(key) = key {
             builder = builder.bearer_auth(key.expose());
         }
-        let response = builder
-            .send()
-            .await
-            .map_err(|error| self.connect_error(&error))?;
+        let sent = builder.send();
+        let response = match headers_timeout {
+            None => sent.await,
+            Some(limit) => tokio::time::timeout(limit, sent)
+                .await
+                .map_err(|_| Error::Timeout {
+                    provider: self.provider.to_string(),
+                    kind: TimeoutKind::Headers,
+                    after: limit,
+                })?,
+        }
+        .map_err(|error| self.connect_error(&error))?;
         if response.status().is_success() {
             Ok(response)
         } else {

@@ -73,3 +73,23 @@ fn mock_can_be_switched_off() {
     assert!(config.routes.is_empty());
     assert!(config.providers.is_empty());
 }
+
+#[test]
+fn timeouts_merge_and_are_checked_against_each_other() {
+    let config = from_toml(
+        "[server]\nuds = \"/tmp/x\"\n[timeouts]\nidle_ms = 5000\n[providers.a]\nbase_url = \"http://a\"\ntimeouts = { idle_ms = 2000 }\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(config.timeouts.idle, Duration::from_secs(5));
+    assert_eq!(
+        config.providers[1].timeouts.over(config.timeouts).idle,
+        Duration::from_secs(2)
+    );
+    let error = error_of(
+        "[server]\nuds = \"/tmp/x\"\n[timeouts]\nfirst_chunk_ms = 9000\nstream_total_ms = 5000\n",
+    );
+    assert_eq!(error.key, "timeouts.first_chunk_ms");
+    let error = error_of("[server]\nuds = \"/tmp/x\"\n[timeouts]\nidle_ms = 0\n");
+    assert_eq!(error.key, "timeouts.idle_ms");
+}

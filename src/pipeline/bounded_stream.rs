@@ -1,0 +1,150 @@
+//! Bounds a stream in time: the idle gap between chunks, and the end of the
+//! call (the caller's deadline or our total). tonic does not do this: a
+//! response stream outlives `grpc-timeout` unless someone stops it, and a
+//! stalled upstream would hold the call open while we pay for nothing.
+//! Ending the stream drops the upstream body, which closes the request.
+
+use super::bounds::Bounds;
+use crate::error::{Error, TimeoutKind};
+use crate::model::ChatChunk;
+use crate::upstream::ChunkStream;
+use futures::Stream;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+pub struct BoundedStream {
+    inner: Option<ChunkStream>,
+    provider: Arc<str>,
+    bounds: Bounds,
+    end: Pin<Box<Sleep>>,
+    idle: Duration,
+    idle_timer: Pin<Box<Sleep>>,
+}
+
+impl BoundedStream {
+    pub fn new(inner: ChunkStream, provider: Arc<str>, bounds: Bounds, idle: Duration) -> Self {
+        BoundedStream {
+            inner: Some(inner),
+            provider,
+            end: Box::pin(tokio::time::sleep_until(bounds.end())),
+            bounds,
+            idle,
+            idle_timer: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+
+    fn fail(&mut self, error: Error) -> Poll<Option<Result<ChatChunk, Error>>> {
+        self.inner = None;
+        Poll::Ready(Some(Err(error)))
+    }
+}
+
+impl Stream for BoundedStream {
+    type Item = Result<ChatChunk, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Poll::Ready(item) = inner.as_mut().poll_next(cx) {
+            match item {
+                None => this.inner = None,
+                Some(_) => {
+                    let next_gap = Instant::now() + this.idle;
+                    this.idle_timer.as_mut().reset(next_gap);
+                }
+            }
+            return Poll::Ready(item);
+        }
+        if this.end.as_mut().poll(cx).is_ready() {
+            let error = this.bounds.expired(&this.provider, "streaming the answer");
+            return this.fail(error);
+        }
+        if this.idle_timer.as_mut().poll(cx).is_ready() {
+            let error = Error::Timeout {
+                provider: this.provider.to_string(),
+                kind: TimeoutKind::Idle,
+                after: this.idle,
+            };
+            return this.fail(error);
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn stalled() -> ChunkStream {
+        Box::pin(futures::stream::pending())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_stream_ends_with_an_idle_timeout() {
+        let bounds = Bounds::new(Instant::now(), None, Duration::from_secs(100));
+        let mut stream = BoundedStream::new(stalled(), "p".into(), bounds, Duration::from_secs(5));
+        let item = stream.next().await.unwrap();
+        assert!(
+            matches!(
+                item,
+                Err(Error::Timeout {
+                    kind: TimeoutKind::Idle,
+                    ..
+                })
+            ),
+            "{item:?}"
+        );
+        assert!(stream.next().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_callers_deadline_is_deadline_exceeded_and_ours_is_a_total_timeout() {
+        let now = Instant::now();
+        let caller_first = Bounds::new(
+            now,
+            Some(now + Duration::from_secs(2)),
+            Duration::from_secs(3),
+        );
+        let mut stream =
+            BoundedStream::new(stalled(), "p".into(), caller_first, Duration::from_secs(60));
+        assert!(matches!(
+            stream.next().await.unwrap(),
+            Err(Error::DeadlineExceeded { .. })
+        ));
+
+        let ours_first = Bounds::new(
+            now,
+            Some(now + Duration::from_secs(20)),
+            Duration::from_secs(3),
+        );
+        let mut stream =
+            BoundedStream::new(stalled(), "p".into(), ours_first, Duration::from_secs(60));
+        assert!(matches!(
+            stream.next().await.unwrap(),
+            Err(Error::Timeout {
+                kind: TimeoutKind::Total,
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trickle_resets_the_idle_timer() {
+        let trickle: ChunkStream = Box::pin(futures::stream::iter(0..5).then(|_| async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Ok(ChatChunk::default())
+        }));
+        let bounds = Bounds::new(Instant::now(), None, Duration::from_secs(100));
+        let stream = BoundedStream::new(trickle, "p".into(), bounds, Duration::from_secs(5));
+        let items: Vec<_> = stream.collect().await;
+        assert_eq!(items.len(), 5);
+        assert!(items.iter().all(Result::is_ok));
+    }
+}
