@@ -134,6 +134,15 @@ pub struct ProviderConfig {
     pub stream_options: bool,
     pub max_attempts: Option<u32>,
     pub timeouts: TimeoutOverrides,
+    pub limit: Option<LimitConfig>,
+}
+
+/// A provider's concurrency limit and queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitConfig {
+    pub max_in_flight: usize,
+    pub max_queue: usize,
+    pub max_queue_wait: Duration,
 }
 
 /// Where a provider's API key comes from; a file wins over the environment

@@ -42,6 +42,14 @@ pub enum Error {
         last: String,
         retry_after: Option<Duration>,
     },
+    /// The provider's concurrency limit is reached and its queue is full, or
+    /// the wait in the queue ran out; nothing was sent upstream.
+    #[error("provider `{provider}` is at its concurrency limit: {}", if *queue_full { "the queue is full" } else { "the wait in the queue ran out" })]
+    Overloaded {
+        provider: String,
+        queue_full: bool,
+        retry_after: Duration,
+    },
     /// One of our own timeouts fired (see [`TimeoutKind`]).
     #[error("provider `{provider}` timed out: {kind} after {after:?}")]
     Timeout {
@@ -112,6 +120,7 @@ impl Error {
         match self {
             Error::Upstream(upstream) => upstream.retry_after,
             Error::RetryBudgetExhausted { retry_after, .. } => *retry_after,
+            Error::Overloaded { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -123,7 +132,8 @@ impl Error {
             | Error::StreamIncomplete { provider, .. }
             | Error::MalformedResponse { provider, .. }
             | Error::RetryBudgetExhausted { provider, .. }
-            | Error::Timeout { provider, .. } => Some(provider),
+            | Error::Timeout { provider, .. }
+            | Error::Overloaded { provider, .. } => Some(provider),
             Error::Upstream(upstream) => Some(&upstream.provider),
             _ => None,
         }

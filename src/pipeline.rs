@@ -9,11 +9,13 @@
 
 mod bounded_stream;
 mod bounds;
+mod limit;
 mod retry;
 mod retry_budget;
 
 pub use bounded_stream::BoundedStream;
 pub use bounds::Bounds;
+pub use limit::{ConcurrencyLimit, Permit};
 pub use retry::{Next, RetryPolicy};
 pub use retry_budget::RetryBudget;
 
@@ -65,6 +67,7 @@ struct ProviderSlot {
     /// The global timeouts with this provider's changes.
     timeouts: Timeouts,
     budget: RetryBudget,
+    limit: Option<ConcurrencyLimit>,
 }
 
 /// One routed call, ready to be attempted.
@@ -85,6 +88,13 @@ impl Pipeline {
                 provider: Provider::new(provider, &config.upstream, &client, env),
                 max_attempts: provider.max_attempts,
                 timeouts: provider.timeouts.over(config.timeouts),
+                limit: provider.limit.map(|limit| {
+                    ConcurrencyLimit::new(
+                        limit.max_in_flight,
+                        limit.max_queue,
+                        limit.max_queue_wait,
+                    )
+                }),
                 budget: RetryBudget::new(
                     config.retry.budget_ratio,
                     config.retry.budget_floor,
@@ -117,8 +127,9 @@ impl Pipeline {
         let provider = &routed.slot.provider;
         let bounds = Bounds::new(Instant::now(), call.deadline, routed.timeouts.unary_total);
         let (value, attempts) = routed
-            .attempt(bounds, "waiting for the answer", || {
-                provider.complete(&routed.request)
+            .attempt(bounds, "waiting for the answer", || async {
+                let _slot = routed.slot.acquire(bounds).await?;
+                provider.complete(&routed.request).await
             })
             .await?;
         Ok(Served {
@@ -149,17 +160,21 @@ impl Pipeline {
                 None => Ok((None, stream)),
             }
         };
-        let ((first, rest), attempts) = routed
+        let ((first, rest, slot), attempts) = routed
             .attempt(bounds, "waiting for the first chunk", || async {
-                tokio::time::timeout(timeouts.first_chunk, first_chunk(&routed.request))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(Error::Timeout {
-                            provider: provider.name.to_string(),
-                            kind: TimeoutKind::FirstChunk,
-                            after: timeouts.first_chunk,
-                        })
-                    })
+                // The slot is held for as long as the stream lives.
+                let slot = routed.slot.acquire(bounds).await?;
+                let (first, rest) =
+                    tokio::time::timeout(timeouts.first_chunk, first_chunk(&routed.request))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(Error::Timeout {
+                                provider: provider.name.to_string(),
+                                kind: TimeoutKind::FirstChunk,
+                                after: timeouts.first_chunk,
+                            })
+                        })?;
+                Ok((first, rest, slot))
             })
             .await?;
         let stream: ChunkStream = match first {
@@ -171,6 +186,7 @@ impl Pipeline {
             provider.name.clone(),
             bounds,
             timeouts.idle,
+            slot,
         ));
         Ok(Served {
             provider: provider.name.clone(),
@@ -199,6 +215,16 @@ impl Pipeline {
             timeouts: route.timeouts.over(slot.timeouts),
             request,
         })
+    }
+}
+
+impl ProviderSlot {
+    /// A slot under the provider's concurrency limit, if it has one.
+    async fn acquire(&self, bounds: Bounds) -> Result<Permit, Error> {
+        match &self.limit {
+            None => Ok(None),
+            Some(limit) => limit.acquire(&self.provider.name, bounds.end()).await,
+        }
     }
 }
 

@@ -96,6 +96,12 @@ pub struct RawProvider {
     pub max_attempts: Option<u32>,
     /// Overrides `[timeouts]` for this provider.
     pub timeouts: Option<RawTimeouts>,
+    /// Upstream requests in flight at once (unset: no limit).
+    pub max_in_flight: Option<usize>,
+    /// Calls that may wait for a slot (default 64).
+    pub max_queue: Option<usize>,
+    /// The longest a call waits for a slot (default 10 s).
+    pub max_queue_wait_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

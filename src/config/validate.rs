@@ -3,8 +3,9 @@
 
 use super::raw::{RawConfig, RawProvider, RawRetry, RawServer, RawTimeouts, RawUpstream};
 use super::{
-    Config, ConfigError, KeySource, MOCK_PROVIDER, MOCK_ROUTE, ProviderConfig, ProviderKind,
-    RetryConfig, RouteConfig, ServerConfig, TimeoutOverrides, Timeouts, UpstreamConfig,
+    Config, ConfigError, KeySource, LimitConfig, MOCK_PROVIDER, MOCK_ROUTE, ProviderConfig,
+    ProviderKind, RetryConfig, RouteConfig, ServerConfig, TimeoutOverrides, Timeouts,
+    UpstreamConfig,
 };
 use crate::pipeline::RetryPolicy;
 use std::net::SocketAddr;
@@ -382,6 +383,20 @@ impl Checker<'_> {
                 Some(timeouts) => self.overrides(&format!("{key}.timeouts"), timeouts)?,
                 None => TimeoutOverrides::default(),
             },
+            limit: match raw.max_in_flight {
+                None => None,
+                Some(0) => {
+                    return Err(self.error(
+                        format!("{key}.max_in_flight"),
+                        "must be at least 1 (leave it out for no limit)",
+                    ));
+                }
+                Some(max_in_flight) => Some(LimitConfig {
+                    max_in_flight,
+                    max_queue: raw.max_queue.unwrap_or(64),
+                    max_queue_wait: Duration::from_millis(raw.max_queue_wait_ms.unwrap_or(10_000)),
+                }),
+            },
         })
     }
 }
@@ -397,6 +412,7 @@ fn mock_provider() -> ProviderConfig {
         // The mock never fails transiently.
         max_attempts: Some(1),
         timeouts: TimeoutOverrides::default(),
+        limit: None,
     }
 }
 

@@ -42,6 +42,14 @@ pub fn classify(error: &Error) -> Class {
         Error::MalformedResponse { .. } => {
             class(Code::Internal, 502, false, "UPSTREAM_MALFORMED_RESPONSE")
         }
+        // Our own limit: trying again here would only queue again; the
+        // caller gets RetryInfo and decides.
+        Error::Overloaded {
+            queue_full: true, ..
+        } => class(Code::ResourceExhausted, 429, false, "QUEUE_FULL"),
+        Error::Overloaded {
+            queue_full: false, ..
+        } => class(Code::ResourceExhausted, 429, false, "QUEUE_WAIT_EXPIRED"),
         Error::RetryBudgetExhausted { .. } => {
             class(Code::Unavailable, 503, false, "RETRY_BUDGET_EXHAUSTED")
         }

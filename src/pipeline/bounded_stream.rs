@@ -5,6 +5,7 @@
 //! Ending the stream drops the upstream body, which closes the request.
 
 use super::bounds::Bounds;
+use super::limit::Permit;
 use crate::error::{Error, TimeoutKind};
 use crate::model::ChatChunk;
 use crate::upstream::ChunkStream;
@@ -23,10 +24,18 @@ pub struct BoundedStream {
     end: Pin<Box<Sleep>>,
     idle: Duration,
     idle_timer: Pin<Box<Sleep>>,
+    /// The provider slot this stream occupies, freed when it ends.
+    slot: Permit,
 }
 
 impl BoundedStream {
-    pub fn new(inner: ChunkStream, provider: Arc<str>, bounds: Bounds, idle: Duration) -> Self {
+    pub fn new(
+        inner: ChunkStream,
+        provider: Arc<str>,
+        bounds: Bounds,
+        idle: Duration,
+        slot: Permit,
+    ) -> Self {
         BoundedStream {
             inner: Some(inner),
             provider,
@@ -34,11 +43,13 @@ impl BoundedStream {
             bounds,
             idle,
             idle_timer: Box::pin(tokio::time::sleep(idle)),
+            slot,
         }
     }
 
     fn fail(&mut self, error: Error) -> Poll<Option<Result<ChatChunk, Error>>> {
         self.inner = None;
+        self.slot = None;
         Poll::Ready(Some(Err(error)))
     }
 }
@@ -53,7 +64,10 @@ impl Stream for BoundedStream {
         };
         if let Poll::Ready(item) = inner.as_mut().poll_next(cx) {
             match item {
-                None => this.inner = None,
+                None => {
+                    this.inner = None;
+                    this.slot = None;
+                }
                 Some(_) => {
                     let next_gap = Instant::now() + this.idle;
                     this.idle_timer.as_mut().reset(next_gap);
@@ -89,7 +103,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stalled_stream_ends_with_an_idle_timeout() {
         let bounds = Bounds::new(Instant::now(), None, Duration::from_secs(100));
-        let mut stream = BoundedStream::new(stalled(), "p".into(), bounds, Duration::from_secs(5));
+        let mut stream =
+            BoundedStream::new(stalled(), "p".into(), bounds, Duration::from_secs(5), None);
         let item = stream.next().await.unwrap();
         assert!(
             matches!(
@@ -112,8 +127,13 @@ mod tests {
             Some(now + Duration::from_secs(2)),
             Duration::from_secs(3),
         );
-        let mut stream =
-            BoundedStream::new(stalled(), "p".into(), caller_first, Duration::from_secs(60));
+        let mut stream = BoundedStream::new(
+            stalled(),
+            "p".into(),
+            caller_first,
+            Duration::from_secs(60),
+            None,
+        );
         assert!(matches!(
             stream.next().await.unwrap(),
             Err(Error::DeadlineExceeded { .. })
@@ -124,8 +144,13 @@ mod tests {
             Some(now + Duration::from_secs(20)),
             Duration::from_secs(3),
         );
-        let mut stream =
-            BoundedStream::new(stalled(), "p".into(), ours_first, Duration::from_secs(60));
+        let mut stream = BoundedStream::new(
+            stalled(),
+            "p".into(),
+            ours_first,
+            Duration::from_secs(60),
+            None,
+        );
         assert!(matches!(
             stream.next().await.unwrap(),
             Err(Error::Timeout {
@@ -142,7 +167,7 @@ mod tests {
             Ok(ChatChunk::default())
         }));
         let bounds = Bounds::new(Instant::now(), None, Duration::from_secs(100));
-        let stream = BoundedStream::new(trickle, "p".into(), bounds, Duration::from_secs(5));
+        let stream = BoundedStream::new(trickle, "p".into(), bounds, Duration::from_secs(5), None);
         let items: Vec<_> = stream.collect().await;
         assert_eq!(items.len(), 5);
         assert!(items.iter().all(Result::is_ok));
