@@ -135,6 +135,8 @@ pub struct ProviderConfig {
     pub max_attempts: Option<u32>,
     pub timeouts: TimeoutOverrides,
     pub limit: Option<LimitConfig>,
+    pub circuit_failures: u32,
+    pub circuit_cooldown: Duration,
 }
 
 /// A provider's concurrency limit and queue.
@@ -160,6 +162,14 @@ pub struct RouteConfig {
     pub rewrite: Option<String>,
     pub max_attempts: Option<u32>,
     pub timeouts: TimeoutOverrides,
+    pub fallbacks: Vec<FallbackConfig>,
+}
+
+/// Another provider and/or model to try when a route's target fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FallbackConfig {
+    pub provider: Option<String>,
+    pub model: Option<String>,
 }
 
 /// The name of the built-in mock provider and its route.

@@ -50,6 +50,13 @@ pub enum Error {
         queue_full: bool,
         retry_after: Duration,
     },
+    /// The provider's circuit is open after repeated failures; nothing was
+    /// sent upstream.
+    #[error("provider `{provider}` is failing and skipped for now (circuit open)")]
+    CircuitOpen {
+        provider: String,
+        retry_after: Duration,
+    },
     /// One of our own timeouts fired (see [`TimeoutKind`]).
     #[error("provider `{provider}` timed out: {kind} after {after:?}")]
     Timeout {
@@ -111,6 +118,17 @@ pub struct UpstreamError {
 }
 
 impl Error {
+    /// Failures that say the provider itself is unwell (as opposed to the
+    /// request being wrong, or our own limits): they feed its circuit
+    /// breaker and let a route fall back to its next target.
+    pub fn is_provider_failure(&self) -> bool {
+        match self {
+            Error::Connect { .. } | Error::StreamIncomplete { .. } | Error::Timeout { .. } => true,
+            Error::Upstream(_) => classify(self).retryable,
+            _ => false,
+        }
+    }
+
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::InvalidRequest(message.into())
     }
@@ -120,7 +138,9 @@ impl Error {
         match self {
             Error::Upstream(upstream) => upstream.retry_after,
             Error::RetryBudgetExhausted { retry_after, .. } => *retry_after,
-            Error::Overloaded { retry_after, .. } => Some(*retry_after),
+            Error::Overloaded { retry_after, .. } | Error::CircuitOpen { retry_after, .. } => {
+                Some(*retry_after)
+            }
             _ => None,
         }
     }
@@ -133,7 +153,8 @@ impl Error {
             | Error::MalformedResponse { provider, .. }
             | Error::RetryBudgetExhausted { provider, .. }
             | Error::Timeout { provider, .. }
-            | Error::Overloaded { provider, .. } => Some(provider),
+            | Error::Overloaded { provider, .. }
+            | Error::CircuitOpen { provider, .. } => Some(provider),
             Error::Upstream(upstream) => Some(&upstream.provider),
             _ => None,
         }

@@ -9,12 +9,14 @@
 
 mod bounded_stream;
 mod bounds;
+mod circuit;
 mod limit;
 mod retry;
 mod retry_budget;
 
 pub use bounded_stream::BoundedStream;
 pub use bounds::Bounds;
+pub use circuit::CircuitBreaker;
 pub use limit::{ConcurrencyLimit, Permit};
 pub use retry::{Next, RetryPolicy};
 pub use retry_budget::RetryBudget;
@@ -68,6 +70,7 @@ struct ProviderSlot {
     timeouts: Timeouts,
     budget: RetryBudget,
     limit: Option<ConcurrencyLimit>,
+    circuit: CircuitBreaker,
 }
 
 /// One routed call, ready to be attempted.
@@ -75,8 +78,11 @@ struct Routed<'a> {
     slot: &'a ProviderSlot,
     policy: RetryPolicy,
     timeouts: Timeouts,
-    request: ChatRequest,
+    upstream_model: String,
 }
+
+/// A target's failure and the attempts it made.
+type Failed = (Error, u32);
 
 impl Pipeline {
     pub fn new(config: &Config, env: Env<'_>) -> Result<Pipeline, reqwest::Error> {
@@ -95,6 +101,7 @@ impl Pipeline {
                         limit.max_queue_wait,
                     )
                 }),
+                circuit: CircuitBreaker::new(provider.circuit_failures, provider.circuit_cooldown),
                 budget: RetryBudget::new(
                     config.retry.budget_ratio,
                     config.retry.budget_floor,
@@ -123,99 +130,110 @@ impl Pipeline {
         call: &CallContext,
     ) -> Result<Served<ChatResponse>, Error> {
         request.stream = false;
-        let routed = self.route(request, call)?;
-        let provider = &routed.slot.provider;
-        let bounds = Bounds::new(Instant::now(), call.deadline, routed.timeouts.unary_total);
-        let (value, attempts) = routed
-            .attempt(bounds, "waiting for the answer", || async {
-                let _slot = routed.slot.acquire(bounds).await?;
-                provider.complete(&routed.request).await
-            })
-            .await?;
-        Ok(Served {
-            provider: provider.name.clone(),
-            attempts,
-            value,
-        })
+        let targets = self.route(&request, call)?;
+        let bounds = Bounds::new(
+            Instant::now(),
+            call.deadline,
+            targets[0].timeouts.unary_total,
+        );
+        let mut attempts_before = 0;
+        for (index, target) in targets.iter().enumerate() {
+            request.model.clone_from(&target.upstream_model);
+            match target.complete(&request, bounds).await {
+                Ok((value, attempts)) => {
+                    return Ok(Served {
+                        provider: target.slot.provider.name.clone(),
+                        attempts: attempts_before + attempts,
+                        value,
+                    });
+                }
+                Err((error, attempts)) if index + 1 < targets.len() && falls_back(&error) => {
+                    attempts_before += attempts;
+                    tracing::info!(from = %target.slot.provider.name, reason = classify(&error).reason, "falling back");
+                }
+                Err((error, _)) => return Err(error),
+            }
+        }
+        Err(Error::Internal("a route without targets".to_owned()))
     }
 
     /// Returns once the first chunk has arrived, so every failure before it
-    /// (and every retry) happens before the caller has seen anything.
+    /// (every retry, every fallback) happens before the caller saw anything.
     pub async fn stream(
         &self,
         mut request: ChatRequest,
         call: &CallContext,
     ) -> Result<Served<ChunkStream>, Error> {
         request.stream = true;
-        let routed = self.route(request, call)?;
-        let provider = &routed.slot.provider;
-        let timeouts = routed.timeouts;
-        let bounds = Bounds::new(Instant::now(), call.deadline, timeouts.stream_total);
-        let first_chunk = |request| async move {
-            let mut stream = provider.stream(request, timeouts.headers).await?;
-            match stream.next().await {
-                Some(Ok(first)) => Ok((Some(first), stream)),
-                Some(Err(error)) => Err(error),
-                // Complete and empty: [DONE] straight away.
-                None => Ok((None, stream)),
+        let targets = self.route(&request, call)?;
+        let bounds = Bounds::new(
+            Instant::now(),
+            call.deadline,
+            targets[0].timeouts.stream_total,
+        );
+        let mut attempts_before = 0;
+        for (index, target) in targets.iter().enumerate() {
+            request.model.clone_from(&target.upstream_model);
+            match target.stream(&request, bounds).await {
+                Ok((value, attempts)) => {
+                    return Ok(Served {
+                        provider: target.slot.provider.name.clone(),
+                        attempts: attempts_before + attempts,
+                        value,
+                    });
+                }
+                Err((error, attempts)) if index + 1 < targets.len() && falls_back(&error) => {
+                    attempts_before += attempts;
+                    tracing::info!(from = %target.slot.provider.name, reason = classify(&error).reason, "falling back");
+                }
+                Err((error, _)) => return Err(error),
             }
-        };
-        let ((first, rest, slot), attempts) = routed
-            .attempt(bounds, "waiting for the first chunk", || async {
-                // The slot is held for as long as the stream lives.
-                let slot = routed.slot.acquire(bounds).await?;
-                let (first, rest) =
-                    tokio::time::timeout(timeouts.first_chunk, first_chunk(&routed.request))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(Error::Timeout {
-                                provider: provider.name.to_string(),
-                                kind: TimeoutKind::FirstChunk,
-                                after: timeouts.first_chunk,
-                            })
-                        })?;
-                Ok((first, rest, slot))
-            })
-            .await?;
-        let stream: ChunkStream = match first {
-            Some(first) => Box::pin(futures::stream::once(async { Ok(first) }).chain(rest)),
-            None => rest,
-        };
-        let value: ChunkStream = Box::pin(BoundedStream::new(
-            stream,
-            provider.name.clone(),
-            bounds,
-            timeouts.idle,
-            slot,
-        ));
-        Ok(Served {
-            provider: provider.name.clone(),
-            attempts,
-            value,
-        })
+        }
+        Err(Error::Internal("a route without targets".to_owned()))
     }
 
-    fn route(&self, mut request: ChatRequest, call: &CallContext) -> Result<Routed<'_>, Error> {
-        validate(&request)?;
+    /// The primary target and its fallbacks, in the order to try them.
+    fn route(&self, request: &ChatRequest, call: &CallContext) -> Result<Vec<Routed<'_>>, Error> {
+        validate(request)?;
         let route = self.router.resolve(&request.model)?;
-        request.model = route.upstream_model;
-        let slot = &self.providers[route.provider];
-        let max_attempts = call
-            .max_attempts
-            .map(|attempts| attempts.max(1))
-            .or(route.max_attempts)
-            .or(slot.max_attempts)
-            .unwrap_or(self.retry.max_attempts);
-        Ok(Routed {
-            slot,
-            policy: RetryPolicy {
-                max_attempts,
-                ..self.retry
-            },
-            timeouts: route.timeouts.over(slot.timeouts),
-            request,
-        })
+        let target = |provider: usize, upstream_model: String| {
+            let slot = &self.providers[provider];
+            let max_attempts = call
+                .max_attempts
+                .map(|attempts| attempts.max(1))
+                .or(route.max_attempts)
+                .or(slot.max_attempts)
+                .unwrap_or(self.retry.max_attempts);
+            Routed {
+                slot,
+                policy: RetryPolicy {
+                    max_attempts,
+                    ..self.retry
+                },
+                timeouts: route.timeouts.over(slot.timeouts),
+                upstream_model,
+            }
+        };
+        let mut targets = vec![target(route.provider, route.upstream_model.clone())];
+        for fallback in &route.fallbacks {
+            targets.push(target(fallback.provider, fallback.upstream_model.clone()));
+        }
+        Ok(targets)
     }
+}
+
+/// Whether the next target of a route may still succeed where this one
+/// failed: the provider is unwell or we are holding it back, not the
+/// request being wrong.
+fn falls_back(error: &Error) -> bool {
+    error.is_provider_failure()
+        || matches!(
+            error,
+            Error::CircuitOpen { .. }
+                | Error::Overloaded { .. }
+                | Error::RetryBudgetExhausted { .. }
+                | Error::ProviderNotReady { .. }
+        )
 }
 
 impl ProviderSlot {
@@ -229,6 +247,60 @@ impl ProviderSlot {
 }
 
 impl Routed<'_> {
+    async fn complete(
+        &self,
+        request: &ChatRequest,
+        bounds: Bounds,
+    ) -> Result<(ChatResponse, u32), Failed> {
+        let provider = &self.slot.provider;
+        self.attempt(bounds, "waiting for the answer", || async {
+            let _slot = self.slot.acquire(bounds).await?;
+            provider.complete(request).await
+        })
+        .await
+    }
+
+    async fn stream(
+        &self,
+        request: &ChatRequest,
+        bounds: Bounds,
+    ) -> Result<(ChunkStream, u32), Failed> {
+        let provider = &self.slot.provider;
+        let timeouts = self.timeouts;
+        let first_chunk = || async {
+            let mut stream = provider.stream(request, timeouts.headers).await?;
+            match stream.next().await {
+                Some(Ok(first)) => Ok((Some(first), stream)),
+                Some(Err(error)) => Err(error),
+                // Complete and empty: [DONE] straight away.
+                None => Ok((None, stream)),
+            }
+        };
+        let ((first, rest, slot), attempts) = self
+            .attempt(bounds, "waiting for the first chunk", || async {
+                // The slot is held for as long as the stream lives.
+                let slot = self.slot.acquire(bounds).await?;
+                let (first, rest) = tokio::time::timeout(timeouts.first_chunk, first_chunk())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::Timeout {
+                            provider: provider.name.to_string(),
+                            kind: TimeoutKind::FirstChunk,
+                            after: timeouts.first_chunk,
+                        })
+                    })?;
+                Ok((first, rest, slot))
+            })
+            .await?;
+        let stream: ChunkStream = match first {
+            Some(first) => Box::pin(futures::stream::once(async { Ok(first) }).chain(rest)),
+            None => rest,
+        };
+        let bounded =
+            BoundedStream::new(stream, provider.name.clone(), bounds, timeouts.idle, slot);
+        Ok((Box::pin(bounded), attempts))
+    }
+
     /// Runs `work` until it succeeds or the policy, the budget or the
     /// caller's deadline says stop; returns the value and the attempts made.
     async fn attempt<T, F, Fut>(
@@ -236,19 +308,33 @@ impl Routed<'_> {
         bounds: Bounds,
         stage: &'static str,
         mut work: F,
-    ) -> Result<(T, u32), Error>
+    ) -> Result<(T, u32), Failed>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
-        let budget = &self.slot.budget;
-        budget.deposit();
-        let mut attempts = 1;
+        let slot = self.slot;
+        slot.budget.deposit();
+        let mut attempts = 0;
         loop {
+            if let Err(wait) = slot.circuit.allow() {
+                let error = Error::CircuitOpen {
+                    provider: slot.provider.name.to_string(),
+                    retry_after: wait,
+                };
+                return Err((error, attempts));
+            }
+            attempts += 1;
             let error = match self.within(bounds, stage, work()).await {
-                Ok(value) => return Ok((value, attempts)),
+                Ok(value) => {
+                    slot.circuit.on_success();
+                    return Ok((value, attempts));
+                }
                 Err(error) => error,
             };
+            if error.is_provider_failure() {
+                slot.circuit.on_failure();
+            }
             let next = self.policy.next(
                 &error,
                 attempts,
@@ -257,24 +343,24 @@ impl Routed<'_> {
                 fastrand::f64(),
             );
             let Next::RetryAfter(wait) = next else {
-                return Err(error);
+                return Err((error, attempts));
             };
-            if !budget.try_withdraw() {
-                return Err(Error::RetryBudgetExhausted {
-                    provider: self.slot.provider.name.to_string(),
+            if !slot.budget.try_withdraw() {
+                let exhausted = Error::RetryBudgetExhausted {
+                    provider: slot.provider.name.to_string(),
                     last: error.to_string(),
                     retry_after: error.retry_after(),
-                });
+                };
+                return Err((exhausted, attempts));
             }
             tracing::debug!(
-                provider = %self.slot.provider.name,
+                provider = %slot.provider.name,
                 attempt = attempts,
                 reason = classify(&error).reason,
                 wait_ms = wait.as_millis() as u64,
                 "retrying"
             );
             tokio::time::sleep(wait).await;
-            attempts += 1;
         }
     }
 }

@@ -3,7 +3,7 @@
 //! Resolution happens before any upstream call, so an unroutable model is a
 //! NOT_FOUND that costs nothing.
 
-use crate::config::{Config, RouteConfig, TimeoutOverrides};
+use crate::config::{Config, FallbackConfig, RouteConfig, TimeoutOverrides};
 use crate::error::Error;
 use globset::{Glob, GlobMatcher};
 use std::collections::HashMap;
@@ -17,6 +17,14 @@ pub struct Resolved {
     pub max_attempts: Option<u32>,
     /// The route's own timeouts.
     pub timeouts: TimeoutOverrides,
+    /// Where to go, in order, when this target fails.
+    pub fallbacks: Vec<Fallback>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fallback {
+    pub provider: usize,
+    pub upstream_model: String,
 }
 
 /// One row of the routing table, for ListModels.
@@ -51,6 +59,7 @@ struct Target {
     rewrite: Option<String>,
     max_attempts: Option<u32>,
     timeouts: TimeoutOverrides,
+    fallbacks: Vec<FallbackConfig>,
     /// Bytes before the trailing `*` of a pattern, for `{suffix}`.
     prefix_len: usize,
 }
@@ -107,6 +116,7 @@ impl Router {
             rewrite: route.rewrite.clone(),
             max_attempts: route.max_attempts,
             timeouts: route.timeouts,
+            fallbacks: route.fallbacks.clone(),
             prefix_len: route.model.trim_end_matches('*').len(),
         };
         let kind = if is_pattern {
@@ -134,31 +144,71 @@ impl Router {
             .aliases
             .get(requested)
             .map_or(requested, String::as_str);
-        let target = self.exact.get(model).or_else(|| {
-            self.patterns
-                .iter()
-                .find(|(matcher, _)| matcher.is_match(model))
-                .map(|(_, target)| target)
-        });
-        match target {
-            Some(target) => Ok(Resolved {
-                provider: target.provider,
-                upstream_model: rewrite(model, target),
-                max_attempts: target.max_attempts,
-                timeouts: target.timeouts,
-            }),
-            None => match self.default_provider {
+        let Some((target, upstream_model)) = self.lookup(model) else {
+            return match self.default_provider {
                 Some(provider) => Ok(Resolved {
                     provider,
                     upstream_model: model.to_owned(),
                     max_attempts: None,
                     timeouts: TimeoutOverrides::default(),
+                    fallbacks: Vec::new(),
                 }),
                 None => Err(Error::ModelNotFound {
                     model: requested.to_owned(),
                     hint: self.hint(),
                 }),
-            },
+            };
+        };
+        let fallbacks = target
+            .fallbacks
+            .iter()
+            .filter_map(|fallback| self.fallback(fallback, &upstream_model))
+            .collect();
+        Ok(Resolved {
+            provider: target.provider,
+            upstream_model,
+            max_attempts: target.max_attempts,
+            timeouts: target.timeouts,
+            fallbacks,
+        })
+    }
+
+    /// The route a model name matches and the name to send upstream.
+    fn lookup(&self, model: &str) -> Option<(&Target, String)> {
+        let target = self.exact.get(model).or_else(|| {
+            self.patterns
+                .iter()
+                .find(|(matcher, _)| matcher.is_match(model))
+                .map(|(_, target)| target)
+        })?;
+        Some((target, rewrite(model, target)))
+    }
+
+    /// A fallback with a provider keeps (or replaces) the model name; one
+    /// with only a model is routed like a request's model.
+    fn fallback(&self, fallback: &FallbackConfig, primary_model: &str) -> Option<Fallback> {
+        match (&fallback.provider, &fallback.model) {
+            (Some(provider), model) => Some(Fallback {
+                provider: self
+                    .provider_names
+                    .iter()
+                    .position(|name| name == provider)?,
+                upstream_model: model.clone().unwrap_or_else(|| primary_model.to_owned()),
+            }),
+            (None, Some(model)) => {
+                let model = self.aliases.get(model).unwrap_or(model);
+                match self.lookup(model) {
+                    Some((target, upstream_model)) => Some(Fallback {
+                        provider: target.provider,
+                        upstream_model,
+                    }),
+                    None => self.default_provider.map(|provider| Fallback {
+                        provider,
+                        upstream_model: model.clone(),
+                    }),
+                }
+            }
+            (None, None) => None,
         }
     }
 

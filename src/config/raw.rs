@@ -102,6 +102,10 @@ pub struct RawProvider {
     pub max_queue: Option<usize>,
     /// The longest a call waits for a slot (default 10 s).
     pub max_queue_wait_ms: Option<u64>,
+    /// Failures in a row that open the circuit (default 5; 0: never).
+    pub circuit_failures: Option<u32>,
+    /// How long an open circuit skips the provider (default 30 s).
+    pub circuit_cooldown_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,4 +121,17 @@ pub struct RawRoute {
     pub max_attempts: Option<u32>,
     /// Overrides the provider's and the global timeouts.
     pub timeouts: Option<RawTimeouts>,
+    /// Tried in order when the target before fails in a way another may
+    /// not (provider failure, open circuit, full queue), before any output.
+    #[serde(default)]
+    pub fallbacks: Vec<RawFallback>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFallback {
+    /// Another provider (the same model name unless `model` says otherwise).
+    pub provider: Option<String>,
+    /// Another model; without `provider` it is routed like a request's.
+    pub model: Option<String>,
 }

@@ -3,9 +3,9 @@
 
 use super::raw::{RawConfig, RawProvider, RawRetry, RawServer, RawTimeouts, RawUpstream};
 use super::{
-    Config, ConfigError, KeySource, LimitConfig, MOCK_PROVIDER, MOCK_ROUTE, ProviderConfig,
-    ProviderKind, RetryConfig, RouteConfig, ServerConfig, TimeoutOverrides, Timeouts,
-    UpstreamConfig,
+    Config, ConfigError, FallbackConfig, KeySource, LimitConfig, MOCK_PROVIDER, MOCK_ROUTE,
+    ProviderConfig, ProviderKind, RetryConfig, RouteConfig, ServerConfig, TimeoutOverrides,
+    Timeouts, UpstreamConfig,
 };
 use crate::pipeline::RetryPolicy;
 use std::net::SocketAddr;
@@ -65,6 +65,7 @@ impl Checker<'_> {
                 rewrite: None,
                 max_attempts: None,
                 timeouts: TimeoutOverrides::default(),
+                fallbacks: Vec::new(),
             });
         }
         for (index, route) in raw.routes.into_iter().enumerate() {
@@ -105,12 +106,32 @@ impl Checker<'_> {
                 let effective = route_timeouts.over(provider.timeouts.over(timeouts));
                 self.timeouts_agree(&format!("{key}.timeouts"), effective)?;
             }
+            let mut fallbacks = Vec::new();
+            for (at, fallback) in route.fallbacks.into_iter().enumerate() {
+                let fallback_key = format!("{key}.fallbacks[{at}]");
+                if fallback.provider.is_none() && fallback.model.is_none() {
+                    return Err(self.error(fallback_key, "name a `provider`, a `model`, or both"));
+                }
+                if let Some(provider) = &fallback.provider
+                    && !known(provider)
+                {
+                    return Err(self.error(
+                        format!("{fallback_key}.provider"),
+                        format!("no provider named `{provider}` is configured"),
+                    ));
+                }
+                fallbacks.push(FallbackConfig {
+                    provider: fallback.provider,
+                    model: fallback.model,
+                });
+            }
             routes.push(RouteConfig {
                 model: route.model,
                 provider: route.provider,
                 rewrite: route.rewrite,
                 max_attempts: route.max_attempts,
                 timeouts: route_timeouts,
+                fallbacks,
             });
         }
 
@@ -383,6 +404,8 @@ impl Checker<'_> {
                 Some(timeouts) => self.overrides(&format!("{key}.timeouts"), timeouts)?,
                 None => TimeoutOverrides::default(),
             },
+            circuit_failures: raw.circuit_failures.unwrap_or(5),
+            circuit_cooldown: Duration::from_millis(raw.circuit_cooldown_ms.unwrap_or(30_000)),
             limit: match raw.max_in_flight {
                 None => None,
                 Some(0) => {
@@ -413,6 +436,8 @@ fn mock_provider() -> ProviderConfig {
         max_attempts: Some(1),
         timeouts: TimeoutOverrides::default(),
         limit: None,
+        circuit_failures: 0,
+        circuit_cooldown: Duration::ZERO,
     }
 }
 

@@ -50,6 +50,7 @@ pub fn classify(error: &Error) -> Class {
         Error::Overloaded {
             queue_full: false, ..
         } => class(Code::ResourceExhausted, 429, false, "QUEUE_WAIT_EXPIRED"),
+        Error::CircuitOpen { .. } => class(Code::Unavailable, 503, false, "CIRCUIT_OPEN"),
         Error::RetryBudgetExhausted { .. } => {
             class(Code::Unavailable, 503, false, "RETRY_BUDGET_EXHAUSTED")
         }

@@ -1,0 +1,141 @@
+//! A circuit breaker per provider: after `threshold` failures in a row the
+//! provider is skipped for `cooldown` (callers fail fast, or fall back),
+//! then one probe call at a time decides whether it is back.
+
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// One probe may go at `next_probe`; a probe that never reports (its
+    /// caller went away) only delays the next one by a cooldown.
+    HalfOpen {
+        next_probe: Instant,
+    },
+}
+
+#[derive(Debug)]
+pub struct CircuitBreaker {
+    threshold: u32,
+    cooldown: Duration,
+    state: Mutex<State>,
+}
+
+impl CircuitBreaker {
+    /// `threshold` 0 turns the breaker off.
+    pub fn new(threshold: u32, cooldown: Duration) -> Self {
+        CircuitBreaker {
+            threshold,
+            cooldown,
+            state: Mutex::new(State::Closed { failures: 0 }),
+        }
+    }
+
+    /// Whether a call may go now; `Err` holds how long until one may.
+    pub fn allow(&self) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        match *state {
+            State::Closed { .. } => Ok(()),
+            State::Open { until } | State::HalfOpen { next_probe: until } if now < until => {
+                Err(until - now)
+            }
+            State::Open { .. } | State::HalfOpen { .. } => {
+                *state = State::HalfOpen {
+                    next_probe: now + self.cooldown,
+                };
+                Ok(())
+            }
+        }
+    }
+
+    pub fn on_success(&self) {
+        *self.lock() = State::Closed { failures: 0 };
+    }
+
+    pub fn on_failure(&self) {
+        if self.threshold == 0 {
+            return;
+        }
+        let mut state = self.lock();
+        let failures = match *state {
+            State::Closed { failures } => failures + 1,
+            // A failed probe: straight back to open.
+            State::HalfOpen { .. } | State::Open { .. } => self.threshold,
+        };
+        *state = if failures >= self.threshold {
+            State::Open {
+                until: Instant::now() + self.cooldown,
+            }
+        } else {
+            State::Closed { failures }
+        };
+    }
+
+    /// "closed", "open" or "half_open", for health and admin views.
+    pub fn state(&self) -> &'static str {
+        match *self.lock() {
+            State::Closed { .. } => "closed",
+            State::Open { .. } => "open",
+            State::HalfOpen { .. } => "half_open",
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_after_consecutive_failures_then_half_opens_and_recovers() {
+        let breaker = CircuitBreaker::new(3, Duration::from_secs(10));
+        breaker.on_failure();
+        breaker.on_failure();
+        breaker.on_success();
+        breaker.on_failure();
+        breaker.on_failure();
+        assert_eq!(breaker.state(), "closed", "a success resets the count");
+        breaker.on_failure();
+        assert_eq!(breaker.state(), "open");
+        assert_eq!(breaker.allow(), Err(Duration::from_secs(10)));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(breaker.allow(), Ok(()), "one probe");
+        assert_eq!(breaker.state(), "half_open");
+        assert!(breaker.allow().is_err(), "only one probe at a time");
+        breaker.on_success();
+        assert_eq!(breaker.state(), "closed");
+        assert_eq!(breaker.allow(), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_probe_opens_again() {
+        let breaker = CircuitBreaker::new(1, Duration::from_secs(5));
+        breaker.on_failure();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        breaker.allow().unwrap();
+        breaker.on_failure();
+        assert_eq!(breaker.state(), "open");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn threshold_zero_never_opens() {
+        let breaker = CircuitBreaker::new(0, Duration::from_secs(5));
+        for _ in 0..100 {
+            breaker.on_failure();
+        }
+        assert_eq!(breaker.allow(), Ok(()));
+    }
+}
