@@ -198,3 +198,14 @@ async fn a_slow_reader_holds_back_the_upstream_read() {
     assert_eq!(total + first.choices[0].content.len(), 1024 * frames);
     harness.stop().await;
 }
+
+#[tokio::test]
+async fn a_stream_cut_after_output_says_it_is_partial() {
+    let mut harness = Harness::start().await;
+    let (text, status) = stream_outcome(&mut harness, json!({"cut_after": 2})).await;
+    assert_eq!(text, "one two ");
+    let status = status.expect("an error status");
+    assert_eq!(status.metadata().get("x-llm-partial").unwrap(), "true");
+    assert_eq!(status.metadata().get("x-llm-chunks-sent").unwrap(), "2");
+    harness.stop().await;
+}

@@ -71,6 +71,39 @@ fn served_by<T>(response: &mut Response<T>, provider: &str, attempts: u32) {
     metadata.insert("x-llm-attempts", attempts.into());
 }
 
+/// What a stream delivered before it failed, told in the error's trailers
+/// so the caller knows its output is partial and what it cost.
+#[derive(Debug, Default)]
+struct PartialOutput {
+    chunks: u64,
+    usage: Option<crate::model::Usage>,
+}
+
+impl PartialOutput {
+    fn note(&mut self, chunk: &crate::model::ChatChunk) {
+        self.chunks += 1;
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+        }
+    }
+
+    fn mark(&self, mut status: Status) -> Status {
+        let metadata = status.metadata_mut();
+        metadata.insert(
+            "x-llm-partial",
+            if self.chunks > 0 { "true" } else { "false" }
+                .parse()
+                .expect("ascii"),
+        );
+        metadata.insert("x-llm-chunks-sent", self.chunks.into());
+        if let Some(usage) = self.usage {
+            metadata.insert("x-llm-prompt-tokens", usage.prompt_tokens.into());
+            metadata.insert("x-llm-completion-tokens", usage.completion_tokens.into());
+        }
+        status
+    }
+}
+
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ChatChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -110,9 +143,13 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         // No channel and no task: hyper pulls this stream only as HTTP/2
         // flow control lets it send, so a slow reader slows the upstream
         // read, and a cancelled call drops the whole chain at once.
+        let mut seen = PartialOutput::default();
         let stream = served.value.map(move |item| match item {
-            Ok(chunk) => Ok(chunk_to_proto(chunk, &provider)),
-            Err(error) => Err(to_status(&error)),
+            Ok(chunk) => {
+                seen.note(&chunk);
+                Ok(chunk_to_proto(chunk, &provider))
+            }
+            Err(error) => Err(seen.mark(to_status(&error))),
         });
         let mut response: Response<Self::StreamCompleteStream> = Response::new(Box::pin(stream));
         served_by(&mut response, &provider_name, attempts);
