@@ -130,6 +130,9 @@ pub struct ProviderConfig {
     /// Without the trailing slash, e.g. "https://openrouter.ai/api/v1".
     pub base_url: String,
     pub api_key: KeySource,
+    /// Further keys, used in turn with `api_key`.
+    pub more_api_keys: Vec<KeySource>,
+    pub key_cooldown: Duration,
     pub headers: Vec<(String, String)>,
     pub stream_options: bool,
     pub max_attempts: Option<u32>,

@@ -57,11 +57,13 @@ const MAX_MESSAGE_CHARS: usize = 1024;
 /// Removes anything that looks like a credential from upstream text: the
 /// key we used (if it appears verbatim) and well-known key shapes (`sk-...`,
 /// `Bearer ...`), then bounds the length.
-pub fn scrub(text: &str, key: Option<&ApiKey>) -> String {
-    let mut out = match key {
-        Some(key) if !key.expose().is_empty() => text.replace(key.expose(), "<redacted>"),
-        _ => text.to_owned(),
-    };
+pub fn scrub<'a>(text: &str, keys: impl IntoIterator<Item = &'a ApiKey>) -> String {
+    let mut out = text.to_owned();
+    for key in keys {
+        if !key.expose().is_empty() {
+            out = out.replace(key.expose(), "<redacted>");
+        }
+    }
     for marker in ["sk-", "Bearer "] {
         out = redact_after(&out, marker);
     }
@@ -121,8 +123,8 @@ mod tests {
 
     #[test]
     fn scrub_keeps_ordinary_text_and_bounds_length() {
-        assert_eq!(scrub("task-list is fine", None), "task-list is fine");
+        assert_eq!(scrub("task-list is fine", []), "task-list is fine");
         let long = "x".repeat(5000);
-        assert!(scrub(&long, None).chars().count() <= MAX_MESSAGE_CHARS + 1);
+        assert!(scrub(&long, []).chars().count() <= MAX_MESSAGE_CHARS + 1);
     }
 }

@@ -3,11 +3,13 @@
 //! [`Provider::complete`] and [`Provider::stream`].
 
 mod http_client;
+mod keys;
 mod mock;
 pub mod openai;
 pub mod sse;
 
 pub use http_client::build_http_client;
+pub use keys::KeyRing;
 
 use crate::config::{Env, ProviderConfig, ProviderKind, UpstreamConfig};
 use crate::error::Error;
@@ -28,7 +30,8 @@ pub struct Provider {
 
 #[derive(Debug)]
 enum Upstream {
-    OpenAi(openai::OpenAiUpstream),
+    // Boxed: built once per provider, and it keeps the enum small.
+    OpenAi(Box<openai::OpenAiUpstream>),
     Mock(mock::MockUpstream),
 }
 
@@ -41,13 +44,13 @@ impl Provider {
     ) -> Provider {
         let name: Arc<str> = config.name.as_str().into();
         let kind = match config.kind {
-            ProviderKind::OpenAi => Upstream::OpenAi(openai::OpenAiUpstream::new(
+            ProviderKind::OpenAi => Upstream::OpenAi(Box::new(openai::OpenAiUpstream::new(
                 name.clone(),
                 config,
                 upstream,
                 client.clone(),
                 env,
-            )),
+            ))),
             ProviderKind::Mock => Upstream::Mock(mock::MockUpstream::new(name.clone())),
         };
         Provider {

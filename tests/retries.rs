@@ -228,3 +228,54 @@ async fn the_retry_budget_keeps_an_outage_from_multiplying_load() {
     assert!(with_budget <= 100 + 10 + 20, "{with_budget}");
     assert!(refusals >= 70, "{refusals} calls failed fast on the budget");
 }
+
+#[tokio::test]
+async fn keys_are_used_in_turn_and_a_rate_limited_key_is_set_aside() {
+    use common::{UPSTREAM_KEY, UPSTREAM_KEY_2};
+    let mut harness =
+        Harness::start_full("api_keys = [{ env = \"FAKE_KEY_2\" }]", FAST_RETRIES).await;
+    let auth = |index: usize, harness: &Harness| {
+        harness.fake.requests()[index]
+            .header("authorization")
+            .unwrap()
+            .to_owned()
+    };
+    // In turn.
+    for _ in 0..2 {
+        harness
+            .client
+            .complete(request("x", json!({})))
+            .await
+            .unwrap();
+    }
+    assert_ne!(auth(0, &harness), auth(1, &harness));
+    // A 429 sets the key aside; the retry goes out with the other key.
+    let response = harness
+        .client
+        .complete(request(
+            "x",
+            json!({"status": 429, "fail_times": 1, "key": "rotate"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(attempts_of(&response), "2");
+    let limited = auth(2, &harness);
+    assert_ne!(auth(3, &harness), limited);
+    // While it cools down, every call uses the other key.
+    for _ in 0..3 {
+        harness
+            .client
+            .complete(request("x", json!({})))
+            .await
+            .unwrap();
+    }
+    for index in 4..7 {
+        assert_ne!(auth(index, &harness), limited);
+    }
+    let keys = [
+        format!("Bearer {UPSTREAM_KEY}"),
+        format!("Bearer {UPSTREAM_KEY_2}"),
+    ];
+    assert!(keys.contains(&limited));
+    harness.stop().await;
+}

@@ -88,6 +88,11 @@ pub struct RawProvider {
     pub base_url: Option<String>,
     pub api_key_env: Option<String>,
     pub api_key_file: Option<String>,
+    /// More keys (or deployments) of this provider, used in turn.
+    #[serde(default)]
+    pub api_keys: Vec<RawKeySource>,
+    /// How long a key answered with 401/403/429 is set aside (default 60 s).
+    pub key_cooldown_ms: Option<u64>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// Whether the provider accepts `stream_options.include_usage`.
@@ -125,6 +130,13 @@ pub struct RawRoute {
     /// not (provider failure, open circuit, full queue), before any output.
     #[serde(default)]
     pub fallbacks: Vec<RawFallback>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeySource {
+    pub env: Option<String>,
+    pub file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

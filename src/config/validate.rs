@@ -394,6 +394,24 @@ impl Checker<'_> {
                     .filter(|path| !path.is_empty())
                     .map(PathBuf::from),
             },
+            more_api_keys: raw
+                .api_keys
+                .into_iter()
+                .enumerate()
+                .map(|(at, source)| {
+                    if source.env.is_none() == source.file.is_none() {
+                        return Err(self.error(
+                            format!("{key}.api_keys[{at}]"),
+                            "give either `env` or `file`",
+                        ));
+                    }
+                    Ok(KeySource {
+                        env: source.env,
+                        file: source.file.map(PathBuf::from),
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            key_cooldown: Duration::from_millis(raw.key_cooldown_ms.unwrap_or(60_000)),
             headers,
             stream_options: raw.stream_options.unwrap_or(true),
             max_attempts: {
@@ -430,6 +448,8 @@ fn mock_provider() -> ProviderConfig {
         kind: ProviderKind::Mock,
         base_url: String::new(),
         api_key: KeySource::default(),
+        more_api_keys: Vec::new(),
+        key_cooldown: Duration::ZERO,
         headers: Vec::new(),
         stream_options: true,
         // The mock never fails transiently.

@@ -14,6 +14,7 @@ use crate::error::{Error, TimeoutKind, UpstreamError};
 use crate::model::{ChatRequest, ChatResponse};
 use crate::secret::{ApiKey, load_key, scrub};
 use crate::upstream::ChunkStream;
+use crate::upstream::KeyRing;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 use std::sync::Arc;
@@ -27,7 +28,8 @@ pub struct OpenAiUpstream {
     provider: Arc<str>,
     client: reqwest::Client,
     url: String,
-    key: Result<Option<ApiKey>, String>,
+    /// The provider's keys, or why it has none it needs.
+    keys: Result<KeyRing, String>,
     headers: HeaderMap,
     stream_options: bool,
     max_sse_line_bytes: usize,
@@ -56,19 +58,7 @@ impl OpenAiUpstream {
         client: reqwest::Client,
         env: Env<'_>,
     ) -> OpenAiUpstream {
-        let key = match load_key(&config.api_key, env) {
-            Ok(None) if config.api_key.env.is_some() || config.api_key.file.is_some() => {
-                Err(format!(
-                    "it has no API key: set the environment variable {}",
-                    config
-                        .api_key
-                        .env
-                        .as_deref()
-                        .unwrap_or("named by api_key_env")
-                ))
-            }
-            other => other,
-        };
+        let keys = load_keys(config, env).map(|keys| KeyRing::new(keys, config.key_cooldown));
         let headers = config
             .headers
             .iter()
@@ -83,7 +73,7 @@ impl OpenAiUpstream {
             provider,
             client,
             url: format!("{}/chat/completions", config.base_url),
-            key,
+            keys,
             headers,
             stream_options: config.stream_options,
             max_sse_line_bytes: upstream.max_sse_line_bytes,
@@ -92,7 +82,7 @@ impl OpenAiUpstream {
     }
 
     pub fn key_problem(&self) -> Option<String> {
-        self.key.as_ref().err().cloned()
+        self.keys.as_ref().err().cloned()
     }
 
     /// `request.stream` must be false (the pipeline sets it once, so that
@@ -148,7 +138,9 @@ impl OpenAiUpstream {
             response.bytes_stream(),
             self.max_sse_line_bytes,
             self.provider.clone(),
-            self.key.as_ref().ok().cloned().flatten(),
+            self.keys
+                .as_ref()
+                .map_or_else(|_| Arc::from([]), KeyRing::shared),
         )))
     }
 
@@ -158,13 +150,14 @@ impl OpenAiUpstream {
         stream_options: Option<StreamOptions>,
         headers_timeout: Option<Duration>,
     ) -> Result<reqwest::Response, Error> {
-        let key = self
-            .key
+        let ring = self
+            .keys
             .as_ref()
             .map_err(|reason| Error::ProviderNotReady {
                 provider: self.provider.to_string(),
                 reason: reason.clone(),
             })?;
+        let picked = ring.pick();
         let body = serde_json::to_vec(&UpstreamBody {
             request,
             stream_options,
@@ -179,7 +172,7 @@ impl OpenAiUpstream {
         if request.stream {
             builder = builder.header(ACCEPT, "text/event-stream");
         }
-        if let Some(key) = key {
+        if let Some((_, key)) = picked {
             builder = builder.bearer_auth(key.expose());
         }
         let sent = builder.send();
@@ -195,10 +188,14 @@ impl OpenAiUpstream {
         }
         .map_err(|error| self.connect_error(&error))?;
         if response.status().is_success() {
-            Ok(response)
-        } else {
-            Err(self.status_error(response).await.into())
+            return Ok(response);
         }
+        // This key is refused or rate limited: the next attempt takes
+        // another (a no-op with a single key).
+        if let (Some((index, _)), 401 | 403 | 429) = (picked, response.status().as_u16()) {
+            ring.bench(index);
+        }
+        Err(self.status_error(response).await.into())
     }
 
     async fn status_error(&self, response: reqwest::Response) -> UpstreamError {
@@ -211,7 +208,7 @@ impl OpenAiUpstream {
         UpstreamError {
             provider: self.provider.to_string(),
             status,
-            message: scrub(&parsed.message, self.key()),
+            message: scrub(&parsed.message, self.keys()),
             error_type: parsed.error_type,
             error_code: parsed.code,
             retry_after,
@@ -222,17 +219,22 @@ impl OpenAiUpstream {
     fn in_band_error(&self, body: &[u8]) -> Option<UpstreamError> {
         let value: serde_json::Value = serde_json::from_slice(body).ok()?;
         let error = value.get("error")?;
-        Some(error_body::in_band_error(&self.provider, error, self.key()))
+        Some(error_body::in_band_error(
+            &self.provider,
+            error,
+            self.keys(),
+        ))
     }
 
-    fn key(&self) -> Option<&ApiKey> {
-        self.key.as_ref().ok().and_then(Option::as_ref)
+    /// Every key, for scrubbing upstream text.
+    fn keys(&self) -> &[ApiKey] {
+        self.keys.as_ref().map_or(&[], KeyRing::all)
     }
 
     fn connect_error(&self, error: &reqwest::Error) -> Error {
         Error::Connect {
             provider: self.provider.to_string(),
-            detail: scrub(&describe(error), self.key()),
+            detail: scrub(&describe(error), self.keys()),
         }
     }
 
@@ -242,6 +244,36 @@ impl OpenAiUpstream {
             detail,
         }
     }
+}
+
+/// All of a provider's keys: `api_key_file`/`api_key_env`, then `api_keys`.
+/// A configured source that yields nothing is a problem worth naming.
+fn load_keys(config: &ProviderConfig, env: Env<'_>) -> Result<Vec<ApiKey>, String> {
+    let sources: Vec<_> = std::iter::once(&config.api_key)
+        .chain(&config.more_api_keys)
+        .filter(|source| source.env.is_some() || source.file.is_some())
+        .collect();
+    let mut keys = Vec::new();
+    for source in &sources {
+        if let Some(key) = load_key(source, env)? {
+            keys.push(key);
+        }
+    }
+    if keys.is_empty() && !sources.is_empty() {
+        let names: Vec<&str> = sources
+            .iter()
+            .filter_map(|source| source.env.as_deref())
+            .collect();
+        return Err(if names.is_empty() {
+            "it has no API key".to_owned()
+        } else {
+            format!(
+                "it has no API key: set the environment variable {}",
+                names.join(" or ")
+            )
+        });
+    }
+    Ok(keys)
 }
 
 /// The whole cause chain of a transport error: reqwest's own message alone

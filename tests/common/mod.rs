@@ -14,6 +14,8 @@ use tonic::transport::Channel;
 
 /// The key the sidecar sends upstream; tests assert it never leaks.
 pub const UPSTREAM_KEY: &str = "sk-test-0123456789abcdef";
+/// A second key, for tests that configure `api_keys = [{ env = "FAKE_KEY_2" }]`.
+pub const UPSTREAM_KEY_2: &str = "sk-test-second-key-98765";
 
 pub struct Harness {
     pub fake: FakeUpstream,
@@ -55,7 +57,11 @@ circuit_failures = 0
             base = fake.base_url(),
         );
         let config = from_toml(&toml, "test.toml").expect("the test config is valid");
-        let env = |name: &str| (name == "FAKE_KEY").then(|| UPSTREAM_KEY.to_owned());
+        let env = |name: &str| match name {
+            "FAKE_KEY" => Some(UPSTREAM_KEY.to_owned()),
+            "FAKE_KEY_2" => Some(UPSTREAM_KEY_2.to_owned()),
+            _ => None,
+        };
         let running = start(&config, &env).await.expect("the sidecar starts");
         let channel = connect_uds(&socket).await.expect("the client connects");
         Harness {

@@ -26,19 +26,20 @@ const DRAIN_AFTER_DONE: Duration = Duration::from_secs(2);
 pub struct UpstreamChunks<S> {
     events: Option<Pin<Box<SseEvents<S, reqwest::Error>>>>,
     provider: Arc<str>,
-    key: Option<ApiKey>,
+    /// The provider's keys, to scrub error frames with.
+    keys: Arc<[ApiKey]>,
     finished: bool,
 }
 
 impl<S> UpstreamChunks<S> {
-    pub fn new(body: S, max_line_bytes: usize, provider: Arc<str>, key: Option<ApiKey>) -> Self
+    pub fn new(body: S, max_line_bytes: usize, provider: Arc<str>, keys: Arc<[ApiKey]>) -> Self
     where
         S: Stream<Item = Result<Bytes, reqwest::Error>>,
     {
         UpstreamChunks {
             events: Some(Box::pin(sse_events(body, max_line_bytes))),
             provider,
-            key,
+            keys,
             finished: false,
         }
     }
@@ -72,7 +73,7 @@ impl<S> UpstreamChunks<S> {
         };
         if let Some(error) = &chunk.error {
             return Some(Err(
-                in_band_error(&self.provider, error, self.key.as_ref()).into()
+                in_band_error(&self.provider, error, self.keys.iter()).into()
             ));
         }
         if chunk.finish_reasons().any(|reason| reason == "error") {
@@ -100,7 +101,7 @@ impl<S> UpstreamChunks<S> {
         let value = serde_json::from_str::<serde_json::Value>(data)
             .unwrap_or_else(|_| serde_json::Value::String(data.to_owned()));
         let error = value.get("error").unwrap_or(&value);
-        in_band_error(&self.provider, error, self.key.as_ref()).into()
+        in_band_error(&self.provider, error, self.keys.iter()).into()
     }
 
     /// Ends the stream with `error`; the upstream body is dropped (and so

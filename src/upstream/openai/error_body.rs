@@ -52,7 +52,11 @@ fn from_value(error: &Value) -> ErrorBody {
 
 /// An error object received inside a 200 response. A numeric HTTP-like code
 /// (OpenRouter sends `"code": 502`) classifies it like the status would.
-pub fn in_band_error(provider: &str, error: &Value, key: Option<&ApiKey>) -> UpstreamError {
+pub fn in_band_error<'a>(
+    provider: &str,
+    error: &Value,
+    keys: impl IntoIterator<Item = &'a ApiKey>,
+) -> UpstreamError {
     let parsed = from_value(error);
     let status = parsed
         .code
@@ -63,7 +67,7 @@ pub fn in_band_error(provider: &str, error: &Value, key: Option<&ApiKey>) -> Ups
     UpstreamError {
         provider: provider.to_owned(),
         status,
-        message: scrub(&parsed.message, key),
+        message: scrub(&parsed.message, keys),
         error_type: parsed.error_type,
         error_code: parsed.code,
         retry_after: None,
@@ -103,8 +107,8 @@ mod tests {
     #[test]
     fn in_band_numeric_codes_become_statuses() {
         let error: Value = serde_json::json!({"message": "overloaded", "code": 502});
-        assert_eq!(in_band_error("p", &error, None).status, 502);
+        assert_eq!(in_band_error("p", &error, []).status, 502);
         let error: Value = serde_json::json!({"message": "odd", "code": "server_error"});
-        assert_eq!(in_band_error("p", &error, None).status, 0);
+        assert_eq!(in_band_error("p", &error, []).status, 0);
     }
 }
