@@ -138,6 +138,10 @@ pub struct ProviderConfig {
     pub max_attempts: Option<u32>,
     pub timeouts: TimeoutOverrides,
     pub limit: Option<LimitConfig>,
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u32>,
+    /// How long a call may wait for a queue slot or for rate quota.
+    pub max_queue_wait: Duration,
     pub circuit_failures: u32,
     pub circuit_cooldown: Duration,
 }

@@ -42,12 +42,12 @@ pub enum Error {
         last: String,
         retry_after: Option<Duration>,
     },
-    /// The provider's concurrency limit is reached and its queue is full, or
-    /// the wait in the queue ran out; nothing was sent upstream.
-    #[error("provider `{provider}` is at its concurrency limit: {}", if *queue_full { "the queue is full" } else { "the wait in the queue ran out" })]
+    /// One of the provider's own limits holds the call back (see
+    /// [`OverloadKind`]); nothing was sent upstream.
+    #[error("provider `{provider}` is at its limit: {kind}")]
     Overloaded {
         provider: String,
-        queue_full: bool,
+        kind: OverloadKind,
         retry_after: Duration,
     },
     /// The provider's circuit is open after repeated failures; nothing was
@@ -73,6 +73,27 @@ pub enum Error {
     /// A bug or an unexpected local failure.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Which of a provider's limits held a call back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverloadKind {
+    /// All slots busy and the queue full.
+    QueueFull,
+    /// Queued, but no slot came free in time.
+    QueueWait,
+    /// Over its requests- or tokens-per-minute rate for longer than a call may wait.
+    Rate,
+}
+
+impl std::fmt::Display for OverloadKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OverloadKind::QueueFull => "every slot is busy and the queue is full",
+            OverloadKind::QueueWait => "the wait in the queue ran out",
+            OverloadKind::Rate => "its requests or tokens per minute are used up",
+        })
+    }
 }
 
 /// Which of the sidecar's own timeouts fired; each is its own error so an

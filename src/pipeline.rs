@@ -11,6 +11,7 @@ mod bounded_stream;
 mod bounds;
 mod circuit;
 mod limit;
+mod rate;
 mod retry;
 mod retry_budget;
 
@@ -18,6 +19,7 @@ pub use bounded_stream::BoundedStream;
 pub use bounds::Bounds;
 pub use circuit::CircuitBreaker;
 pub use limit::{ConcurrencyLimit, Permit};
+pub use rate::{RateLimits, estimate_prompt_tokens};
 pub use retry::{Next, RetryPolicy};
 pub use retry_budget::RetryBudget;
 
@@ -70,6 +72,7 @@ struct ProviderSlot {
     timeouts: Timeouts,
     budget: RetryBudget,
     limit: Option<ConcurrencyLimit>,
+    rate: Option<RateLimits>,
     circuit: CircuitBreaker,
 }
 
@@ -101,6 +104,11 @@ impl Pipeline {
                         limit.max_queue_wait,
                     )
                 }),
+                rate: RateLimits::new(
+                    provider.requests_per_minute,
+                    provider.tokens_per_minute,
+                    provider.max_queue_wait,
+                ),
                 circuit: CircuitBreaker::new(provider.circuit_failures, provider.circuit_cooldown),
                 budget: RetryBudget::new(
                     config.retry.budget_ratio,
@@ -237,8 +245,14 @@ fn falls_back(error: &Error) -> bool {
 }
 
 impl ProviderSlot {
-    /// A slot under the provider's concurrency limit, if it has one.
-    async fn acquire(&self, bounds: Bounds) -> Result<Permit, Error> {
+    /// Rate quota (if the provider has rates) for one request of about
+    /// `tokens` prompt tokens, then a slot under its concurrency limit (if
+    /// it has one).
+    async fn acquire(&self, bounds: Bounds, tokens: u32) -> Result<Permit, Error> {
+        if let Some(rate) = &self.rate {
+            rate.admit(&self.provider.name, tokens, bounds.end())
+                .await?;
+        }
         match &self.limit {
             None => Ok(None),
             Some(limit) => limit.acquire(&self.provider.name, bounds.end()).await,
@@ -254,7 +268,10 @@ impl Routed<'_> {
     ) -> Result<(ChatResponse, u32), Failed> {
         let provider = &self.slot.provider;
         self.attempt(bounds, "waiting for the answer", || async {
-            let _slot = self.slot.acquire(bounds).await?;
+            let _slot = self
+                .slot
+                .acquire(bounds, estimate_prompt_tokens(request))
+                .await?;
             provider.complete(request).await
         })
         .await
@@ -279,7 +296,10 @@ impl Routed<'_> {
         let ((first, rest, slot), attempts) = self
             .attempt(bounds, "waiting for the first chunk", || async {
                 // The slot is held for as long as the stream lives.
-                let slot = self.slot.acquire(bounds).await?;
+                let slot = self
+                    .slot
+                    .acquire(bounds, estimate_prompt_tokens(request))
+                    .await?;
                 let (first, rest) = tokio::time::timeout(timeouts.first_chunk, first_chunk())
                     .await
                     .unwrap_or_else(|_| {

@@ -73,3 +73,29 @@ async fn a_queue_wait_that_runs_out_is_resource_exhausted() {
     drop(holder.message().await);
     harness.stop().await;
 }
+
+#[tokio::test]
+async fn requests_over_the_per_minute_rate_are_refused_with_retry_info() {
+    let mut harness = Harness::start_with("requests_per_minute = 2\nmax_queue_wait_ms = 100").await;
+    for _ in 0..2 {
+        harness
+            .client
+            .complete(request("x", json!({})))
+            .await
+            .unwrap();
+    }
+    let error = harness
+        .client
+        .complete(request("x", json!({})))
+        .await
+        .expect_err("over the rate");
+    assert_eq!(error.code(), Code::ResourceExhausted);
+    assert_eq!(
+        error.get_details_error_info().unwrap().reason,
+        "LOCAL_RATE_LIMIT"
+    );
+    let retry = error.get_details_retry_info().unwrap().retry_delay.unwrap();
+    assert!(retry > Duration::from_secs(10), "{retry:?}");
+    assert_eq!(harness.fake.requests().len(), 2);
+    harness.stop().await;
+}

@@ -107,6 +107,10 @@ pub struct RawProvider {
     pub max_queue: Option<usize>,
     /// The longest a call waits for a slot (default 10 s).
     pub max_queue_wait_ms: Option<u64>,
+    /// Requests per minute this sidecar sends the provider (unset: no limit).
+    pub requests_per_minute: Option<u32>,
+    /// Prompt tokens per minute, estimated before sending (unset: no limit).
+    pub tokens_per_minute: Option<u32>,
     /// Failures in a row that open the circuit (default 5; 0: never).
     pub circuit_failures: Option<u32>,
     /// How long an open circuit skips the provider (default 30 s).

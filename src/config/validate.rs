@@ -422,6 +422,9 @@ impl Checker<'_> {
                 Some(timeouts) => self.overrides(&format!("{key}.timeouts"), timeouts)?,
                 None => TimeoutOverrides::default(),
             },
+            requests_per_minute: raw.requests_per_minute.filter(|rate| *rate > 0),
+            tokens_per_minute: raw.tokens_per_minute.filter(|rate| *rate > 0),
+            max_queue_wait: Duration::from_millis(raw.max_queue_wait_ms.unwrap_or(10_000)),
             circuit_failures: raw.circuit_failures.unwrap_or(5),
             circuit_cooldown: Duration::from_millis(raw.circuit_cooldown_ms.unwrap_or(30_000)),
             limit: match raw.max_in_flight {
@@ -456,6 +459,9 @@ fn mock_provider() -> ProviderConfig {
         max_attempts: Some(1),
         timeouts: TimeoutOverrides::default(),
         limit: None,
+        requests_per_minute: None,
+        tokens_per_minute: None,
+        max_queue_wait: Duration::ZERO,
         circuit_failures: 0,
         circuit_cooldown: Duration::ZERO,
     }

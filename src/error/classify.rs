@@ -4,7 +4,7 @@
 //! they become FAILED_PRECONDITION (an operator must act), never
 //! UNAUTHENTICATED, which would send the caller looking at its own auth.
 
-use super::{Error, TimeoutKind, UpstreamError};
+use super::{Error, OverloadKind, TimeoutKind, UpstreamError};
 use tonic::Code;
 
 /// How one error presents at the edges.
@@ -44,12 +44,13 @@ pub fn classify(error: &Error) -> Class {
         }
         // Our own limit: trying again here would only queue again; the
         // caller gets RetryInfo and decides.
-        Error::Overloaded {
-            queue_full: true, ..
-        } => class(Code::ResourceExhausted, 429, false, "QUEUE_FULL"),
-        Error::Overloaded {
-            queue_full: false, ..
-        } => class(Code::ResourceExhausted, 429, false, "QUEUE_WAIT_EXPIRED"),
+        Error::Overloaded { kind, .. } => match kind {
+            OverloadKind::QueueFull => class(Code::ResourceExhausted, 429, false, "QUEUE_FULL"),
+            OverloadKind::QueueWait => {
+                class(Code::ResourceExhausted, 429, false, "QUEUE_WAIT_EXPIRED")
+            }
+            OverloadKind::Rate => class(Code::ResourceExhausted, 429, false, "LOCAL_RATE_LIMIT"),
+        },
         Error::CircuitOpen { .. } => class(Code::Unavailable, 503, false, "CIRCUIT_OPEN"),
         Error::RetryBudgetExhausted { .. } => {
             class(Code::Unavailable, 503, false, "RETRY_BUDGET_EXHAUSTED")

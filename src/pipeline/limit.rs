@@ -4,7 +4,7 @@
 //! full queue or an expired wait fails at once with RetryInfo, so callers
 //! back off instead of piling up on an overloaded provider.
 
-use crate::error::Error;
+use crate::error::{Error, OverloadKind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -42,21 +42,21 @@ impl ConcurrencyLimit {
         if let Ok(permit) = self.permits.clone().try_acquire_owned() {
             return Ok(Some(permit));
         }
-        let overloaded = |queue_full| Error::Overloaded {
+        let overloaded = |kind| Error::Overloaded {
             provider: provider.to_owned(),
-            queue_full,
+            kind,
             retry_after: self.max_wait.min(Duration::from_secs(1)),
         };
         let position = self.queued.fetch_add(1, Ordering::AcqRel);
         let _leave = LeaveQueue(&self.queued);
         if position >= self.max_queue {
-            return Err(overloaded(true));
+            return Err(overloaded(OverloadKind::QueueFull));
         }
         let give_up = call_end.min(Instant::now() + self.max_wait);
         match tokio::time::timeout_at(give_up, self.permits.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(Some(permit)),
             // The semaphore is never closed; treat it like an expired wait.
-            Ok(Err(_)) | Err(_) => Err(overloaded(false)),
+            Ok(Err(_)) | Err(_) => Err(overloaded(OverloadKind::QueueWait)),
         }
     }
 }
@@ -91,7 +91,7 @@ mod tests {
         assert!(matches!(
             full,
             Error::Overloaded {
-                queue_full: true,
+                kind: OverloadKind::QueueFull,
                 ..
             }
         ));
@@ -109,7 +109,7 @@ mod tests {
         assert!(matches!(
             expired,
             Error::Overloaded {
-                queue_full: false,
+                kind: OverloadKind::QueueWait,
                 ..
             }
         ));
