@@ -48,6 +48,13 @@ pub struct CallContext {
     pub max_attempts: Option<u32>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProviderState<'a> {
+    pub name: &'a str,
+    pub circuit: &'static str,
+    pub queued: usize,
+}
+
 /// An answer together with who gave it and how many tries it took.
 #[derive(Debug)]
 pub struct Served<T> {
@@ -130,6 +137,16 @@ impl Pipeline {
 
     pub fn providers(&self) -> impl Iterator<Item = &Provider> {
         self.providers.iter().map(|slot| &slot.provider)
+    }
+
+    /// Each provider's circuit state ("closed", "open", "half_open") and
+    /// the calls waiting in its queue, for health and admin views.
+    pub fn provider_states(&self) -> impl Iterator<Item = ProviderState<'_>> {
+        self.providers.iter().map(|slot| ProviderState {
+            name: &slot.provider.name,
+            circuit: slot.circuit.state(),
+            queued: slot.limit.as_ref().map_or(0, ConcurrencyLimit::queued),
+        })
     }
 
     pub async fn complete(
@@ -347,13 +364,15 @@ impl Routed<'_> {
             attempts += 1;
             let error = match self.within(bounds, stage, work()).await {
                 Ok(value) => {
-                    slot.circuit.on_success();
+                    if slot.circuit.on_success() {
+                        tracing::info!(provider = %slot.provider.name, "circuit closed: the provider answers again");
+                    }
                     return Ok((value, attempts));
                 }
                 Err(error) => error,
             };
-            if error.is_provider_failure() {
-                slot.circuit.on_failure();
+            if error.is_provider_failure() && slot.circuit.on_failure() {
+                tracing::warn!(provider = %slot.provider.name, reason = classify(&error).reason, "circuit opened: skipping the provider for a while");
             }
             let next = self.policy.next(
                 &error,

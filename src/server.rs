@@ -67,6 +67,11 @@ pub async fn start(config: &Config, env: Env<'_>) -> anyhow::Result<Running> {
 
     let (stop, stopped) = watch::channel(false);
     let mut servers = JoinSet::new();
+    tokio::spawn(report_provider_health(
+        pipeline.clone(),
+        health.clone(),
+        stopped.clone(),
+    ));
     let mut running_uds = None;
     if let Some(path) = &config.server.uds {
         let listener = bind_uds(path, config.server.uds_mode).await?;
@@ -102,6 +107,42 @@ pub async fn start(config: &Config, env: Env<'_>) -> anyhow::Result<Running> {
         stop,
         servers,
     })
+}
+
+/// The health service name that reports a provider's circuit.
+pub fn provider_health_name(provider: &str) -> String {
+    format!("llmsidecar.provider.{provider}")
+}
+
+/// Mirrors each provider's circuit into the health service (SERVING
+/// unless open), so probes and operators can see a provider being skipped.
+async fn report_provider_health(
+    pipeline: Arc<Pipeline>,
+    health: tonic_health::server::HealthReporter,
+    mut stopped: watch::Receiver<bool>,
+) {
+    use tonic_health::ServingStatus;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
+        let states: Vec<(String, ServingStatus)> = pipeline
+            .provider_states()
+            .map(|state| {
+                let status = if state.circuit == "open" {
+                    ServingStatus::NotServing
+                } else {
+                    ServingStatus::Serving
+                };
+                (provider_health_name(state.name), status)
+            })
+            .collect();
+        for (name, status) in states {
+            health.set_service_status(name, status).await;
+        }
+    }
 }
 
 fn server_builder() -> tonic::transport::Server {

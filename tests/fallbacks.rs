@@ -121,7 +121,7 @@ async fn the_circuit_opens_and_then_the_primary_is_skipped() {
         "circuit_failures = 2\ncircuit_cooldown_ms = 60000",
         "",
     );
-    let (running, mut client, _dir) = sidecar_from(&toml).await;
+    let (running, mut client, dir) = sidecar_from(&toml).await;
     for _ in 0..2 {
         let error = client.complete(chat("main")).await.expect_err("failing");
         assert_eq!(error.code(), Code::Unavailable);
@@ -136,6 +136,26 @@ async fn the_circuit_opens_and_then_the_primary_is_skipped() {
     );
     assert!(error.get_details_retry_info().is_some());
     assert_eq!(primary.requests().len(), 2, "the open circuit sent nothing");
+
+    // The health service shows the provider as not serving.
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let socket = dir.path().join("sidecar.sock");
+    let mut health = HealthClient::new(llm_sidecar::client::connect_uds(&socket).await.unwrap());
+    let check = HealthCheckRequest {
+        service: "llmsidecar.provider.primary".into(),
+    };
+    let mut status = ServingStatus::Unknown;
+    for _ in 0..40 {
+        if let Ok(reply) = health.check(check.clone()).await {
+            status = reply.into_inner().status();
+        }
+        if status == ServingStatus::NotServing {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, ServingStatus::NotServing);
     running.shutdown().await;
 }
 

@@ -56,15 +56,21 @@ impl CircuitBreaker {
         }
     }
 
-    pub fn on_success(&self) {
-        *self.lock() = State::Closed { failures: 0 };
+    /// Records a success; true when this closed an open circuit.
+    pub fn on_success(&self) -> bool {
+        let mut state = self.lock();
+        let was_open = !matches!(*state, State::Closed { .. });
+        *state = State::Closed { failures: 0 };
+        was_open
     }
 
-    pub fn on_failure(&self) {
+    /// Records a failure; true when this opened the circuit.
+    pub fn on_failure(&self) -> bool {
         if self.threshold == 0 {
-            return;
+            return false;
         }
         let mut state = self.lock();
+        let was_closed = matches!(*state, State::Closed { .. });
         let failures = match *state {
             State::Closed { failures } => failures + 1,
             // A failed probe: straight back to open.
@@ -77,6 +83,7 @@ impl CircuitBreaker {
         } else {
             State::Closed { failures }
         };
+        was_closed && matches!(*state, State::Open { .. })
     }
 
     /// "closed", "open" or "half_open", for health and admin views.
