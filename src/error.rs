@@ -100,6 +100,8 @@ impl std::fmt::Display for OverloadKind {
 /// operator can tell a dead upstream from a slow or stalling one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeoutKind {
+    /// No connection to the upstream in time.
+    Connect,
     /// No response headers in time.
     Headers,
     /// Headers came, but no first chunk of a stream in time.
@@ -113,6 +115,7 @@ pub enum TimeoutKind {
 impl std::fmt::Display for TimeoutKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            TimeoutKind::Connect => "no connection",
             TimeoutKind::Headers => "no response headers",
             TimeoutKind::FirstChunk => "no first chunk",
             TimeoutKind::Idle => "no chunk for too long",

@@ -58,6 +58,7 @@ pub fn classify(error: &Error) -> Class {
         // Before any output a timeout is worth another try; a stream that
         // stalled midway is not retried anyway (output already went out).
         Error::Timeout { kind, .. } => match kind {
+            TimeoutKind::Connect => class(Code::Unavailable, 504, true, "UPSTREAM_CONNECT_TIMEOUT"),
             TimeoutKind::Headers => class(
                 Code::DeadlineExceeded,
                 504,

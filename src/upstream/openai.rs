@@ -34,6 +34,8 @@ pub struct OpenAiUpstream {
     stream_options: bool,
     max_sse_line_bytes: usize,
     max_response_bytes: usize,
+    /// For the error message; the shared client enforces it.
+    connect_timeout: Duration,
 }
 
 /// The upstream body: the request as it is, plus what the sidecar adds.
@@ -78,6 +80,7 @@ impl OpenAiUpstream {
             stream_options: config.stream_options,
             max_sse_line_bytes: upstream.max_sse_line_bytes,
             max_response_bytes: 64 * 1024 * 1024,
+            connect_timeout: upstream.connect_timeout,
         }
     }
 
@@ -232,6 +235,13 @@ impl OpenAiUpstream {
     }
 
     fn connect_error(&self, error: &reqwest::Error) -> Error {
+        if error.is_connect() && error.is_timeout() {
+            return Error::Timeout {
+                provider: self.provider.to_string(),
+                kind: TimeoutKind::Connect,
+                after: self.connect_timeout,
+            };
+        }
         Error::Connect {
             provider: self.provider.to_string(),
             detail: scrub(&describe(error), self.keys()),
