@@ -262,11 +262,11 @@ fn falls_back(error: &Error) -> bool {
 }
 
 impl ProviderSlot {
-    /// Rate quota (if the provider has rates) for one request of about
-    /// `tokens` prompt tokens, then a slot under its concurrency limit (if
-    /// it has one).
-    async fn acquire(&self, bounds: Bounds, tokens: u32) -> Result<Permit, Error> {
+    /// Rate quota (if the provider has rates) for one request, then a slot
+    /// under its concurrency limit (if it has one).
+    async fn acquire(&self, bounds: Bounds, request: &ChatRequest) -> Result<Permit, Error> {
         if let Some(rate) = &self.rate {
+            let tokens = estimate_prompt_tokens(request);
             rate.admit(&self.provider.name, tokens, bounds.end())
                 .await?;
         }
@@ -285,10 +285,7 @@ impl Routed<'_> {
     ) -> Result<(ChatResponse, u32), Failed> {
         let provider = &self.slot.provider;
         self.attempt(bounds, "waiting for the answer", || async {
-            let _slot = self
-                .slot
-                .acquire(bounds, estimate_prompt_tokens(request))
-                .await?;
+            let _slot = self.slot.acquire(bounds, request).await?;
             provider.complete(request).await
         })
         .await
@@ -313,10 +310,7 @@ impl Routed<'_> {
         let ((first, rest, slot), attempts) = self
             .attempt(bounds, "waiting for the first chunk", || async {
                 // The slot is held for as long as the stream lives.
-                let slot = self
-                    .slot
-                    .acquire(bounds, estimate_prompt_tokens(request))
-                    .await?;
+                let slot = self.slot.acquire(bounds, request).await?;
                 let (first, rest) = tokio::time::timeout(timeouts.first_chunk, first_chunk())
                     .await
                     .unwrap_or_else(|_| {

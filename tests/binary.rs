@@ -252,12 +252,17 @@ fn check_config_lists_routes_and_warns_about_missing_keys() {
 
 #[test]
 fn the_readme_configuration_example_is_valid() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let start = readme.find("```toml\n").expect("a TOML example") + "```toml\n".len();
     let end = start + readme[start..].find("```").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("readme.toml");
     std::fs::write(&config, &readme[start..end]).unwrap();
     let output = run(&["check-config", config.to_str().unwrap()]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
