@@ -161,25 +161,7 @@ impl Pipeline {
             call.deadline,
             targets[0].timeouts.unary_total,
         );
-        let mut attempts_before = 0;
-        for (index, target) in targets.iter().enumerate() {
-            request.model.clone_from(&target.upstream_model);
-            match target.complete(&request, bounds).await {
-                Ok((value, attempts)) => {
-                    return Ok(Served {
-                        provider: target.slot.provider.name.clone(),
-                        attempts: attempts_before + attempts,
-                        value,
-                    });
-                }
-                Err((error, attempts)) if index + 1 < targets.len() && falls_back(&error) => {
-                    attempts_before += attempts;
-                    tracing::info!(from = %target.slot.provider.name, reason = classify(&error).reason, "falling back");
-                }
-                Err((error, _)) => return Err(error),
-            }
-        }
-        Err(Error::Internal("a route without targets".to_owned()))
+        serve(&targets, request, Unary(bounds)).await
     }
 
     /// Returns once the first chunk has arrived, so every failure before it
@@ -196,25 +178,7 @@ impl Pipeline {
             call.deadline,
             targets[0].timeouts.stream_total,
         );
-        let mut attempts_before = 0;
-        for (index, target) in targets.iter().enumerate() {
-            request.model.clone_from(&target.upstream_model);
-            match target.stream(&request, bounds).await {
-                Ok((value, attempts)) => {
-                    return Ok(Served {
-                        provider: target.slot.provider.name.clone(),
-                        attempts: attempts_before + attempts,
-                        value,
-                    });
-                }
-                Err((error, attempts)) if index + 1 < targets.len() && falls_back(&error) => {
-                    attempts_before += attempts;
-                    tracing::info!(from = %target.slot.provider.name, reason = classify(&error).reason, "falling back");
-                }
-                Err((error, _)) => return Err(error),
-            }
-        }
-        Err(Error::Internal("a route without targets".to_owned()))
+        serve(&targets, request, Streaming(bounds)).await
     }
 
     /// The primary target and its fallbacks, in the order to try them.
@@ -244,6 +208,72 @@ impl Pipeline {
             targets.push(target(fallback.provider, fallback.upstream_model.clone()));
         }
         Ok(targets)
+    }
+}
+
+/// Tries each target in turn (the primary, then its fallbacks) with the
+/// request's model set to the target's, until one serves the call or a
+/// failure is not worth passing on to the next.
+async fn serve<C: CallTarget>(
+    targets: &[Routed<'_>],
+    mut request: ChatRequest,
+    call: C,
+) -> Result<Served<C::Output>, Error> {
+    let mut attempts_before = 0;
+    for (index, target) in targets.iter().enumerate() {
+        request.model.clone_from(&target.upstream_model);
+        match call.call(target, &request).await {
+            Ok((value, attempts)) => {
+                return Ok(Served {
+                    provider: target.slot.provider.name.clone(),
+                    attempts: attempts_before + attempts,
+                    value,
+                });
+            }
+            Err((error, attempts)) if index + 1 < targets.len() && falls_back(&error) => {
+                attempts_before += attempts;
+                let reason = classify(&error).reason;
+                tracing::info!(from = %target.slot.provider.name, reason, "falling back");
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
+    Err(Error::Internal("a route without targets".to_owned()))
+}
+
+/// One way of calling a target: a unary answer or a stream. (A trait rather
+/// than an async closure, whose futures cannot yet be shown to be `Send`.)
+trait CallTarget {
+    type Output;
+    fn call<'a>(
+        &'a self,
+        target: &'a Routed<'a>,
+        request: &'a ChatRequest,
+    ) -> impl Future<Output = Result<(Self::Output, u32), Failed>> + Send + 'a;
+}
+
+struct Unary(Bounds);
+struct Streaming(Bounds);
+
+impl CallTarget for Unary {
+    type Output = ChatResponse;
+    fn call<'a>(
+        &'a self,
+        target: &'a Routed<'a>,
+        request: &'a ChatRequest,
+    ) -> impl Future<Output = Result<(ChatResponse, u32), Failed>> + Send + 'a {
+        target.complete(request, self.0)
+    }
+}
+
+impl CallTarget for Streaming {
+    type Output = ChunkStream;
+    fn call<'a>(
+        &'a self,
+        target: &'a Routed<'a>,
+        request: &'a ChatRequest,
+    ) -> impl Future<Output = Result<(ChunkStream, u32), Failed>> + Send + 'a {
+        target.stream(request, self.0)
     }
 }
 

@@ -169,9 +169,12 @@ impl OpenAiUpstream {
         let mut builder = self
             .client
             .post(&self.url)
-            .headers(self.headers.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(body);
+        // Most providers configure no extra headers: skip copying the map.
+        if !self.headers.is_empty() {
+            builder = builder.headers(self.headers.clone());
+        }
         if request.stream {
             builder = builder.header(ACCEPT, "text/event-stream");
         }
