@@ -4,6 +4,7 @@
 //! Nothing here reads the process environment directly: API keys are looked
 //! up through an [`Env`] seam so tests never depend on the real environment.
 
+pub mod observability;
 mod raw;
 mod validate;
 
@@ -12,6 +13,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use observability::{
+    LedgerSettings, LogFormat, LoggingSettings, PriceSettings, TelemetrySettings,
+};
 pub use validate::from_toml;
 
 /// The embedded default, used when no file is given.
@@ -38,6 +42,10 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub aliases: Vec<(String, String)>,
     pub default_provider: Option<String>,
+    pub ledger: LedgerSettings,
+    pub prices: Vec<PriceSettings>,
+    pub telemetry: TelemetrySettings,
+    pub logging: LoggingSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +55,14 @@ pub struct ServerConfig {
     pub tcp: Option<SocketAddr>,
     pub allow_non_loopback: bool,
     pub max_message_bytes: usize,
+    /// The OpenAI-compatible HTTP facade on TCP.
+    pub http: Option<SocketAddr>,
+    /// The OpenAI-compatible HTTP facade on a Unix socket.
+    pub http_uds: Option<PathBuf>,
+    /// The admin HTTP port: `/metrics`, usage, provider health, log level.
+    pub admin: Option<SocketAddr>,
+    /// Whether callers of the chat sockets may also call `AdminService`.
+    pub admin_on_app_socket: bool,
 }
 
 #[derive(Debug, Clone)]

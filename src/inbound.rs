@@ -2,3 +2,4 @@
 //! internal chat model, calls the pipeline, and converts back.
 
 pub mod grpc;
+pub mod openai_http;

@@ -18,17 +18,20 @@
 //! - [`fake_upstream`]: a scriptable OpenAI-compatible server for tests,
 //!   benchmarks and demos.
 
+pub mod call_record;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod fake_upstream;
 pub mod inbound;
+pub mod ledger;
 pub mod model;
 pub mod pipeline;
 pub mod routing;
 pub mod secret;
 pub mod server;
+pub mod telemetry;
 pub mod upstream;
 pub mod validate;
 

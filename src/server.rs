@@ -1,6 +1,7 @@
 //! Serving: the gRPC services (chat, health, reflection) on the Unix socket
 //! and the optional loopback TCP port, and an orderly stop.
 
+mod http;
 mod uds;
 
 pub use uds::{BindError, bind_uds};
@@ -27,10 +28,14 @@ pub struct Running {
     pub uds: Option<PathBuf>,
     /// The bound TCP address (the real port when the config said port 0).
     pub tcp: Option<SocketAddr>,
+    /// The OpenAI-compatible facade's bound TCP address.
+    pub http: Option<SocketAddr>,
+    /// The OpenAI-compatible facade's Unix socket.
+    pub http_uds: Option<PathBuf>,
     pub pipeline: Arc<Pipeline>,
     health: tonic_health::server::HealthReporter,
     stop: watch::Sender<bool>,
-    servers: JoinSet<Result<(), tonic::transport::Error>>,
+    servers: JoinSet<anyhow::Result<()>>,
 }
 
 /// Binds every listener and starts serving. Errors here are start-up
@@ -76,11 +81,10 @@ pub async fn start(config: &Config, env: Env<'_>) -> anyhow::Result<Running> {
     if let Some(path) = &config.server.uds {
         let listener = bind_uds(path, config.server.uds_mode).await?;
         let incoming = UnixListenerStream::new(listener);
-        servers.spawn(
-            server_builder()
-                .add_routes(routes.clone())
-                .serve_with_incoming_shutdown(incoming, signalled(stopped.clone())),
-        );
+        let server = server_builder()
+            .add_routes(routes.clone())
+            .serve_with_incoming_shutdown(incoming, signalled(stopped.clone()));
+        servers.spawn(async move { Ok(server.await?) });
         tracing::info!(path = %path.display(), "serving gRPC on the Unix socket");
         running_uds = Some(path.clone());
     }
@@ -91,17 +95,36 @@ pub async fn start(config: &Config, env: Env<'_>) -> anyhow::Result<Running> {
         })?;
         let bound = listener.local_addr()?;
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        servers.spawn(
-            server_builder()
-                .add_routes(routes.clone())
-                .serve_with_incoming_shutdown(incoming, signalled(stopped.clone())),
-        );
+        let server = server_builder()
+            .add_routes(routes.clone())
+            .serve_with_incoming_shutdown(incoming, signalled(stopped.clone()));
+        servers.spawn(async move { Ok(server.await?) });
         tracing::info!(%bound, "serving gRPC on loopback TCP");
         running_tcp = Some(bound);
+    }
+    let facade = crate::inbound::openai_http::router(pipeline.clone());
+    let mut running_http = None;
+    if let Some(addr) = config.server.http {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} (server.http in {})", config.source)
+        })?;
+        let bound = listener.local_addr()?;
+        servers.spawn(http::serve_tcp(listener, facade.clone(), stopped.clone()));
+        tracing::info!(%bound, "serving the OpenAI-compatible HTTP API on TCP");
+        running_http = Some(bound);
+    }
+    let mut running_http_uds = None;
+    if let Some(path) = &config.server.http_uds {
+        let listener = bind_uds(path, config.server.uds_mode).await?;
+        servers.spawn(http::serve_uds(listener, facade, stopped.clone()));
+        tracing::info!(path = %path.display(), "serving the OpenAI-compatible HTTP API on the Unix socket");
+        running_http_uds = Some(path.clone());
     }
     Ok(Running {
         uds: running_uds,
         tcp: running_tcp,
+        http: running_http,
+        http_uds: running_http_uds,
         pipeline,
         health,
         stop,
@@ -170,7 +193,7 @@ impl Running {
                 Ok(Ok(())) => {}
             }
         }
-        if let Some(path) = &self.uds {
+        for path in [&self.uds, &self.http_uds].into_iter().flatten() {
             let _ = std::fs::remove_file(path);
         }
     }

@@ -26,6 +26,15 @@ pub struct RawConfig {
     pub aliases: BTreeMap<String, String>,
     /// The built-in `mock/*` models; on unless switched off.
     pub mock: Option<bool>,
+    #[serde(default)]
+    pub ledger: RawLedger,
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
+    #[serde(default)]
+    pub logging: RawLogging,
+    /// Prices per million tokens, by model name or glob.
+    #[serde(default)]
+    pub prices: Vec<RawPrice>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -39,6 +48,14 @@ pub struct RawServer {
     pub tcp: Option<String>,
     pub allow_non_loopback: Option<bool>,
     pub max_message_bytes: Option<usize>,
+    /// The OpenAI-compatible HTTP facade on loopback TCP; empty: off.
+    pub http: Option<String>,
+    /// The OpenAI-compatible HTTP facade on a Unix socket; empty: off.
+    pub http_uds: Option<String>,
+    /// The admin HTTP port (metrics, usage, health, log level); empty: off.
+    pub admin: Option<String>,
+    /// Also serve the gRPC `AdminService` to the application's callers.
+    pub admin_on_app_socket: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -150,4 +167,58 @@ pub struct RawFallback {
     pub provider: Option<String>,
     /// Another model; without `provider` it is routed like a request's.
     pub model: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLedger {
+    /// On unless switched off.
+    pub enabled: Option<bool>,
+    pub path: Option<String>,
+    /// Rows older than this many days are deleted.
+    pub retention_days: Option<f64>,
+    /// At most this many newest rows are kept.
+    pub retention_max_rows: Option<u64>,
+    /// Records that may wait for the writer before new ones are dropped.
+    pub queue_capacity: Option<usize>,
+    /// The metadata key / HTTP header that names the caller.
+    pub caller_header: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// OTLP endpoint; unset: OTEL_EXPORTER_OTLP_ENDPOINT, or no export.
+    pub endpoint: Option<String>,
+    /// "grpc" or "http/protobuf".
+    pub protocol: Option<String>,
+    pub service_name: Option<String>,
+    /// Record prompts and answers in spans (off unless switched on).
+    pub capture_content: Option<bool>,
+    pub capture_max_bytes: Option<usize>,
+    /// Share of new traces sampled, 0.0 to 1.0 (a caller's sampled
+    /// parent is always followed).
+    pub sampler_ratio: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogging {
+    /// "text" (default) or "json".
+    pub format: Option<String>,
+    /// A tracing filter such as "info" or "llm_sidecar=debug".
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    /// An exact model name or a glob such as "openai/gpt-4o*".
+    pub model: String,
+    /// USD per million prompt tokens.
+    pub input: f64,
+    /// USD per million completion tokens.
+    pub output: f64,
+    /// USD per million cached prompt tokens (default: the input price).
+    pub cached_input: Option<f64>,
 }

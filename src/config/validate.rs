@@ -165,6 +165,10 @@ impl Checker<'_> {
             routes,
             aliases: raw.aliases.into_iter().collect(),
             default_provider: raw.default_provider,
+            ledger: self.ledger(raw.ledger)?,
+            prices: self.prices(raw.prices)?,
+            telemetry: self.telemetry(raw.telemetry)?,
+            logging: self.logging(raw.logging)?,
         })
     }
 
@@ -183,31 +187,23 @@ impl Checker<'_> {
                 })?,
         };
         let allow_non_loopback = raw.allow_non_loopback.unwrap_or(false);
-        let tcp = match raw.tcp.as_deref() {
-            None | Some("") => None,
-            Some(text) => {
-                let addr: SocketAddr = text.parse().map_err(|_| {
-                    self.error(
-                        "server.tcp",
-                        format!("`{text}` is not an address such as \"127.0.0.1:50051\""),
-                    )
-                })?;
-                if !addr.ip().is_loopback() && !allow_non_loopback {
-                    return Err(self.error(
-                        "server.tcp",
-                        format!(
-                            "{addr} is not a loopback address: anyone who can reach it could spend the provider keys. \
-                             Set server.allow_non_loopback = true if that is what you want"
-                        ),
-                    ));
-                }
-                Some(addr)
-            }
-        };
-        if uds.is_none() && tcp.is_none() {
+        let tcp = self.listen_addr("server.tcp", raw.tcp.as_deref(), allow_non_loopback)?;
+        let http = self.listen_addr("server.http", raw.http.as_deref(), allow_non_loopback)?;
+        let admin = self.listen_addr("server.admin", raw.admin.as_deref(), allow_non_loopback)?;
+        let http_uds = raw
+            .http_uds
+            .filter(|path| !path.is_empty())
+            .map(PathBuf::from);
+        if http_uds.is_some() && http_uds == uds {
+            return Err(self.error(
+                "server.http_uds",
+                "is the same path as server.uds: give the HTTP facade its own socket",
+            ));
+        }
+        if uds.is_none() && tcp.is_none() && http.is_none() && http_uds.is_none() {
             return Err(self.error(
                 "server",
-                "neither `uds` nor `tcp` is set: the sidecar would not listen anywhere",
+                "none of `uds`, `tcp`, `http`, `http_uds` is set: the sidecar would not listen anywhere",
             ));
         }
         let max_message_bytes = raw.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
@@ -220,7 +216,40 @@ impl Checker<'_> {
             tcp,
             allow_non_loopback,
             max_message_bytes,
+            http,
+            http_uds,
+            admin,
+            admin_on_app_socket: raw.admin_on_app_socket.unwrap_or(false),
         })
+    }
+
+    /// A TCP address to listen on; a non-loopback one only when allowed,
+    /// since anyone who can reach it could spend the provider keys.
+    fn listen_addr(
+        &self,
+        key: &str,
+        text: Option<&str>,
+        allow_non_loopback: bool,
+    ) -> Result<Option<SocketAddr>, ConfigError> {
+        let Some(text) = text.filter(|text| !text.is_empty()) else {
+            return Ok(None);
+        };
+        let addr: SocketAddr = text.parse().map_err(|_| {
+            self.error(
+                key,
+                format!("`{text}` is not an address such as \"127.0.0.1:50051\""),
+            )
+        })?;
+        if !addr.ip().is_loopback() && !allow_non_loopback {
+            return Err(self.error(
+                key,
+                format!(
+                    "{addr} is not a loopback address: anyone who can reach it could spend the provider keys. \
+                     Set server.allow_non_loopback = true if that is what you want"
+                ),
+            ));
+        }
+        Ok(Some(addr))
     }
 
     fn upstream(&self, raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
@@ -467,5 +496,6 @@ fn mock_provider() -> ProviderConfig {
     }
 }
 
+mod observability;
 #[cfg(test)]
 mod tests;

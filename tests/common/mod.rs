@@ -45,6 +45,7 @@ impl Harness {
             r#"default_provider = "fake"
 [server]
 uds = "{socket}"
+http = "127.0.0.1:0"
 [providers.fake]
 base_url = "{base}"
 api_key_env = "FAKE_KEY"
@@ -70,6 +71,13 @@ circuit_failures = 0
             client: chat_client(channel, 16 * 1024 * 1024),
             dir,
         }
+    }
+
+    /// The OpenAI-compatible facade's base URL (`http://127.0.0.1:PORT/v1`).
+    pub fn http_base(&self) -> String {
+        let running = self.running.as_ref().expect("the sidecar runs");
+        let addr = running.http.expect("the harness serves the HTTP facade");
+        format!("http://{addr}/v1")
     }
 
     /// Whether the upstream saw its request abandoned (within 5 s).

@@ -1,0 +1,66 @@
+//! Typed settings for what watches the calls rather than serves them: the
+//! usage ledger, prices, telemetry export and logging.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the embedded default keeps the ledger: beside its socket.
+pub const DEFAULT_LEDGER_PATH: &str = "/tmp/llm-sidecar/ledger.sqlite3";
+/// The metadata key (gRPC) or header (HTTP) a caller names itself with.
+pub const DEFAULT_CALLER_HEADER: &str = "x-llm-caller";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerSettings {
+    pub enabled: bool,
+    pub path: PathBuf,
+    pub retention_max_age: Option<Duration>,
+    pub retention_max_rows: Option<u64>,
+    pub queue_capacity: usize,
+    pub caller_header: String,
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        LedgerSettings {
+            enabled: true,
+            path: PathBuf::from(DEFAULT_LEDGER_PATH),
+            retention_max_age: None,
+            retention_max_rows: None,
+            queue_capacity: 65_536,
+            caller_header: DEFAULT_CALLER_HEADER.to_owned(),
+        }
+    }
+}
+
+/// The file's telemetry keys; unset ones come from the OTEL_* variables.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TelemetrySettings {
+    pub endpoint: Option<String>,
+    pub protocol: Option<String>,
+    pub service_name: Option<String>,
+    pub capture_content: Option<bool>,
+    pub capture_max_bytes: Option<usize>,
+    pub sampler_ratio: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriceSettings {
+    pub model: String,
+    pub input_per_million: f64,
+    pub output_per_million: f64,
+    pub cached_input_per_million: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoggingSettings {
+    pub format: LogFormat,
+    /// A tracing filter; `LLM_SIDECAR_LOG` wins over it.
+    pub level: Option<String>,
+}

@@ -1,0 +1,1 @@
+//! The usage ledger (being written).

@@ -1,0 +1,1 @@
+//! Telemetry (being written).
