@@ -5,7 +5,10 @@
 use prost::Message;
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["proto/llmsidecar/v1/chat.proto"];
+const PROTOS: &[&str] = &[
+    "proto/llmsidecar/v1/chat.proto",
+    "proto/llmsidecar/v1/admin.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");

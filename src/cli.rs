@@ -50,6 +50,9 @@ pub struct ServeArgs {
 
 /// Runs a parsed command line; the exit code is the result.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if !matches!(cli.command, Command::Serve(_)) {
+        crate::logging::init(&crate::config::LoggingSettings::default());
+    }
     match cli.command {
         Command::Serve(args) => serve::serve(args).await,
         Command::CheckConfig { file } => serve::check_config(&file),

@@ -160,6 +160,9 @@ pub struct ProviderConfig {
     pub max_queue_wait: Duration,
     pub circuit_failures: u32,
     pub circuit_cooldown: Duration,
+    /// Read an abandoned stream to its end in the background, so the
+    /// ledger gets the provider's own usage (costs the rest of the answer).
+    pub drain_on_cancel: bool,
 }
 
 /// A provider's concurrency limit and queue.

@@ -2,4 +2,5 @@
 //! internal chat model, calls the pipeline, and converts back.
 
 pub mod grpc;
+pub mod observe;
 pub mod openai_http;

@@ -1,1 +1,324 @@
-//! The usage ledger (being written).
+//! The usage ledger: one SQLite row per caller request (who called, which
+//! model and provider, tokens, cost, outcome, latency), kept next to the
+//! sidecar so usage and spend can be answered without any backend.
+//!
+//! A request never waits for the ledger. [`Ledger::record`] hands the
+//! record to a bounded queue with `try_send` and returns; a dedicated
+//! writer thread owns the SQLite connection and commits records in
+//! batches. When the queue is full or the writer is gone, the record is
+//! counted in [`Ledger::dropped`] and a rate-limited warning says so: a
+//! slow disk costs ledger rows, never request latency, and never silently.
+//!
+//! # Layout
+//!
+//! - `schema`: opening the file, pragmas, the numbered migrations.
+//! - `writer`: the writer thread: batches, one transaction each, flushes.
+//! - `retention`: deleting rows past the age or row-count limit.
+//! - `row`: a [`CallRecord`] as a table row, and [`LedgerRow`] read back.
+//! - `summary`, `recent`: the two queries, on their own read connection.
+//! - `pricing`: model name → USD for a call's tokens.
+//! - `counters`: written and dropped counts, and the drop warnings.
+//! - `error`: [`LedgerError`], every message naming the file.
+
+mod counters;
+mod error;
+mod pricing;
+mod recent;
+mod retention;
+mod row;
+mod schema;
+mod summary;
+mod timestamp;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::LedgerError;
+pub use pricing::{PriceEntry, Pricing};
+pub use recent::{OutcomeFilter, RECENT_LIMIT_MAX, RecentQuery};
+pub use row::LedgerRow;
+pub use summary::{GroupBy, SummaryQuery, SummaryRow};
+
+use crate::call_record::CallRecord;
+use counters::Counters;
+use retention::{RetentionPolicy, RetentionSchedule};
+use rusqlite::Connection;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+use tokio::sync::oneshot;
+use writer::{Message, Writer};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerConfig {
+    pub path: PathBuf,
+    /// Records waiting for the writer; beyond this they are dropped.
+    pub queue_capacity: usize,
+    /// Most rows per transaction.
+    pub batch_max: usize,
+    /// The longest a record waits in a batch before it is committed.
+    pub flush_interval: Duration,
+    /// Rows older than this are deleted (at open, then every few minutes).
+    pub retention_max_age: Option<Duration>,
+    /// Only this many newest rows are kept.
+    pub retention_max_rows: Option<u64>,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            path: PathBuf::from("llm-sidecar-ledger.sqlite3"),
+            queue_capacity: 65_536,
+            batch_max: 512,
+            flush_interval: Duration::from_millis(250),
+            retention_max_age: None,
+            retention_max_rows: None,
+        }
+    }
+}
+
+/// A handle on the ledger; clones share one writer.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `None` once closed, or for a ledger that never opened. `close` takes
+    /// it under the write lock, so a record racing with `close` is either
+    /// queued while the writer still drains the queue, or counted as
+    /// dropped: never stranded in a queue nobody reads.
+    queue: RwLock<Option<SyncSender<Message>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    counters: Arc<Counters>,
+    store: Store,
+}
+
+enum Store {
+    Open {
+        path: PathBuf,
+        /// A connection of its own so that queries read beside the writer
+        /// (WAL), never behind it.
+        reader: Arc<Mutex<Connection>>,
+    },
+    Unavailable {
+        reason: String,
+    },
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the SQLite file in WAL mode, migrates the
+    /// schema, applies retention and starts the writer thread. Errors name
+    /// the path and say what is wrong: not a database, corrupt, a directory
+    /// that is missing or not writable, a schema newer than this build.
+    pub fn open(config: &LedgerConfig) -> Result<Ledger, LedgerError> {
+        let path = config.path.clone();
+        let conn = schema::open_writer(&path)?;
+        let policy = RetentionPolicy {
+            max_age: config.retention_max_age,
+            max_rows: config.retention_max_rows,
+        };
+        retention::enforce(&conn, &policy, SystemTime::now(), retention::CHUNK_ROWS)
+            .map_err(|error| LedgerError::from_sqlite(&path, error))?;
+        let reader = schema::open_reader(&path)?;
+
+        // A zero-capacity std channel only hands over to a waiting receiver,
+        // which `try_send` would almost never find.
+        let (sender, receiver) = mpsc::sync_channel(config.queue_capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        let writer = Writer {
+            conn,
+            queue: receiver,
+            counters: Arc::clone(&counters),
+            batch_max: config.batch_max.max(1),
+            flush_interval: config.flush_interval,
+            retention: RetentionSchedule::new(policy),
+        };
+        let handle = std::thread::Builder::new()
+            .name("ledger-writer".to_owned())
+            .spawn(move || writer.run())
+            .map_err(LedgerError::WriterThread)?;
+
+        Ok(Ledger {
+            inner: Arc::new(Inner {
+                queue: RwLock::new(Some(sender)),
+                writer: Mutex::new(Some(handle)),
+                counters,
+                store: Store::Open {
+                    path,
+                    reader: Arc::new(Mutex::new(reader)),
+                },
+            }),
+        })
+    }
+
+    /// A ledger that stores nothing, for when the file could not be opened
+    /// or the ledger is off: every record is counted as dropped, with
+    /// `reason` in the (rate-limited) warning, and queries fail with it.
+    pub fn unavailable(reason: impl Into<String>) -> Ledger {
+        Ledger {
+            inner: Arc::new(Inner {
+                queue: RwLock::new(None),
+                writer: Mutex::new(None),
+                counters: Arc::new(Counters::default()),
+                store: Store::Unavailable {
+                    reason: reason.into(),
+                },
+            }),
+        }
+    }
+
+    /// Hands the record to the writer without blocking or awaiting. A full
+    /// queue or a stopped writer counts it in [`Ledger::dropped`] and logs
+    /// a warning (at most every few seconds, with the running count).
+    pub fn record(&self, record: CallRecord) {
+        // `try_read` fails only while `close` holds the lock for a moment:
+        // the record is then as good as late, and waiting is not allowed.
+        let Ok(queue) = self.inner.queue.try_read() else {
+            self.inner.counters.not_queued("the ledger is closing");
+            return;
+        };
+        let Some(sender) = queue.as_ref() else {
+            self.inner.counters.not_queued(self.closed_reason());
+            return;
+        };
+        match sender.try_send(Message::Record(Box::new(record))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => self
+                .inner
+                .counters
+                .not_queued("the queue is full: the disk is slower than the request rate"),
+            Err(TrySendError::Disconnected(_)) => self
+                .inner
+                .counters
+                .not_queued("the writer thread has stopped"),
+        }
+    }
+
+    /// Rows committed.
+    pub fn written(&self) -> u64 {
+        self.inner.counters.written()
+    }
+
+    /// Records that could not be queued or written.
+    pub fn dropped(&self) -> u64 {
+        self.inner.counters.dropped()
+    }
+
+    /// Waits until every record handed over before this call is committed
+    /// (or failed and counted as dropped).
+    pub async fn flush(&self) {
+        let Some(sender) = self.sender() else { return };
+        let (done, committed) = oneshot::channel();
+        let queued = match sender.try_send(Message::Flush(done)) {
+            Ok(()) => true,
+            // Unlike a record, the marker must not be lost to a full queue:
+            // wait for room, off the async runtime.
+            Err(TrySendError::Full(marker)) => {
+                tokio::task::spawn_blocking(move || sender.send(marker).is_ok())
+                    .await
+                    .unwrap_or(false)
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        };
+        if queued {
+            // An error here means the writer died; nothing left to wait for.
+            let _ = committed.await;
+        }
+    }
+
+    /// Commits everything queued and stops the writer thread; later
+    /// `record` calls count as dropped. Queries keep working.
+    pub async fn close(&self) {
+        // Dropping the last sender ends the writer once it has drained the
+        // queue (in-flight `flush` calls hold clones, and finish first).
+        drop(self.write_queue().take());
+        let handle = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle
+            && !matches!(
+                tokio::task::spawn_blocking(move || handle.join()).await,
+                Ok(Ok(()))
+            )
+        {
+            tracing::error!("ledger: the writer thread panicked; its last batch may be lost");
+        }
+    }
+
+    /// Usage totals over a window. Runs on the read connection, off the
+    /// async runtime.
+    pub async fn summary(&self, query: SummaryQuery) -> Result<Vec<SummaryRow>, LedgerError> {
+        self.read(move |conn| summary::summarize(conn, &query))
+            .await
+    }
+
+    /// The latest calls, newest first. Runs on the read connection, off
+    /// the async runtime.
+    pub async fn recent(&self, query: RecentQuery) -> Result<Vec<LedgerRow>, LedgerError> {
+        self.read(move |conn| recent::recent(conn, &query)).await
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        let (path, reader) = match &self.inner.store {
+            Store::Open { path, reader } => (path.clone(), Arc::clone(reader)),
+            Store::Unavailable { reason } => {
+                return Err(LedgerError::Unavailable {
+                    reason: reason.clone(),
+                });
+            }
+        };
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().unwrap_or_else(PoisonError::into_inner);
+            query(&conn).map_err(|error| LedgerError::from_sqlite(&path, error))
+        })
+        .await
+        .map_err(LedgerError::QueryTask)?
+    }
+
+    fn sender(&self) -> Option<SyncSender<Message>> {
+        self.inner
+            .queue
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn write_queue(&self) -> std::sync::RwLockWriteGuard<'_, Option<SyncSender<Message>>> {
+        self.inner
+            .queue
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn closed_reason(&self) -> &str {
+        match &self.inner.store {
+            Store::Open { .. } => "the ledger is closed",
+            Store::Unavailable { reason } => reason,
+        }
+    }
+}
+
+impl fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("Ledger");
+        match &self.inner.store {
+            Store::Open { path, .. } => debug.field("path", path),
+            Store::Unavailable { reason } => debug.field("unavailable", reason),
+        };
+        debug
+            .field("written", &self.written())
+            .field("dropped", &self.dropped())
+            .finish_non_exhaustive()
+    }
+}

@@ -18,6 +18,7 @@
 //! - [`fake_upstream`]: a scriptable OpenAI-compatible server for tests,
 //!   benchmarks and demos.
 
+pub mod admin;
 pub mod call_record;
 pub mod cli;
 pub mod client;
@@ -26,6 +27,7 @@ pub mod error;
 pub mod fake_upstream;
 pub mod inbound;
 pub mod ledger;
+pub mod logging;
 pub mod model;
 pub mod pipeline;
 pub mod routing;

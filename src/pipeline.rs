@@ -10,7 +10,9 @@
 mod bounded_stream;
 mod bounds;
 mod circuit;
+mod in_flight;
 mod limit;
+mod progress;
 mod rate;
 mod retry;
 mod retry_budget;
@@ -18,7 +20,9 @@ mod retry_budget;
 pub use bounded_stream::BoundedStream;
 pub use bounds::Bounds;
 pub use circuit::CircuitBreaker;
+pub use in_flight::{InFlight, InFlightGuard};
 pub use limit::{ConcurrencyLimit, Permit};
+pub use progress::{CallProgress, ProgressSnapshot};
 pub use rate::{RateLimits, estimate_prompt_tokens};
 pub use retry::{Next, RetryPolicy};
 pub use retry_budget::RetryBudget;
@@ -46,12 +50,18 @@ pub struct CallContext {
     /// The caller's own cap on attempts (0 or 1: no retries, for callers
     /// that retry themselves).
     pub max_attempts: Option<u32>,
+    /// Filled in by the pipeline as it works, read by the edge afterwards.
+    pub progress: Arc<CallProgress>,
+    /// The call's trace (the edge's server span): attempts become its
+    /// children and carry it upstream in `traceparent`.
+    pub trace: opentelemetry::Context,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProviderState<'a> {
     pub name: &'a str,
     pub circuit: &'static str,
+    pub in_flight: usize,
     pub queued: usize,
 }
 
@@ -81,6 +91,7 @@ struct ProviderSlot {
     limit: Option<ConcurrencyLimit>,
     rate: Option<RateLimits>,
     circuit: CircuitBreaker,
+    in_flight: InFlight,
 }
 
 /// One routed call, ready to be attempted.
@@ -117,6 +128,7 @@ impl Pipeline {
                     provider.max_queue_wait,
                 ),
                 circuit: CircuitBreaker::new(provider.circuit_failures, provider.circuit_cooldown),
+                in_flight: InFlight::default(),
                 budget: RetryBudget::new(
                     config.retry.budget_ratio,
                     config.retry.budget_floor,
@@ -145,6 +157,7 @@ impl Pipeline {
         self.providers.iter().map(|slot| ProviderState {
             name: &slot.provider.name,
             circuit: slot.circuit.state(),
+            in_flight: slot.in_flight.count(),
             queued: slot.limit.as_ref().map_or(0, ConcurrencyLimit::queued),
         })
     }
@@ -161,7 +174,7 @@ impl Pipeline {
             call.deadline,
             targets[0].timeouts.unary_total,
         );
-        serve(&targets, request, Unary(bounds)).await
+        serve(&targets, request, Unary(bounds, call)).await
     }
 
     /// Returns once the first chunk has arrived, so every failure before it
@@ -178,7 +191,7 @@ impl Pipeline {
             call.deadline,
             targets[0].timeouts.stream_total,
         );
-        serve(&targets, request, Streaming(bounds)).await
+        serve(&targets, request, Streaming(bounds, call)).await
     }
 
     /// The primary target and its fallbacks, in the order to try them.
@@ -252,28 +265,28 @@ trait CallTarget {
     ) -> impl Future<Output = Result<(Self::Output, u32), Failed>> + Send + 'a;
 }
 
-struct Unary(Bounds);
-struct Streaming(Bounds);
+struct Unary<'c>(Bounds, &'c CallContext);
+struct Streaming<'c>(Bounds, &'c CallContext);
 
-impl CallTarget for Unary {
+impl CallTarget for Unary<'_> {
     type Output = ChatResponse;
     fn call<'a>(
         &'a self,
         target: &'a Routed<'a>,
         request: &'a ChatRequest,
     ) -> impl Future<Output = Result<(ChatResponse, u32), Failed>> + Send + 'a {
-        target.complete(request, self.0)
+        target.complete(request, self.0, self.1)
     }
 }
 
-impl CallTarget for Streaming {
+impl CallTarget for Streaming<'_> {
     type Output = ChunkStream;
     fn call<'a>(
         &'a self,
         target: &'a Routed<'a>,
         request: &'a ChatRequest,
     ) -> impl Future<Output = Result<(ChunkStream, u32), Failed>> + Send + 'a {
-        target.stream(request, self.0)
+        target.stream(request, self.0, self.1)
     }
 }
 
@@ -294,7 +307,26 @@ fn falls_back(error: &Error) -> bool {
 impl ProviderSlot {
     /// Rate quota (if the provider has rates) for one request, then a slot
     /// under its concurrency limit (if it has one).
-    async fn acquire(&self, bounds: Bounds, request: &ChatRequest) -> Result<Permit, Error> {
+    async fn acquire(
+        &self,
+        bounds: Bounds,
+        request: &ChatRequest,
+        progress: &CallProgress,
+    ) -> Result<Permit, Error> {
+        if self.rate.is_none() && self.limit.is_none() {
+            return Ok(None);
+        }
+        let asked = Instant::now();
+        let permit = self.acquire_quota_and_slot(bounds, request).await;
+        progress.add_queue_wait(asked.elapsed());
+        permit
+    }
+
+    async fn acquire_quota_and_slot(
+        &self,
+        bounds: Bounds,
+        request: &ChatRequest,
+    ) -> Result<Permit, Error> {
         if let Some(rate) = &self.rate {
             let tokens = estimate_prompt_tokens(request);
             rate.admit(&self.provider.name, tokens, bounds.end())
@@ -312,11 +344,17 @@ impl Routed<'_> {
         &self,
         request: &ChatRequest,
         bounds: Bounds,
+        call: &CallContext,
     ) -> Result<(ChatResponse, u32), Failed> {
         let provider = &self.slot.provider;
-        self.attempt(bounds, "waiting for the answer", || async {
-            let _slot = self.slot.acquire(bounds, request).await?;
-            provider.complete(request).await
+        let progress = &*call.progress;
+        self.attempt(bounds, call, "waiting for the answer", || async {
+            let _slot = self.slot.acquire(bounds, request, progress).await?;
+            let _in_flight = self.slot.in_flight.enter();
+            let sent = Instant::now();
+            let answer = provider.complete(request, &call.trace).await;
+            progress.add_upstream(sent.elapsed());
+            answer
         })
         .await
     }
@@ -325,11 +363,15 @@ impl Routed<'_> {
         &self,
         request: &ChatRequest,
         bounds: Bounds,
+        call: &CallContext,
     ) -> Result<(ChunkStream, u32), Failed> {
         let provider = &self.slot.provider;
         let timeouts = self.timeouts;
+        let progress = &*call.progress;
         let first_chunk = || async {
-            let mut stream = provider.stream(request, timeouts.headers).await?;
+            let mut stream = provider
+                .stream(request, timeouts.headers, &call.trace)
+                .await?;
             match stream.next().await {
                 Some(Ok(first)) => Ok((Some(first), stream)),
                 Some(Err(error)) => Err(error),
@@ -338,19 +380,21 @@ impl Routed<'_> {
             }
         };
         let ((first, rest, slot), attempts) = self
-            .attempt(bounds, "waiting for the first chunk", || async {
+            .attempt(bounds, call, "waiting for the first chunk", || async {
                 // The slot is held for as long as the stream lives.
-                let slot = self.slot.acquire(bounds, request).await?;
-                let (first, rest) = tokio::time::timeout(timeouts.first_chunk, first_chunk())
-                    .await
-                    .unwrap_or_else(|_| {
+                let slot = self.slot.acquire(bounds, request, progress).await?;
+                let in_flight = self.slot.in_flight.enter();
+                let sent = Instant::now();
+                let first = tokio::time::timeout(timeouts.first_chunk, first_chunk()).await;
+                progress.add_upstream(sent.elapsed());
+                let (first, rest) = first.unwrap_or_else(|_| {
                         Err(Error::Timeout {
                             provider: provider.name.to_string(),
                             kind: TimeoutKind::FirstChunk,
                             after: timeouts.first_chunk,
                         })
                     })?;
-                Ok((first, rest, slot))
+                Ok((first, rest, (slot, in_flight)))
             })
             .await?;
         let stream: ChunkStream = match first {
@@ -358,7 +402,7 @@ impl Routed<'_> {
             None => rest,
         };
         let bounded =
-            BoundedStream::new(stream, provider.name.clone(), bounds, timeouts.idle, slot);
+            BoundedStream::new(stream, provider.name.clone(), bounds, timeouts.idle, Some(slot));
         Ok((Box::pin(bounded), attempts))
     }
 
@@ -367,6 +411,7 @@ impl Routed<'_> {
     async fn attempt<T, F, Fut>(
         &self,
         bounds: Bounds,
+        call: &CallContext,
         stage: &'static str,
         mut work: F,
     ) -> Result<(T, u32), Failed>
@@ -386,6 +431,7 @@ impl Routed<'_> {
                 return Err((error, attempts));
             }
             attempts += 1;
+            call.progress.attempt_started(&slot.provider.name);
             let error = match self.within(bounds, stage, work()).await {
                 Ok(value) => {
                     if slot.circuit.on_success() {
@@ -423,7 +469,9 @@ impl Routed<'_> {
                 wait_ms = wait.as_millis() as u64,
                 "retrying"
             );
+            let sleeping = Instant::now();
             tokio::time::sleep(wait).await;
+            call.progress.add_backoff(sleeping.elapsed());
         }
     }
 }

@@ -2,14 +2,19 @@
 //! and the optional loopback TCP port, and an orderly stop.
 
 mod http;
+mod side_channels;
 mod uds;
 
 pub use uds::{BindError, bind_uds};
 
 use crate::config::{Config, Env};
+use crate::admin::Admin;
+use crate::admin::grpc::AdminServiceImpl;
 use crate::inbound::grpc::ChatServiceImpl;
+use crate::inbound::observe::Observer;
 use crate::pipeline::Pipeline;
 use crate::proto::FILE_DESCRIPTOR_SET;
+use crate::proto::v1::admin_service_server::AdminServiceServer;
 use crate::proto::v1::chat_service_server::ChatServiceServer;
 use anyhow::Context as _;
 use std::net::SocketAddr;
@@ -32,7 +37,10 @@ pub struct Running {
     pub http: Option<SocketAddr>,
     /// The OpenAI-compatible facade's Unix socket.
     pub http_uds: Option<PathBuf>,
+    /// The admin port's bound address.
+    pub admin: Option<SocketAddr>,
     pub pipeline: Arc<Pipeline>,
+    pub observer: Arc<Observer>,
     health: tonic_health::server::HealthReporter,
     stop: watch::Sender<bool>,
     servers: JoinSet<anyhow::Result<()>>,
@@ -48,11 +56,12 @@ pub async fn start(config: &Config, env: Env<'_>) -> anyhow::Result<Running> {
             tracing::warn!(provider = %provider.name, "provider is not usable: {problem}");
         }
     }
+    let observer = side_channels::observer(config)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<ChatServiceServer<ChatServiceImpl>>()
         .await;
-    let chat = ChatServiceServer::new(ChatServiceImpl::new(pipeline.clone()))
+    let chat = ChatServiceServer::new(ChatServiceImpl::new(pipeline.clone(), observer.clone()))
         .max_decoding_message_size(config.server.max_message_bytes)
         .max_encoding_message_size(config.server.max_message_bytes);
     let reflection = tonic_reflection::server::Builder::configure()
@@ -65,10 +74,15 @@ pub async fn start(config: &Config, env: Env<'_>) -> anyhow::Result<Running> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .context("cannot build the reflection service")?;
-    let routes = Routes::new(chat)
-        .add_service(health_service)
+    let admin = Admin::new(pipeline.clone(), observer.clone(), None);
+    let admin_grpc = AdminServiceServer::new(AdminServiceImpl::new(admin.clone()));
+    let mut routes = Routes::new(chat)
+        .add_service(health_service.clone())
         .add_service(reflection)
         .add_service(reflection_alpha);
+    if config.server.admin_on_app_socket {
+        routes = routes.add_service(admin_grpc.clone());
+    }
 
     let (stop, stopped) = watch::channel(false);
     let mut servers = JoinSet::new();
@@ -120,12 +134,30 @@ pub async fn start(config: &Config, env: Env<'_>) -> anyhow::Result<Running> {
         tracing::info!(path = %path.display(), "serving the OpenAI-compatible HTTP API on the Unix socket");
         running_http_uds = Some(path.clone());
     }
+    let mut running_admin = None;
+    if let Some(addr) = config.server.admin {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} (server.admin in {})", config.source)
+        })?;
+        let bound = listener.local_addr()?;
+        // gRPC (AdminService, health for kubelet probes) and JSON on one port.
+        let grpc = Routes::new(admin_grpc)
+            .add_service(health_service)
+            .prepare()
+            .into_axum_router();
+        let router = crate::admin::http::router(admin).merge(grpc);
+        servers.spawn(http::serve_tcp(listener, router, stopped.clone()));
+        tracing::info!(%bound, "serving the admin port (metrics, usage, health)");
+        running_admin = Some(bound);
+    }
     Ok(Running {
         uds: running_uds,
+        admin: running_admin,
         tcp: running_tcp,
         http: running_http,
         http_uds: running_http_uds,
         pipeline,
+        observer,
         health,
         stop,
         servers,
@@ -195,6 +227,9 @@ impl Running {
         }
         for path in [&self.uds, &self.http_uds].into_iter().flatten() {
             let _ = std::fs::remove_file(path);
+        }
+        if let Some(ledger) = self.observer.ledger() {
+            ledger.close().await;
         }
     }
 }

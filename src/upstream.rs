@@ -7,6 +7,7 @@ mod keys;
 mod mock;
 pub mod openai;
 pub mod sse;
+mod trace_header;
 
 pub use http_client::build_http_client;
 pub use keys::KeyRing;
@@ -68,9 +69,14 @@ impl Provider {
         }
     }
 
-    pub async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, Error> {
+    /// `trace` is the attempt's span, sent upstream as `traceparent`.
+    pub async fn complete(
+        &self,
+        request: &ChatRequest,
+        trace: &opentelemetry::Context,
+    ) -> Result<ChatResponse, Error> {
         match &self.upstream {
-            Upstream::OpenAi(openai) => openai.complete(request).await,
+            Upstream::OpenAi(openai) => openai.complete(request, trace).await,
             Upstream::Mock(mock) => mock.complete(request),
         }
     }
@@ -80,9 +86,10 @@ impl Provider {
         &self,
         request: &ChatRequest,
         headers_timeout: std::time::Duration,
+        trace: &opentelemetry::Context,
     ) -> Result<ChunkStream, Error> {
         match &self.upstream {
-            Upstream::OpenAi(openai) => openai.stream(request, headers_timeout).await,
+            Upstream::OpenAi(openai) => openai.stream(request, headers_timeout, trace).await,
             Upstream::Mock(mock) => mock.stream(request),
         }
     }

@@ -14,6 +14,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => Config::embedded(),
     };
     apply_overrides(&mut config, &args)?;
+    crate::logging::init(&config.logging);
     tracing::info!(config = %config.source, "starting llm-sidecar {}", env!("CARGO_PKG_VERSION"));
     let running = server::start(&config, &process_env).await?;
     wait_for_signal().await;

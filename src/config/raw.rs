@@ -132,6 +132,9 @@ pub struct RawProvider {
     pub circuit_failures: Option<u32>,
     /// How long an open circuit skips the provider (default 30 s).
     pub circuit_cooldown_ms: Option<u64>,
+    /// When a caller abandons a stream, read it to the end anyway so the
+    /// ledger records the provider's true usage (default false: stop at once).
+    pub drain_on_cancel: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -456,6 +456,7 @@ impl Checker<'_> {
             max_queue_wait: Duration::from_millis(raw.max_queue_wait_ms.unwrap_or(10_000)),
             circuit_failures: raw.circuit_failures.unwrap_or(5),
             circuit_cooldown: Duration::from_millis(raw.circuit_cooldown_ms.unwrap_or(30_000)),
+            drain_on_cancel: raw.drain_on_cancel.unwrap_or(false),
             limit: match raw.max_in_flight {
                 None => None,
                 Some(0) => {
@@ -493,6 +494,7 @@ fn mock_provider() -> ProviderConfig {
         max_queue_wait: Duration::ZERO,
         circuit_failures: 0,
         circuit_cooldown: Duration::ZERO,
+        drain_on_cancel: false,
     }
 }
 

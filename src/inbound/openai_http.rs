@@ -1,9 +1,77 @@
-//! The OpenAI-compatible HTTP edge (being written).
+//! The OpenAI-compatible HTTP edge: teams that already use an OpenAI SDK
+//! point its `base_url` at the sidecar and get the same pipeline (routing,
+//! retries, limits, keys held here) with no code change.
+//!
+//! # Endpoints
+//!
+//! - `POST /v1/chat/completions`: the request body is the internal
+//!   [`ChatRequest`](crate::model::ChatRequest) as it is (its serde form is
+//!   OpenAI's), unknown fields pass through upstream in `extra`. Unary
+//!   answers are OpenAI `chat.completion` objects; `"stream": true` answers
+//!   are `text/event-stream` in OpenAI's wire format, ending with
+//!   `data: [DONE]` only when the stream really completed.
+//! - `GET /v1/models`, `GET /v1/models/{id}`: the routing table as OpenAI
+//!   model objects (see `models.rs`).
+//! - Anything else: 404 (405 for a known path with the wrong method), as an
+//!   OpenAI error object.
+//!
+//! # Headers
+//!
+//! In: `x-llm-max-attempts` (as on gRPC), `x-llm-timeout-ms` (the caller's
+//! deadline), the OpenAI SDKs' `x-stainless-timeout` (unary calls only),
+//! `x-request-id`. Out: `x-request-id` (the caller's when it is a sane
+//! token, else a fresh UUID), and on answers `x-llm-provider`,
+//! `x-llm-attempts`, `x-llm-model`, for streams with the first bytes.
+//!
+//! # Errors
+//!
+//! Classified once by [`crate::error::classify`]; [`api_error`] turns the
+//! class into the HTTP status and an OpenAI error object whose `type` follows
+//! the status and whose `code` is the classification's reason in lower case.
+//! A stream that fails after its first chunk cannot change its status any
+//! more: it ends with an OpenAI-style `data: {"error": ...}` event and no
+//! `[DONE]`, which the OpenAI SDKs raise as an error.
+//!
+//! # Layout
+//!
+//! `call.rs` is the only place that calls the pipeline (the seam for
+//! per-call records and telemetry). The rest is conversion, each pure and
+//! unit-tested: `request.rs` (body → request), `context.rs` (headers → call
+//! context, request id), `api_error.rs` (error → status + body),
+//! `wire.rs` (answers → OpenAI JSON), `sse.rs` (chunks → events),
+//! `models.rs`; `handlers.rs` strings them together.
+
+mod api_error;
+mod call;
+mod context;
+mod handlers;
+mod models;
+mod request;
+mod sse;
+mod wire;
+
+pub use handlers::RequestId;
 
 use crate::pipeline::Pipeline;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
 use std::sync::Arc;
 
+/// The largest request body: room for image parts, as `server.max_message_bytes`
+/// defaults to for gRPC. A constant because the router is built from the
+/// pipeline alone.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
 /// The facade's routes over the shared pipeline.
-pub fn router(_pipeline: Arc<Pipeline>) -> axum::Router {
-    axum::Router::new()
+pub fn router(pipeline: Arc<Pipeline>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(handlers::chat_completions))
+        .route("/v1/models", get(handlers::list_models))
+        .route("/v1/models/{*id}", get(handlers::retrieve_model))
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(handlers::request_id))
+        .with_state(pipeline)
 }

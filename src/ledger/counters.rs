@@ -36,7 +36,10 @@ impl Counters {
     pub(super) fn not_queued(&self, why: &str) {
         let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         if self.not_queued_warning.allow() {
-            tracing::warn!(dropped_total = total, "ledger: a usage record was dropped: {why}");
+            tracing::warn!(
+                dropped_total = total,
+                "ledger: a usage record was dropped: {why}"
+            );
         }
     }
 
@@ -75,7 +78,8 @@ impl RateLimit {
     fn allow(&self) -> bool {
         let now_ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(NEVER - 1);
         let last_ms = self.last_ms.load(Ordering::Relaxed);
-        let due = last_ms == NEVER || now_ms.saturating_sub(last_ms) >= WARN_INTERVAL.as_millis() as u64;
+        let due =
+            last_ms == NEVER || now_ms.saturating_sub(last_ms) >= WARN_INTERVAL.as_millis() as u64;
         // Of several threads finding it due, only the one that moves the mark logs.
         due && self
             .last_ms

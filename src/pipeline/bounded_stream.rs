@@ -5,6 +5,7 @@
 //! Ending the stream drops the upstream body, which closes the request.
 
 use super::bounds::Bounds;
+use super::in_flight::InFlightGuard;
 use super::limit::Permit;
 use crate::error::{Error, TimeoutKind};
 use crate::model::ChatChunk;
@@ -24,8 +25,9 @@ pub struct BoundedStream {
     end: Pin<Box<Sleep>>,
     idle: Duration,
     idle_timer: Pin<Box<Sleep>>,
-    /// The provider slot this stream occupies, freed when it ends.
-    slot: Permit,
+    /// The provider slot this stream occupies and its place in the
+    /// in-flight count, both freed when it ends.
+    slot: Option<(Permit, InFlightGuard)>,
 }
 
 impl BoundedStream {
@@ -34,7 +36,7 @@ impl BoundedStream {
         provider: Arc<str>,
         bounds: Bounds,
         idle: Duration,
-        slot: Permit,
+        slot: Option<(Permit, InFlightGuard)>,
     ) -> Self {
         BoundedStream {
             inner: Some(inner),

@@ -15,6 +15,7 @@ use crate::model::{ChatRequest, ChatResponse};
 use crate::secret::{ApiKey, load_key, scrub};
 use crate::upstream::ChunkStream;
 use crate::upstream::KeyRing;
+use crate::upstream::trace_header::trace_headers;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 use std::sync::Arc;
@@ -90,10 +91,14 @@ impl OpenAiUpstream {
 
     /// `request.stream` must be false (the pipeline sets it once, so that
     /// retries send the same request without copying it).
-    pub async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, Error> {
+    pub async fn complete(
+        &self,
+        request: &ChatRequest,
+        trace: &opentelemetry::Context,
+    ) -> Result<ChatResponse, Error> {
         // A unary answer's headers come only when it is whole: the call's
         // total time bounds this wait, not a headers timeout.
-        let response = self.send(request, None, None).await?;
+        let response = self.send(request, None, None, trace).await?;
         let body = read_capped(response, self.max_response_bytes)
             .await
             .map_err(|error| self.connect_error(&error))?;
@@ -115,12 +120,15 @@ impl OpenAiUpstream {
         &self,
         request: &ChatRequest,
         headers_timeout: Duration,
+        trace: &opentelemetry::Context,
     ) -> Result<ChunkStream, Error> {
         let options = (self.stream_options && !request.extra.contains_key("stream_options"))
             .then_some(StreamOptions {
                 include_usage: true,
             });
-        let response = self.send(request, options, Some(headers_timeout)).await?;
+        let response = self
+            .send(request, options, Some(headers_timeout), trace)
+            .await?;
         let is_event_stream = response
             .headers()
             .get(CONTENT_TYPE)
@@ -152,6 +160,7 @@ impl OpenAiUpstream {
         request: &ChatRequest,
         stream_options: Option<StreamOptions>,
         headers_timeout: Option<Duration>,
+        trace: &opentelemetry::Context,
     ) -> Result<reqwest::Response, Error> {
         let ring = self
             .keys
@@ -177,6 +186,12 @@ impl OpenAiUpstream {
         }
         if request.stream {
             builder = builder.header(ACCEPT, "text/event-stream");
+        }
+        if let Some((traceparent, tracestate)) = trace_headers(trace) {
+            builder = builder.header("traceparent", traceparent);
+            if let Some(tracestate) = tracestate {
+                builder = builder.header("tracestate", tracestate);
+            }
         }
         if let Some((_, key)) = picked {
             builder = builder.bearer_auth(key.expose());

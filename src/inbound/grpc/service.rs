@@ -3,7 +3,9 @@
 use super::convert::{chunk_to_proto, request_from_proto, response_to_proto};
 use super::status::to_status;
 use super::timeout::parse_grpc_timeout;
-use crate::pipeline::{CallContext, Pipeline};
+use crate::call_record::Edge;
+use crate::inbound::observe::{Arrival, Finished, Observation, Observer};
+use crate::pipeline::Pipeline;
 use crate::proto::v1 as pb;
 use futures::{Stream, StreamExt};
 use std::pin::Pin;
@@ -14,12 +16,74 @@ use tonic::{Request, Response, Status};
 #[derive(Debug, Clone)]
 pub struct ChatServiceImpl {
     pipeline: Arc<Pipeline>,
+    observer: Arc<Observer>,
 }
 
 impl ChatServiceImpl {
-    pub fn new(pipeline: Arc<Pipeline>) -> Self {
-        ChatServiceImpl { pipeline }
+    pub fn new(pipeline: Arc<Pipeline>, observer: Arc<Observer>) -> Self {
+        ChatServiceImpl { pipeline, observer }
     }
+
+    /// Starts watching the call and converts its request; a request that
+    /// cannot be converted is recorded as invalid too.
+    fn begin(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        peer: Option<(u32, Option<i32>)>,
+        message: pb::ChatRequest,
+        stream: bool,
+    ) -> Result<(Observation, crate::model::ChatRequest), Status> {
+        let arrival = Arrival {
+            edge: Edge::Grpc,
+            headers: metadata.as_ref(),
+            peer,
+        };
+        let model = message.model.clone();
+        match request_from_proto(message) {
+            Ok(mut chat) => {
+                chat.stream = stream;
+                Ok((self.observer.begin(arrival, &chat), chat))
+            }
+            Err(error) => {
+                let shown = crate::model::ChatRequest {
+                    model,
+                    stream,
+                    ..crate::model::ChatRequest::default()
+                };
+                let finished = self.observer.begin(arrival, &shown).finish_error(&error);
+                Err(with_request_id(to_status(&error), &finished))
+            }
+        }
+    }
+}
+
+/// The calling process on the Unix socket (SO_PEERCRED), for the ledger.
+fn peer_of<T>(request: &Request<T>) -> Option<(u32, Option<i32>)> {
+    let info = request
+        .extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()?;
+    let cred = info.peer_cred?;
+    Some((cred.uid(), cred.pid()))
+}
+
+/// The request id, the provider and model that served the call, and the
+/// time the sidecar itself added (the rest was upstream, queue or backoff).
+fn describe_call(metadata: &mut tonic::metadata::MetadataMap, finished: &Finished) {
+    if let Ok(value) = finished.request_id.parse() {
+        metadata.insert("x-request-id", value);
+    }
+    if let Some(model) = finished.model.as_deref().and_then(|model| model.parse().ok()) {
+        metadata.insert("x-llm-model", model);
+    }
+    let overhead_us = u64::try_from(finished.overhead.as_micros()).unwrap_or(u64::MAX);
+    metadata.insert("x-llm-overhead-us", overhead_us.into());
+}
+
+fn with_request_id(mut status: Status, finished: &Finished) -> Status {
+    if let Ok(value) = finished.request_id.parse() {
+        status.metadata_mut().insert("x-request-id", value);
+    }
+    status
 }
 
 /// tonic's server also watches `grpc-timeout` until the response headers,
@@ -31,7 +95,10 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
 /// field, when set, wins).
 const MAX_ATTEMPTS_HEADER: &str = "x-llm-max-attempts";
 
-fn call_context(request: &Request<pb::ChatRequest>) -> Result<CallContext, Status> {
+/// The caller's deadline and attempt cap, from metadata and the request.
+fn call_limits(
+    request: &Request<pb::ChatRequest>,
+) -> Result<(Option<tokio::time::Instant>, Option<u32>), Status> {
     let header = match request.metadata().get(MAX_ATTEMPTS_HEADER) {
         None => None,
         Some(value) => Some(
@@ -55,10 +122,7 @@ fn call_context(request: &Request<pb::ChatRequest>) -> Result<CallContext, Statu
             let margin = DEADLINE_MARGIN.min(timeout / 10);
             tokio::time::Instant::now() + timeout.saturating_sub(margin)
         });
-    Ok(CallContext {
-        deadline,
-        max_attempts: request.get_ref().max_attempts.or(header),
-    })
+    Ok((deadline, request.get_ref().max_attempts.or(header)))
 }
 
 /// Tells the caller who served the call and how many attempts it took, so
@@ -96,11 +160,15 @@ impl PartialOutput {
                 .expect("ascii"),
         );
         metadata.insert("x-llm-chunks-sent", self.chunks.into());
+        self.usage_trailers(metadata);
+        status
+    }
+
+    fn usage_trailers(&self, metadata: &mut tonic::metadata::MetadataMap) {
         if let Some(usage) = self.usage {
             metadata.insert("x-llm-prompt-tokens", usage.prompt_tokens.into());
             metadata.insert("x-llm-completion-tokens", usage.completion_tokens.into());
         }
-        status
     }
 }
 
@@ -112,15 +180,17 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         &self,
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<pb::ChatResponse>, Status> {
-        let call = call_context(&request)?;
-        let chat = request_from_proto(request.into_inner()).map_err(|error| to_status(&error))?;
-        let served = self
-            .pipeline
-            .complete(chat, &call)
-            .await
-            .map_err(|error| to_status(&error))?;
+        let (deadline, max_attempts) = call_limits(&request)?;
+        let peer = peer_of(&request);
+        let (metadata, _, message) = request.into_parts();
+        let (observation, chat) = self.begin(&metadata, peer, message, false)?;
+        let call = observation.call_context(deadline, max_attempts);
+        let result = self.pipeline.complete(chat, &call).await;
+        let finished = observation.finish_unary(&result);
+        let served = result.map_err(|error| with_request_id(to_status(&error), &finished))?;
         let mut response = Response::new(response_to_proto(served.value, &served.provider));
         served_by(&mut response, &served.provider, served.attempts);
+        describe_call(response.metadata_mut(), &finished);
         Ok(response)
     }
 
@@ -130,29 +200,50 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         &self,
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<Self::StreamCompleteStream>, Status> {
-        let call = call_context(&request)?;
-        let chat = request_from_proto(request.into_inner()).map_err(|error| to_status(&error))?;
-        let served = self
-            .pipeline
-            .stream(chat, &call)
-            .await
-            .map_err(|error| to_status(&error))?;
+        let (deadline, max_attempts) = call_limits(&request)?;
+        let peer = peer_of(&request);
+        let (metadata, _, message) = request.into_parts();
+        let (observation, chat) = self.begin(&metadata, peer, message, true)?;
+        let call = observation.call_context(deadline, max_attempts);
+        let served = match self.pipeline.stream(chat, &call).await {
+            Ok(served) => served,
+            Err(error) => {
+                let finished = observation.finish_error(&error);
+                return Err(with_request_id(to_status(&error), &finished));
+            }
+        };
         let attempts = served.attempts;
-        let provider = served.provider;
-        let provider_name = provider.clone();
+        let provider = served.provider.clone();
+        let mut watched = observation.watch(served);
+        let request_id = watched.request_id().to_owned();
         // No channel and no task: hyper pulls this stream only as HTTP/2
         // flow control lets it send, so a slow reader slows the upstream
         // read, and a cancelled call drops the whole chain at once.
         let mut seen = PartialOutput::default();
-        let stream = served.value.map(move |item| match item {
-            Ok(chunk) => {
-                seen.note(&chunk);
-                Ok(chunk_to_proto(chunk, &provider))
+        let chunk_provider = provider.clone();
+        let stream = futures::stream::poll_fn(move |cx| {
+            use std::task::Poll;
+            match std::task::ready!(watched.poll_next_unpin(cx)) {
+                Some(Ok(chunk)) => {
+                    seen.note(&chunk);
+                    Poll::Ready(Some(Ok(chunk_to_proto(chunk, &chunk_provider))))
+                }
+                Some(Err(error)) => Poll::Ready(Some(Err(seen.mark(to_status(&error))))),
+                // A well-ended stream closes with trailers that say what
+                // it cost: an OK status carrying metadata.
+                None => Poll::Ready(watched.take_end().map(|finished| {
+                    let mut status = Status::ok("");
+                    describe_call(status.metadata_mut(), &finished);
+                    seen.usage_trailers(status.metadata_mut());
+                    Err(status)
+                })),
             }
-            Err(error) => Err(seen.mark(to_status(&error))),
         });
         let mut response: Response<Self::StreamCompleteStream> = Response::new(Box::pin(stream));
-        served_by(&mut response, &provider_name, attempts);
+        served_by(&mut response, &provider, attempts);
+        if let Ok(value) = request_id.parse() {
+            response.metadata_mut().insert("x-request-id", value);
+        }
         Ok(response)
     }
 

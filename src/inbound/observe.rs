@@ -1,0 +1,246 @@
+//! Every call, whichever edge it came in by, is watched the same way: a
+//! request id and a record begin when it arrives; the pipeline's progress,
+//! the answer or the stream's chunks fill the record in; and when the call
+//! ends — answered, failed, cut, or abandoned by the caller — the record
+//! goes to the ledger, the metrics and the request log line. An
+//! [`Observation`] that is dropped unfinished (the caller went away) is
+//! recorded as cancelled, so no call escapes the books.
+
+mod finish;
+mod stream_watch;
+mod tally;
+
+pub use stream_watch::{StreamEnd, WatchedStream};
+
+use crate::call_record::{CallRecord, Caller, Edge, Outcome};
+use crate::config::Config;
+use crate::error::Error;
+use crate::ledger::{Ledger, PriceEntry, Pricing};
+use crate::model::{ChatRequest, ChatResponse};
+use crate::pipeline::{CallContext, CallProgress, Served, estimate_prompt_tokens};
+use crate::upstream::ChunkStream;
+use http::HeaderMap;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+/// The edges' shared view of what to do with a finished call.
+#[derive(Debug)]
+pub struct Observer {
+    /// `None` when the ledger is switched off.
+    ledger: Option<Ledger>,
+    pricing: Pricing,
+    caller_header: http::HeaderName,
+    /// Providers whose abandoned streams are read to the end in the
+    /// background, so their true usage is recorded.
+    drain_on_cancel: HashSet<String>,
+}
+
+/// Where a call came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival<'a> {
+    pub edge: Edge,
+    pub headers: &'a HeaderMap,
+    /// The peer process on a Unix socket: (uid, pid).
+    pub peer: Option<(u32, Option<i32>)>,
+}
+
+impl Observer {
+    pub fn new(config: &Config, ledger: Option<Ledger>) -> Result<Observer, String> {
+        let pricing = Pricing::new(
+            config
+                .prices
+                .iter()
+                .map(|price| PriceEntry {
+                    model: price.model.clone(),
+                    input_per_million: price.input_per_million,
+                    output_per_million: price.output_per_million,
+                    cached_input_per_million: price.cached_input_per_million,
+                })
+                .collect(),
+        )?;
+        let caller_header = http::HeaderName::from_bytes(config.ledger.caller_header.as_bytes())
+            .map_err(|error| format!("ledger.caller_header: {error}"))?;
+        Ok(Observer {
+            ledger,
+            pricing,
+            caller_header,
+            drain_on_cancel: config
+                .providers
+                .iter()
+                .filter(|provider| provider.drain_on_cancel)
+                .map(|provider| provider.name.clone())
+                .collect(),
+        })
+    }
+
+    pub fn ledger(&self) -> Option<&Ledger> {
+        self.ledger.as_ref()
+    }
+
+    /// Starts watching a call; `request` is as the caller sent it.
+    pub fn begin(self: &Arc<Self>, arrival: Arrival<'_>, request: &ChatRequest) -> Observation {
+        let caller = Caller {
+            name: arrival
+                .headers
+                .get(&self.caller_header)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned),
+            uid: arrival.peer.map(|(uid, _)| uid),
+            pid: arrival.peer.and_then(|(_, pid)| pid),
+        };
+        let record = CallRecord {
+            request_id: request_id(arrival.headers),
+            started_at: SystemTime::now(),
+            edge: arrival.edge,
+            stream: request.stream,
+            caller,
+            tags: request.metadata.clone(),
+            requested_model: request.model.clone(),
+            served_model: None,
+            provider: None,
+            outcome: Outcome::Ok,
+            attempts: 0,
+            queue_wait: Duration::ZERO,
+            latency: Duration::ZERO,
+            time_to_first_chunk: None,
+            usage: None,
+            usage_estimated: false,
+            cost_usd: None,
+        };
+        Observation {
+            observer: self.clone(),
+            record: Some(record),
+            began: Instant::now(),
+            progress: Arc::default(),
+            trace: opentelemetry::Context::new(),
+            prompt_estimate: estimate_prompt_tokens(request),
+        }
+    }
+}
+
+/// A caller's `x-request-id` when it is a sane token, else a fresh UUID.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| {
+            !id.is_empty()
+                && id.len() <= 128
+                && id
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || b"-_.:".contains(&byte))
+        })
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+/// One call being watched. Finish it with one of the `finish_*` methods or
+/// hand its stream to [`Observation::watch`]; dropped unfinished, it is
+/// recorded as cancelled.
+#[derive(Debug)]
+pub struct Observation {
+    observer: Arc<Observer>,
+    record: Option<CallRecord>,
+    began: Instant,
+    progress: Arc<CallProgress>,
+    trace: opentelemetry::Context,
+    /// For the usage estimate when the upstream reports none.
+    prompt_estimate: u32,
+}
+
+/// What the edge tells the caller about a finished call.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub request_id: String,
+    /// The time the sidecar itself added (not upstream, queue or backoff).
+    pub overhead: Duration,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+}
+
+impl Observation {
+    pub fn request_id(&self) -> &str {
+        self.record
+            .as_ref()
+            .map_or("", |record| record.request_id.as_str())
+    }
+
+    /// The pipeline's view of the call, sharing this observation's progress.
+    pub fn call_context(
+        &self,
+        deadline: Option<Instant>,
+        max_attempts: Option<u32>,
+    ) -> CallContext {
+        CallContext {
+            deadline,
+            max_attempts,
+            progress: self.progress.clone(),
+            trace: self.trace.clone(),
+        }
+    }
+
+    pub fn finish_unary(mut self, result: &Result<Served<ChatResponse>, Error>) -> Finished {
+        let (outcome, usage, model) = match result {
+            Ok(served) => (
+                Outcome::Ok,
+                served.value.usage,
+                Some(served.value.model.clone()).filter(|model| !model.is_empty()),
+            ),
+            Err(error) => (Outcome::Error { code: code_of(error) }, None, None),
+        };
+        let tally = tally::Tally {
+            served_model: model,
+            usage,
+            ..tally::Tally::default()
+        };
+        self.finish(outcome, &tally)
+    }
+
+    /// A call that failed before the pipeline served anything.
+    pub fn finish_error(mut self, error: &Error) -> Finished {
+        self.finish(
+            Outcome::Error {
+                code: code_of(error),
+            },
+            &tally::Tally::default(),
+        )
+    }
+
+    /// Watches a served stream to its end (or its abandonment).
+    pub fn watch(self, served: Served<ChunkStream>) -> WatchedStream {
+        let drain = self
+            .observer
+            .drain_on_cancel
+            .contains(&*served.provider);
+        WatchedStream::new(served.value, self, drain)
+    }
+
+    fn finish(&mut self, outcome: Outcome, tally: &tally::Tally) -> Finished {
+        let Some(record) = self.record.take() else {
+            return Finished {
+                request_id: String::new(),
+                overhead: Duration::ZERO,
+                provider: None,
+                model: None,
+            };
+        };
+        finish::complete(self, record, outcome, tally)
+    }
+}
+
+impl Drop for Observation {
+    fn drop(&mut self) {
+        if self.record.is_some() {
+            self.finish(
+                Outcome::Cancelled { partial: false },
+                &tally::Tally::default(),
+            );
+        }
+    }
+}
+
+/// The stable short reason for an outcome, e.g. `rate_limited`.
+fn code_of(error: &Error) -> String {
+    crate::error::classify(error).reason.to_ascii_lowercase()
+}

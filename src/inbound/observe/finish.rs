@@ -1,0 +1,89 @@
+//! The end of every call: the record completed from the pipeline's
+//! progress and the answer's tally, priced, logged in one line, and handed
+//! to the ledger (which never blocks).
+
+use super::tally::Tally;
+use super::{Finished, Observation};
+use crate::call_record::{CallRecord, Outcome};
+
+pub(super) fn complete(
+    observation: &Observation,
+    mut record: CallRecord,
+    outcome: Outcome,
+    tally: &Tally,
+) -> Finished {
+    let progress = observation.progress.snapshot();
+    let latency = observation.began.elapsed();
+    let (usage, usage_estimated) = tally.usage_or_estimate(observation.prompt_estimate);
+    let outcome = match outcome {
+        // A cancelled stream that had already delivered output.
+        Outcome::Cancelled { .. } => Outcome::Cancelled {
+            partial: tally.chunks > 0,
+        },
+        other => other,
+    };
+    record.provider = progress.provider.as_deref().map(str::to_owned);
+    record.attempts = progress.attempts;
+    record.queue_wait = progress.queue_wait;
+    record.latency = latency;
+    record.time_to_first_chunk = tally.time_to_first_chunk;
+    record.served_model = tally.served_model.clone();
+    record.usage = usage;
+    record.usage_estimated = usage_estimated;
+    record.cost_usd = usage.and_then(|usage| {
+        let pricing = &observation.observer.pricing;
+        record
+            .served_model
+            .as_deref()
+            .and_then(|model| pricing.cost(model, &usage))
+            .or_else(|| pricing.cost(&record.requested_model, &usage))
+    });
+    record.outcome = outcome;
+    // A stream's own time is the caller's reading pace; what the sidecar
+    // added is in the wait for the first chunk.
+    let overhead = progress.overhead(tally.time_to_first_chunk.unwrap_or(latency));
+    log_line(&record, overhead);
+    let finished = Finished {
+        request_id: record.request_id.clone(),
+        overhead,
+        provider: record.provider.clone(),
+        model: record.served_model.clone(),
+    };
+    if let Some(ledger) = &observation.observer.ledger {
+        ledger.record(record);
+    }
+    finished
+}
+
+/// One concise line per call at info; failures at warn so they stand out.
+fn log_line(record: &CallRecord, overhead: std::time::Duration) {
+    let usage = record.usage.unwrap_or_default();
+    let outcome = record.outcome.label();
+    macro_rules! line {
+        ($level:ident) => {
+            tracing::$level!(
+                target: "llm_sidecar::request",
+                request_id = %record.request_id,
+                edge = record.edge.as_str(),
+                caller = record.caller.name.as_deref().unwrap_or(""),
+                caller_uid = record.caller.uid,
+                model = %record.requested_model,
+                served_model = record.served_model.as_deref().unwrap_or(""),
+                provider = record.provider.as_deref().unwrap_or(""),
+                stream = record.stream,
+                outcome = %outcome,
+                attempts = record.attempts,
+                latency_ms = record.latency.as_secs_f64() * 1e3,
+                overhead_us = u64::try_from(overhead.as_micros()).unwrap_or(u64::MAX),
+                prompt_tokens = usage.prompt_tokens,
+                completion_tokens = usage.completion_tokens,
+                usage_estimated = record.usage_estimated,
+                "request"
+            )
+        };
+    }
+    match record.outcome {
+        Outcome::Ok | Outcome::Cancelled { .. } => line!(info),
+        Outcome::Error { .. } | Outcome::Partial { .. } => line!(warn),
+    }
+}

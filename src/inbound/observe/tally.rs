@@ -1,0 +1,132 @@
+//! What a call's answer showed as it went by: chunks, the first chunk's
+//! time, the served model, finish reasons, the usage the upstream reported
+//! and, for the estimate when it reported none, how much text came out.
+
+use crate::model::{ChatChunk, Usage};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    pub chunks: u64,
+    pub time_to_first_chunk: Option<Duration>,
+    pub served_model: Option<String>,
+    pub response_id: Option<String>,
+    pub finish_reasons: Vec<String>,
+    pub usage: Option<Usage>,
+    /// Bytes of generated text (content, reasoning, tool arguments).
+    pub output_bytes: usize,
+}
+
+impl Tally {
+    /// Notes one chunk; `since_start` is the call's age when it arrived.
+    pub fn note(&mut self, chunk: &ChatChunk, since_start: Duration) {
+        self.chunks += 1;
+        if self.time_to_first_chunk.is_none() {
+            self.time_to_first_chunk = Some(since_start);
+        }
+        if self.served_model.is_none() && !chunk.model.is_empty() {
+            self.served_model = Some(chunk.model.clone());
+        }
+        if self.response_id.is_none() && !chunk.id.is_empty() {
+            self.response_id = Some(chunk.id.clone());
+        }
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+        }
+        for choice in &chunk.choices {
+            let delta = &choice.delta;
+            self.output_bytes += delta.content.as_ref().map_or(0, String::len)
+                + delta.reasoning_content.as_ref().map_or(0, String::len)
+                + delta
+                    .tool_calls
+                    .iter()
+                    .filter_map(|call| call.function.as_ref()?.arguments.as_ref())
+                    .map(String::len)
+                    .sum::<usize>();
+            if let Some(reason) = &choice.finish_reason {
+                self.finish_reasons.push(reason.clone());
+            }
+        }
+    }
+
+    /// The usage as reported, or estimated (about four bytes a token) when
+    /// the upstream reported none; the flag says which.
+    pub fn usage_or_estimate(&self, prompt_estimate: u32) -> (Option<Usage>, bool) {
+        if let Some(usage) = self.usage {
+            return (Some(usage), false);
+        }
+        if self.chunks == 0 {
+            return (None, false);
+        }
+        let completion = u32::try_from(self.output_bytes.div_ceil(4)).unwrap_or(u32::MAX);
+        let usage = Usage {
+            prompt_tokens: prompt_estimate,
+            completion_tokens: completion,
+            total_tokens: prompt_estimate.saturating_add(completion),
+            ..Usage::default()
+        };
+        (Some(usage), true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ChoiceDelta, Delta};
+
+    fn text_chunk(text: &str) -> ChatChunk {
+        ChatChunk {
+            id: "c1".into(),
+            model: "m".into(),
+            choices: vec![ChoiceDelta {
+                delta: Delta {
+                    content: Some(text.into()),
+                    ..Delta::default()
+                },
+                ..ChoiceDelta::default()
+            }],
+            ..ChatChunk::default()
+        }
+    }
+
+    #[test]
+    fn reported_usage_wins_and_is_not_an_estimate() {
+        let mut tally = Tally::default();
+        tally.note(&text_chunk("hello"), Duration::from_millis(3));
+        tally.note(
+            &ChatChunk {
+                usage: Some(Usage {
+                    prompt_tokens: 7,
+                    completion_tokens: 2,
+                    total_tokens: 9,
+                    ..Usage::default()
+                }),
+                ..ChatChunk::default()
+            },
+            Duration::from_millis(4),
+        );
+        let (usage, estimated) = tally.usage_or_estimate(100);
+        assert_eq!(usage.unwrap().total_tokens, 9);
+        assert!(!estimated);
+        assert_eq!(tally.time_to_first_chunk, Some(Duration::from_millis(3)));
+        assert_eq!(tally.served_model.as_deref(), Some("m"));
+    }
+
+    #[test]
+    fn without_usage_the_output_is_estimated_and_flagged() {
+        let mut tally = Tally::default();
+        tally.note(&text_chunk("12345678"), Duration::ZERO);
+        tally.note(&text_chunk("9"), Duration::ZERO);
+        let (usage, estimated) = tally.usage_or_estimate(10);
+        let usage = usage.unwrap();
+        assert!(estimated);
+        assert_eq!(usage.prompt_tokens, 10);
+        assert_eq!(usage.completion_tokens, 3);
+        assert_eq!(usage.total_tokens, 13);
+    }
+
+    #[test]
+    fn nothing_seen_nothing_estimated() {
+        assert_eq!(Tally::default().usage_or_estimate(10), (None, false));
+    }
+}

@@ -1,0 +1,197 @@
+//! The endpoints: each reads what it needs, converts, calls (through
+//! `call.rs`), and converts back; every failure becomes an [`ApiError`].
+
+use super::MAX_BODY_BYTES;
+use super::api_error::ApiError;
+use super::context::{self, REQUEST_ID_HEADER};
+use super::request::{self, Parsed};
+use super::sse::SseBody;
+use super::{call, models, wire};
+use crate::model::ChatChunk;
+use crate::pipeline::{CallContext, Pipeline};
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// The call's request id, in the request's extensions for the handlers.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Gives every response an `x-request-id`, errors and unknown paths too,
+/// so a caller can always quote one.
+pub async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = context::request_id(request.headers());
+    let value = HeaderValue::from_str(&id).ok();
+    request.extensions_mut().insert(RequestId(id));
+    let mut response = next.run(request).await;
+    if let Some(value) = value {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
+    }
+    response
+}
+
+pub async fn chat_completions(
+    State(pipeline): State<Arc<Pipeline>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let arrived = Instant::now();
+    match chat(&pipeline, &headers, body, arrived).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn chat(
+    pipeline: &Pipeline,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    arrived: Instant,
+) -> Result<Response, ApiError> {
+    // The body is dropped once parsed: a large one (images) is not held
+    // for the length of the call.
+    let parsed = request::parse(&body.map_err(body_error)?)?;
+    let call = context::call_context(headers, parsed.request.stream, arrived)?;
+    if parsed.request.stream {
+        stream(pipeline, parsed, &call).await
+    } else {
+        unary(pipeline, parsed, &call).await
+    }
+}
+
+async fn unary(
+    pipeline: &Pipeline,
+    parsed: Parsed,
+    call: &CallContext,
+) -> Result<Response, ApiError> {
+    let served = call::unary(pipeline, parsed.request, call)
+        .await
+        .map_err(|error| ApiError::from_error(&error))?;
+    let body = serde_json::to_vec(&wire::Completion::new(&served.value)).map_err(|error| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("cannot encode the answer: {error}"),
+        )
+    })?;
+    let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    let model = HeaderValue::from_str(&served.value.model).ok();
+    served_by(
+        response.headers_mut(),
+        &served.provider,
+        served.attempts,
+        model,
+    );
+    Ok(response)
+}
+
+async fn stream(
+    pipeline: &Pipeline,
+    parsed: Parsed,
+    call: &CallContext,
+) -> Result<Response, ApiError> {
+    let served = call::stream(pipeline, parsed.request, call)
+        .await
+        .map_err(|error| ApiError::from_error(&error))?;
+    // The pipeline returned with the first chunk in hand: peeking at it
+    // (for the served model) does not wait for the upstream.
+    let mut chunks = served.value.peekable();
+    let model = match Pin::new(&mut chunks).peek().await {
+        Some(Ok(ChatChunk { model, .. })) => HeaderValue::from_str(model).ok(),
+        _ => None,
+    };
+    let body = Body::from_stream(SseBody::new(chunks, parsed.include_usage));
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response();
+    served_by(
+        response.headers_mut(),
+        &served.provider,
+        served.attempts,
+        model,
+    );
+    Ok(response)
+}
+
+/// Who served the call, after how many attempts, with which model: so the
+/// caller can see retries happened and need not stack its own.
+fn served_by(headers: &mut HeaderMap, provider: &str, attempts: u32, model: Option<HeaderValue>) {
+    if let Ok(provider) = HeaderValue::from_str(provider) {
+        headers.insert(HeaderName::from_static("x-llm-provider"), provider);
+    }
+    headers.insert(HeaderName::from_static("x-llm-attempts"), attempts.into());
+    if let Some(model) = model {
+        headers.insert(HeaderName::from_static("x-llm-model"), model);
+    }
+}
+
+fn body_error(rejection: BytesRejection) -> ApiError {
+    let status = rejection.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            status,
+            "request_too_large",
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+        );
+    }
+    ApiError::new(status, "invalid_body", rejection.body_text())
+}
+
+pub async fn list_models(State(pipeline): State<Arc<Pipeline>>) -> Response {
+    Json(models::list(pipeline.routes())).into_response()
+}
+
+pub async fn retrieve_model(
+    State(pipeline): State<Arc<Pipeline>>,
+    Path(id): Path<String>,
+) -> Response {
+    match models::find(pipeline.routes(), &id) {
+        Some(model) => Json(model).into_response(),
+        None => ApiError {
+            param: Some("model".to_owned()),
+            ..ApiError::new(
+                StatusCode::NOT_FOUND,
+                "model_not_found",
+                format!("no route lists the model `{id}`; GET /v1/models lists those that do"),
+            )
+        }
+        .into_response(),
+    }
+}
+
+pub async fn not_found(method: Method, uri: Uri) -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_url",
+        format!(
+            "no endpoint {method} {}: this is an OpenAI-compatible API serving \
+             POST /v1/chat/completions and GET /v1/models",
+            uri.path()
+        ),
+    )
+    .into_response()
+}
+
+pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not take {method}", uri.path()),
+    )
+    .into_response()
+}

@@ -1,0 +1,282 @@
+//! The ledger's pure parts (pricing, percentiles, timestamps, parsing) and
+//! the SQL helpers against a real file. The whole ledger, through its
+//! public API, is tested in `tests/ledger.rs`.
+
+use super::pricing::{PriceEntry, Pricing};
+use super::retention::{RetentionPolicy, enforce};
+use super::summary::nearest_rank;
+use super::*;
+use crate::call_record::{Caller, Edge, Outcome};
+use crate::model::{PromptTokensDetails, Usage};
+use std::collections::BTreeMap;
+use std::time::UNIX_EPOCH;
+
+fn price(model: &str, input: f64, output: f64, cached: Option<f64>) -> PriceEntry {
+    PriceEntry {
+        model: model.to_owned(),
+        input_per_million: input,
+        output_per_million: output,
+        cached_input_per_million: cached,
+    }
+}
+
+fn usage(prompt: u32, completion: u32, cached: u32) -> Usage {
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+        prompt_tokens_details: Some(PromptTokensDetails {
+            cached_tokens: cached,
+        }),
+        completion_tokens_details: None,
+    }
+}
+
+fn assert_close(actual: Option<f64>, expected: f64) {
+    let actual = actual.expect("a cost");
+    assert!(
+        (actual - expected).abs() < 1e-12,
+        "cost {actual} is not {expected}"
+    );
+}
+
+#[test]
+fn an_exact_price_beats_a_glob_listed_before_it() {
+    let pricing = Pricing::new(vec![
+        price("openai/*", 1.0, 1.0, None),
+        price("openai/gpt-4o", 2.0, 8.0, None),
+    ])
+    .unwrap();
+    assert_close(
+        pricing.cost("openai/gpt-4o", &usage(1_000_000, 1_000_000, 0)),
+        10.0,
+    );
+    assert_close(
+        pricing.cost("openai/gpt-4o-mini", &usage(1_000_000, 1_000_000, 0)),
+        2.0,
+    );
+}
+
+#[test]
+fn the_first_matching_glob_wins() {
+    let pricing = Pricing::new(vec![
+        price("openai/gpt-4o*", 2.5, 10.0, None),
+        price("openai/*", 100.0, 100.0, None),
+    ])
+    .unwrap();
+    assert_close(
+        pricing.cost("openai/gpt-4o-mini", &usage(1_000_000, 0, 0)),
+        2.5,
+    );
+    assert_close(pricing.cost("openai/o3", &usage(1_000_000, 0, 0)), 100.0);
+}
+
+#[test]
+fn cached_prompt_tokens_are_billed_at_the_cached_price() {
+    let pricing = Pricing::new(vec![
+        price("m", 2.0, 8.0, Some(0.5)),
+        price("no-cache-price", 2.0, 8.0, None),
+    ])
+    .unwrap();
+    // 600k uncached × $2 + 400k cached × $0.5 + 100k completion × $8.
+    assert_close(pricing.cost("m", &usage(1_000_000, 100_000, 400_000)), 2.2);
+    assert_close(
+        pricing.cost("no-cache-price", &usage(1_000_000, 100_000, 400_000)),
+        2.8,
+    );
+}
+
+#[test]
+fn an_unknown_model_has_no_cost_rather_than_zero() {
+    let pricing = Pricing::new(vec![price("openai/*", 1.0, 1.0, None)]).unwrap();
+    assert_eq!(pricing.cost("anthropic/claude", &usage(10, 10, 0)), None);
+    assert_eq!(
+        Pricing::new(Vec::new()).unwrap().cost("m", &usage(1, 1, 0)),
+        None
+    );
+    assert!(Pricing::new(Vec::new()).unwrap().is_empty());
+    assert!(!pricing.is_empty());
+}
+
+#[test]
+fn a_bad_pattern_or_price_is_refused_by_name() {
+    let error = Pricing::new(vec![price("openai/[gpt", 1.0, 1.0, None)]).unwrap_err();
+    assert!(error.contains("openai/[gpt"), "{error}");
+    let error = Pricing::new(vec![price("m", -1.0, 1.0, None)]).unwrap_err();
+    assert!(
+        error.contains("\"m\"") && error.contains("input"),
+        "{error}"
+    );
+    let error = Pricing::new(vec![price("m", 1.0, 1.0, Some(f64::NAN))]).unwrap_err();
+    assert!(error.contains("cached input"), "{error}");
+}
+
+#[test]
+fn nearest_rank_percentiles() {
+    let twenty: Vec<f64> = (1..=20).map(f64::from).collect();
+    assert_eq!(nearest_rank(&twenty, 50), 10.0);
+    assert_eq!(nearest_rank(&twenty, 95), 19.0);
+    let hundred: Vec<f64> = (1..=100).map(f64::from).collect();
+    assert_eq!(nearest_rank(&hundred, 50), 50.0);
+    assert_eq!(nearest_rank(&hundred, 95), 95.0);
+    assert_eq!(nearest_rank(&[7.0], 50), 7.0);
+    assert_eq!(nearest_rank(&[7.0], 95), 7.0);
+    assert_eq!(nearest_rank(&[1.0, 2.0, 3.0], 95), 3.0);
+    assert_eq!(nearest_rank(&[], 50), 0.0);
+}
+
+#[test]
+fn timestamps_in_rfc3339() {
+    assert_eq!(timestamp::rfc3339(0), "1970-01-01T00:00:00.000Z");
+    assert_eq!(
+        timestamp::rfc3339(1_700_000_000_123),
+        "2023-11-14T22:13:20.123Z"
+    );
+    assert_eq!(
+        timestamp::rfc3339(1_709_164_800_000),
+        "2024-02-29T00:00:00.000Z"
+    );
+    assert_eq!(
+        timestamp::rfc3339(951_868_799_999),
+        "2000-02-29T23:59:59.999Z"
+    );
+    assert_eq!(timestamp::rfc3339(-1), "1969-12-31T23:59:59.999Z");
+    let time = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+    assert_eq!(timestamp::unix_ms(time), 1_700_000_000_123);
+    assert_eq!(
+        timestamp::unix_ms(UNIX_EPOCH - Duration::from_millis(5)),
+        -5
+    );
+}
+
+#[test]
+fn group_by_parses_its_choices_and_lists_them_on_error() {
+    assert_eq!("model".parse(), Ok(GroupBy::Model));
+    assert_eq!("provider".parse(), Ok(GroupBy::Provider));
+    assert_eq!("caller".parse(), Ok(GroupBy::Caller));
+    assert_eq!("tag:team".parse(), Ok(GroupBy::Tag("team".to_owned())));
+    assert_eq!(GroupBy::Tag("team".to_owned()).to_string(), "tag:team");
+    for bad in ["tag:", "region", ""] {
+        let error = bad.parse::<GroupBy>().unwrap_err();
+        assert!(
+            error.contains("model, provider, caller or tag:<key>"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn outcome_filter_parses() {
+    assert_eq!("ok".parse(), Ok(OutcomeFilter::Ok));
+    assert_eq!("error".parse(), Ok(OutcomeFilter::Error));
+    assert_eq!(
+        "error:rate_limited".parse(),
+        Ok(OutcomeFilter::Label("error:rate_limited".to_owned()))
+    );
+    assert!("".parse::<OutcomeFilter>().is_err());
+}
+
+fn record_at(id: usize, started_at_ms: u64) -> CallRecord {
+    CallRecord {
+        request_id: format!("req-{id}"),
+        started_at: UNIX_EPOCH + Duration::from_millis(started_at_ms),
+        edge: Edge::Grpc,
+        stream: false,
+        caller: Caller::default(),
+        tags: BTreeMap::new(),
+        requested_model: "m".to_owned(),
+        served_model: None,
+        provider: None,
+        outcome: Outcome::Ok,
+        attempts: 1,
+        queue_wait: Duration::ZERO,
+        latency: Duration::from_millis(1),
+        time_to_first_chunk: None,
+        usage: None,
+        usage_estimated: false,
+        cost_usd: None,
+    }
+}
+
+fn ids(conn: &Connection) -> Vec<String> {
+    let mut statement = conn
+        .prepare("SELECT request_id FROM requests ORDER BY started_at_ms")
+        .unwrap();
+    statement
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+#[test]
+fn retention_deletes_in_chunks_until_both_limits_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = schema::open_writer(&dir.path().join("ledger.sqlite3")).unwrap();
+    {
+        let mut insert = conn.prepare(row::INSERT).unwrap();
+        // Shuffled start times: retention goes by start time, not insertion order.
+        for (id, second) in [
+            (3, 3),
+            (0, 0),
+            (9, 9),
+            (5, 5),
+            (1, 1),
+            (7, 7),
+            (2, 2),
+            (8, 8),
+            (4, 4),
+            (6, 6),
+        ] {
+            row::insert(&mut insert, &record_at(id, second * 1000)).unwrap();
+        }
+    }
+    let now = UNIX_EPOCH + Duration::from_secs(10);
+
+    // Age first: rows started before second 2 go, in chunks of one row.
+    let by_age = RetentionPolicy {
+        max_age: Some(Duration::from_secs(8)),
+        max_rows: None,
+    };
+    assert_eq!(enforce(&conn, &by_age, now, 1).unwrap(), 2);
+    assert_eq!(ids(&conn).len(), 8);
+
+    // Then rows: the newest five stay, in chunks of two.
+    let by_rows = RetentionPolicy {
+        max_age: Some(Duration::from_secs(8)),
+        max_rows: Some(5),
+    };
+    assert_eq!(enforce(&conn, &by_rows, now, 2).unwrap(), 3);
+    assert_eq!(ids(&conn), ["req-5", "req-6", "req-7", "req-8", "req-9"]);
+
+    // Nothing more to do: a second run deletes nothing.
+    assert_eq!(enforce(&conn, &by_rows, now, 2).unwrap(), 0);
+    let unlimited = RetentionPolicy::default();
+    assert_eq!(enforce(&conn, &unlimited, now, 2).unwrap(), 0);
+}
+
+#[test]
+fn opening_migrates_once_and_records_the_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    for _ in 0..2 {
+        let conn = schema::open_writer(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, schema::SCHEMA_VERSION);
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+}
+
+#[test]
+fn the_reader_cannot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    drop(schema::open_writer(&path).unwrap());
+    let reader = schema::open_reader(&path).unwrap();
+    assert!(reader.execute("DELETE FROM requests", []).is_err());
+}

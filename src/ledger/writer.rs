@@ -1,0 +1,119 @@
+//! The writer thread: the only owner of the writing connection. It takes
+//! records off the queue in batches and commits each batch in one
+//! transaction, so the cost of a commit is shared by many records.
+
+use super::counters::Counters;
+use super::retention::{self, RetentionSchedule};
+use super::row;
+use crate::call_record::CallRecord;
+use rusqlite::{Connection, TransactionBehavior};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+pub(super) enum Message {
+    /// Boxed so the queue's preallocated slots stay small.
+    Record(Box<CallRecord>),
+    /// Answered once everything queued before it is committed or counted
+    /// as dropped. It travels the same queue as records, so nothing can
+    /// overtake it.
+    Flush(oneshot::Sender<()>),
+}
+
+/// The longest `flush_interval` honoured: any longer is a configuration
+/// mistake, and would overflow `Instant` arithmetic.
+const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(3600);
+
+pub(super) struct Writer {
+    pub(super) conn: Connection,
+    pub(super) queue: Receiver<Message>,
+    pub(super) counters: Arc<Counters>,
+    pub(super) batch_max: usize,
+    pub(super) flush_interval: Duration,
+    pub(super) retention: RetentionSchedule,
+}
+
+#[derive(Default)]
+struct Batch {
+    records: Vec<CallRecord>,
+    flushes: Vec<oneshot::Sender<()>>,
+}
+
+impl Batch {
+    fn add(&mut self, message: Message) {
+        match message {
+            Message::Record(record) => self.records.push(*record),
+            Message::Flush(done) => self.flushes.push(done),
+        }
+    }
+}
+
+impl Writer {
+    /// Runs until every sender is gone and the queue is empty, which is
+    /// how `Ledger::close` stops it: nothing queued is left behind.
+    pub(super) fn run(mut self) {
+        while let Some(batch) = self.next_batch() {
+            if !batch.records.is_empty() {
+                self.commit(&batch.records);
+                self.retention.after_batch(&self.conn);
+            }
+            for done in batch.flushes {
+                // The flusher may have stopped waiting; nothing to tell then.
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Waits for a first message, then gathers more until the batch is
+    /// full, `flush_interval` has passed since that first message, or
+    /// someone asks for a flush. `None` once the ledger is closed and the
+    /// queue is drained.
+    fn next_batch(&mut self) -> Option<Batch> {
+        let first = loop {
+            // Waking up when idle lets retention run on a quiet ledger too.
+            match self.queue.recv_timeout(retention::EVERY) {
+                Ok(message) => break message,
+                Err(RecvTimeoutError::Timeout) => self.retention.run_if_due(&self.conn),
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        };
+        let mut batch = Batch::default();
+        batch.add(first);
+        let deadline = Instant::now() + self.flush_interval.min(MAX_FLUSH_INTERVAL);
+        while batch.records.len() < self.batch_max && batch.flushes.is_empty() {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match self.queue.recv_timeout(wait) {
+                Ok(message) => batch.add(message),
+                // Time is up, or the ledger closed: commit what we have.
+                Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+
+    fn commit(&mut self, records: &[CallRecord]) {
+        let rows = records.len() as u64;
+        match self.insert_all(records) {
+            Ok(()) => self.counters.add_written(rows),
+            // Disk full, file deleted, locked too long: these rows are lost,
+            // but counted and logged, and the next batch tries again.
+            Err(error) => self.counters.write_failed(rows, &error),
+        }
+    }
+
+    fn insert_all(&mut self, records: &[CallRecord]) -> rusqlite::Result<()> {
+        // IMMEDIATE takes the write lock up front, so a busy file makes us
+        // wait for the lock (busy_timeout) instead of failing mid-batch.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut insert = tx.prepare_cached(row::INSERT)?;
+            for record in records {
+                row::insert(&mut insert, record)?;
+            }
+        }
+        tx.commit()
+    }
+}

@@ -1,0 +1,106 @@
+//! What the pipeline did for one call — attempts, waits, time spent
+//! upstream, the last provider tried — written as it happens and read by
+//! the edge when it records the call. Atomics rather than a lock: the
+//! writer is the call's own task and the reader comes after it.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Default)]
+pub struct CallProgress {
+    attempts: AtomicU32,
+    queue_wait_us: AtomicU64,
+    upstream_us: AtomicU64,
+    backoff_us: AtomicU64,
+    provider: Mutex<Option<Arc<str>>>,
+}
+
+/// A copy of the progress at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProgressSnapshot {
+    pub attempts: u32,
+    /// Waiting for a concurrency slot or rate quota.
+    pub queue_wait: Duration,
+    /// Inside upstream requests (until the answer, or the first chunk).
+    pub upstream: Duration,
+    /// Sleeping between attempts.
+    pub backoff: Duration,
+    /// The provider tried last (the one that served, on success).
+    pub provider: Option<Arc<str>>,
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl CallProgress {
+    pub(super) fn attempt_started(&self, provider: &Arc<str>) {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        let mut last = self.provider.lock().unwrap_or_else(|poison| poison.into_inner());
+        if last.as_deref() != Some(&**provider) {
+            *last = Some(provider.clone());
+        }
+    }
+
+    pub(super) fn add_queue_wait(&self, wait: Duration) {
+        self.queue_wait_us.fetch_add(micros(wait), Ordering::Relaxed);
+    }
+
+    pub(super) fn add_upstream(&self, spent: Duration) {
+        self.upstream_us.fetch_add(micros(spent), Ordering::Relaxed);
+    }
+
+    pub(super) fn add_backoff(&self, slept: Duration) {
+        self.backoff_us.fetch_add(micros(slept), Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        ProgressSnapshot {
+            attempts: self.attempts.load(Ordering::Relaxed),
+            queue_wait: Duration::from_micros(self.queue_wait_us.load(Ordering::Relaxed)),
+            upstream: Duration::from_micros(self.upstream_us.load(Ordering::Relaxed)),
+            backoff: Duration::from_micros(self.backoff_us.load(Ordering::Relaxed)),
+            provider: self
+                .provider
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .clone(),
+        }
+    }
+}
+
+impl ProgressSnapshot {
+    /// The time the sidecar itself added to a call that took `elapsed`:
+    /// everything that was not upstream work, a queue wait or a backoff.
+    pub fn overhead(&self, elapsed: Duration) -> Duration {
+        elapsed
+            .saturating_sub(self.upstream)
+            .saturating_sub(self.queue_wait)
+            .saturating_sub(self.backoff)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overhead_is_what_is_left_after_upstream_queue_and_backoff() {
+        let progress = CallProgress::default();
+        let provider: Arc<str> = "a".into();
+        progress.attempt_started(&provider);
+        progress.attempt_started(&provider);
+        progress.add_upstream(Duration::from_millis(30));
+        progress.add_queue_wait(Duration::from_millis(5));
+        progress.add_backoff(Duration::from_millis(10));
+        let snapshot = progress.snapshot();
+        assert_eq!(snapshot.attempts, 2);
+        assert_eq!(snapshot.provider.as_deref(), Some("a"));
+        assert_eq!(
+            snapshot.overhead(Duration::from_millis(46)),
+            Duration::from_millis(1)
+        );
+        assert_eq!(snapshot.overhead(Duration::from_millis(1)), Duration::ZERO);
+    }
+}

@@ -1,0 +1,285 @@
+//! The instruments: the GenAI client metrics of the semantic conventions
+//! (with the spec's bucket boundaries, so dashboards built for any GenAI
+//! client work on ours) and the sidecar's own (`llm_sidecar.*`).
+//!
+//! Most GenAI figures are recorded once per call from the finished
+//! [`CallRecord`], the same record the ledger writes, so metrics and ledger
+//! can never disagree about a call. Recording is a few atomic updates on
+//! pre-aggregated instruments; nothing here blocks or does I/O.
+
+use super::genai::{
+    ERROR_TYPE, GEN_AI_OPERATION_NAME, GEN_AI_PROVIDER_NAME, GEN_AI_REQUEST_MODEL,
+    GEN_AI_RESPONSE_MODEL, GEN_AI_TOKEN_TYPE, HTTP_RESPONSE_STATUS_CODE, OPERATION_CHAT,
+    TOKEN_TYPE_INPUT, TOKEN_TYPE_OUTPUT,
+};
+use crate::call_record::{CallRecord, Outcome};
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const OPERATION_DURATION: &str = "gen_ai.client.operation.duration";
+pub const TOKEN_USAGE: &str = "gen_ai.client.token.usage";
+pub const TIME_TO_FIRST_CHUNK: &str = "gen_ai.client.operation.time_to_first_chunk";
+pub const TIME_PER_OUTPUT_CHUNK: &str = "gen_ai.client.operation.time_per_output_chunk";
+pub const REQUESTS_IN_FLIGHT: &str = "llm_sidecar.requests.in_flight";
+pub const QUEUE_WAIT: &str = "llm_sidecar.queue.wait";
+pub const QUEUE_DEPTH: &str = "llm_sidecar.queue.depth";
+pub const CIRCUIT_STATE: &str = "llm_sidecar.circuit.state";
+pub const RETRIES: &str = "llm_sidecar.retries";
+pub const UPSTREAM_RESPONSES: &str = "llm_sidecar.upstream.responses";
+pub const LEDGER_DROPPED: &str = "llm_sidecar.ledger.dropped";
+
+/// `error.type` of a call the caller abandoned.
+pub const ERROR_TYPE_CANCELLED: &str = "cancelled";
+
+/// The spec's boundaries for `gen_ai.client.operation.duration` and
+/// `time_to_first_chunk`, in seconds.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+/// The spec's boundaries for `gen_ai.client.token.usage`.
+pub const TOKEN_BUCKETS: [f64; 14] = [
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
+/// The spec's boundaries for `time_per_output_chunk`, in seconds.
+pub const CHUNK_INTERVAL_BUCKETS: [f64; 13] = [
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+];
+
+/// What the integrator's provider callback reports per provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderState {
+    pub provider: String,
+    /// Calls waiting for a concurrency slot.
+    pub queued: u64,
+    /// 0 closed, 1 half-open, 2 open.
+    pub circuit: u64,
+}
+
+/// The instruments, cheap to clone (each is an `Arc` inside).
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    operation_duration: Histogram<f64>,
+    token_usage: Histogram<u64>,
+    time_to_first_chunk: Histogram<f64>,
+    time_per_output_chunk: Histogram<f64>,
+    in_flight: UpDownCounter<i64>,
+    queue_wait: Histogram<f64>,
+    retries: Counter<u64>,
+    upstream_responses: Counter<u64>,
+    ledger_dropped: Counter<u64>,
+}
+
+impl Metrics {
+    pub fn new(meter: &Meter) -> Metrics {
+        let seconds = |name: &'static str, description: &'static str, buckets: &[f64]| {
+            meter
+                .f64_histogram(name)
+                .with_unit("s")
+                .with_description(description)
+                .with_boundaries(buckets.to_vec())
+                .build()
+        };
+        Metrics {
+            operation_duration: seconds(
+                OPERATION_DURATION,
+                "GenAI operation duration.",
+                &DURATION_BUCKETS,
+            ),
+            time_to_first_chunk: seconds(
+                TIME_TO_FIRST_CHUNK,
+                "Time to receive the first chunk of a streamed answer.",
+                &DURATION_BUCKETS,
+            ),
+            time_per_output_chunk: seconds(
+                TIME_PER_OUTPUT_CHUNK,
+                "Time between chunks of a streamed answer, after the first.",
+                &CHUNK_INTERVAL_BUCKETS,
+            ),
+            queue_wait: seconds(
+                QUEUE_WAIT,
+                "Time a call waited for a concurrency slot or a rate quota.",
+                &DURATION_BUCKETS,
+            ),
+            token_usage: meter
+                .u64_histogram(TOKEN_USAGE)
+                .with_unit("{token}")
+                .with_description("Number of input and output tokens used.")
+                .with_boundaries(TOKEN_BUCKETS.to_vec())
+                .build(),
+            in_flight: meter
+                .i64_up_down_counter(REQUESTS_IN_FLIGHT)
+                .with_unit("{request}")
+                .with_description("Calls being served now.")
+                .build(),
+            retries: meter
+                .u64_counter(RETRIES)
+                .with_unit("{retry}")
+                .with_description("Upstream attempts after the first, by reason.")
+                .build(),
+            upstream_responses: meter
+                .u64_counter(UPSTREAM_RESPONSES)
+                .with_unit("{response}")
+                .with_description("Upstream HTTP responses, by status code.")
+                .build(),
+            ledger_dropped: meter
+                .u64_counter(LEDGER_DROPPED)
+                .with_unit("{record}")
+                .with_description("Usage records lost because the ledger queue was full.")
+                .build(),
+        }
+    }
+
+    /// Duration, tokens and (for streams) time to first chunk of one
+    /// finished call. Estimated usage counts too: a cancelled stream still
+    /// used tokens, and leaving it out would under-report.
+    pub fn record_call(&self, record: &CallRecord) {
+        self.record(record, None);
+    }
+
+    /// [`record_call`](Self::record_call), plus the mean time per output
+    /// chunk after the first, for a stream that sent `output_chunks`.
+    pub fn record_call_with_chunks(&self, record: &CallRecord, output_chunks: u64) {
+        self.record(record, Some(output_chunks));
+    }
+
+    fn record(&self, record: &CallRecord, output_chunks: Option<u64>) {
+        let mut attributes = call_attributes(record);
+        self.operation_duration
+            .record(record.latency.as_secs_f64(), &attributes);
+        if record.stream
+            && let Some(first) = record.time_to_first_chunk
+        {
+            self.time_to_first_chunk
+                .record(first.as_secs_f64(), &attributes);
+            if let Some(per_chunk) = time_per_chunk(record.latency, first, output_chunks) {
+                self.time_per_output_chunk
+                    .record(per_chunk.as_secs_f64(), &attributes);
+            }
+        }
+        if let Some(usage) = &record.usage {
+            attributes.push(KeyValue::new(GEN_AI_TOKEN_TYPE, TOKEN_TYPE_INPUT));
+            self.token_usage
+                .record(u64::from(usage.prompt_tokens), &attributes);
+            attributes.pop();
+            attributes.push(KeyValue::new(GEN_AI_TOKEN_TYPE, TOKEN_TYPE_OUTPUT));
+            self.token_usage
+                .record(u64::from(usage.completion_tokens), &attributes);
+        }
+    }
+
+    /// One more attempt at `provider` because of `reason` (the error table's
+    /// short code: `rate_limited`, `http_503`, `connect`…).
+    pub fn retry(&self, provider: &str, reason: &str) {
+        self.retries.add(
+            1,
+            &[
+                KeyValue::new(GEN_AI_PROVIDER_NAME, provider.to_owned()),
+                KeyValue::new(ERROR_TYPE, reason.to_owned()),
+            ],
+        );
+    }
+
+    pub fn upstream_response(&self, provider: &str, status: u16) {
+        self.upstream_responses.add(
+            1,
+            &[
+                KeyValue::new(GEN_AI_PROVIDER_NAME, provider.to_owned()),
+                KeyValue::new(HTTP_RESPONSE_STATUS_CODE, i64::from(status)),
+            ],
+        );
+    }
+
+    pub fn queue_wait(&self, provider: &str, wait: Duration) {
+        self.queue_wait.record(
+            wait.as_secs_f64(),
+            &[KeyValue::new(GEN_AI_PROVIDER_NAME, provider.to_owned())],
+        );
+    }
+
+    /// +1 when a call starts, -1 when it ends (however it ends).
+    pub fn in_flight_add(&self, delta: i64) {
+        self.in_flight.add(delta, &[]);
+    }
+
+    pub fn ledger_dropped(&self, records: u64) {
+        self.ledger_dropped.add(records, &[]);
+    }
+
+    /// Registers `llm_sidecar.queue.depth` and `llm_sidecar.circuit.state`,
+    /// read from `providers` whenever metrics are collected (a scrape or a
+    /// periodic export), so the pipeline keeps no gauge up to date itself.
+    /// Call once per meter: each call adds another pair of callbacks.
+    pub fn observe_providers<F>(&self, meter: &Meter, providers: F)
+    where
+        F: Fn() -> Vec<ProviderState> + Send + Sync + 'static,
+    {
+        let providers = Arc::new(providers);
+        let for_depth = Arc::clone(&providers);
+        meter
+            .u64_observable_gauge(QUEUE_DEPTH)
+            .with_unit("{request}")
+            .with_description("Calls waiting for a concurrency slot, per provider.")
+            .with_callback(move |observer| {
+                for state in for_depth() {
+                    observer.observe(state.queued, &[provider_attribute(state.provider)]);
+                }
+            })
+            .build();
+        meter
+            .u64_observable_gauge(CIRCUIT_STATE)
+            .with_description("Circuit breaker state per provider: 0 closed, 1 half-open, 2 open.")
+            .with_callback(move |observer| {
+                for state in providers() {
+                    observer.observe(state.circuit, &[provider_attribute(state.provider)]);
+                }
+            })
+            .build();
+    }
+}
+
+fn provider_attribute(provider: String) -> KeyValue {
+    KeyValue::new(GEN_AI_PROVIDER_NAME, provider)
+}
+
+/// The attributes every GenAI metric of a call carries.
+fn call_attributes(record: &CallRecord) -> Vec<KeyValue> {
+    let mut attributes = Vec::with_capacity(6);
+    attributes.push(KeyValue::new(GEN_AI_OPERATION_NAME, OPERATION_CHAT));
+    attributes.push(KeyValue::new(
+        GEN_AI_REQUEST_MODEL,
+        record.requested_model.clone(),
+    ));
+    if let Some(provider) = &record.provider {
+        attributes.push(KeyValue::new(GEN_AI_PROVIDER_NAME, provider.clone()));
+    }
+    if let Some(model) = &record.served_model {
+        attributes.push(KeyValue::new(GEN_AI_RESPONSE_MODEL, model.clone()));
+    }
+    if let Some(error_type) = error_type(&record.outcome) {
+        attributes.push(KeyValue::new(ERROR_TYPE, error_type.to_owned()));
+    }
+    attributes
+}
+
+/// `error.type` of an outcome: the error table's code, `cancelled`, or
+/// none for a success.
+pub fn error_type(outcome: &Outcome) -> Option<&str> {
+    match outcome {
+        Outcome::Ok => None,
+        Outcome::Error { code } | Outcome::Partial { code } => Some(code),
+        Outcome::Cancelled { .. } => Some(ERROR_TYPE_CANCELLED),
+    }
+}
+
+/// `(latency - ttfc) / (chunks - 1)`: needs two chunks to measure a gap.
+fn time_per_chunk(latency: Duration, first: Duration, chunks: Option<u64>) -> Option<Duration> {
+    let gaps = chunks?.checked_sub(1).filter(|&gaps| gaps > 0)?;
+    let gaps = u32::try_from(gaps).unwrap_or(u32::MAX);
+    Some(latency.saturating_sub(first) / gaps)
+}
+
+#[cfg(test)]
+mod tests;
