@@ -97,9 +97,11 @@ impl Admin {
 
     pub async fn usage(&self, question: UsageQuestion) -> Result<Vec<SummaryRow>, AdminError> {
         let until = question.until.unwrap_or_else(SystemTime::now);
-        let since = question
-            .since
-            .unwrap_or_else(|| until.checked_sub(DEFAULT_WINDOW).unwrap_or(SystemTime::UNIX_EPOCH));
+        let since = question.since.unwrap_or_else(|| {
+            until
+                .checked_sub(DEFAULT_WINDOW)
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        });
         if since > until {
             return Err(AdminError::Invalid(
                 "`since` is after `until`: the window is empty".to_owned(),
@@ -173,9 +175,7 @@ impl Admin {
 
     fn ledger(&self) -> Result<&crate::ledger::Ledger, AdminError> {
         self.observer.ledger().ok_or_else(|| {
-            AdminError::Unavailable(
-                "the usage ledger is off (ledger.enabled = false)".to_owned(),
-            )
+            AdminError::Unavailable("the usage ledger is off (ledger.enabled = false)".to_owned())
         })
     }
 }

@@ -46,6 +46,15 @@ pub struct ServeArgs {
     /// Serve on this TCP address instead of the configured one ("" for none).
     #[arg(long, env = "LLM_SIDECAR_TCP")]
     pub tcp: Option<String>,
+    /// Serve the OpenAI-compatible HTTP API on this TCP address ("" for none).
+    #[arg(long, env = "LLM_SIDECAR_HTTP")]
+    pub http: Option<String>,
+    /// Serve the admin port (metrics, usage) on this TCP address ("" for none).
+    #[arg(long, env = "LLM_SIDECAR_ADMIN")]
+    pub admin: Option<String>,
+    /// Keep the usage ledger in this SQLite file ("" to switch it off).
+    #[arg(long, env = "LLM_SIDECAR_LEDGER")]
+    pub ledger: Option<String>,
 }
 
 /// Runs a parsed command line; the exit code is the result.

@@ -19,6 +19,7 @@
 //! - `pricing`: model name → USD for a call's tokens.
 //! - `counters`: written and dropped counts, and the drop warnings.
 //! - `error`: [`LedgerError`], every message naming the file.
+//! - `timestamp`: unix milliseconds and RFC 3339.
 
 mod counters;
 mod error;

@@ -388,12 +388,12 @@ impl Routed<'_> {
                 let first = tokio::time::timeout(timeouts.first_chunk, first_chunk()).await;
                 progress.add_upstream(sent.elapsed());
                 let (first, rest) = first.unwrap_or_else(|_| {
-                        Err(Error::Timeout {
-                            provider: provider.name.to_string(),
-                            kind: TimeoutKind::FirstChunk,
-                            after: timeouts.first_chunk,
-                        })
-                    })?;
+                    Err(Error::Timeout {
+                        provider: provider.name.to_string(),
+                        kind: TimeoutKind::FirstChunk,
+                        after: timeouts.first_chunk,
+                    })
+                })?;
                 Ok((first, rest, (slot, in_flight)))
             })
             .await?;
@@ -401,8 +401,13 @@ impl Routed<'_> {
             Some(first) => Box::pin(futures::stream::once(async { Ok(first) }).chain(rest)),
             None => rest,
         };
-        let bounded =
-            BoundedStream::new(stream, provider.name.clone(), bounds, timeouts.idle, Some(slot));
+        let bounded = BoundedStream::new(
+            stream,
+            provider.name.clone(),
+            bounds,
+            timeouts.idle,
+            Some(slot),
+        );
         Ok((Box::pin(bounded), attempts))
     }
 

@@ -7,9 +7,9 @@ mod uds;
 
 pub use uds::{BindError, bind_uds};
 
-use crate::config::{Config, Env};
 use crate::admin::Admin;
 use crate::admin::grpc::AdminServiceImpl;
+use crate::config::{Config, Env};
 use crate::inbound::grpc::ChatServiceImpl;
 use crate::inbound::observe::Observer;
 use crate::pipeline::Pipeline;
@@ -137,7 +137,10 @@ pub async fn start(config: &Config, env: Env<'_>) -> anyhow::Result<Running> {
     let mut running_admin = None;
     if let Some(addr) = config.server.admin {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-            format!("cannot listen on {addr} (server.admin in {})", config.source)
+            format!(
+                "cannot listen on {addr} (server.admin in {})",
+                config.source
+            )
         })?;
         let bound = listener.local_addr()?;
         // gRPC (AdminService, health for kubelet probes) and JSON on one port.

@@ -14,6 +14,9 @@ fn sidecar(args: &[&str]) -> Command {
         .env_remove("LLM_SIDECAR_CONFIG")
         .env_remove("LLM_SIDECAR_UDS")
         .env_remove("LLM_SIDECAR_TCP")
+        .env_remove("LLM_SIDECAR_HTTP")
+        .env_remove("LLM_SIDECAR_ADMIN")
+        .env_remove("LLM_SIDECAR_LEDGER")
         .env_remove("OPENAI_API_KEY")
         .env_remove("OPENROUTER_API_KEY")
         .env_remove("DEEPSEEK_API_KEY")
@@ -35,7 +38,9 @@ impl Drop for Served {
 /// Starts `serve` on `socket` (no TCP) and waits until it answers.
 fn serve(socket: &Path, extra: &[&str]) -> Served {
     let socket_arg = socket.to_str().unwrap();
-    let mut args = vec!["serve", "--uds", socket_arg, "--tcp", ""];
+    let mut args = vec![
+        "serve", "--uds", socket_arg, "--tcp", "", "--http", "", "--admin", "", "--ledger", "",
+    ];
     args.extend_from_slice(extra);
     let child = sidecar(&args)
         .stdout(Stdio::null())
@@ -140,7 +145,17 @@ fn a_live_socket_is_not_stolen_and_a_stale_one_is_replaced() {
     let socket = socket_in(&dir);
     let mut first = serve(&socket, &[]);
 
-    let second = run(&["serve", "--uds", socket.to_str().unwrap(), "--tcp", ""]);
+    let second = run(&[
+        "serve",
+        "--uds",
+        socket.to_str().unwrap(),
+        "--tcp",
+        "",
+        "--http",
+        "",
+        "--admin",
+        "",
+    ]);
     assert!(!second.status.success());
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(

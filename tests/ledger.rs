@@ -321,6 +321,36 @@ async fn a_full_queue_counts_drops_and_never_blocks() {
     ledger.close().await;
 }
 
+#[tokio::test]
+async fn a_failed_write_is_counted_and_the_writer_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(&dir).path;
+    let ledger = open(&dir);
+    ledger.record(call("before", at(0)));
+    ledger.flush().await;
+
+    // The table vanishing under the writer stands in for a deleted or
+    // broken file: the batch fails.
+    let other = Connection::open(&path).unwrap();
+    other
+        .execute_batch("ALTER TABLE requests RENAME TO moved_away")
+        .unwrap();
+    ledger.record(call("lost-1", at(1)));
+    ledger.record(call("lost-2", at(2)));
+    ledger.flush().await;
+    assert_eq!((ledger.written(), ledger.dropped()), (1, 2));
+
+    other
+        .execute_batch("ALTER TABLE moved_away RENAME TO requests")
+        .unwrap();
+    ledger.record(call("after", at(3)));
+    ledger.flush().await;
+    assert_eq!((ledger.written(), ledger.dropped()), (2, 2));
+    let rows = ledger.recent(everything()).await.unwrap();
+    assert_eq!(request_ids(&rows), ["after", "before"]);
+    ledger.close().await;
+}
+
 /// Six calls in the window and one before it, chosen so that every group
 /// differs in some total.
 fn summary_fixture() -> Vec<CallRecord> {

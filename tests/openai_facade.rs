@@ -451,6 +451,7 @@ async fn the_callers_timeout_header_is_its_deadline() {
 async fn a_caller_that_goes_away_mid_stream_closes_the_upstream_request() {
     let harness = Harness::start().await;
     let chat = streamed("a b c d e f g h i j", json!({"chunk_delay_ms": 200}));
+    let started = std::time::Instant::now();
     let response = post(&harness, &chat).await;
     assert_eq!(response.status(), StatusCode::OK);
     let mut body = response.bytes_stream();
@@ -461,6 +462,12 @@ async fn a_caller_that_goes_away_mid_stream_closes_the_upstream_request() {
     }
     let first = String::from_utf8(seen).unwrap();
     assert!(first.starts_with("data: {"), "{first}");
+    // Each event is sent as it arrives, not when the answer (2 s) is whole.
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     drop(body); // the caller goes away mid-answer
     assert!(
         harness.upstream_closed().await,
@@ -535,8 +542,9 @@ async fn unknown_paths_are_404_and_wrong_methods_405() {
         .send()
         .await
         .unwrap();
-    let (status, _, text) = read(response).await;
+    let (status, headers, text) = read(response).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(headers["allow"], "POST");
     assert_eq!(error_of(&text)["code"], "method_not_allowed");
     harness.stop().await;
 }
@@ -578,4 +586,24 @@ http = "127.0.0.1:0"
     let events = events(&text);
     assert_eq!(events.last().unwrap(), "[DONE]");
     running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_caller_that_goes_away_from_a_unary_call_closes_the_upstream_request() {
+    let harness = Harness::start().await;
+    let base = harness.http_base();
+    let chat = body("hi", json!({"hang": true})).to_string();
+    let call = tokio::spawn(async move { post_raw(&base, chat, &[]).await });
+    for _ in 0..100 {
+        if !harness.fake.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    call.abort();
+    assert!(
+        harness.upstream_closed().await,
+        "the upstream request stayed open after the caller left"
+    );
+    harness.stop().await;
 }

@@ -43,7 +43,10 @@ fn instant(text: Option<&str>) -> Result<Option<SystemTime>, AdminError> {
 async fn metrics(State(admin): State<Admin>) -> Response {
     match admin.metrics_text() {
         Some(text) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             text,
         )
             .into_response(),
@@ -59,7 +62,10 @@ struct UsageParams {
 }
 
 async fn usage(State(admin): State<Admin>, Query(params): Query<UsageParams>) -> Response {
-    let question = match (instant(params.since.as_deref()), instant(params.until.as_deref())) {
+    let question = match (
+        instant(params.since.as_deref()),
+        instant(params.until.as_deref()),
+    ) {
         (Ok(since), Ok(until)) => UsageQuestion {
             since,
             until,
@@ -67,10 +73,14 @@ async fn usage(State(admin): State<Admin>, Query(params): Query<UsageParams>) ->
         },
         (Err(error), _) | (_, Err(error)) => return error_response(&error),
     };
-    let group_by = question.group_by.clone().unwrap_or_else(|| "model".to_owned());
+    let group_by = question
+        .group_by
+        .clone()
+        .unwrap_or_else(|| "model".to_owned());
     match admin.usage(question).await {
-        Ok(groups) => Json(serde_json::json!({ "group_by": group_by, "groups": groups }))
-            .into_response(),
+        Ok(groups) => {
+            Json(serde_json::json!({ "group_by": group_by, "groups": groups })).into_response()
+        }
         Err(error) => error_response(&error),
     }
 }

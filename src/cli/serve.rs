@@ -35,29 +35,52 @@ fn apply_overrides(config: &mut Config, args: &ServeArgs) -> Result<(), ConfigEr
     if let Some(uds) = &args.uds {
         config.server.uds = (!uds.is_empty()).then(|| PathBuf::from(uds));
     }
+    let allow_non_loopback = config.server.allow_non_loopback;
+    let address = |flag: &str, text: &str| -> Result<Option<SocketAddr>, ConfigError> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let addr: SocketAddr = text.parse().map_err(|_| {
+            error(
+                flag,
+                format!("`{text}` is not an address such as 127.0.0.1:50051"),
+            )
+        })?;
+        if !addr.ip().is_loopback() && !allow_non_loopback {
+            return Err(error(
+                flag,
+                format!(
+                    "{addr} is not a loopback address; set server.allow_non_loopback = true in the config file if you mean it"
+                ),
+            ));
+        }
+        Ok(Some(addr))
+    };
     if let Some(tcp) = &args.tcp {
-        config.server.tcp = if tcp.is_empty() {
-            None
-        } else {
-            let addr: SocketAddr = tcp.parse().map_err(|_| {
-                error(
-                    "--tcp",
-                    format!("`{tcp}` is not an address such as 127.0.0.1:50051"),
-                )
-            })?;
-            if !addr.ip().is_loopback() && !config.server.allow_non_loopback {
-                return Err(error(
-                    "--tcp",
-                    format!(
-                        "{addr} is not a loopback address; set server.allow_non_loopback = true in the config file if you mean it"
-                    ),
-                ));
-            }
-            Some(addr)
-        };
+        config.server.tcp = address("--tcp", tcp)?;
     }
-    if config.server.uds.is_none() && config.server.tcp.is_none() {
-        return Err(error("--uds/--tcp", "nothing left to listen on".to_owned()));
+    if let Some(http) = &args.http {
+        config.server.http = address("--http", http)?;
+    }
+    if let Some(admin) = &args.admin {
+        config.server.admin = address("--admin", admin)?;
+    }
+    if let Some(ledger) = &args.ledger {
+        config.ledger.enabled = !ledger.is_empty();
+        if !ledger.is_empty() {
+            config.ledger.path = PathBuf::from(ledger);
+        }
+    }
+    let server = &config.server;
+    if server.uds.is_none()
+        && server.tcp.is_none()
+        && server.http.is_none()
+        && server.http_uds.is_none()
+    {
+        return Err(error(
+            "--uds/--tcp/--http",
+            "nothing left to listen on".to_owned(),
+        ));
     }
     Ok(())
 }

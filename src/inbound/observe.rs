@@ -187,7 +187,13 @@ impl Observation {
                 served.value.usage,
                 Some(served.value.model.clone()).filter(|model| !model.is_empty()),
             ),
-            Err(error) => (Outcome::Error { code: code_of(error) }, None, None),
+            Err(error) => (
+                Outcome::Error {
+                    code: code_of(error),
+                },
+                None,
+                None,
+            ),
         };
         let tally = tally::Tally {
             served_model: model,
@@ -209,10 +215,7 @@ impl Observation {
 
     /// Watches a served stream to its end (or its abandonment).
     pub fn watch(self, served: Served<ChunkStream>) -> WatchedStream {
-        let drain = self
-            .observer
-            .drain_on_cancel
-            .contains(&*served.provider);
+        let drain = self.observer.drain_on_cancel.contains(&*served.provider);
         WatchedStream::new(served.value, self, drain)
     }
 

@@ -37,14 +37,18 @@ fn micros(duration: Duration) -> u64 {
 impl CallProgress {
     pub(super) fn attempt_started(&self, provider: &Arc<str>) {
         self.attempts.fetch_add(1, Ordering::Relaxed);
-        let mut last = self.provider.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut last = self
+            .provider
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         if last.as_deref() != Some(&**provider) {
             *last = Some(provider.clone());
         }
     }
 
     pub(super) fn add_queue_wait(&self, wait: Duration) {
-        self.queue_wait_us.fetch_add(micros(wait), Ordering::Relaxed);
+        self.queue_wait_us
+            .fetch_add(micros(wait), Ordering::Relaxed);
     }
 
     pub(super) fn add_upstream(&self, spent: Duration) {

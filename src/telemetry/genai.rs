@@ -315,14 +315,18 @@ fn truncate(mut text: String, max_bytes: usize) -> String {
     if text.len() <= max_bytes {
         return text;
     }
-    let mut end = max_bytes.saturating_sub(TRUNCATION_MARKER.len());
+    // A cap too small for the marker gets the bare cut.
+    let marker = if max_bytes >= TRUNCATION_MARKER.len() {
+        TRUNCATION_MARKER
+    } else {
+        ""
+    };
+    let mut end = max_bytes - marker.len();
     while !text.is_char_boundary(end) {
         end -= 1;
     }
     text.truncate(end);
-    if max_bytes >= TRUNCATION_MARKER.len() {
-        text.push_str(TRUNCATION_MARKER);
-    }
+    text.push_str(marker);
     text
 }
 

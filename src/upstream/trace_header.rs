@@ -34,9 +34,7 @@ pub fn trace_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::trace::{
-        SpanContext, SpanId, TraceFlags, TraceId, TraceState,
-    };
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 
     #[test]
     fn a_sampled_span_becomes_a_version_00_traceparent() {

@@ -46,6 +46,7 @@ impl Harness {
 [server]
 uds = "{socket}"
 http = "127.0.0.1:0"
+admin = "127.0.0.1:0"
 [providers.fake]
 base_url = "{base}"
 api_key_env = "FAKE_KEY"
@@ -53,8 +54,17 @@ api_key_env = "FAKE_KEY"
 circuit_failures = 0
 {provider_toml}
 {tables}
+{ledger}
 "#,
             socket = socket.display(),
+            ledger = if tables.contains("[ledger]") {
+                String::new()
+            } else {
+                format!(
+                    "[ledger]\npath = \"{}\"",
+                    dir.path().join("ledger.sqlite3").display()
+                )
+            },
             base = fake.base_url(),
         );
         let config = from_toml(&toml, "test.toml").expect("the test config is valid");
@@ -78,6 +88,33 @@ circuit_failures = 0
         let running = self.running.as_ref().expect("the sidecar runs");
         let addr = running.http.expect("the harness serves the HTTP facade");
         format!("http://{addr}/v1")
+    }
+
+    /// The admin port's base URL (`http://127.0.0.1:PORT`).
+    pub fn admin_base(&self) -> String {
+        let running = self.running.as_ref().expect("the sidecar runs");
+        format!(
+            "http://{}",
+            running.admin.expect("the harness serves the admin port")
+        )
+    }
+
+    /// The ledger's rows, newest first, once everything recorded so far is
+    /// written.
+    pub async fn ledger_rows(&self) -> Vec<llm_sidecar::ledger::LedgerRow> {
+        let running = self.running.as_ref().expect("the sidecar runs");
+        let ledger = running
+            .observer
+            .ledger()
+            .expect("the harness keeps a ledger");
+        ledger.flush().await;
+        ledger
+            .recent(llm_sidecar::ledger::RecentQuery {
+                limit: 1000,
+                ..llm_sidecar::ledger::RecentQuery::default()
+            })
+            .await
+            .expect("the ledger answers")
     }
 
     /// Whether the upstream saw its request abandoned (within 5 s).

@@ -48,7 +48,8 @@ def sidecar():
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env["LLM_SIDECAR_LOG"] = "warn"
     process = subprocess.Popen(
-        [binary, "serve", "--uds", socket, "--tcp", ""],
+        [binary, "serve", "--uds", socket, "--tcp", "", "--http", "", "--admin", "",
+         "--ledger", os.path.join(workdir, "ledger.sqlite3")],
         env=env,
         stdout=subprocess.DEVNULL,
     )

@@ -72,7 +72,11 @@ fn describe_call(metadata: &mut tonic::metadata::MetadataMap, finished: &Finishe
     if let Ok(value) = finished.request_id.parse() {
         metadata.insert("x-request-id", value);
     }
-    if let Some(model) = finished.model.as_deref().and_then(|model| model.parse().ok()) {
+    if let Some(model) = finished
+        .model
+        .as_deref()
+        .and_then(|model| model.parse().ok())
+    {
         metadata.insert("x-llm-model", model);
     }
     let overhead_us = u64::try_from(finished.overhead.as_micros()).unwrap_or(u64::MAX);

@@ -21,23 +21,23 @@ use std::task::{Context, Poll, ready};
 
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
 
-/// What one event starts with; chunks are usually a few hundred bytes.
-const FIRST_CAPACITY: usize = 512;
+/// Room for the first event; chunks are usually a few hundred bytes.
+const FIRST_EVENT_BYTES: usize = 512;
 
 /// Writes events into one buffer whose memory is reused once hyper has
-/// sent the previous event (`BytesMut` reclaims it), sized to the largest
-/// event seen so far.
+/// sent the previous event (`BytesMut` reclaims it), with room for an event
+/// as large as the last one, so the JSON is written without regrowing.
 #[derive(Debug)]
 pub struct Encoder {
     buffer: BytesMut,
-    largest: usize,
+    last: usize,
 }
 
 impl Default for Encoder {
     fn default() -> Self {
         Encoder {
             buffer: BytesMut::new(),
-            largest: FIRST_CAPACITY,
+            last: FIRST_EVENT_BYTES,
         }
     }
 }
@@ -59,11 +59,11 @@ impl Encoder {
         json: impl FnOnce(&mut bytes::buf::Writer<&mut BytesMut>) -> serde_json::Result<()>,
     ) -> serde_json::Result<Bytes> {
         self.buffer.clear();
-        self.buffer.reserve(self.largest);
+        self.buffer.reserve(self.last + self.last / 4);
         self.buffer.put_slice(b"data: ");
         json(&mut (&mut self.buffer).writer())?;
         self.buffer.put_slice(b"\n\n");
-        self.largest = self.largest.max(self.buffer.len());
+        self.last = self.buffer.len();
         Ok(self.buffer.split().freeze())
     }
 }
