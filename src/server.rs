@@ -116,7 +116,7 @@ pub async fn start(config: &Config, env: Env<'_>) -> anyhow::Result<Running> {
         tracing::info!(%bound, "serving gRPC on loopback TCP");
         running_tcp = Some(bound);
     }
-    let facade = crate::inbound::openai_http::router(pipeline.clone());
+    let facade = crate::inbound::openai_http::router(pipeline.clone(), observer.clone());
     let mut running_http = None;
     if let Some(addr) = config.server.http {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {

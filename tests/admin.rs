@@ -44,10 +44,20 @@ async fn get_json(url: &str) -> (u16, Value) {
 async fn usage_by_caller_matches_the_calls_made() {
     let mut harness = Harness::start_full("", PRICES).await;
     known_calls(&mut harness).await;
-    let (status, body) = get_json(&format!("{}/admin/usage?group_by=caller&since=1h", harness.admin_base())).await;
+    let (status, body) = get_json(&format!(
+        "{}/admin/usage?group_by=caller&since=1h",
+        harness.admin_base()
+    ))
+    .await;
     assert_eq!(status, 200, "{body}");
     let groups = body["groups"].as_array().unwrap();
-    let group = |key: &str| groups.iter().find(|group| group["key"] == key).unwrap().clone();
+    let group = |key: &str| {
+        groups
+            .iter()
+            .find(|group| group["key"] == key)
+            .unwrap()
+            .clone()
+    };
     let a = group("a");
     assert_eq!(a["requests"], 2);
     assert_eq!(a["errors"], 0);
@@ -63,14 +73,22 @@ async fn usage_by_caller_matches_the_calls_made() {
     assert!((b["cost_usd"].as_f64().unwrap() - 620.0 / 1e6).abs() < 1e-12);
     assert_eq!(groups[0]["key"], "a");
 
-    let (_, by_tag) = get_json(&format!("{}/admin/usage?group_by=tag:team", harness.admin_base())).await;
+    let (_, by_tag) = get_json(&format!(
+        "{}/admin/usage?group_by=tag:team",
+        harness.admin_base()
+    ))
+    .await;
     let keys: Vec<&str> = by_tag["groups"]
         .as_array()
         .unwrap()
         .iter()
         .map(|group| group["key"].as_str().unwrap())
         .collect();
-    assert_eq!(keys.len(), 3, "x, y, and the refused call with no tag: {by_tag}");
+    assert_eq!(
+        keys.len(),
+        3,
+        "x, y, and the refused call with no tag: {by_tag}"
+    );
     harness.stop().await;
 }
 
@@ -81,7 +99,10 @@ async fn recent_requests_filter_and_show_no_content() {
     let base = harness.admin_base();
     let (_, all) = get_json(&format!("{base}/admin/requests")).await;
     assert_eq!(all["requests"].as_array().unwrap().len(), 4);
-    assert!(!all.to_string().contains("\"hi\""), "no prompt content: {all}");
+    assert!(
+        !all.to_string().contains("\"hi\""),
+        "no prompt content: {all}"
+    );
     let (_, errors) = get_json(&format!("{base}/admin/logs?outcome=error")).await;
     let errors = errors["requests"].as_array().unwrap();
     assert_eq!(errors.len(), 1);
@@ -93,7 +114,10 @@ async fn recent_requests_filter_and_show_no_content() {
     assert!(bad["error"].as_str().unwrap().contains("15m"), "{bad}");
     let (status, bad) = get_json(&format!("{base}/admin/usage?group_by=colour")).await;
     assert_eq!(status, 400);
-    assert!(bad["error"].as_str().unwrap().contains("tag:<key>"), "{bad}");
+    assert!(
+        bad["error"].as_str().unwrap().contains("tag:<key>"),
+        "{bad}"
+    );
     harness.stop().await;
 }
 
@@ -150,7 +174,12 @@ async fn the_admin_service_speaks_grpc_on_the_admin_port_only() {
         .await
         .unwrap()
         .into_inner();
-    assert!(health.providers.iter().any(|provider| provider.name == "fake"));
+    assert!(
+        health
+            .providers
+            .iter()
+            .any(|provider| provider.name == "fake")
+    );
 
     // The application's socket does not serve it.
     let channel = llm_sidecar::client::connect_uds(&harness.dir.path().join("sidecar.sock"))

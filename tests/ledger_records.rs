@@ -300,3 +300,56 @@ async fn the_ledger_survives_a_restart() {
     reopened.close().await;
     drop(dir);
 }
+
+#[tokio::test]
+async fn calls_through_the_http_facade_are_recorded_the_same_way() {
+    let harness = Harness::start_full("", PRICES).await;
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{}/chat/completions", harness.http_base()))
+        .header("x-llm-caller", "sdk-user")
+        .json(&json!({
+            "model": "fake-model",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": true,
+            "metadata": {"team": "web"},
+            "fake": {"chunks": 3, "prompt_tokens": 5},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let overhead: u64 = response.headers()["x-llm-overhead-us"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(overhead < 1_000_000, "{overhead} µs");
+    let body = response.text().await.unwrap();
+    assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+
+    let bad = client
+        .post(format!("{}/chat/completions", harness.http_base()))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    let rows = harness.ledger_rows().await;
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    assert!(rows[0].outcome.starts_with("error:"), "{}", rows[0].outcome);
+    let row = &rows[1];
+    assert_eq!(row.request_id, request_id);
+    assert_eq!(row.edge, "http");
+    assert_eq!(row.outcome, "ok");
+    assert_eq!(row.caller_name.as_deref(), Some("sdk-user"));
+    assert_eq!(row.tags.get("team").map(String::as_str), Some("web"));
+    assert_eq!(row.prompt_tokens, Some(5));
+    assert!(row.cost_usd.is_some());
+    harness.stop().await;
+}

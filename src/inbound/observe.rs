@@ -44,6 +44,8 @@ pub struct Arrival<'a> {
     pub headers: &'a HeaderMap,
     /// The peer process on a Unix socket: (uid, pid).
     pub peer: Option<(u32, Option<i32>)>,
+    /// The id the edge already gave the call; else one is chosen here.
+    pub request_id: Option<&'a str>,
 }
 
 impl Observer {
@@ -91,7 +93,9 @@ impl Observer {
             pid: arrival.peer.and_then(|(_, pid)| pid),
         };
         let record = CallRecord {
-            request_id: request_id(arrival.headers),
+            request_id: arrival
+                .request_id
+                .map_or_else(|| request_id(arrival.headers), str::to_owned),
             started_at: SystemTime::now(),
             edge: arrival.edge,
             stream: request.stream,
@@ -120,8 +124,9 @@ impl Observer {
     }
 }
 
-/// A caller's `x-request-id` when it is a sane token, else a fresh UUID.
-fn request_id(headers: &HeaderMap) -> String {
+/// A caller's `x-request-id` when it is a sane token (so it can go into
+/// logs and headers as it is), else a fresh UUID.
+pub fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
         .and_then(|value| value.to_str().ok())
@@ -164,6 +169,12 @@ impl Observation {
         self.record
             .as_ref()
             .map_or("", |record| record.request_id.as_str())
+    }
+
+    /// The time the sidecar has added so far; once a stream's first chunk
+    /// is in hand, that is all it will add before the caller reads it.
+    pub fn overhead_so_far(&self) -> Duration {
+        self.progress.snapshot().overhead(self.began.elapsed())
     }
 
     /// The pipeline's view of the call, sharing this observation's progress.

@@ -52,6 +52,7 @@ mod wire;
 
 pub use handlers::RequestId;
 
+use crate::inbound::observe::Observer;
 use crate::pipeline::Pipeline;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -63,8 +64,16 @@ use std::sync::Arc;
 /// pipeline alone.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
+/// What every facade handler shares: the pipeline, and the observer that
+/// records each call.
+#[derive(Debug, Clone)]
+pub struct Facade {
+    pub pipeline: Arc<Pipeline>,
+    pub observer: Arc<Observer>,
+}
+
 /// The facade's routes over the shared pipeline.
-pub fn router(pipeline: Arc<Pipeline>) -> Router {
+pub fn router(pipeline: Arc<Pipeline>, observer: Arc<Observer>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(handlers::chat_completions))
         .route("/v1/models", get(handlers::list_models))
@@ -73,5 +82,5 @@ pub fn router(pipeline: Arc<Pipeline>) -> Router {
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(handlers::request_id))
-        .with_state(pipeline)
+        .with_state(Facade { pipeline, observer })
 }

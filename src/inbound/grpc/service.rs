@@ -37,6 +37,7 @@ impl ChatServiceImpl {
             edge: Edge::Grpc,
             headers: metadata.as_ref(),
             peer,
+            request_id: None,
         };
         let model = message.model.clone();
         match request_from_proto(message) {

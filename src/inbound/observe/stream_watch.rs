@@ -42,6 +42,13 @@ impl WatchedStream {
             .map_or("", |observation| observation.request_id())
     }
 
+    /// See [`Observation::overhead_so_far`].
+    pub fn overhead_so_far(&self) -> std::time::Duration {
+        self.observation
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, Observation::overhead_so_far)
+    }
+
     /// Once the stream has ended well: the call's summary.
     pub fn take_end(&mut self) -> Option<StreamEnd> {
         self.end.take()

@@ -1,28 +1,45 @@
 //! Every call the facade makes to the pipeline, and nothing else: the one
-//! seam where a call begins and ends, so per-call records, overhead and
-//! spans can wrap it without touching the HTTP conversions around it.
+//! seam where a call begins and ends. Each call is watched by an
+//! [`Observation`] (ledger row, metrics, log line), exactly as on gRPC.
 
 use crate::error::Error;
+use crate::inbound::observe::{Finished, Observation, WatchedStream};
 use crate::model::{ChatRequest, ChatResponse};
 use crate::pipeline::{CallContext, Pipeline, Served};
-use crate::upstream::ChunkStream;
 
-/// A whole answer.
+/// A whole answer, and the finished call's summary for the headers.
 pub async fn unary(
     pipeline: &Pipeline,
+    observation: Observation,
     request: ChatRequest,
     call: &CallContext,
-) -> Result<Served<ChatResponse>, Error> {
-    pipeline.complete(request, call).await
+) -> (Result<Served<ChatResponse>, Error>, Finished) {
+    let result = pipeline.complete(request, call).await;
+    let finished = observation.finish_unary(&result);
+    (result, finished)
 }
 
-/// A stream, returned once its first chunk has arrived (so every failure
-/// before it is still an HTTP status). Dropping the stream closes the
-/// upstream request.
+/// A stream under watch, returned once its first chunk has arrived (so
+/// every failure before it is still an HTTP status). Dropping the stream
+/// closes the upstream request and records the call as cancelled.
 pub async fn stream(
     pipeline: &Pipeline,
+    observation: Observation,
     request: ChatRequest,
     call: &CallContext,
-) -> Result<Served<ChunkStream>, Error> {
-    pipeline.stream(request, call).await
+) -> Result<(Served<()>, WatchedStream), (Error, Finished)> {
+    match pipeline.stream(request, call).await {
+        Ok(served) => {
+            let summary = Served {
+                provider: served.provider.clone(),
+                attempts: served.attempts,
+                value: (),
+            };
+            Ok((summary, observation.watch(served)))
+        }
+        Err(error) => {
+            let finished = observation.finish_error(&error);
+            Err((error, finished))
+        }
+    }
 }

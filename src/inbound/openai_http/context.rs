@@ -8,7 +8,6 @@
 //! a whole stream would cut answers the SDK would have accepted.
 
 use super::api_error::ApiError;
-use crate::pipeline::CallContext;
 use axum::http::HeaderMap;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -25,14 +24,18 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// (and we keep a record of the call) instead of its own timeout.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
 
-/// The longest request id we echo.
-const MAX_REQUEST_ID_LEN: usize = 128;
+/// The caller's limits on the call, read from its headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallLimits {
+    pub deadline: Option<Instant>,
+    pub max_attempts: Option<u32>,
+}
 
 pub fn call_context(
     headers: &HeaderMap,
     stream: bool,
     now: Instant,
-) -> Result<CallContext, ApiError> {
+) -> Result<CallLimits, ApiError> {
     let max_attempts = match header(headers, MAX_ATTEMPTS_HEADER) {
         None => None,
         Some(text) => Some(text.trim().parse::<u32>().map_err(|_| {
@@ -68,10 +71,9 @@ pub fn call_context(
         let margin = DEADLINE_MARGIN.min(timeout / 10);
         now + timeout.saturating_sub(margin)
     });
-    Ok(CallContext {
+    Ok(CallLimits {
         deadline,
         max_attempts,
-        ..CallContext::default()
     })
 }
 
@@ -85,21 +87,7 @@ fn sdk_timeout(text: &str) -> Option<Duration> {
     (seconds > 0.0 && seconds < 1e9).then(|| Duration::from_secs_f64(seconds))
 }
 
-/// The caller's `x-request-id` when it is a sane token (so it can go into
-/// logs and headers as it is), else a fresh UUID.
-pub fn request_id(headers: &HeaderMap) -> String {
-    header(headers, REQUEST_ID_HEADER)
-        .filter(|id| is_sane_token(id))
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
-}
-
-fn is_sane_token(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_REQUEST_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-}
+pub use crate::inbound::observe::request_id;
 
 #[cfg(test)]
 mod tests {

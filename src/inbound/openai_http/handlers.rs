@@ -1,24 +1,27 @@
 //! The endpoints: each reads what it needs, converts, calls (through
 //! `call.rs`), and converts back; every failure becomes an [`ApiError`].
 
+use super::Facade;
 use super::MAX_BODY_BYTES;
 use super::api_error::ApiError;
 use super::context::{self, REQUEST_ID_HEADER};
 use super::request::{self, Parsed};
 use super::sse::SseBody;
 use super::{call, models, wire};
-use crate::model::ChatChunk;
+use crate::call_record::Edge;
+use crate::error::Error;
+use crate::inbound::observe::{Arrival, Observation};
+use crate::model::{ChatChunk, ChatRequest};
 use crate::pipeline::{CallContext, Pipeline};
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use futures::StreamExt;
 use std::pin::Pin;
-use std::sync::Arc;
 use tokio::time::Instant;
 
 /// The call's request id, in the request's extensions for the handlers.
@@ -41,42 +44,58 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
 }
 
 pub async fn chat_completions(
-    State(pipeline): State<Arc<Pipeline>>,
+    State(facade): State<Facade>,
+    Extension(RequestId(id)): Extension<RequestId>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let arrived = Instant::now();
-    match chat(&pipeline, &headers, body, arrived).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    }
-}
-
-async fn chat(
-    pipeline: &Pipeline,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-    arrived: Instant,
-) -> Result<Response, ApiError> {
+    let arrival = Arrival {
+        edge: Edge::Http,
+        headers: &headers,
+        peer: None,
+        request_id: Some(&id),
+    };
     // The body is dropped once parsed: a large one (images) is not held
     // for the length of the call.
-    let parsed = request::parse(&body.map_err(body_error)?)?;
-    let call = context::call_context(headers, parsed.request.stream, arrived)?;
-    if parsed.request.stream {
-        stream(pipeline, parsed, &call).await
-    } else {
-        unary(pipeline, parsed, &call).await
-    }
+    let parsed = match body
+        .map_err(body_error)
+        .and_then(|body| request::parse(&body))
+    {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            // Recorded too: one ledger row per caller request.
+            let observation = facade.observer.begin(arrival, &ChatRequest::default());
+            drop(observation.finish_unary(&Err(Error::InvalidRequest(error.message.clone()))));
+            return error.into_response();
+        }
+    };
+    let observation = facade.observer.begin(arrival, &parsed.request);
+    let result = match context::call_context(&headers, parsed.request.stream, arrived) {
+        Err(error) => {
+            drop(observation.finish_unary(&Err(Error::InvalidRequest(error.message.clone()))));
+            Err(error)
+        }
+        Ok(limits) => {
+            let call = observation.call_context(limits.deadline, limits.max_attempts);
+            if parsed.request.stream {
+                stream(&facade.pipeline, observation, parsed, &call).await
+            } else {
+                unary(&facade.pipeline, observation, parsed, &call).await
+            }
+        }
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn unary(
     pipeline: &Pipeline,
+    observation: Observation,
     parsed: Parsed,
     call: &CallContext,
 ) -> Result<Response, ApiError> {
-    let served = call::unary(pipeline, parsed.request, call)
-        .await
-        .map_err(|error| ApiError::from_error(&error))?;
+    let (result, finished) = call::unary(pipeline, observation, parsed.request, call).await;
+    let served = result.map_err(|error| ApiError::from_error(&error))?;
     let body = serde_json::to_vec(&wire::Completion::new(&served.value)).map_err(|error| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -92,20 +111,25 @@ async fn unary(
         served.attempts,
         model,
     );
+    overhead(response.headers_mut(), finished.overhead);
     Ok(response)
 }
 
 async fn stream(
     pipeline: &Pipeline,
+    observation: Observation,
     parsed: Parsed,
     call: &CallContext,
 ) -> Result<Response, ApiError> {
-    let served = call::stream(pipeline, parsed.request, call)
+    let (served, watched) = call::stream(pipeline, observation, parsed.request, call)
         .await
-        .map_err(|error| ApiError::from_error(&error))?;
+        .map_err(|(error, _)| ApiError::from_error(&error))?;
+    // The first chunk is in hand: the sidecar has added all it will add
+    // before the caller reads (the rest is the upstream's pace).
+    let added = watched.overhead_so_far();
     // The pipeline returned with the first chunk in hand: peeking at it
     // (for the served model) does not wait for the upstream.
-    let mut chunks = served.value.peekable();
+    let mut chunks = watched.peekable();
     let model = match Pin::new(&mut chunks).peek().await {
         Some(Ok(ChatChunk { model, .. })) => HeaderValue::from_str(model).ok(),
         _ => None,
@@ -125,7 +149,15 @@ async fn stream(
         served.attempts,
         model,
     );
+    overhead(response.headers_mut(), added);
     Ok(response)
+}
+
+/// The time the sidecar itself added, in microseconds (the rest of the
+/// call's time was upstream, queued or backing off).
+fn overhead(headers: &mut HeaderMap, added: std::time::Duration) {
+    let micros = u64::try_from(added.as_micros()).unwrap_or(u64::MAX);
+    headers.insert(HeaderName::from_static("x-llm-overhead-us"), micros.into());
 }
 
 /// Who served the call, after how many attempts, with which model: so the
@@ -152,15 +184,12 @@ fn body_error(rejection: BytesRejection) -> ApiError {
     ApiError::new(status, "invalid_body", rejection.body_text())
 }
 
-pub async fn list_models(State(pipeline): State<Arc<Pipeline>>) -> Response {
-    Json(models::list(pipeline.routes())).into_response()
+pub async fn list_models(State(facade): State<Facade>) -> Response {
+    Json(models::list(facade.pipeline.routes())).into_response()
 }
 
-pub async fn retrieve_model(
-    State(pipeline): State<Arc<Pipeline>>,
-    Path(id): Path<String>,
-) -> Response {
-    match models::find(pipeline.routes(), &id) {
+pub async fn retrieve_model(State(facade): State<Facade>, Path(id): Path<String>) -> Response {
+    match models::find(facade.pipeline.routes(), &id) {
         Some(model) => Json(model).into_response(),
         None => ApiError {
             param: Some("model".to_owned()),
