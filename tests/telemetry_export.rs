@@ -121,7 +121,7 @@ async fn grpc_receiver() -> (SocketAddr, Received) {
 async fn http_receiver() -> (SocketAddr, Received) {
     async fn traces(
         State(received): State<Received>,
-        headers: axum::http::HeaderMap,
+        headers: http::HeaderMap,
         body: Bytes,
     ) -> Vec<u8> {
         received.add_api_key(headers.get("x-api-key").and_then(|v| v.to_str().ok()));
@@ -172,7 +172,7 @@ fn request() -> ChatRequest {
 /// One call's spans through the helpers: a gRPC server span under a remote
 /// parent, and a failed-then-retried client span under it.
 fn emit_call(telemetry: &Telemetry) {
-    let mut headers = axum::http::HeaderMap::new();
+    let mut headers = http::HeaderMap::new();
     headers.insert(
         "traceparent",
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
