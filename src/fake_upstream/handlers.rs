@@ -141,7 +141,7 @@ fn respond(
         .and_then(Value::as_bool)
         == Some(true);
     let steps = sse::script(&answer, scenario, include_usage);
-    let stream = sse::body_stream(steps, scenario.split_bytes, guard);
+    let stream = sse::body_stream(steps, scenario.split_bytes, scenario.stamp, guard);
     (
         StatusCode::OK,
         [

@@ -53,6 +53,11 @@ pub struct Scenario {
     pub chunk_delay_ms: u64,
     /// Delay after the response headers before the first frame when streaming.
     pub first_chunk_delay_ms: u64,
+    /// Streaming: each text chunk's content is the Unix time in nanoseconds
+    /// at which its frame was handed to the server (instead of the reply
+    /// text), so a benchmark on the same machine can measure each chunk's
+    /// transit through a proxy apart from the upstream's own pacing jitter.
+    pub stamp: bool,
     /// Answer with two tool calls (`get_weather`, `get_time`) instead of text.
     pub tool_calls: bool,
     /// Emitted as `reasoning_content` before the content.

@@ -4,7 +4,7 @@
 //! per SSE frame (or per `split_bytes` piece).
 
 use std::convert::Infallible;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::Stream;
@@ -16,6 +16,10 @@ use super::wire::{Delta, FunctionDelta, ToolCallDelta};
 
 /// Comment OpenRouter sends while a request is queued.
 const PROCESSING_COMMENT: &str = ": OPENROUTER PROCESSING";
+
+/// Stands for a chunk's send time in `stamp` scripts; replaced as the frame
+/// is played, since the script is written before any pause is taken.
+const STAMP: &str = "@stamp@";
 
 /// One step of the streamed body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +102,7 @@ pub(crate) fn script<'a>(
             .iter()
             .map(|c| {
                 with_role(Delta {
-                    content: Some(Some(c)),
+                    content: Some(Some(if scenario.stamp { STAMP } else { c })),
                     ..Delta::default()
                 })
             })
@@ -172,6 +176,7 @@ fn tool_delta<'a>(index: usize, head: Option<&'a ToolCall>, arguments: String) -
 pub(crate) fn body_stream(
     steps: Vec<Step>,
     split_bytes: Option<usize>,
+    stamp: bool,
     guard: DisconnectGuard,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     let piece = split_bytes.unwrap_or(usize::MAX).max(1);
@@ -180,6 +185,7 @@ pub(crate) fn body_stream(
             match step {
                 Step::Pause(d) => tokio::time::sleep(d).await,
                 Step::Frame(text) => {
+                    let text = if stamp { stamped(text) } else { text };
                     let bytes = Bytes::from(text);
                     let mut start = 0;
                     while start < bytes.len() {
@@ -193,4 +199,16 @@ pub(crate) fn body_stream(
         }
         guard.disarm();
     }
+}
+
+/// `frame` with its send-time placeholder, if any, replaced by the time now.
+fn stamped(frame: String) -> String {
+    if !frame.contains(STAMP) {
+        return frame;
+    }
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    frame.replace(STAMP, &nanos.to_string())
 }

@@ -574,6 +574,32 @@ async fn stream_delays_are_applied_between_frames() {
 }
 
 #[tokio::test]
+async fn stamp_replaces_each_text_chunk_with_its_send_time() {
+    let fake = FakeUpstream::start().await.unwrap();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let res = chat(
+        fake.addr(),
+        &json!({"stream": true, "messages": [], "fake": {"reply": "a b c", "stamp": true}}),
+    )
+    .await;
+    let chunks = chunks_of(&res.sse_data());
+    let stamps: Vec<u128> = chunks
+        .iter()
+        .filter_map(|c| {
+            c.pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+        })
+        .map(|text| text.parse().expect("a stamp is a number"))
+        .collect();
+    assert_eq!(stamps.len(), 3, "one stamp per text chunk");
+    assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "{stamps:?}");
+    assert!(stamps[0] >= before, "{stamps:?}");
+}
+
+#[tokio::test]
 async fn headers_arrive_before_first_chunk_delay() {
     let fake = FakeUpstream::start().await.unwrap();
     let mut client = Client::connect(fake.addr()).await;

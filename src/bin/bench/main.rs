@@ -1,0 +1,108 @@
+//! `bench`: the benchmark suite in one command (scripts/bench). It starts a
+//! fake upstream, nginx, the sidecar and LiteLLM on loopback, drives the
+//! same load through each, and writes a Markdown and a JSON report.
+//! BENCHMARKS.md says what each figure means.
+//!
+//! Layout: `plan` (how much load), `services/` (starting what is measured),
+//! `caller`, `call_http`, `call_grpc`, `trace` (one call and what it saw),
+//! `load` (phases), `hist`, `procfs` (CPU and memory from /proc),
+//! `report/` (JSON, Markdown, the targets), `suite` (the run).
+
+mod call_grpc;
+mod call_http;
+mod caller;
+mod hist;
+mod load;
+mod plan;
+mod procfs;
+mod report;
+mod service;
+mod services;
+mod suite;
+mod trace;
+
+use anyhow::Context as _;
+use clap::Parser;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "bench", about = "The llm-sidecar benchmark suite")]
+struct Args {
+    /// A few seconds against whatever build this is, without nginx or
+    /// peers: proves the suite works (CI); its figures mean nothing.
+    #[arg(long)]
+    smoke: bool,
+    /// Where to write latest.md and latest.json (default bench/reports,
+    /// or target/bench/smoke with --smoke).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Skip LiteLLM.
+    #[arg(long)]
+    no_peers: bool,
+    /// Skip nginx.
+    #[arg(long)]
+    no_nginx: bool,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut plan = if args.smoke {
+        plan::Plan::smoke()
+    } else {
+        plan::Plan::full()
+    };
+    plan.peers &= !args.no_peers;
+    plan.nginx &= !args.no_nginx;
+    let repo = std::env::current_dir()?;
+    let exe = std::env::current_exe()?;
+    let paths = services::Paths {
+        bin_dir: exe
+            .parent()
+            .context("the bench binary's folder")?
+            .to_owned(),
+        run_dir: repo.join("target/bench/run"),
+        install_dir: repo.join("target/bench"),
+        repo: repo.clone(),
+    };
+    // Sockets, ledgers and logs of the last run only.
+    let _ = std::fs::remove_dir_all(&paths.run_dir);
+    std::fs::create_dir_all(&paths.run_dir)?;
+    let report = suite::run(&plan, &paths).await?;
+
+    let out = args.out.unwrap_or_else(|| {
+        repo.join(if plan.smoke {
+            "target/bench/smoke"
+        } else {
+            "bench/reports"
+        })
+    });
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(
+        out.join("latest.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    let markdown = report::markdown::render(&report);
+    std::fs::write(out.join("latest.md"), &markdown)?;
+    println!("{markdown}");
+    eprintln!("bench: wrote {}/latest.md and latest.json", out.display());
+
+    let failed: Vec<String> = report
+        .targets
+        .iter()
+        .filter(|t| t.failures() > 0)
+        .map(|t| {
+            format!(
+                "{} ({} failed calls or incomplete streams)",
+                t.name,
+                t.failures()
+            )
+        })
+        .collect();
+    // The smoke run is a functional check: every call must work. Timing
+    // is never judged there (2 shared cores, debug build).
+    if plan.smoke && !failed.is_empty() {
+        anyhow::bail!("calls failed: {}", failed.join(", "));
+    }
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! The sidecar as a user runs it: the release binary with every listener a
+//! default install has (Unix socket, loopback TCP, the HTTP facade, the
+//! admin port) and the ledger on, one provider pointing at the fake.
+
+use super::Paths;
+use crate::call_grpc::GrpcCaller;
+use crate::service::{Service, free_port, wait_until};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub struct Sidecar {
+    pub service: Service,
+    pub uds: PathBuf,
+    pub tcp: String,
+    pub http: String,
+    /// From spawning the process to its first answered gRPC call.
+    pub cold_start: Duration,
+}
+
+pub async fn start(
+    paths: &Paths,
+    name: &str,
+    upstream: &str,
+    ledger: bool,
+) -> anyhow::Result<Sidecar> {
+    let dir = paths.run_dir.join(name);
+    std::fs::create_dir_all(&dir)?;
+    let uds = dir.join("grpc.sock");
+    let tcp = format!("127.0.0.1:{}", free_port()?);
+    let http = format!("127.0.0.1:{}", free_port()?);
+    let admin = format!("127.0.0.1:{}", free_port()?);
+    let config = dir.join("sidecar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "default_provider = \"fake\"\n\
+             [server]\nuds = \"{}\"\ntcp = \"{tcp}\"\nhttp = \"{http}\"\nadmin = \"{admin}\"\n\
+             [ledger]\npath = \"{}\"\n\
+             [providers.fake]\nbase_url = \"{upstream}\"\n",
+            uds.display(),
+            dir.join("ledger.sqlite3").display(),
+        ),
+    )?;
+    let mut command = Command::new(paths.bin_dir.join("llm-sidecar"));
+    command.arg("serve").arg("--config").arg(&config);
+    if !ledger {
+        command.args(["--ledger", ""]);
+    }
+    let started = Instant::now();
+    let mut service = Service::spawn("llm-sidecar", command, &dir.join("sidecar.log"))?;
+    let socket = uds.clone();
+    wait_until(
+        &mut service,
+        Duration::from_secs(10),
+        Duration::from_micros(500),
+        || {
+            let socket = socket.clone();
+            async move {
+                match GrpcCaller::uds(&socket, "fake-model").await {
+                    Ok(caller) => caller.ping().await,
+                    Err(_) => false,
+                }
+            }
+        },
+    )
+    .await?;
+    let cold_start = started.elapsed();
+    Ok(Sidecar {
+        service,
+        uds,
+        tcp,
+        http: format!("http://{http}/v1"),
+        cold_start,
+    })
+}
+
+/// Cold starts of fresh processes (new config, new ledger file), stopped
+/// right after their first answer.
+pub async fn cold_starts(paths: &Paths, upstream: &str, n: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let sidecar = start(paths, &format!("cold-{i}"), upstream, true).await?;
+        times.push(sidecar.cold_start);
+    }
+    Ok(times)
+}
+
+pub fn binary_size(paths: &Paths) -> Option<u64> {
+    std::fs::metadata(paths.bin_dir.join("llm-sidecar"))
+        .ok()
+        .map(|m| m.len())
+}

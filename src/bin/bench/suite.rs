@@ -1,0 +1,270 @@
+//! The run: the fake upstream, then each target in turn (floors, our three
+//! edges, the peers), each through the same phases, then the cold starts.
+
+use crate::call_grpc::GrpcCaller;
+use crate::call_http::HttpCaller;
+use crate::caller::Caller;
+use crate::load::{self, StreamResult};
+use crate::plan::Plan;
+use crate::procfs::Tree;
+use crate::report::{Meta, Report, Role, TargetReport, goals};
+use crate::services::{Paths, litellm, nginx, sidecar, upstream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const MODEL: &str = "fake-model";
+
+/// What a target is, apart from what the load measures.
+struct Spec {
+    name: &'static str,
+    role: Role,
+    description: String,
+    version: Option<String>,
+    tree: Option<Tree>,
+    cold_start: Option<Duration>,
+    size_bytes: Option<u64>,
+}
+
+impl Spec {
+    fn new(name: &'static str, role: Role, description: &str) -> Spec {
+        Spec {
+            name,
+            role,
+            description: description.to_owned(),
+            version: None,
+            tree: None,
+            cold_start: None,
+            size_bytes: None,
+        }
+    }
+}
+
+fn rss(tree: Option<Tree>) -> Option<u64> {
+    tree.map(|t| t.rss_kib())
+}
+
+fn log_streams(name: &str, s: &StreamResult) {
+    eprintln!(
+        "bench: {name} streams c={}: {}/{} complete, {} stalled, TTFC p99 {:.0} µs, per chunk p99 {:.0} µs",
+        s.concurrency,
+        s.completed,
+        s.streams,
+        s.stalled,
+        s.ttfc.map_or(f64::NAN, |h| h.p99_us),
+        s.transit.map_or(f64::NAN, |h| h.p99_us),
+    );
+}
+
+async fn measure(plan: &Plan, spec: Spec, caller: &Caller) -> TargetReport {
+    let tree = spec.tree;
+    tokio::time::sleep(plan.settle).await;
+    let rss_idle_kib = rss(tree);
+    let mut unary = Vec::new();
+    for &phase in &plan.unary {
+        let result = load::unary(caller, phase, tree).await;
+        eprintln!(
+            "bench: {} unary c={}: {} requests, {} errors, p50 {:.0} µs, p99 {:.0} µs",
+            spec.name,
+            result.concurrency,
+            result.requests,
+            result.errors,
+            result.latency.map_or(f64::NAN, |l| l.p50_us),
+            result.latency.map_or(f64::NAN, |l| l.p99_us),
+        );
+        unary.push(result);
+    }
+    let mut streams = Vec::new();
+    let mut rss_loaded_kib = None;
+    for &(concurrency, count) in &plan.streams {
+        let result = load::streams(caller, plan.stream_phase(concurrency, count), tree).await;
+        log_streams(spec.name, &result);
+        if concurrency == plan.loaded_streams {
+            rss_loaded_kib = result.rss_peak_kib;
+        }
+        streams.push(result);
+    }
+    for &level in &plan.search {
+        if !streams.last().is_some_and(StreamResult::held) {
+            break;
+        }
+        let result = load::streams(caller, plan.stream_phase(level, level), tree).await;
+        log_streams(spec.name, &result);
+        streams.push(result);
+    }
+    tokio::time::sleep(plan.settle).await;
+    let max_streams_held = streams
+        .iter()
+        .take_while(|s| s.held())
+        .map(|s| s.concurrency)
+        .max();
+    TargetReport {
+        name: spec.name.to_owned(),
+        role: spec.role,
+        description: spec.description,
+        version: spec.version,
+        unary,
+        streams,
+        max_streams_held,
+        rss_idle_kib,
+        rss_loaded_kib,
+        rss_after_kib: rss(tree),
+        cold_start_ms: spec.cold_start.map(|d| d.as_secs_f64() * 1e3),
+        size_bytes: spec.size_bytes,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Edge {
+    Uds,
+    Tcp,
+    Http,
+}
+
+async fn ours(
+    plan: &Plan,
+    paths: &Paths,
+    upstream: &str,
+    name: &'static str,
+    edge: Edge,
+    ledger: bool,
+) -> anyhow::Result<TargetReport> {
+    let sidecar = sidecar::start(paths, name, upstream, ledger).await?;
+    let caller = match edge {
+        Edge::Uds => Caller::Grpc(Box::new(GrpcCaller::uds(&sidecar.uds, MODEL).await?)),
+        Edge::Tcp => Caller::Grpc(Box::new(GrpcCaller::tcp(&sidecar.tcp, MODEL).await?)),
+        Edge::Http => Caller::Http(HttpCaller::new(&sidecar.http, MODEL, Vec::new())?),
+    };
+    let description = match (edge, ledger) {
+        (Edge::Uds, true) => "llm-sidecar, gRPC over its Unix socket (ledger on, as installed)",
+        (Edge::Uds, false) => {
+            "llm-sidecar, gRPC over its Unix socket, ledger off (`--ledger \"\"`)"
+        }
+        (Edge::Tcp, _) => "llm-sidecar, gRPC over loopback TCP",
+        (Edge::Http, _) => "llm-sidecar, its OpenAI-compatible HTTP facade",
+    };
+    let spec = Spec {
+        tree: Some(sidecar.service.tree),
+        cold_start: Some(sidecar.cold_start),
+        size_bytes: sidecar::binary_size(paths),
+        version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+        ..Spec::new(name, Role::Ours, description)
+    };
+    Ok(measure(plan, spec, &caller).await)
+}
+
+pub async fn run(plan: &Plan, paths: &Paths) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let upstream = upstream::start(paths, plan.workload).await?;
+    let url = upstream.base_url();
+    let mut targets = Vec::new();
+
+    let direct = Caller::Http(HttpCaller::new(&url, MODEL, Vec::new())?);
+    let spec = Spec::new(
+        goals::FLOOR,
+        Role::Floor,
+        "the fake upstream called directly over HTTP/1.1: this machine's floor",
+    );
+    targets.push(measure(plan, spec, &direct).await);
+
+    if plan.nginx {
+        match nginx::start(paths, upstream.port).await {
+            Ok(nginx) => {
+                let caller = Caller::Http(HttpCaller::new(&nginx.base_url, MODEL, Vec::new())?);
+                let spec = Spec {
+                    tree: Some(nginx.service.tree),
+                    version: Some(nginx.version.clone()),
+                    ..Spec::new(
+                        goals::NGINX,
+                        Role::Floor,
+                        "nginx as a plain reverse proxy (1 worker, keep-alive upstream, no buffering): a proxy that only copies bytes",
+                    )
+                };
+                targets.push(measure(plan, spec, &caller).await);
+            }
+            Err(e) => eprintln!("bench: nginx skipped: {e:#}"),
+        }
+    }
+
+    targets.push(ours(plan, paths, &url, goals::OURS, Edge::Uds, true).await?);
+    targets.push(ours(plan, paths, &url, "grpc-tcp", Edge::Tcp, true).await?);
+    targets.push(ours(plan, paths, &url, "http", Edge::Http, true).await?);
+    if !plan.smoke {
+        targets.push(ours(plan, paths, &url, "grpc-uds-no-ledger", Edge::Uds, false).await?);
+    }
+
+    if plan.peers {
+        match litellm::start(paths, &url).await {
+            Ok(peer) => {
+                let caller = Caller::Http(HttpCaller::new(&peer.base_url, MODEL, Vec::new())?);
+                let spec = Spec {
+                    tree: Some(peer.service.tree),
+                    version: Some(peer.version.clone()),
+                    cold_start: Some(peer.cold_start),
+                    size_bytes: peer.install_bytes,
+                    ..Spec::new(
+                        "litellm",
+                        Role::Peer,
+                        "LiteLLM proxy, one uvicorn worker, logging at ERROR, installed from PyPI into target/bench/litellm",
+                    )
+                };
+                targets.push(measure(plan, spec, &caller).await);
+            }
+            Err(e) => eprintln!("bench: LiteLLM skipped: {e:#}"),
+        }
+    }
+
+    let cold = sidecar::cold_starts(paths, &url, plan.cold_starts).await?;
+    // Every figure above assumed the shared upstream stayed up.
+    let mut upstream = upstream;
+    upstream.service.check_running()?;
+    let mut report = Report {
+        meta: meta(plan, started),
+        targets,
+        sidecar_cold_starts_ms: cold.iter().map(|d| d.as_secs_f64() * 1e3).collect(),
+        goals: Vec::new(),
+    };
+    // The sidecar's cold start is the median of fresh starts, not the one
+    // start that happened to come first.
+    let median = goals::median(&report.sidecar_cold_starts_ms);
+    for target in report.targets.iter_mut().filter(|t| t.role == Role::Ours) {
+        target.cold_start_ms = median.or(target.cold_start_ms);
+    }
+    report.goals = goals::judge(&report);
+    Ok(report)
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn meta(plan: &Plan, started: Instant) -> Meta {
+    let dirty =
+        !command_output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+    Meta {
+        mode: if plan.smoke { "smoke" } else { "full" }.to_owned(),
+        date: command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+        commit: format!(
+            "{}{}",
+            command_output("git", &["rev-parse", "--short", "HEAD"]),
+            if dirty { "+changes" } else { "" }
+        ),
+        build: if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+        .to_owned(),
+        cpus: std::thread::available_parallelism().map_or(0, usize::from),
+        kernel: command_output("uname", &["-sr"]),
+        chunks: plan.workload.chunks,
+        pacing_ms: plan.workload.pacing_ms,
+        judged_unary_concurrency: plan.judged_unary,
+        judged_stream_concurrency: plan.judged_streams,
+        loaded_streams: plan.loaded_streams,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
