@@ -7,6 +7,7 @@
 //! after, so no token is ever sent twice. Limits and per-attempt timeouts
 //! slot in around the provider call; nothing else talks to providers.
 
+mod attempt_trace;
 mod bounded_stream;
 mod bounds;
 mod circuit;
@@ -27,13 +28,17 @@ pub use rate::{RateLimits, estimate_prompt_tokens};
 pub use retry::{Next, RetryPolicy};
 pub use retry_budget::RetryBudget;
 
+use attempt_trace::AttemptTrace;
+
 use crate::config::{Config, Env, Timeouts};
 use crate::error::{Error, TimeoutKind, classify};
 use crate::model::{ChatRequest, ChatResponse};
 use crate::routing::{RouteInfo, Router};
+use crate::telemetry::Telemetry;
 use crate::upstream::{ChunkStream, Provider, build_http_client};
 use crate::validate::validate;
 use futures::StreamExt;
+use opentelemetry::Context as TraceContext;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,6 +76,9 @@ pub struct Served<T> {
     pub provider: Arc<str>,
     pub attempts: u32,
     pub value: T,
+    /// The serving attempt's span, still open: the edge records the answer
+    /// (model, finish reasons, usage) on it once it has seen all of it.
+    pub trace: TraceContext,
 }
 
 #[derive(Debug)]
@@ -78,6 +86,8 @@ pub struct Pipeline {
     router: Router,
     providers: Vec<ProviderSlot>,
     retry: RetryPolicy,
+    /// Spans and metrics of attempts; `None` records nothing (tests, tools).
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 /// A provider with its retry settings and budget.
@@ -100,10 +110,14 @@ struct Routed<'a> {
     policy: RetryPolicy,
     timeouts: Timeouts,
     upstream_model: String,
+    trace: AttemptTrace<'a>,
 }
 
 /// A target's failure and the attempts it made.
 type Failed = (Error, u32);
+
+/// A target's answer, the attempts it took and the serving attempt's span.
+type Won<T> = (T, u32, TraceContext);
 
 impl Pipeline {
     pub fn new(config: &Config, env: Env<'_>) -> Result<Pipeline, reqwest::Error> {
@@ -140,7 +154,18 @@ impl Pipeline {
             router: Router::new(config),
             providers,
             retry: config.retry.policy,
+            telemetry: None,
         })
+    }
+
+    /// Records a span per attempt and the pipeline's metrics in `telemetry`.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Pipeline {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
+    pub fn telemetry(&self) -> Option<&Arc<Telemetry>> {
+        self.telemetry.as_ref()
     }
 
     pub fn routes(&self) -> &[RouteInfo] {
@@ -214,6 +239,7 @@ impl Pipeline {
                 },
                 timeouts: route.timeouts.over(slot.timeouts),
                 upstream_model,
+                trace: AttemptTrace::new(self.telemetry.as_deref()),
             }
         };
         let mut targets = vec![target(route.provider, route.upstream_model.clone())];
@@ -236,17 +262,22 @@ async fn serve<C: CallTarget>(
     for (index, target) in targets.iter().enumerate() {
         request.model.clone_from(&target.upstream_model);
         match call.call(target, &request).await {
-            Ok((value, attempts)) => {
+            Ok((value, attempts, trace)) => {
                 return Ok(Served {
                     provider: target.slot.provider.name.clone(),
                     attempts: attempts_before + attempts,
                     value,
+                    trace,
                 });
             }
             Err((error, attempts)) if index + 1 < targets.len() && falls_back(&error) => {
                 attempts_before += attempts;
                 let reason = classify(&error).reason;
-                tracing::info!(from = %target.slot.provider.name, reason, "falling back");
+                let next = &targets[index + 1].slot.provider;
+                tracing::info!(from = %target.slot.provider.name, to = %next.name, reason, "falling back");
+                target
+                    .trace
+                    .fell_back(call.context(), &target.slot.provider, next, &error);
             }
             Err((error, _)) => return Err(error),
         }
@@ -262,7 +293,8 @@ trait CallTarget {
         &'a self,
         target: &'a Routed<'a>,
         request: &'a ChatRequest,
-    ) -> impl Future<Output = Result<(Self::Output, u32), Failed>> + Send + 'a;
+    ) -> impl Future<Output = Result<Won<Self::Output>, Failed>> + Send + 'a;
+    fn context(&self) -> &CallContext;
 }
 
 struct Unary<'c>(Bounds, &'c CallContext);
@@ -274,8 +306,11 @@ impl CallTarget for Unary<'_> {
         &'a self,
         target: &'a Routed<'a>,
         request: &'a ChatRequest,
-    ) -> impl Future<Output = Result<(ChatResponse, u32), Failed>> + Send + 'a {
+    ) -> impl Future<Output = Result<Won<ChatResponse>, Failed>> + Send + 'a {
         target.complete(request, self.0, self.1)
+    }
+    fn context(&self) -> &CallContext {
+        self.1
     }
 }
 
@@ -285,8 +320,11 @@ impl CallTarget for Streaming<'_> {
         &'a self,
         target: &'a Routed<'a>,
         request: &'a ChatRequest,
-    ) -> impl Future<Output = Result<(ChunkStream, u32), Failed>> + Send + 'a {
+    ) -> impl Future<Output = Result<Won<ChunkStream>, Failed>> + Send + 'a {
         target.stream(request, self.0, self.1)
+    }
+    fn context(&self) -> &CallContext {
+        self.1
     }
 }
 
@@ -311,14 +349,17 @@ impl ProviderSlot {
         &self,
         bounds: Bounds,
         request: &ChatRequest,
-        progress: &CallProgress,
+        call: &CallContext,
+        (trace, attempt): (AttemptTrace<'_>, &TraceContext),
     ) -> Result<Permit, Error> {
         if self.rate.is_none() && self.limit.is_none() {
             return Ok(None);
         }
         let asked = Instant::now();
         let permit = self.acquire_quota_and_slot(bounds, request).await;
-        progress.add_queue_wait(asked.elapsed());
+        let waited = asked.elapsed();
+        call.progress.add_queue_wait(waited);
+        trace.queued(attempt, &self.provider, waited);
         permit
     }
 
@@ -345,17 +386,26 @@ impl Routed<'_> {
         request: &ChatRequest,
         bounds: Bounds,
         call: &CallContext,
-    ) -> Result<(ChatResponse, u32), Failed> {
+    ) -> Result<Won<ChatResponse>, Failed> {
         let provider = &self.slot.provider;
         let progress = &*call.progress;
-        self.attempt(bounds, call, "waiting for the answer", || async {
-            let _slot = self.slot.acquire(bounds, request, progress).await?;
-            let _in_flight = self.slot.in_flight.enter();
-            let sent = Instant::now();
-            let answer = provider.complete(request, &call.trace).await;
-            progress.add_upstream(sent.elapsed());
-            answer
-        })
+        self.attempt(
+            bounds,
+            call,
+            request,
+            "waiting for the answer",
+            |trace| async move {
+                let _slot = self
+                    .slot
+                    .acquire(bounds, request, call, (self.trace, &trace))
+                    .await?;
+                let _in_flight = self.slot.in_flight.enter();
+                let sent = Instant::now();
+                let answer = provider.complete(request, &trace).await;
+                progress.add_upstream(sent.elapsed());
+                answer
+            },
+        )
         .await
     }
 
@@ -364,38 +414,51 @@ impl Routed<'_> {
         request: &ChatRequest,
         bounds: Bounds,
         call: &CallContext,
-    ) -> Result<(ChunkStream, u32), Failed> {
+    ) -> Result<Won<ChunkStream>, Failed> {
         let provider = &self.slot.provider;
         let timeouts = self.timeouts;
         let progress = &*call.progress;
-        let first_chunk = || async {
-            let mut stream = provider
-                .stream(request, timeouts.headers, &call.trace)
-                .await?;
-            match stream.next().await {
-                Some(Ok(first)) => Ok((Some(first), stream)),
-                Some(Err(error)) => Err(error),
-                // Complete and empty: [DONE] straight away.
-                None => Ok((None, stream)),
+        let first_chunk = |trace: &TraceContext| {
+            let trace = trace.clone();
+            async move {
+                let mut stream = provider.stream(request, timeouts.headers, &trace).await?;
+                match stream.next().await {
+                    Some(Ok(first)) => Ok((Some(first), stream)),
+                    Some(Err(error)) => Err(error),
+                    // Complete and empty: [DONE] straight away.
+                    None => Ok((None, stream)),
+                }
             }
         };
-        let ((first, rest, slot), attempts) = self
-            .attempt(bounds, call, "waiting for the first chunk", || async {
-                // The slot is held for as long as the stream lives.
-                let slot = self.slot.acquire(bounds, request, progress).await?;
-                let in_flight = self.slot.in_flight.enter();
-                let sent = Instant::now();
-                let first = tokio::time::timeout(timeouts.first_chunk, first_chunk()).await;
-                progress.add_upstream(sent.elapsed());
-                let (first, rest) = first.unwrap_or_else(|_| {
-                    Err(Error::Timeout {
-                        provider: provider.name.to_string(),
-                        kind: TimeoutKind::FirstChunk,
-                        after: timeouts.first_chunk,
-                    })
-                })?;
-                Ok((first, rest, (slot, in_flight)))
-            })
+        let ((first, rest, slot), attempts, trace) = self
+            .attempt(
+                bounds,
+                call,
+                request,
+                "waiting for the first chunk",
+                |trace| async move {
+                    // The slot is held for as long as the stream lives.
+                    let slot = self
+                        .slot
+                        .acquire(bounds, request, call, (self.trace, &trace))
+                        .await?;
+                    let in_flight = self.slot.in_flight.enter();
+                    let sent = Instant::now();
+                    let first =
+                        tokio::time::timeout(timeouts.first_chunk, first_chunk(&trace)).await;
+                    let waited = sent.elapsed();
+                    progress.add_upstream(waited);
+                    let (first, rest) = first.unwrap_or_else(|_| {
+                        Err(Error::Timeout {
+                            provider: provider.name.to_string(),
+                            kind: TimeoutKind::FirstChunk,
+                            after: timeouts.first_chunk,
+                        })
+                    })?;
+                    self.trace.first_chunk(&trace, waited);
+                    Ok((first, rest, (slot, in_flight)))
+                },
+            )
             .await?;
         let stream: ChunkStream = match first {
             Some(first) => Box::pin(futures::stream::once(async { Ok(first) }).chain(rest)),
@@ -408,7 +471,7 @@ impl Routed<'_> {
             timeouts.idle,
             Some(slot),
         );
-        Ok((Box::pin(bounded), attempts))
+        Ok((Box::pin(bounded), attempts, trace))
     }
 
     /// Runs `work` until it succeeds or the policy, the budget or the
@@ -417,11 +480,12 @@ impl Routed<'_> {
         &self,
         bounds: Bounds,
         call: &CallContext,
+        request: &ChatRequest,
         stage: &'static str,
         mut work: F,
-    ) -> Result<(T, u32), Failed>
+    ) -> Result<Won<T>, Failed>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(TraceContext) -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
         let slot = self.slot;
@@ -437,15 +501,18 @@ impl Routed<'_> {
             }
             attempts += 1;
             call.progress.attempt_started(&slot.provider.name);
-            let error = match self.within(bounds, stage, work()).await {
+            let trace = self.trace.start(call, request, &slot.provider);
+            let error = match self.within(bounds, stage, work(trace.clone())).await {
                 Ok(value) => {
                     if slot.circuit.on_success() {
                         tracing::info!(provider = %slot.provider.name, "circuit closed: the provider answers again");
                     }
-                    return Ok((value, attempts));
+                    self.trace.answered(&slot.provider);
+                    return Ok((value, attempts, trace));
                 }
                 Err(error) => error,
             };
+            self.trace.failed(&trace, &slot.provider, &error);
             if error.is_provider_failure() && slot.circuit.on_failure() {
                 tracing::warn!(provider = %slot.provider.name, reason = classify(&error).reason, "circuit opened: skipping the provider for a while");
             }
@@ -467,6 +534,8 @@ impl Routed<'_> {
                 };
                 return Err((exhausted, attempts));
             }
+            self.trace
+                .retrying(call, &slot.provider, attempts + 1, wait, &error);
             tracing::debug!(
                 provider = %slot.provider.name,
                 attempt = attempts,

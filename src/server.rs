@@ -16,6 +16,7 @@ use crate::pipeline::Pipeline;
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::proto::v1::admin_service_server::AdminServiceServer;
 use crate::proto::v1::chat_service_server::ChatServiceServer;
+use crate::telemetry::Telemetry;
 use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,6 +42,7 @@ pub struct Running {
     pub admin: Option<SocketAddr>,
     pub pipeline: Arc<Pipeline>,
     pub observer: Arc<Observer>,
+    pub telemetry: Arc<Telemetry>,
     health: tonic_health::server::HealthReporter,
     stop: watch::Sender<bool>,
     servers: JoinSet<anyhow::Result<()>>,
@@ -49,14 +51,29 @@ pub struct Running {
 /// Binds every listener and starts serving. Errors here are start-up
 /// errors: a socket in use, an address taken, a bad descriptor set.
 pub async fn start(config: &Config, env: Env<'_>) -> anyhow::Result<Running> {
-    let pipeline =
-        Arc::new(Pipeline::new(config, env).context("cannot build the upstream HTTP client")?);
+    let telemetry = side_channels::telemetry(config, env)?;
+    start_with_telemetry(config, env, telemetry).await
+}
+
+/// [`start`] with telemetry made by the caller (tests give an in-memory
+/// span exporter).
+pub async fn start_with_telemetry(
+    config: &Config,
+    env: Env<'_>,
+    telemetry: Arc<Telemetry>,
+) -> anyhow::Result<Running> {
+    let pipeline = Arc::new(
+        Pipeline::new(config, env)
+            .context("cannot build the upstream HTTP client")?
+            .with_telemetry(telemetry.clone()),
+    );
+    side_channels::observe_providers(&telemetry, &pipeline);
     for provider in pipeline.providers() {
         if let Some(problem) = provider.readiness_problem() {
             tracing::warn!(provider = %provider.name, "provider is not usable: {problem}");
         }
     }
-    let observer = side_channels::observer(config)?;
+    let observer = side_channels::observer(config, &telemetry)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<ChatServiceServer<ChatServiceImpl>>()
@@ -74,7 +91,14 @@ pub async fn start(config: &Config, env: Env<'_>) -> anyhow::Result<Running> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .context("cannot build the reflection service")?;
-    let admin = Admin::new(pipeline.clone(), observer.clone(), None);
+    let metrics_source = Arc::downgrade(&telemetry);
+    let metrics: crate::admin::MetricsText = Arc::new(move || {
+        metrics_source
+            .upgrade()
+            .map(|telemetry| telemetry.prometheus_text())
+            .unwrap_or_default()
+    });
+    let admin = Admin::new(pipeline.clone(), observer.clone(), Some(metrics));
     let admin_grpc = AdminServiceServer::new(AdminServiceImpl::new(admin.clone()));
     let mut routes = Routes::new(chat)
         .add_service(health_service.clone())
@@ -161,6 +185,7 @@ pub async fn start(config: &Config, env: Env<'_>) -> anyhow::Result<Running> {
         http_uds: running_http_uds,
         pipeline,
         observer,
+        telemetry,
         health,
         stop,
         servers,
@@ -234,5 +259,8 @@ impl Running {
         if let Some(ledger) = self.observer.ledger() {
             ledger.close().await;
         }
+        // The SDK's shutdown blocks on the last export (bounded).
+        let telemetry = self.telemetry.clone();
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     }
 }

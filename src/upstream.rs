@@ -26,6 +26,10 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Error>> + Sen
 #[derive(Debug)]
 pub struct Provider {
     pub name: Arc<str>,
+    /// Host and port of the base URL, for `server.address`/`server.port`
+    /// on the attempt spans; empty for the offline mock.
+    pub address: String,
+    pub port: u16,
     upstream: Upstream,
 }
 
@@ -54,8 +58,14 @@ impl Provider {
             ))),
             ProviderKind::Mock => Upstream::Mock(mock::MockUpstream::new(name.clone())),
         };
+        let (address, port) = reqwest::Url::parse(&config.base_url)
+            .ok()
+            .and_then(|url| Some((url.host_str()?.to_owned(), url.port_or_known_default()?)))
+            .unwrap_or_default();
         Provider {
             name,
+            address,
+            port,
             upstream: kind,
         }
     }

@@ -6,6 +6,7 @@
 //! [`Observation`] that is dropped unfinished (the caller went away) is
 //! recorded as cancelled, so no call escapes the books.
 
+mod call_trace;
 mod finish;
 mod stream_watch;
 mod tally;
@@ -18,8 +19,10 @@ use crate::error::Error;
 use crate::ledger::{Ledger, PriceEntry, Pricing};
 use crate::model::{ChatRequest, ChatResponse};
 use crate::pipeline::{CallContext, CallProgress, Served, estimate_prompt_tokens};
+use crate::telemetry::{self, Telemetry, spans};
 use crate::upstream::ChunkStream;
 use http::HeaderMap;
+use opentelemetry::trace::TraceContextExt;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -35,12 +38,17 @@ pub struct Observer {
     /// Providers whose abandoned streams are read to the end in the
     /// background, so their true usage is recorded.
     drain_on_cancel: HashSet<String>,
+    /// Spans and metrics; `None` records none (tests, tools).
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 /// Where a call came from.
 #[derive(Debug, Clone, Copy)]
 pub struct Arrival<'a> {
     pub edge: Edge,
+    /// The server span's name: the gRPC method in full
+    /// (`llmsidecar.v1.ChatService/Complete`) or `POST /v1/chat/completions`.
+    pub method: &'a str,
     pub headers: &'a HeaderMap,
     /// The peer process on a Unix socket: (uid, pid).
     pub peer: Option<(u32, Option<i32>)>,
@@ -74,7 +82,14 @@ impl Observer {
                 .filter(|provider| provider.drain_on_cancel)
                 .map(|provider| provider.name.clone())
                 .collect(),
+            telemetry: None,
         })
+    }
+
+    /// Spans and metrics for every call in `telemetry`.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Observer {
+        self.telemetry = Some(telemetry);
+        self
     }
 
     pub fn ledger(&self) -> Option<&Ledger> {
@@ -92,10 +107,21 @@ impl Observer {
             uid: arrival.peer.map(|(uid, _)| uid),
             pid: arrival.peer.and_then(|(_, pid)| pid),
         };
+        let request_id = arrival
+            .request_id
+            .map_or_else(|| request_id(arrival.headers), str::to_owned);
+        // The caller's trace (W3C `traceparent`), joined by our server span.
+        let parent = telemetry::extract(arrival.headers);
+        let trace = match &self.telemetry {
+            Some(telemetry) => {
+                telemetry.metrics().in_flight_add(1);
+                spans::server_span(telemetry.tracer(), arrival.edge, arrival.method, &parent)
+            }
+            None => parent,
+        };
+        let log_span = log_span(&request_id, &trace);
         let record = CallRecord {
-            request_id: arrival
-                .request_id
-                .map_or_else(|| request_id(arrival.headers), str::to_owned),
+            request_id,
             started_at: SystemTime::now(),
             edge: arrival.edge,
             stream: request.stream,
@@ -118,9 +144,27 @@ impl Observer {
             record: Some(record),
             began: Instant::now(),
             progress: Arc::default(),
-            trace: opentelemetry::Context::new(),
+            trace,
+            attempt: None,
+            log_span,
             prompt_estimate: estimate_prompt_tokens(request),
         }
+    }
+
+    fn capture_limit(&self) -> Option<usize> {
+        self.telemetry.as_ref()?.capture_limit()
+    }
+}
+
+/// The span every log line of the call is written in, so each carries the
+/// request id and the trace id (the key into the tracing backend).
+fn log_span(request_id: &str, trace: &opentelemetry::Context) -> tracing::Span {
+    let span = trace.span();
+    let context = span.span_context();
+    if context.is_valid() {
+        tracing::info_span!(target: "llm_sidecar::request", "call", request_id, trace_id = %context.trace_id())
+    } else {
+        tracing::info_span!(target: "llm_sidecar::request", "call", request_id)
     }
 }
 
@@ -149,7 +193,11 @@ pub struct Observation {
     record: Option<CallRecord>,
     began: Instant,
     progress: Arc<CallProgress>,
+    /// The server span (or, without telemetry, the caller's context).
     trace: opentelemetry::Context,
+    /// The serving attempt's span, once the pipeline has served the call.
+    attempt: Option<opentelemetry::Context>,
+    log_span: tracing::Span,
     /// For the usage estimate when the upstream reports none.
     prompt_estimate: u32,
 }
@@ -169,6 +217,12 @@ impl Observation {
         self.record
             .as_ref()
             .map_or("", |record| record.request_id.as_str())
+    }
+
+    /// Log lines written while the call is served belong in this span; see
+    /// [`tracing::Instrument`].
+    pub fn log_span(&self) -> &tracing::Span {
+        &self.log_span
     }
 
     /// The time the sidecar has added so far; once a stream's first chunk
@@ -192,45 +246,56 @@ impl Observation {
     }
 
     pub fn finish_unary(mut self, result: &Result<Served<ChatResponse>, Error>) -> Finished {
-        let (outcome, usage, model) = match result {
-            Ok(served) => (
-                Outcome::Ok,
-                served.value.usage,
-                Some(served.value.model.clone()).filter(|model| !model.is_empty()),
-            ),
-            Err(error) => (
-                Outcome::Error {
-                    code: code_of(error),
-                },
-                None,
-                None,
-            ),
-        };
-        let tally = tally::Tally {
-            served_model: model,
-            usage,
-            ..tally::Tally::default()
-        };
-        self.finish(outcome, &tally)
+        match result {
+            Ok(served) => {
+                let answer = &served.value;
+                if let Some(limit) = self.observer.capture_limit() {
+                    spans::record_output_messages(&served.trace, answer, limit);
+                }
+                self.attempt = Some(served.trace.clone());
+                let tally = tally::Tally {
+                    served_model: Some(answer.model.clone()).filter(|model| !model.is_empty()),
+                    response_id: Some(answer.id.clone()).filter(|id| !id.is_empty()),
+                    finish_reasons: answer
+                        .choices
+                        .iter()
+                        .filter_map(|choice| choice.finish_reason.clone())
+                        .collect(),
+                    usage: answer.usage,
+                    ..tally::Tally::default()
+                };
+                self.finish(Outcome::Ok, &tally, None)
+            }
+            Err(error) => self.finish_failed(error),
+        }
     }
 
     /// A call that failed before the pipeline served anything.
     pub fn finish_error(mut self, error: &Error) -> Finished {
-        self.finish(
-            Outcome::Error {
-                code: code_of(error),
-            },
-            &tally::Tally::default(),
-        )
+        self.finish_failed(error)
+    }
+
+    fn finish_failed(&mut self, error: &Error) -> Finished {
+        let outcome = Outcome::Error {
+            code: code_of(error),
+        };
+        self.finish(outcome, &tally::Tally::default(), Some(error))
     }
 
     /// Watches a served stream to its end (or its abandonment).
-    pub fn watch(self, served: Served<ChunkStream>) -> WatchedStream {
+    pub fn watch(mut self, served: Served<ChunkStream>) -> WatchedStream {
         let drain = self.observer.drain_on_cancel.contains(&*served.provider);
-        WatchedStream::new(served.value, self, drain)
+        let tally = tally::Tally::capturing(self.observer.capture_limit());
+        self.attempt = Some(served.trace);
+        WatchedStream::new(served.value, self, tally, drain)
     }
 
-    fn finish(&mut self, outcome: Outcome, tally: &tally::Tally) -> Finished {
+    fn finish(
+        &mut self,
+        outcome: Outcome,
+        tally: &tally::Tally,
+        error: Option<&Error>,
+    ) -> Finished {
         let Some(record) = self.record.take() else {
             return Finished {
                 request_id: String::new(),
@@ -239,7 +304,7 @@ impl Observation {
                 model: None,
             };
         };
-        finish::complete(self, record, outcome, tally)
+        finish::complete(self, record, outcome, tally, error)
     }
 }
 
@@ -249,6 +314,7 @@ impl Drop for Observation {
             self.finish(
                 Outcome::Cancelled { partial: false },
                 &tally::Tally::default(),
+                None,
             );
         }
     }

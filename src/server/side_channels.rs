@@ -1,20 +1,85 @@
-//! The parts that watch calls rather than serve them — the ledger (and the
-//! observer that feeds it) — set up so that their failure never stops the
-//! sidecar from serving: a ledger file that cannot be opened is reported
-//! clearly and its records are counted as dropped.
+//! The parts that watch calls rather than serve them — telemetry, the
+//! ledger, and the observer that feeds both — set up so that their failure
+//! never stops the sidecar from serving: a ledger file that cannot be
+//! opened is reported clearly and its records are counted as dropped; a
+//! collector that cannot be reached costs dropped spans, not requests.
 
-use crate::config::Config;
+use crate::config::{Config, Env};
 use crate::inbound::observe::Observer;
 use crate::ledger::{Ledger, LedgerConfig};
+use crate::pipeline::Pipeline;
+use crate::telemetry::{ProviderState, Telemetry, TelemetryConfig, TelemetryFileConfig};
 use anyhow::Context as _;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
-pub fn observer(config: &Config) -> anyhow::Result<Arc<Observer>> {
+/// The process's telemetry from the config file's `[telemetry]` and the
+/// standard `OTEL_*` variables. A wrong value is a start-up error that
+/// names the key or the variable.
+pub fn telemetry(config: &Config, env: Env<'_>) -> anyhow::Result<Arc<Telemetry>> {
+    let resolved = TelemetryConfig::resolve(&TelemetryFileConfig::from(&config.telemetry), env)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| {
+            format!(
+                "telemetry settings (in {} or the environment)",
+                config.source
+            )
+        })?;
+    let telemetry = Telemetry::init(&resolved).map_err(anyhow::Error::msg)?;
+    match (&resolved.traces, &resolved.metrics) {
+        (None, None) => tracing::info!(
+            "no OTLP endpoint set: spans are not exported; metrics on the admin port's /metrics"
+        ),
+        (traces, metrics) => tracing::info!(
+            traces = traces
+                .as_ref()
+                .map_or("off", |target| target.endpoint.as_str()),
+            metrics = metrics
+                .as_ref()
+                .map_or("off", |target| target.endpoint.as_str()),
+            "exporting telemetry over OTLP"
+        ),
+    }
+    Ok(Arc::new(telemetry))
+}
+
+pub fn observer(config: &Config, telemetry: &Arc<Telemetry>) -> anyhow::Result<Arc<Observer>> {
     let ledger = config.ledger.enabled.then(|| open_ledger(config));
+    if let Some(ledger) = &ledger {
+        let ledger = ledger.clone();
+        telemetry
+            .metrics()
+            .observe_ledger_dropped(telemetry.meter(), move || ledger.dropped());
+    }
     let observer = Observer::new(config, ledger)
         .map_err(anyhow::Error::msg)
-        .with_context(|| format!("in {}", config.source))?;
+        .with_context(|| format!("in {}", config.source))?
+        .with_telemetry(telemetry.clone());
     Ok(Arc::new(observer))
+}
+
+/// Queue depth and circuit state per provider, read at each collection.
+/// Weak, so the meter's callback does not keep the pipeline alive.
+pub fn observe_providers(telemetry: &Telemetry, pipeline: &Arc<Pipeline>) {
+    let pipeline: Weak<Pipeline> = Arc::downgrade(pipeline);
+    telemetry
+        .metrics()
+        .observe_providers(telemetry.meter(), move || {
+            let Some(pipeline) = pipeline.upgrade() else {
+                return Vec::new();
+            };
+            pipeline
+                .provider_states()
+                .map(|state| ProviderState {
+                    provider: state.name.to_owned(),
+                    queued: state.queued as u64,
+                    circuit: match state.circuit {
+                        "open" => 2,
+                        "half_open" => 1,
+                        _ => 0,
+                    },
+                })
+                .collect()
+        });
 }
 
 fn open_ledger(config: &Config) -> Ledger {

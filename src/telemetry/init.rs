@@ -119,6 +119,14 @@ impl Telemetry {
         Telemetry::assemble(tracer_provider, meter_provider, registry, None)
     }
 
+    /// Content capture on (`Some(cap)`) or off, as
+    /// `telemetry.capture_content` would set it: for tests built with
+    /// [`for_tests`](Self::for_tests).
+    pub fn with_capture_limit(mut self, limit: Option<usize>) -> Telemetry {
+        self.capture_limit = limit;
+        self
+    }
+
     fn assemble(
         tracer_provider: SdkTracerProvider,
         meter_provider: SdkMeterProvider,

@@ -69,7 +69,6 @@ pub struct Metrics {
     queue_wait: Histogram<f64>,
     retries: Counter<u64>,
     upstream_responses: Counter<u64>,
-    ledger_dropped: Counter<u64>,
 }
 
 impl Metrics {
@@ -123,11 +122,6 @@ impl Metrics {
                 .u64_counter(UPSTREAM_RESPONSES)
                 .with_unit("{response}")
                 .with_description("Upstream HTTP responses, by status code.")
-                .build(),
-            ledger_dropped: meter
-                .u64_counter(LEDGER_DROPPED)
-                .with_unit("{record}")
-                .with_description("Usage records lost because the ledger queue was full.")
                 .build(),
         }
     }
@@ -204,8 +198,20 @@ impl Metrics {
         self.in_flight.add(delta, &[]);
     }
 
-    pub fn ledger_dropped(&self, records: u64) {
-        self.ledger_dropped.add(records, &[]);
+    /// Registers `llm_sidecar.ledger.dropped`, read from `dropped` (the
+    /// ledger's own running count of records it could not queue or write)
+    /// at each collection, so the metric and the ledger never disagree.
+    /// Call once per meter.
+    pub fn observe_ledger_dropped<F>(&self, meter: &Meter, dropped: F)
+    where
+        F: Fn() -> u64 + Send + Sync + 'static,
+    {
+        meter
+            .u64_observable_counter(LEDGER_DROPPED)
+            .with_unit("{record}")
+            .with_description("Usage records that could not be queued or written to the ledger.")
+            .with_callback(move |observer| observer.observe(dropped(), &[]))
+            .build();
     }
 
     /// Registers `llm_sidecar.queue.depth` and `llm_sidecar.circuit.state`,

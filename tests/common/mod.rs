@@ -8,7 +8,7 @@ use llm_sidecar::config::from_toml;
 use llm_sidecar::fake_upstream::FakeUpstream;
 use llm_sidecar::inbound::grpc::json_to_struct;
 use llm_sidecar::proto::v1 as pb;
-use llm_sidecar::server::{Running, start};
+use llm_sidecar::server::{Running, start, start_with_telemetry};
 use pb::chat_service_client::ChatServiceClient;
 use tonic::transport::Channel;
 
@@ -16,6 +16,19 @@ use tonic::transport::Channel;
 pub const UPSTREAM_KEY: &str = "sk-test-0123456789abcdef";
 /// A second key, for tests that configure `api_keys = [{ env = "FAKE_KEY_2" }]`.
 pub const UPSTREAM_KEY_2: &str = "sk-test-second-key-98765";
+
+/// How to start a [`Harness`] beyond the defaults.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Added to the `[providers.fake]` table.
+    pub provider_toml: &'a str,
+    /// Tables after the provider's (e.g. `[retry]`).
+    pub tables: &'a str,
+    /// Variables the sidecar sees besides the fake keys (e.g. `OTEL_*`).
+    pub env: Vec<(&'static str, String)>,
+    /// Telemetry made by the test (an in-memory span exporter).
+    pub telemetry: Option<std::sync::Arc<llm_sidecar::telemetry::Telemetry>>,
+}
 
 pub struct Harness {
     pub fake: FakeUpstream,
@@ -36,6 +49,21 @@ impl Harness {
 
     /// `tables` (e.g. a `[retry]` table) follow the provider's table.
     pub async fn start_full(provider_toml: &str, tables: &str) -> Harness {
+        Harness::start_options(Options {
+            provider_toml,
+            tables,
+            ..Options::default()
+        })
+        .await
+    }
+
+    pub async fn start_options(options: Options<'_>) -> Harness {
+        let Options {
+            provider_toml,
+            tables,
+            env: extra_env,
+            telemetry,
+        } = options;
         let fake = FakeUpstream::start()
             .await
             .expect("the fake upstream starts");
@@ -71,9 +99,16 @@ circuit_failures = 0
         let env = |name: &str| match name {
             "FAKE_KEY" => Some(UPSTREAM_KEY.to_owned()),
             "FAKE_KEY_2" => Some(UPSTREAM_KEY_2.to_owned()),
-            _ => None,
+            _ => extra_env
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.clone()),
         };
-        let running = start(&config, &env).await.expect("the sidecar starts");
+        let running = match telemetry {
+            Some(telemetry) => start_with_telemetry(&config, &env, telemetry).await,
+            None => start(&config, &env).await,
+        }
+        .expect("the sidecar starts");
         let channel = connect_uds(&socket).await.expect("the client connects");
         Harness {
             fake,

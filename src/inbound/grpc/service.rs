@@ -12,6 +12,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
+
+/// The server spans' names: the full gRPC method, as the conventions ask.
+const COMPLETE_METHOD: &str = "llmsidecar.v1.ChatService/Complete";
+const STREAM_COMPLETE_METHOD: &str = "llmsidecar.v1.ChatService/StreamComplete";
 
 #[derive(Debug, Clone)]
 pub struct ChatServiceImpl {
@@ -35,6 +40,11 @@ impl ChatServiceImpl {
     ) -> Result<(Observation, crate::model::ChatRequest), Status> {
         let arrival = Arrival {
             edge: Edge::Grpc,
+            method: if stream {
+                STREAM_COMPLETE_METHOD
+            } else {
+                COMPLETE_METHOD
+            },
             headers: metadata.as_ref(),
             peer,
             request_id: None,
@@ -190,7 +200,11 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         let (metadata, _, message) = request.into_parts();
         let (observation, chat) = self.begin(&metadata, peer, message, false)?;
         let call = observation.call_context(deadline, max_attempts);
-        let result = self.pipeline.complete(chat, &call).await;
+        let result = self
+            .pipeline
+            .complete(chat, &call)
+            .instrument(observation.log_span().clone())
+            .await;
         let finished = observation.finish_unary(&result);
         let served = result.map_err(|error| with_request_id(to_status(&error), &finished))?;
         let mut response = Response::new(response_to_proto(served.value, &served.provider));
@@ -210,7 +224,12 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         let (metadata, _, message) = request.into_parts();
         let (observation, chat) = self.begin(&metadata, peer, message, true)?;
         let call = observation.call_context(deadline, max_attempts);
-        let served = match self.pipeline.stream(chat, &call).await {
+        let served = match self
+            .pipeline
+            .stream(chat, &call)
+            .instrument(observation.log_span().clone())
+            .await
+        {
             Ok(served) => served,
             Err(error) => {
                 let finished = observation.finish_error(&error);

@@ -5,12 +5,14 @@
 use super::tally::Tally;
 use super::{Finished, Observation};
 use crate::call_record::{CallRecord, Outcome};
+use crate::error::Error;
 
 pub(super) fn complete(
     observation: &Observation,
     mut record: CallRecord,
     outcome: Outcome,
     tally: &Tally,
+    error: Option<&Error>,
 ) -> Finished {
     let progress = observation.progress.snapshot();
     let latency = observation.began.elapsed();
@@ -42,7 +44,12 @@ pub(super) fn complete(
     // A stream's own time is the caller's reading pace; what the sidecar
     // added is in the wait for the first chunk.
     let overhead = progress.overhead(tally.time_to_first_chunk.unwrap_or(latency));
-    log_line(&record, overhead);
+    if let Some(telemetry) = &observation.observer.telemetry {
+        super::call_trace::end(telemetry, observation, &record, tally, error);
+    }
+    observation
+        .log_span
+        .in_scope(|| log_line(&record, overhead));
     let finished = Finished {
         request_id: record.request_id.clone(),
         overhead,

@@ -26,11 +26,16 @@ pub struct WatchedStream {
 }
 
 impl WatchedStream {
-    pub(super) fn new(inner: ChunkStream, observation: Observation, drain: bool) -> Self {
+    pub(super) fn new(
+        inner: ChunkStream,
+        observation: Observation,
+        tally: Tally,
+        drain: bool,
+    ) -> Self {
         WatchedStream {
             inner: Some(inner),
             observation: Some(observation),
-            tally: Tally::default(),
+            tally,
             drain,
             end: None,
         }
@@ -54,9 +59,9 @@ impl WatchedStream {
         self.end.take()
     }
 
-    fn finish(&mut self, outcome: Outcome) -> Option<Finished> {
+    fn finish(&mut self, outcome: Outcome, error: Option<&Error>) -> Option<Finished> {
         let mut observation = self.observation.take()?;
-        Some(observation.finish(outcome, &self.tally))
+        Some(observation.finish(outcome, &self.tally, error))
     }
 }
 
@@ -83,11 +88,11 @@ impl Stream for WatchedStream {
                     Outcome::Error { code }
                 };
                 this.inner = None;
-                this.finish(outcome);
+                this.finish(outcome, Some(error));
             }
             None => {
                 this.inner = None;
-                this.end = this.finish(Outcome::Ok);
+                this.end = this.finish(Outcome::Ok, None);
             }
         }
         Poll::Ready(item)
@@ -113,12 +118,12 @@ impl Drop for WatchedStream {
                         }
                     }
                     if let Some(observation) = observation.as_mut() {
-                        observation.finish(Outcome::Cancelled { partial: true }, &tally);
+                        observation.finish(Outcome::Cancelled { partial: true }, &tally, None);
                     }
                 });
             }
             _ => {
-                self.finish(Outcome::Cancelled { partial: true });
+                self.finish(Outcome::Cancelled { partial: true }, None);
             }
         }
     }

@@ -15,9 +15,22 @@ pub struct Tally {
     pub usage: Option<Usage>,
     /// Bytes of generated text (content, reasoning, tool arguments).
     pub output_bytes: usize,
+    /// The answer's text, kept only when the operator opted in to content
+    /// capture, and only up to `capture_limit` bytes.
+    pub captured: Option<String>,
+    pub capture_limit: usize,
 }
 
 impl Tally {
+    /// A tally that also keeps the answer's text, up to `limit` bytes.
+    pub fn capturing(limit: Option<usize>) -> Tally {
+        Tally {
+            captured: limit.map(|_| String::new()),
+            capture_limit: limit.unwrap_or(0),
+            ..Tally::default()
+        }
+    }
+
     /// Notes one chunk; `since_start` is the call's age when it arrived.
     pub fn note(&mut self, chunk: &ChatChunk, since_start: Duration) {
         self.chunks += 1;
@@ -46,6 +59,9 @@ impl Tally {
             if let Some(reason) = &choice.finish_reason {
                 self.finish_reasons.push(reason.clone());
             }
+            if let (Some(captured), Some(text)) = (&mut self.captured, &delta.content) {
+                capture(captured, text, self.capture_limit);
+            }
         }
     }
 
@@ -67,6 +83,19 @@ impl Tally {
         };
         (Some(usage), true)
     }
+}
+
+/// Appends what fits under `limit`, cut on a character boundary.
+fn capture(captured: &mut String, text: &str, limit: usize) {
+    let room = limit.saturating_sub(captured.len());
+    if room == 0 {
+        return;
+    }
+    let mut end = text.len().min(room);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    captured.push_str(&text[..end]);
 }
 
 #[cfg(test)]
@@ -123,6 +152,20 @@ mod tests {
         assert_eq!(usage.prompt_tokens, 10);
         assert_eq!(usage.completion_tokens, 3);
         assert_eq!(usage.total_tokens, 13);
+    }
+
+    #[test]
+    fn capture_keeps_text_only_when_asked_and_only_up_to_the_limit() {
+        let mut plain = Tally::default();
+        plain.note(&text_chunk("secret prompt echo"), Duration::ZERO);
+        assert_eq!(plain.captured, None);
+
+        let mut capturing = Tally::capturing(Some(7));
+        capturing.note(&text_chunk("héllo"), Duration::ZERO);
+        // "héllo" is 6 bytes: the one byte left cannot hold the two of
+        // "ö", and the cut never splits a character.
+        capturing.note(&text_chunk("öx"), Duration::ZERO);
+        assert_eq!(capturing.captured.as_deref(), Some("héllo"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::error::Error;
 use crate::inbound::observe::{Finished, Observation, WatchedStream};
 use crate::model::{ChatRequest, ChatResponse};
 use crate::pipeline::{CallContext, Pipeline, Served};
+use tracing::Instrument as _;
 
 /// A whole answer, and the finished call's summary for the headers.
 pub async fn unary(
@@ -14,7 +15,10 @@ pub async fn unary(
     request: ChatRequest,
     call: &CallContext,
 ) -> (Result<Served<ChatResponse>, Error>, Finished) {
-    let result = pipeline.complete(request, call).await;
+    let result = pipeline
+        .complete(request, call)
+        .instrument(observation.log_span().clone())
+        .await;
     let finished = observation.finish_unary(&result);
     (result, finished)
 }
@@ -28,12 +32,18 @@ pub async fn stream(
     request: ChatRequest,
     call: &CallContext,
 ) -> Result<(Served<()>, WatchedStream), (Error, Finished)> {
-    match pipeline.stream(request, call).await {
+    let served = pipeline
+        .stream(request, call)
+        .instrument(observation.log_span().clone())
+        .await;
+    match served {
         Ok(served) => {
             let summary = Served {
                 provider: served.provider.clone(),
                 attempts: served.attempts,
                 value: (),
+                // The span travels with the stream, in the observation.
+                trace: opentelemetry::Context::new(),
             };
             Ok((summary, observation.watch(served)))
         }

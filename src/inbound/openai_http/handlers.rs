@@ -52,6 +52,7 @@ pub async fn chat_completions(
     let arrived = Instant::now();
     let arrival = Arrival {
         edge: Edge::Http,
+        method: "POST /v1/chat/completions",
         headers: &headers,
         peer: None,
         request_id: Some(&id),

@@ -56,7 +56,7 @@ fn families_render_with_prometheus_names() {
     metrics.retry("openai", "rate_limited");
     metrics.upstream_response("openai", 429);
     metrics.queue_wait("openai", Duration::from_millis(30));
-    metrics.ledger_dropped(2);
+    metrics.observe_ledger_dropped(telemetry.meter(), || 2);
     metrics.observe_providers(telemetry.meter(), || {
         vec![ProviderState {
             provider: "openai".into(),
