@@ -188,6 +188,12 @@ def policy(rendered, config_file, collector_rendered):
                         ("K8S_NODE_NAME", "spec.nodeName")):
         if env.get(name, {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != field:
             check(f"llm-sidecar: env {name} is not the downward-API {field}")
+    # These override the config file (README, Configuration): set in the
+    # pod they would silently win over the ConfigMap.
+    for name in sorted(env):
+        if name in ("LLM_SIDECAR_CONFIG", "LLM_SIDECAR_UDS", "LLM_SIDECAR_TCP", "LLM_SIDECAR_HTTP",
+                    "LLM_SIDECAR_ADMIN", "LLM_SIDECAR_LEDGER"):
+            check(f"llm-sidecar: env {name} would override {config_file}")
     if "OTEL_SERVICE_NAME" not in env:
         check("llm-sidecar: env OTEL_SERVICE_NAME is not set")
     endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", {}).get("value", "")
