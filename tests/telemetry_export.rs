@@ -2,9 +2,14 @@
 //! OTLP/gRPC and an axum one for OTLP/HTTP (protobuf). Each test starts its
 //! receiver on port 0, exports through `Telemetry::init`, flushes with a
 //! bounded shutdown and reads what arrived. Every wait has a timeout.
+//! The last tests run the whole sidecar, configured by the standard
+//! `OTEL_*` variables only, and read the spans of a real call.
+
+mod common;
 
 use axum::body::Bytes;
 use axum::extract::State;
+use common::{Harness, Options};
 use llm_sidecar::call_record::Edge;
 use llm_sidecar::model::{ChatRequest, Message, Role, Usage};
 use llm_sidecar::telemetry::{
@@ -27,6 +32,7 @@ use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message as _;
+use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -420,6 +426,88 @@ async fn requests_never_wait_on_a_stalled_collector() {
         );
         let _ = telemetry.shutdown_within(Duration::from_secs(2));
         drop(listener);
+    })
+    .await
+    .expect("the test finished in time");
+}
+
+/// The running sidecar, configured by the standard variables alone, sends
+/// a call's spans (and its metrics, flushed at shutdown) to the collector.
+async fn sidecar_exports_a_call(protocol: &str, address: SocketAddr, received: &Received) {
+    let mut harness = Harness::start_options(Options {
+        env: vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{address}")),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_owned()),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "x-api-key=collector-token".to_owned(),
+            ),
+            ("OTEL_SERVICE_NAME", "checkout-llm-sidecar".to_owned()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let mut stream = harness
+        .client
+        .stream_complete(common::request("hello", json!({"reply": "a b c"})))
+        .await
+        .expect("the stream starts")
+        .into_inner();
+    while stream
+        .message()
+        .await
+        .expect("the stream completes")
+        .is_some()
+    {}
+    harness.stop().await;
+
+    let spans = received.spans();
+    let server = spans
+        .iter()
+        .find(|span| span.name == "llmsidecar.v1.ChatService/StreamComplete")
+        .unwrap_or_else(|| panic!("no server span among {spans:#?}"));
+    let client = spans
+        .iter()
+        .find(|span| span.name == "chat fake-model")
+        .unwrap_or_else(|| panic!("no client span among {spans:#?}"));
+    assert_eq!(server.kind, SpanKind::Server as i32);
+    assert_eq!(client.kind, SpanKind::Client as i32);
+    assert_eq!(client.parent_span_id, server.span_id);
+    assert_eq!(client.trace_id, server.trace_id);
+    assert_eq!(int_attribute(client, "gen_ai.usage.output_tokens"), Some(3));
+    assert!(
+        received
+            .metric_names()
+            .iter()
+            .any(|name| name == "gen_ai.client.operation.duration"),
+        "{:?}",
+        received.metric_names()
+    );
+    assert!(
+        received
+            .api_keys
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|key| key == "collector-token")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_sidecar_exports_over_otlp_grpc() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (address, received) = grpc_receiver().await;
+        sidecar_exports_a_call("grpc", address, &received).await;
+    })
+    .await
+    .expect("the test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_sidecar_exports_over_otlp_http() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (address, received) = http_receiver().await;
+        sidecar_exports_a_call("http/protobuf", address, &received).await;
     })
     .await
     .expect("the test finished in time");
