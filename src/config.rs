@@ -63,6 +63,10 @@ pub struct ServerConfig {
     pub admin: Option<SocketAddr>,
     /// Whether callers of the chat sockets may also call `AdminService`.
     pub admin_on_app_socket: bool,
+    /// gRPC health only, on any address: it serves nothing that spends keys.
+    pub health: Option<SocketAddr>,
+    /// How long a stop waits for calls in flight before ending them.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -70,6 +70,10 @@ pub enum Error {
         stage: &'static str,
         elapsed: Duration,
     },
+    /// The sidecar is stopping and its grace period for calls in flight is
+    /// over; the caller may try again (on the restarted sidecar).
+    #[error("the sidecar is shutting down; try again")]
+    ShuttingDown,
     /// A bug or an unexpected local failure.
     #[error("internal error: {0}")]
     Internal(String),

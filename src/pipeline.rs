@@ -43,6 +43,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// The window over which a provider's retry budget is counted.
 const BUDGET_WINDOW: Duration = Duration::from_secs(10);
@@ -88,6 +89,9 @@ pub struct Pipeline {
     retry: RetryPolicy,
     /// Spans and metrics of attempts; `None` records nothing (tests, tools).
     telemetry: Option<Arc<Telemetry>>,
+    /// Cancelled when a stop's grace period is over: the calls still in
+    /// flight end with UNAVAILABLE. Shared by the pipelines a reload makes.
+    stop: CancellationToken,
 }
 
 /// A provider with its retry settings and budget.
@@ -111,6 +115,7 @@ struct Routed<'a> {
     timeouts: Timeouts,
     upstream_model: String,
     trace: AttemptTrace<'a>,
+    stop: &'a CancellationToken,
 }
 
 /// A target's failure and the attempts it made.
@@ -155,7 +160,14 @@ impl Pipeline {
             providers,
             retry: config.retry.policy,
             telemetry: None,
+            stop: CancellationToken::new(),
         })
+    }
+
+    /// Calls end with [`Error::ShuttingDown`] once `stop` is cancelled.
+    pub fn with_stop(mut self, stop: CancellationToken) -> Pipeline {
+        self.stop = stop;
+        self
     }
 
     /// Records a span per attempt and the pipeline's metrics in `telemetry`.
@@ -199,7 +211,8 @@ impl Pipeline {
             call.deadline,
             targets[0].timeouts.unary_total,
         );
-        serve(&targets, request, Unary(bounds, call)).await
+        self.until_stopped(serve(&targets, request, Unary(bounds, call)))
+            .await
     }
 
     /// Returns once the first chunk has arrived, so every failure before it
@@ -216,7 +229,21 @@ impl Pipeline {
             call.deadline,
             targets[0].timeouts.stream_total,
         );
-        serve(&targets, request, Streaming(bounds, call)).await
+        // Past the first chunk, the stream itself watches `stop`.
+        self.until_stopped(serve(&targets, request, Streaming(bounds, call)))
+            .await
+    }
+
+    /// Runs `work` unless the shutdown grace ends first.
+    async fn until_stopped<T>(
+        &self,
+        work: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        tokio::select! {
+            biased;
+            result = work => result,
+            () = self.stop.cancelled() => Err(Error::ShuttingDown),
+        }
     }
 
     /// The primary target and its fallbacks, in the order to try them.
@@ -240,6 +267,7 @@ impl Pipeline {
                 timeouts: route.timeouts.over(slot.timeouts),
                 upstream_model,
                 trace: AttemptTrace::new(self.telemetry.as_deref()),
+                stop: &self.stop,
             }
         };
         let mut targets = vec![target(route.provider, route.upstream_model.clone())];
@@ -470,7 +498,8 @@ impl Routed<'_> {
             bounds,
             timeouts.idle,
             Some(slot),
-        );
+        )
+        .stopped_by(self.stop);
         Ok((Box::pin(bounded), attempts, trace))
     }
 

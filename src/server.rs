@@ -21,9 +21,11 @@ use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
@@ -40,11 +42,16 @@ pub struct Running {
     pub http_uds: Option<PathBuf>,
     /// The admin port's bound address.
     pub admin: Option<SocketAddr>,
+    /// The health-only port's bound address.
+    pub health_port: Option<SocketAddr>,
     pub pipeline: Arc<Pipeline>,
     pub observer: Arc<Observer>,
     pub telemetry: Arc<Telemetry>,
     health: tonic_health::server::HealthReporter,
     stop: watch::Sender<bool>,
+    /// Ends the calls still in flight when the grace period is over.
+    stop_calls: CancellationToken,
+    grace: Duration,
     servers: JoinSet<anyhow::Result<()>>,
 }
 
@@ -62,10 +69,12 @@ pub async fn start_with_telemetry(
     env: Env<'_>,
     telemetry: Arc<Telemetry>,
 ) -> anyhow::Result<Running> {
+    let stop_calls = CancellationToken::new();
     let pipeline = Arc::new(
         Pipeline::new(config, env)
             .context("cannot build the upstream HTTP client")?
-            .with_telemetry(telemetry.clone()),
+            .with_telemetry(telemetry.clone())
+            .with_stop(stop_calls.clone()),
     );
     side_channels::observe_providers(&telemetry, &pipeline);
     for provider in pipeline.providers() {
@@ -169,7 +178,7 @@ pub async fn start_with_telemetry(
         let bound = listener.local_addr()?;
         // gRPC (AdminService, health for kubelet probes) and JSON on one port.
         let grpc = Routes::new(admin_grpc)
-            .add_service(health_service)
+            .add_service(health_service.clone())
             .prepare()
             .into_axum_router();
         let router = crate::admin::http::router(admin).merge(grpc);
@@ -177,9 +186,27 @@ pub async fn start_with_telemetry(
         tracing::info!(%bound, "serving the admin port (metrics, usage, health)");
         running_admin = Some(bound);
     }
+    let mut running_health = None;
+    if let Some(addr) = config.server.health {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "cannot listen on {addr} (server.health in {})",
+                config.source
+            )
+        })?;
+        let bound = listener.local_addr()?;
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let server = server_builder()
+            .add_service(health_service)
+            .serve_with_incoming_shutdown(incoming, signalled(stopped.clone()));
+        servers.spawn(async move { Ok(server.await?) });
+        tracing::info!(%bound, "serving gRPC health for probes");
+        running_health = Some(bound);
+    }
     Ok(Running {
         uds: running_uds,
         admin: running_admin,
+        health_port: running_health,
         tcp: running_tcp,
         http: running_http,
         http_uds: running_http_uds,
@@ -188,6 +215,8 @@ pub async fn start_with_telemetry(
         telemetry,
         health,
         stop,
+        stop_calls,
+        grace: config.server.shutdown_grace,
         servers,
     })
 }
@@ -205,7 +234,7 @@ async fn report_provider_health(
     mut stopped: watch::Receiver<bool>,
 ) {
     use tonic_health::ServingStatus;
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -231,26 +260,61 @@ async fn report_provider_health(
 fn server_builder() -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
 }
+
+/// How long calls ended at the end of the grace period get to send their
+/// UNAVAILABLE before their connections are closed.
+const AFTER_GRACE: Duration = Duration::from_secs(2);
 
 async fn signalled(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 impl Running {
-    /// Reports NOT_SERVING, stops accepting calls, waits for the calls in
-    /// flight, and removes the socket file.
-    pub async fn shutdown(mut self) {
+    /// Reports NOT_SERVING, stops accepting calls, lets the calls in flight
+    /// finish within the configured grace period (`server.shutdown_grace_ms`)
+    /// and ends the rest with UNAVAILABLE; then flushes the ledger and
+    /// telemetry and removes the socket files.
+    pub async fn shutdown(self) {
+        let grace = self.grace;
+        self.shutdown_within(grace).await;
+    }
+
+    /// [`shutdown`](Self::shutdown) with its own grace period.
+    pub async fn shutdown_within(mut self, grace: Duration) {
+        use tonic_health::ServingStatus;
         self.health
             .set_not_serving::<ChatServiceServer<ChatServiceImpl>>()
             .await;
+        self.health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        // Listeners stop accepting; open connections are told to go away
+        // (HTTP/2 GOAWAY) once their calls are done.
         let _ = self.stop.send(true);
-        while let Some(result) = self.servers.join_next().await {
-            match result {
-                Ok(Err(error)) => tracing::warn!("a listener ended with an error: {error}"),
-                Err(error) => tracing::warn!("a listener task failed: {error}"),
-                Ok(Ok(())) => {}
+        if tokio::time::timeout(grace, self.join_servers())
+            .await
+            .is_err()
+        {
+            let in_flight: usize = self
+                .pipeline
+                .provider_states()
+                .map(|state| state.in_flight)
+                .sum();
+            tracing::warn!(
+                in_flight,
+                grace_ms = grace.as_millis() as u64,
+                "grace period over: ending the calls still open with UNAVAILABLE"
+            );
+            self.stop_calls.cancel();
+            if tokio::time::timeout(AFTER_GRACE, self.join_servers())
+                .await
+                .is_err()
+            {
+                tracing::warn!("connections still open after the grace period; closing them");
+                self.servers.abort_all();
+                self.join_servers().await;
             }
         }
         for path in [&self.uds, &self.http_uds].into_iter().flatten() {
@@ -262,5 +326,18 @@ impl Running {
         // The SDK's shutdown blocks on the last export (bounded).
         let telemetry = self.telemetry.clone();
         let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    }
+}
+
+impl Running {
+    async fn join_servers(&mut self) {
+        while let Some(result) = self.servers.join_next().await {
+            match result {
+                Ok(Err(error)) => tracing::warn!("a listener ended with an error: {error}"),
+                Err(error) if error.is_cancelled() => {}
+                Err(error) => tracing::warn!("a listener task failed: {error}"),
+                Ok(Ok(())) => {}
+            }
+        }
     }
 }

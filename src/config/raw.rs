@@ -56,6 +56,12 @@ pub struct RawServer {
     pub admin: Option<String>,
     /// Also serve the gRPC `AdminService` to the application's callers.
     pub admin_on_app_socket: Option<bool>,
+    /// A port that serves only gRPC health, for the kubelet's probes (which
+    /// come to the pod IP, not loopback); empty: off.
+    pub health: Option<String>,
+    /// On SIGTERM, how long calls in flight may take to finish before they
+    /// are ended with UNAVAILABLE.
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 const DEFAULT_MAX_SSE_LINE_BYTES: usize = 1024 * 1024;
+/// Inside Kubernetes' default 30 s termination grace, leaving time for the
+/// ledger and telemetry to flush after the calls end.
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// Parses and validates configuration text; `source` names it in errors.
 pub fn from_toml(text: &str, source: &str) -> Result<Config, ConfigError> {
@@ -190,6 +193,12 @@ impl Checker<'_> {
         let tcp = self.listen_addr("server.tcp", raw.tcp.as_deref(), allow_non_loopback)?;
         let http = self.listen_addr("server.http", raw.http.as_deref(), allow_non_loopback)?;
         let admin = self.listen_addr("server.admin", raw.admin.as_deref(), allow_non_loopback)?;
+        // Health only: reachable from the kubelet by design.
+        let health = self.listen_addr("server.health", raw.health.as_deref(), true)?;
+        let shutdown_grace = Duration::from_millis(
+            raw.shutdown_grace_ms
+                .unwrap_or(DEFAULT_SHUTDOWN_GRACE.as_millis() as u64),
+        );
         let http_uds = raw
             .http_uds
             .filter(|path| !path.is_empty())
@@ -220,6 +229,8 @@ impl Checker<'_> {
             http_uds,
             admin,
             admin_on_app_socket: raw.admin_on_app_socket.unwrap_or(false),
+            health,
+            shutdown_grace,
         })
     }
 

@@ -77,6 +77,7 @@ pub fn classify(error: &Error) -> Class {
         Error::DeadlineExceeded { .. } => {
             class(Code::DeadlineExceeded, 504, false, "DEADLINE_EXCEEDED")
         }
+        Error::ShuttingDown => class(Code::Unavailable, 503, true, "SIDECAR_SHUTTING_DOWN"),
         Error::Internal(_) => class(Code::Internal, 500, false, "INTERNAL"),
     }
 }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 pub struct BoundedStream {
     inner: Option<ChunkStream>,
@@ -28,6 +29,8 @@ pub struct BoundedStream {
     /// The provider slot this stream occupies and its place in the
     /// in-flight count, both freed when it ends.
     slot: Option<(Permit, InFlightGuard)>,
+    /// Fires when the sidecar's shutdown grace is over.
+    stop: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
 
 impl BoundedStream {
@@ -46,7 +49,14 @@ impl BoundedStream {
             idle,
             idle_timer: Box::pin(tokio::time::sleep(idle)),
             slot,
+            stop: None,
         }
+    }
+
+    /// Ends the stream with [`Error::ShuttingDown`] once `stop` fires.
+    pub fn stopped_by(mut self, stop: &tokio_util::sync::CancellationToken) -> Self {
+        self.stop = Some(Box::pin(stop.clone().cancelled_owned()));
+        self
     }
 
     fn fail(&mut self, error: Error) -> Poll<Option<Result<ChatChunk, Error>>> {
@@ -76,6 +86,11 @@ impl Stream for BoundedStream {
                 }
             }
             return Poll::Ready(item);
+        }
+        if let Some(stop) = this.stop.as_mut()
+            && stop.as_mut().poll(cx).is_ready()
+        {
+            return this.fail(Error::ShuttingDown);
         }
         if this.end.as_mut().poll(cx).is_ready() {
             let error = this.bounds.expired(&this.provider, "streaming the answer");
