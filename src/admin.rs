@@ -14,7 +14,7 @@ use crate::ledger::{
     GroupBy, LedgerError, LedgerRow, OutcomeFilter, RECENT_LIMIT_MAX, RecentQuery, SummaryQuery,
     SummaryRow,
 };
-use crate::pipeline::Pipeline;
+use crate::pipeline::PipelineHandle;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -27,7 +27,7 @@ pub type MetricsText = Arc<dyn Fn() -> String + Send + Sync>;
 
 #[derive(Clone)]
 pub struct Admin {
-    pipeline: Arc<Pipeline>,
+    pipeline: Arc<PipelineHandle>,
     observer: Arc<Observer>,
     metrics: Option<MetricsText>,
 }
@@ -84,7 +84,7 @@ pub struct ProviderHealth {
 
 impl Admin {
     pub fn new(
-        pipeline: Arc<Pipeline>,
+        pipeline: Arc<PipelineHandle>,
         observer: Arc<Observer>,
         metrics: Option<MetricsText>,
     ) -> Admin {
@@ -159,6 +159,7 @@ impl Admin {
 
     pub fn providers(&self) -> Vec<ProviderHealth> {
         self.pipeline
+            .current()
             .provider_states()
             .map(|state| ProviderHealth {
                 name: state.name.to_owned(),

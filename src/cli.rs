@@ -1,6 +1,7 @@
 //! The `llm-sidecar` command line: `serve`, `check-config`, `chat`, `models`.
 
 mod chat;
+mod reload;
 mod serve;
 
 use clap::{Parser, Subcommand};

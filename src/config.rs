@@ -48,7 +48,7 @@ pub struct Config {
     pub logging: LoggingSettings,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub uds: Option<PathBuf>,
     pub uds_mode: u32,
@@ -67,6 +67,8 @@ pub struct ServerConfig {
     pub health: Option<SocketAddr>,
     /// How long a stop waits for calls in flight before ending them.
     pub shutdown_grace: Duration,
+    /// How often to look for changed config and key files; `None`: never.
+    pub watch_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use crate::admin::grpc::AdminServiceImpl;
 use crate::config::{Config, Env};
 use crate::inbound::grpc::ChatServiceImpl;
 use crate::inbound::observe::Observer;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, PipelineHandle};
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::proto::v1::admin_service_server::AdminServiceServer;
 use crate::proto::v1::chat_service_server::ChatServiceServer;
@@ -44,7 +44,7 @@ pub struct Running {
     pub admin: Option<SocketAddr>,
     /// The health-only port's bound address.
     pub health_port: Option<SocketAddr>,
-    pub pipeline: Arc<Pipeline>,
+    pub pipeline: Arc<PipelineHandle>,
     pub observer: Arc<Observer>,
     pub telemetry: Arc<Telemetry>,
     health: tonic_health::server::HealthReporter,
@@ -70,18 +70,13 @@ pub async fn start_with_telemetry(
     telemetry: Arc<Telemetry>,
 ) -> anyhow::Result<Running> {
     let stop_calls = CancellationToken::new();
-    let pipeline = Arc::new(
-        Pipeline::new(config, env)
-            .context("cannot build the upstream HTTP client")?
-            .with_telemetry(telemetry.clone())
-            .with_stop(stop_calls.clone()),
-    );
+    let pipeline = Arc::new(PipelineHandle::new(build_pipeline(
+        config,
+        env,
+        &telemetry,
+        &stop_calls,
+    )?));
     side_channels::observe_providers(&telemetry, &pipeline);
-    for provider in pipeline.providers() {
-        if let Some(problem) = provider.readiness_problem() {
-            tracing::warn!(provider = %provider.name, "provider is not usable: {problem}");
-        }
-    }
     let observer = side_channels::observer(config, &telemetry)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -222,6 +217,25 @@ pub async fn start_with_telemetry(
 }
 
 /// The health service name that reports a provider's circuit.
+/// A pipeline for `config`, sharing the process's telemetry and stop.
+fn build_pipeline(
+    config: &Config,
+    env: Env<'_>,
+    telemetry: &Arc<Telemetry>,
+    stop_calls: &CancellationToken,
+) -> anyhow::Result<Pipeline> {
+    let pipeline = Pipeline::new(config, env)
+        .context("cannot build the upstream HTTP client")?
+        .with_telemetry(telemetry.clone())
+        .with_stop(stop_calls.clone());
+    for provider in pipeline.providers() {
+        if let Some(problem) = provider.readiness_problem() {
+            tracing::warn!(provider = %provider.name, "provider is not usable: {problem}");
+        }
+    }
+    Ok(pipeline)
+}
+
 pub fn provider_health_name(provider: &str) -> String {
     format!("llmsidecar.provider.{provider}")
 }
@@ -229,7 +243,7 @@ pub fn provider_health_name(provider: &str) -> String {
 /// Mirrors each provider's circuit into the health service (SERVING
 /// unless open), so probes and operators can see a provider being skipped.
 async fn report_provider_health(
-    pipeline: Arc<Pipeline>,
+    pipeline: Arc<PipelineHandle>,
     health: tonic_health::server::HealthReporter,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -241,6 +255,7 @@ async fn report_provider_health(
             _ = stopped.wait_for(|stop| *stop) => return,
         }
         let states: Vec<(String, ServingStatus)> = pipeline
+            .current()
             .provider_states()
             .map(|state| {
                 let status = if state.circuit == "open" {
@@ -299,6 +314,7 @@ impl Running {
         {
             let in_flight: usize = self
                 .pipeline
+                .current()
                 .provider_states()
                 .map(|state| state.in_flight)
                 .sum();
@@ -330,6 +346,22 @@ impl Running {
 }
 
 impl Running {
+    /// Serves new calls by `config` from now on — providers, keys, routes,
+    /// limits, prices — while calls under way finish as they began. All or
+    /// nothing: if any part of `config` cannot be built, nothing changes.
+    /// Listener settings (`[server]`) take effect only at a restart.
+    pub fn reload(&self, config: &Config, env: Env<'_>) -> anyhow::Result<()> {
+        let pipeline = build_pipeline(config, env, &self.telemetry, &self.stop_calls)?;
+        let rules = self
+            .observer
+            .rules_for(config)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("in {}", config.source))?;
+        self.pipeline.replace(pipeline);
+        self.observer.set_rules(rules);
+        Ok(())
+    }
+
     async fn join_servers(&mut self) {
         while let Some(result) = self.servers.join_next().await {
             match result {

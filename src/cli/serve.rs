@@ -17,7 +17,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::logging::init(&config.logging);
     tracing::info!(config = %config.source, "starting llm-sidecar {}", env!("CARGO_PKG_VERSION"));
     let running = server::start(&config, &process_env).await?;
-    wait_for_signal().await;
+    let load = || -> anyhow::Result<Config> {
+        let mut config = match &args.config {
+            Some(path) => Config::load(path)?,
+            None => Config::embedded(),
+        };
+        apply_overrides(&mut config, &args)?;
+        Ok(config)
+    };
+    tokio::select! {
+        () = wait_for_signal() => {}
+        () = super::reload::watch(&running, args.config.clone(), &config, load) => {}
+    }
     tracing::info!("stopping: finishing the calls in flight");
     running.shutdown().await;
     tracing::info!("stopped");

@@ -62,6 +62,9 @@ pub struct RawServer {
     /// On SIGTERM, how long calls in flight may take to finish before they
     /// are ended with UNAVAILABLE.
     pub shutdown_grace_ms: Option<u64>,
+    /// How often the config file and key files are checked for changes
+    /// (hot reload); 0 turns the check off (SIGHUP still reloads).
+    pub watch_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

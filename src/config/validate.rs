@@ -17,6 +17,9 @@ const DEFAULT_MAX_SSE_LINE_BYTES: usize = 1024 * 1024;
 /// Inside Kubernetes' default 30 s termination grace, leaving time for the
 /// ledger and telemetry to flush after the calls end.
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// Key rotation in Kubernetes takes up to a minute to reach the pod; a
+/// couple of seconds more is nothing, and the check is a few small reads.
+const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Parses and validates configuration text; `source` names it in errors.
 pub fn from_toml(text: &str, source: &str) -> Result<Config, ConfigError> {
@@ -231,6 +234,11 @@ impl Checker<'_> {
             admin_on_app_socket: raw.admin_on_app_socket.unwrap_or(false),
             health,
             shutdown_grace,
+            watch_interval: match raw.watch_interval_ms {
+                Some(0) => None,
+                Some(ms) => Some(Duration::from_millis(ms)),
+                None => Some(DEFAULT_WATCH_INTERVAL),
+            },
         })
     }
 

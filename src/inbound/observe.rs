@@ -21,6 +21,7 @@ use crate::model::{ChatRequest, ChatResponse};
 use crate::pipeline::{CallContext, CallProgress, Served, estimate_prompt_tokens};
 use crate::telemetry::{self, Telemetry, spans};
 use crate::upstream::ChunkStream;
+use arc_swap::ArcSwap;
 use http::HeaderMap;
 use opentelemetry::trace::TraceContextExt;
 use std::collections::HashSet;
@@ -33,13 +34,20 @@ use tokio::time::Instant;
 pub struct Observer {
     /// `None` when the ledger is switched off.
     ledger: Option<Ledger>,
+    /// What the config says about recording calls; swapped by a reload.
+    rules: ArcSwap<Rules>,
+    /// Spans and metrics; `None` records none (tests, tools).
+    telemetry: Option<Arc<Telemetry>>,
+}
+
+/// The config's part in recording a call.
+#[derive(Debug)]
+pub struct Rules {
     pricing: Pricing,
     caller_header: http::HeaderName,
     /// Providers whose abandoned streams are read to the end in the
     /// background, so their true usage is recorded.
     drain_on_cancel: HashSet<String>,
-    /// Spans and metrics; `None` records none (tests, tools).
-    telemetry: Option<Arc<Telemetry>>,
 }
 
 /// Where a call came from.
@@ -58,6 +66,25 @@ pub struct Arrival<'a> {
 
 impl Observer {
     pub fn new(config: &Config, ledger: Option<Ledger>) -> Result<Observer, String> {
+        Ok(Observer {
+            ledger,
+            rules: ArcSwap::from_pointee(Observer::rules_for_config(config)?),
+            telemetry: None,
+        })
+    }
+
+    /// The rules `config` gives, checked, for [`set_rules`](Self::set_rules).
+    pub fn rules_for(&self, config: &Config) -> Result<Rules, String> {
+        Observer::rules_for_config(config)
+    }
+
+    /// Calls that finish from now on are recorded by `rules` (prices, the
+    /// caller header, draining).
+    pub fn set_rules(&self, rules: Rules) {
+        self.rules.store(Arc::new(rules));
+    }
+
+    fn rules_for_config(config: &Config) -> Result<Rules, String> {
         let pricing = Pricing::new(
             config
                 .prices
@@ -72,8 +99,7 @@ impl Observer {
         )?;
         let caller_header = http::HeaderName::from_bytes(config.ledger.caller_header.as_bytes())
             .map_err(|error| format!("ledger.caller_header: {error}"))?;
-        Ok(Observer {
-            ledger,
+        Ok(Rules {
             pricing,
             caller_header,
             drain_on_cancel: config
@@ -82,7 +108,6 @@ impl Observer {
                 .filter(|provider| provider.drain_on_cancel)
                 .map(|provider| provider.name.clone())
                 .collect(),
-            telemetry: None,
         })
     }
 
@@ -101,7 +126,7 @@ impl Observer {
         let caller = Caller {
             name: arrival
                 .headers
-                .get(&self.caller_header)
+                .get(&self.rules.load().caller_header)
                 .and_then(|value| value.to_str().ok())
                 .map(str::to_owned),
             uid: arrival.peer.map(|(uid, _)| uid),
@@ -284,7 +309,12 @@ impl Observation {
 
     /// Watches a served stream to its end (or its abandonment).
     pub fn watch(mut self, served: Served<ChunkStream>) -> WatchedStream {
-        let drain = self.observer.drain_on_cancel.contains(&*served.provider);
+        let drain = self
+            .observer
+            .rules
+            .load()
+            .drain_on_cancel
+            .contains(&*served.provider);
         let tally = tally::Tally::capturing(self.observer.capture_limit());
         self.attempt = Some(served.trace);
         WatchedStream::new(served.value, self, tally, drain)

@@ -53,7 +53,7 @@ mod wire;
 pub use handlers::RequestId;
 
 use crate::inbound::observe::Observer;
-use crate::pipeline::Pipeline;
+use crate::pipeline::PipelineHandle;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -68,12 +68,12 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// records each call.
 #[derive(Debug, Clone)]
 pub struct Facade {
-    pub pipeline: Arc<Pipeline>,
+    pub pipeline: Arc<PipelineHandle>,
     pub observer: Arc<Observer>,
 }
 
 /// The facade's routes over the shared pipeline.
-pub fn router(pipeline: Arc<Pipeline>, observer: Arc<Observer>) -> Router {
+pub fn router(pipeline: Arc<PipelineHandle>, observer: Arc<Observer>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(handlers::chat_completions))
         .route("/v1/models", get(handlers::list_models))

@@ -7,7 +7,7 @@
 use crate::config::{Config, Env};
 use crate::inbound::observe::Observer;
 use crate::ledger::{Ledger, LedgerConfig};
-use crate::pipeline::Pipeline;
+use crate::pipeline::PipelineHandle;
 use crate::telemetry::{ProviderState, Telemetry, TelemetryConfig, TelemetryFileConfig};
 use anyhow::Context as _;
 use std::sync::{Arc, Weak};
@@ -59,8 +59,8 @@ pub fn observer(config: &Config, telemetry: &Arc<Telemetry>) -> anyhow::Result<A
 
 /// Queue depth and circuit state per provider, read at each collection.
 /// Weak, so the meter's callback does not keep the pipeline alive.
-pub fn observe_providers(telemetry: &Telemetry, pipeline: &Arc<Pipeline>) {
-    let pipeline: Weak<Pipeline> = Arc::downgrade(pipeline);
+pub fn observe_providers(telemetry: &Telemetry, pipeline: &Arc<PipelineHandle>) {
+    let pipeline: Weak<PipelineHandle> = Arc::downgrade(pipeline);
     telemetry
         .metrics()
         .observe_providers(telemetry.meter(), move || {
@@ -68,6 +68,7 @@ pub fn observe_providers(telemetry: &Telemetry, pipeline: &Arc<Pipeline>) {
                 return Vec::new();
             };
             pipeline
+                .current()
                 .provider_states()
                 .map(|state| ProviderState {
                     provider: state.name.to_owned(),

@@ -5,7 +5,7 @@ use super::status::to_status;
 use super::timeout::parse_grpc_timeout;
 use crate::call_record::Edge;
 use crate::inbound::observe::{Arrival, Finished, Observation, Observer};
-use crate::pipeline::Pipeline;
+use crate::pipeline::PipelineHandle;
 use crate::proto::v1 as pb;
 use futures::{Stream, StreamExt};
 use std::pin::Pin;
@@ -20,12 +20,12 @@ const STREAM_COMPLETE_METHOD: &str = "llmsidecar.v1.ChatService/StreamComplete";
 
 #[derive(Debug, Clone)]
 pub struct ChatServiceImpl {
-    pipeline: Arc<Pipeline>,
+    pipeline: Arc<PipelineHandle>,
     observer: Arc<Observer>,
 }
 
 impl ChatServiceImpl {
-    pub fn new(pipeline: Arc<Pipeline>, observer: Arc<Observer>) -> Self {
+    pub fn new(pipeline: Arc<PipelineHandle>, observer: Arc<Observer>) -> Self {
         ChatServiceImpl { pipeline, observer }
     }
 
@@ -202,6 +202,7 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         let call = observation.call_context(deadline, max_attempts);
         let result = self
             .pipeline
+            .current()
             .complete(chat, &call)
             .instrument(observation.log_span().clone())
             .await;
@@ -226,6 +227,7 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         let call = observation.call_context(deadline, max_attempts);
         let served = match self
             .pipeline
+            .current()
             .stream(chat, &call)
             .instrument(observation.log_span().clone())
             .await
@@ -277,6 +279,7 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         let models = self
             .pipeline
+            .current()
             .routes()
             .iter()
             .map(|route| pb::ModelRoute {

@@ -33,7 +33,8 @@ pub(super) fn complete(
     record.usage = usage;
     record.usage_estimated = usage_estimated;
     record.cost_usd = usage.and_then(|usage| {
-        let pricing = &observation.observer.pricing;
+        let rules = observation.observer.rules.load();
+        let pricing = &rules.pricing;
         record
             .served_model
             .as_deref()

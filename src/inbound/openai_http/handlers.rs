@@ -79,10 +79,13 @@ pub async fn chat_completions(
         }
         Ok(limits) => {
             let call = observation.call_context(limits.deadline, limits.max_attempts);
+            // The pipeline in force now serves the whole call, even if a
+            // reload swaps in another meanwhile.
+            let pipeline = facade.pipeline.current();
             if parsed.request.stream {
-                stream(&facade.pipeline, observation, parsed, &call).await
+                stream(&pipeline, observation, parsed, &call).await
             } else {
-                unary(&facade.pipeline, observation, parsed, &call).await
+                unary(&pipeline, observation, parsed, &call).await
             }
         }
     };
@@ -186,11 +189,11 @@ fn body_error(rejection: BytesRejection) -> ApiError {
 }
 
 pub async fn list_models(State(facade): State<Facade>) -> Response {
-    Json(models::list(facade.pipeline.routes())).into_response()
+    Json(models::list(facade.pipeline.current().routes())).into_response()
 }
 
 pub async fn retrieve_model(State(facade): State<Facade>, Path(id): Path<String>) -> Response {
-    match models::find(facade.pipeline.routes(), &id) {
+    match models::find(facade.pipeline.current().routes(), &id) {
         Some(model) => Json(model).into_response(),
         None => ApiError {
             param: Some("model".to_owned()),

@@ -1,0 +1,126 @@
+//! Hot reload. SIGHUP, or a change to the config file or to any API key
+//! file it names, makes the sidecar load the config again and serve new
+//! calls by it; calls under way finish as they began. A config that does
+//! not load is rejected with a log line naming the key and the file, and
+//! the one in force keeps serving.
+//!
+//! Files are polled (a small read every `server.watch_interval_ms`) rather
+//! than watched with inotify: Kubernetes updates mounted ConfigMaps and
+//! Secrets by swapping a `..data` symlink in the directory, which a watch
+//! on the file itself misses, and a poll of the path sees whatever it
+//! resolves to now.
+
+use crate::config::{Config, process_env};
+use crate::server::Running;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What a reload watches and what it saw last.
+struct Watched {
+    files: Vec<PathBuf>,
+    fingerprint: u64,
+}
+
+impl Watched {
+    fn new(config_file: Option<&PathBuf>, config: &Config) -> Watched {
+        let mut files: Vec<PathBuf> = config_file.into_iter().cloned().collect();
+        for provider in &config.providers {
+            let sources = std::iter::once(&provider.api_key).chain(&provider.more_api_keys);
+            files.extend(sources.filter_map(|source| source.file.clone()));
+        }
+        let fingerprint = fingerprint(&files);
+        Watched { files, fingerprint }
+    }
+
+    /// Whether any file differs from the last look (and remember this one).
+    fn changed(&mut self) -> bool {
+        let now = fingerprint(&self.files);
+        std::mem::replace(&mut self.fingerprint, now) != now
+    }
+}
+
+/// The files' contents (or why they cannot be read), hashed.
+fn fingerprint(files: &[PathBuf]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    for file in files {
+        file.hash(&mut hasher);
+        match std::fs::read(file) {
+            Ok(bytes) => bytes.hash(&mut hasher),
+            Err(error) => error.kind().hash(&mut hasher),
+        }
+    }
+    hasher.finish()
+}
+
+/// Reloads on SIGHUP and on file changes until the returned future is
+/// dropped. `load` reads the config as `serve` did (file plus flags).
+pub async fn watch<L>(running: &Running, config_file: Option<PathBuf>, first: &Config, load: L)
+where
+    L: Fn() -> anyhow::Result<Config>,
+{
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => Some(hangup),
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP; reload by file change only");
+            None
+        }
+    };
+    let interval = first.server.watch_interval;
+    let mut watched = Watched::new(config_file.as_ref(), first);
+    let mut server = first.server.clone();
+    let mut tick = tokio::time::interval(interval.unwrap_or(Duration::from_secs(3600)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let reason = tokio::select! {
+            Some(()) = async {
+                match hangup.as_mut() {
+                    Some(hangup) => hangup.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => "SIGHUP",
+            _ = tick.tick(), if interval.is_some() => {
+                if !watched.changed() {
+                    continue;
+                }
+                "a watched file changed"
+            }
+        };
+        let config = match load() {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::error!(
+                    reason,
+                    "config reload rejected, still serving the previous config: {error:#}"
+                );
+                continue;
+            }
+        };
+        match running.reload(&config, &process_env) {
+            Ok(()) => {
+                tracing::info!(
+                    reason,
+                    config = %config.source,
+                    providers = config.providers.len(),
+                    routes = config.routes.len(),
+                    "config reloaded"
+                );
+                if config.server != server {
+                    tracing::warn!(
+                        "[server] settings changed: they take effect at the next restart"
+                    );
+                }
+                server = config.server.clone();
+                watched = Watched::new(config_file.as_ref(), &config);
+            }
+            Err(error) => {
+                tracing::error!(
+                    reason,
+                    "config reload rejected, still serving the previous config: {error:#}"
+                );
+            }
+        }
+    }
+}
