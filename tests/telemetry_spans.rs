@@ -410,3 +410,26 @@ async fn content_is_captured_only_when_asked_and_capped() {
     );
     harness.stop().await;
 }
+
+#[tokio::test]
+async fn without_an_exporter_the_callers_trace_still_reaches_the_upstream() {
+    // Telemetry as `serve` sets it up with no OTLP endpoint: nothing is
+    // exported, yet the attempt gets a span id in the caller's trace and
+    // keeps its sampled flag.
+    let mut harness = Harness::start().await;
+    harness
+        .client
+        .complete(in_caller_trace(request("hi", json!({}))))
+        .await
+        .unwrap();
+    let traceparent = harness.fake.requests()[0]
+        .header("traceparent")
+        .expect("traceparent sent")
+        .to_owned();
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts[1], CALLER_TRACE);
+    assert_ne!(parts[2], CALLER_SPAN, "the attempt is its own span");
+    assert_eq!(parts[2].len(), 16);
+    assert_eq!(parts[3], "01", "the caller's sampling decision passes on");
+    harness.stop().await;
+}

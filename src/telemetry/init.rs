@@ -71,7 +71,12 @@ impl Telemetry {
                     .with_batch_exporter(OnRuntime::new(exporter, runtime.clone()))
                     .with_sampler(sampler(config.sampler));
             }
-            None => traces = traces.with_sampler(Sampler::AlwaysOff),
+            // No export: our own traces are not sampled, but a caller's
+            // sampled trace stays sampled through us, so the provider (vLLM,
+            // a tracing gateway) still records its part of it.
+            None => {
+                traces = traces.with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)));
+            }
         }
 
         let registry = prometheus::Registry::new();

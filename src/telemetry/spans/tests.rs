@@ -205,7 +205,7 @@ fn dropping_the_context_ends_the_span() {
 }
 
 #[test]
-fn without_an_exporter_spans_have_ids_but_record_nothing() {
+fn without_an_exporter_our_traces_are_unsampled_and_a_callers_sampled_one_stays_sampled() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -220,7 +220,8 @@ fn without_an_exporter_spans_have_ids_but_record_nothing() {
     let server = server_span(telemetry.tracer(), Edge::Grpc, "m", &extract(&headers));
     let client = client_span(telemetry.tracer(), &server, &request(), "openai", "", 0);
     let span = client.span();
-    assert!(!span.is_recording());
+    // Sampled by the caller: sampled through us, though nothing exports it.
+    assert!(span.span_context().is_sampled());
     let span_context = span.span_context();
     assert!(span_context.is_valid());
     assert_eq!(
@@ -239,6 +240,14 @@ fn without_an_exporter_spans_have_ids_but_record_nothing() {
             .unwrap()
             .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
     );
+    assert!(upstream["traceparent"].to_str().unwrap().ends_with("-01"));
+
+    // Our own root trace: ids to pass on, nothing recorded.
+    let root = server_span(telemetry.tracer(), Edge::Grpc, "m", &Context::new());
+    let span = root.span();
+    assert!(!span.is_recording());
+    assert!(span.span_context().is_valid());
+    assert!(!span.span_context().is_sampled());
     telemetry.shutdown_within(Duration::from_secs(2)).unwrap();
 }
 
