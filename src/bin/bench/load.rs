@@ -4,7 +4,7 @@
 
 use crate::caller::Caller;
 use crate::hist::{Hist, Summary};
-use crate::procfs::Tree;
+use crate::procfs::{self, Tree};
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
@@ -141,6 +141,9 @@ pub struct StreamResult {
     pub cpu_ms_per_stream: Option<f64>,
     /// The largest resident memory of the target seen during the phase.
     pub rss_peak_kib: Option<u64>,
+    /// How busy the whole machine was (load generator, upstream and target
+    /// together): near 100 % the rig itself is the limit.
+    pub machine_busy_pct: Option<f64>,
 }
 
 impl StreamResult {
@@ -168,6 +171,7 @@ pub async fn streams(caller: &Caller, phase: StreamPhase, tree: Option<Tree>) ->
     let issued = Cell::new(0usize);
     let tally = RefCell::new(StreamTally::default());
     let cpu_before = tree.map(|t| t.cpu());
+    let machine_before = procfs::machine_ticks();
     let worker = || async {
         while issued.get() < phase.streams && Instant::now() < deadline {
             issued.set(issued.get() + 1);
@@ -208,6 +212,7 @@ pub async fn streams(caller: &Caller, phase: StreamPhase, tree: Option<Tree>) ->
         () = sampler => {}
     }
     let seconds = started.elapsed().as_secs_f64();
+    let machine_busy_pct = procfs::busy_pct(machine_before, procfs::machine_ticks());
     let cpu = tree.zip(cpu_before).map(|(t, before)| t.cpu() - before);
     let t = tally.into_inner();
     let streams = issued.get();
@@ -228,5 +233,6 @@ pub async fn streams(caller: &Caller, phase: StreamPhase, tree: Option<Tree>) ->
             .filter(|_| streams > 0)
             .map(|cpu| cpu.as_secs_f64() * 1e3 / streams as f64),
         rss_peak_kib: tree.map(|_| rss_peak.get()),
+        machine_busy_pct,
     }
 }

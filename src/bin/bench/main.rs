@@ -42,6 +42,10 @@ struct Args {
     /// Skip nginx.
     #[arg(long)]
     no_nginx: bool,
+    /// The llm-sidecar binary to measure (default: the one next to this
+    /// binary), e.g. an unstripped build for profiling.
+    #[arg(long)]
+    sidecar: Option<PathBuf>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -56,11 +60,13 @@ async fn main() -> anyhow::Result<()> {
     plan.nginx &= !args.no_nginx;
     let repo = std::env::current_dir()?;
     let exe = std::env::current_exe()?;
+    let bin_dir = exe
+        .parent()
+        .context("the bench binary's folder")?
+        .to_owned();
     let paths = services::Paths {
-        bin_dir: exe
-            .parent()
-            .context("the bench binary's folder")?
-            .to_owned(),
+        sidecar_bin: args.sidecar.unwrap_or_else(|| bin_dir.join("llm-sidecar")),
+        bin_dir,
         run_dir: repo.join("target/bench/run"),
         install_dir: repo.join("target/bench"),
         repo: repo.clone(),

@@ -88,6 +88,29 @@ impl Tree {
     }
 }
 
+/// Busy and total time of the whole machine so far (all CPUs, in ticks),
+/// from the first line of /proc/stat: idle and iowait are the idle part.
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is
+    // already inside user).
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3)? + fields.get(4).unwrap_or(&0);
+    Some((total - idle, total))
+}
+
+/// How busy the machine was between two [`machine_ticks`] readings, in %.
+pub fn busy_pct(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((busy0, total0), (busy1, total1)) = before.zip(after)?;
+    let total = total1.checked_sub(total0).filter(|&t| t > 0)?;
+    Some((busy1.saturating_sub(busy0)) as f64 * 100.0 / total as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +123,7 @@ mod tests {
         assert!(me.alive());
         assert!(me.rss_kib() > 0);
         assert!(me.pids().contains(&std::process::id()));
+        let (busy, total) = machine_ticks().unwrap();
+        assert!(busy <= total);
     }
 }

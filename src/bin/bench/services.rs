@@ -12,8 +12,10 @@ use std::path::PathBuf;
 /// Where things are: the binaries next to this one, and a scratch folder.
 #[derive(Debug, Clone)]
 pub struct Paths {
-    /// target/release or target/debug: llm-sidecar and fake-upstream.
+    /// target/release or target/debug: fake-upstream.
     pub bin_dir: PathBuf,
+    /// The llm-sidecar binary measured (next to this one unless --sidecar).
+    pub sidecar_bin: PathBuf,
     /// Configs, logs, sockets, ledgers of this run.
     pub run_dir: PathBuf,
     /// Installed peers, kept between runs (target/bench).

@@ -45,13 +45,14 @@ fn rss(tree: Option<Tree>) -> Option<u64> {
 
 fn log_streams(name: &str, s: &StreamResult) {
     eprintln!(
-        "bench: {name} streams c={}: {}/{} complete, {} stalled, TTFC p99 {:.0} µs, per chunk p99 {:.0} µs",
+        "bench: {name} streams c={}: {}/{} complete, {} stalled, TTFC p99 {:.0} µs, per chunk p99 {:.0} µs, machine {:.0} % busy",
         s.concurrency,
         s.completed,
         s.streams,
         s.stalled,
         s.ttfc.map_or(f64::NAN, |h| h.p99_us),
         s.transit.map_or(f64::NAN, |h| h.p99_us),
+        s.machine_busy_pct.unwrap_or(f64::NAN),
     );
 }
 
@@ -94,7 +95,7 @@ async fn measure(plan: &Plan, spec: Spec, caller: &Caller) -> TargetReport {
     tokio::time::sleep(plan.settle).await;
     let max_streams_held = streams
         .iter()
-        .take_while(|s| s.held())
+        .filter(|s| s.held())
         .map(|s| s.concurrency)
         .max();
     TargetReport {

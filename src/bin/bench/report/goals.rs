@@ -110,7 +110,7 @@ pub fn judge(report: &Report) -> Vec<Goal> {
         goal(
             &format!("added time per chunk p99 (c={cs})"),
             "≤ 5 µs",
-            under(added(report, ours, Series::Transit, cs, Pct::P99), 5.0),
+            per_chunk(report, ours, cs),
         ),
         goal(
             &format!("added time to first chunk p99 (c={cs})"),
@@ -154,6 +154,18 @@ pub fn judge(report: &Report) -> Vec<Goal> {
             cold.map(|ms| (format!("{ms:.1} ms"), ms <= 50.0)),
         ),
     ]
+}
+
+/// Judged on p50 as well as p99: the floor's own p99 per chunk is
+/// milliseconds of scheduling noise on a shared 2-core VM, so a p99
+/// difference alone can come out negative while every chunk pays the hop.
+fn per_chunk(report: &Report, ours: &TargetReport, concurrency: usize) -> Option<(String, bool)> {
+    let p50 = added(report, ours, Series::Transit, concurrency, Pct::P50)?;
+    let p99 = added(report, ours, Series::Transit, concurrency, Pct::P99)?;
+    Some((
+        format!("p50 {p50:+.0} µs, p99 {p99:+.0} µs"),
+        p50 <= 5.0 && p99 <= 5.0,
+    ))
 }
 
 pub fn median(values: &[f64]) -> Option<f64> {

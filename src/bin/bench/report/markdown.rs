@@ -302,14 +302,14 @@ fn details(out: &mut String, report: &Report) {
         }
     }
     out.push_str(
-        "\n### Streams\n\n| target | c | streams | complete | stalled | TTFC p50 / p99 µs | per chunk p50 / p99 µs | gap p99 / max ms | chunks/s | CPU ms/stream | RSS peak MiB |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "\n### Streams\n\n| target | c | streams | complete | stalled | TTFC p50 / p99 µs | per chunk p50 / p99 µs | gap p99 / max ms | chunks/s | CPU ms/stream | RSS peak MiB | machine busy |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for t in &report.targets {
         for s in &t.streams {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} |",
                 t.name,
                 s.concurrency,
                 s.streams,
@@ -325,6 +325,8 @@ fn details(out: &mut String, report: &Report) {
                 s.chunks_per_second,
                 num(s.cpu_ms_per_stream, 2),
                 num(mib(s.rss_peak_kib), 1),
+                s.machine_busy_pct
+                    .map_or_else(|| "–".to_owned(), |p| format!("{p:.0} %")),
             );
         }
     }

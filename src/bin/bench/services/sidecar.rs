@@ -42,7 +42,7 @@ pub async fn start(
             dir.join("ledger.sqlite3").display(),
         ),
     )?;
-    let mut command = Command::new(paths.bin_dir.join("llm-sidecar"));
+    let mut command = Command::new(&paths.sidecar_bin);
     command.arg("serve").arg("--config").arg(&config);
     if !ledger {
         command.args(["--ledger", ""]);
@@ -87,7 +87,5 @@ pub async fn cold_starts(paths: &Paths, upstream: &str, n: usize) -> anyhow::Res
 }
 
 pub fn binary_size(paths: &Paths) -> Option<u64> {
-    std::fs::metadata(paths.bin_dir.join("llm-sidecar"))
-        .ok()
-        .map(|m| m.len())
+    std::fs::metadata(&paths.sidecar_bin).ok().map(|m| m.len())
 }
