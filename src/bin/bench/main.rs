@@ -46,6 +46,15 @@ struct Args {
     /// binary), e.g. an unstripped build for profiling.
     #[arg(long)]
     sidecar: Option<PathBuf>,
+    /// KEY=VALUE set in the sidecar's environment only (repeatable), e.g.
+    /// TOKIO_WORKER_THREADS=2 to measure a runtime setting.
+    #[arg(long, value_parser = parse_env)]
+    sidecar_env: Vec<(String, String)>,
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').ok_or("expected KEY=VALUE")?;
+    Ok((key.to_owned(), value.to_owned()))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -66,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
         .to_owned();
     let paths = services::Paths {
         sidecar_bin: args.sidecar.unwrap_or_else(|| bin_dir.join("llm-sidecar")),
+        sidecar_env: args.sidecar_env,
         bin_dir,
         run_dir: repo.join("target/bench/run"),
         install_dir: repo.join("target/bench"),
@@ -74,7 +84,14 @@ async fn main() -> anyhow::Result<()> {
     // Sockets, ledgers and logs of the last run only.
     let _ = std::fs::remove_dir_all(&paths.run_dir);
     std::fs::create_dir_all(&paths.run_dir)?;
-    let report = suite::run(&plan, &paths).await?;
+    // On Ctrl-C or SIGTERM the run is dropped, and with it every service
+    // it started (each stops its processes on drop): nothing is left behind.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let report = tokio::select! {
+        report = suite::run(&plan, &paths) => report?,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+        _ = terminate.recv() => anyhow::bail!("terminated"),
+    };
 
     let out = args.out.unwrap_or_else(|| {
         repo.join(if plan.smoke {

@@ -16,6 +16,8 @@ pub struct Paths {
     pub bin_dir: PathBuf,
     /// The llm-sidecar binary measured (next to this one unless --sidecar).
     pub sidecar_bin: PathBuf,
+    /// Extra environment for the sidecar (--sidecar-env).
+    pub sidecar_env: Vec<(String, String)>,
     /// Configs, logs, sockets, ledgers of this run.
     pub run_dir: PathBuf,
     /// Installed peers, kept between runs (target/bench).

@@ -43,7 +43,11 @@ pub async fn start(
         ),
     )?;
     let mut command = Command::new(&paths.sidecar_bin);
-    command.arg("serve").arg("--config").arg(&config);
+    command
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .envs(paths.sidecar_env.iter().map(|(k, v)| (k, v)));
     if !ledger {
         command.args(["--ledger", ""]);
     }
