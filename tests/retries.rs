@@ -108,6 +108,22 @@ async fn max_attempts_comes_from_the_provider_config() {
 }
 
 #[tokio::test]
+async fn a_call_that_fails_after_its_retries_says_how_many_attempts_it_made() {
+    let mut harness = Harness::start_full("max_attempts = 3", FAST_RETRIES).await;
+    let status = harness
+        .client
+        .complete(request(
+            "x",
+            json!({"status": 503, "fail_times": 9, "key": "spent"}),
+        ))
+        .await
+        .expect_err("every attempt fails");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert_eq!(status.metadata().get("x-llm-attempts").unwrap(), "3");
+    harness.stop().await;
+}
+
+#[tokio::test]
 async fn a_retry_after_past_the_deadline_fails_now_with_retry_info() {
     let mut harness = fast().await;
     let mut call = tonic::Request::new(request(

@@ -235,6 +235,8 @@ pub struct Finished {
     pub overhead: Duration,
     pub provider: Option<String>,
     pub model: Option<String>,
+    /// Upstream attempts made, retries and fallbacks included.
+    pub attempts: u32,
 }
 
 impl Observation {
@@ -332,6 +334,7 @@ impl Observation {
                 overhead: Duration::ZERO,
                 provider: None,
                 model: None,
+                attempts: 0,
             };
         };
         finish::complete(self, record, outcome, tally, error)

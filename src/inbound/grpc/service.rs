@@ -94,9 +94,15 @@ fn describe_call(metadata: &mut tonic::metadata::MetadataMap, finished: &Finishe
     metadata.insert("x-llm-overhead-us", overhead_us.into());
 }
 
+/// The request id, and how many upstream attempts the sidecar already
+/// made, so a caller does not stack its own retries on ours.
 fn with_request_id(mut status: Status, finished: &Finished) -> Status {
+    let metadata = status.metadata_mut();
     if let Ok(value) = finished.request_id.parse() {
-        status.metadata_mut().insert("x-request-id", value);
+        metadata.insert("x-request-id", value);
+    }
+    if finished.attempts > 0 {
+        metadata.insert("x-llm-attempts", finished.attempts.into());
     }
     status
 }

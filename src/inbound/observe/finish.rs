@@ -56,6 +56,7 @@ pub(super) fn complete(
         overhead,
         provider: record.provider.clone(),
         model: record.served_model.clone(),
+        attempts: record.attempts,
     };
     if let Some(ledger) = &observation.observer.ledger {
         ledger.record(record);
