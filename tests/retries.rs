@@ -118,7 +118,7 @@ async fn a_call_that_fails_after_its_retries_says_how_many_attempts_it_made() {
         ))
         .await
         .expect_err("every attempt fails");
-    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert_eq!(status.code(), Code::Unavailable);
     assert_eq!(status.metadata().get("x-llm-attempts").unwrap(), "3");
     harness.stop().await;
 }
