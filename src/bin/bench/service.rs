@@ -45,6 +45,23 @@ impl Service {
         Ok(())
     }
 
+    /// Stops the service while the runtime keeps running, so the caller's
+    /// dropped connections get closed and the service can drain and exit
+    /// in time (a blocking wait would hold them open until the SIGKILL).
+    pub async fn shutdown(mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        signal("-TERM", &self.tree.pids());
+        for _ in 0..250 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Drop finishes the job.
+    }
+
     pub fn stop(&mut self) {
         if let Ok(Some(_)) = self.child.try_wait() {
             return;

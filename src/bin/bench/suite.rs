@@ -150,7 +150,10 @@ async fn ours(
         version: Some(env!("CARGO_PKG_VERSION").to_owned()),
         ..Spec::new(name, Role::Ours, description)
     };
-    Ok(measure(plan, spec, &caller).await)
+    let report = measure(plan, spec, &caller).await;
+    drop(caller);
+    sidecar.service.shutdown().await;
+    Ok(report)
 }
 
 pub async fn run(plan: &Plan, paths: &Paths) -> anyhow::Result<Report> {

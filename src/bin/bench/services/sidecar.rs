@@ -86,6 +86,7 @@ pub async fn cold_starts(paths: &Paths, upstream: &str, n: usize) -> anyhow::Res
     for i in 0..n {
         let sidecar = start(paths, &format!("cold-{i}"), upstream, true).await?;
         times.push(sidecar.cold_start);
+        sidecar.service.shutdown().await;
     }
     Ok(times)
 }
