@@ -21,6 +21,17 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Threads for the async runtime: `serve --workers`, else one (the
+    /// client commands make one call at a time).
+    pub fn worker_threads(&self) -> usize {
+        match &self.command {
+            Command::Serve(args) => args.workers.max(1),
+            _ => 1,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the sidecar.
@@ -56,6 +67,11 @@ pub struct ServeArgs {
     /// Keep the usage ledger in this SQLite file ("" to switch it off).
     #[arg(long, env = "LLM_SIDECAR_LEDGER")]
     pub ledger: Option<String>,
+    /// Threads serving calls. One (the default) keeps each call on one
+    /// thread with no hand-offs, the cheapest per call; more for a pod
+    /// whose calls need more than one core.
+    #[arg(long, env = "LLM_SIDECAR_WORKERS", default_value_t = 1)]
+    pub workers: usize,
 }
 
 /// Runs a parsed command line; the exit code is the result.

@@ -5,9 +5,29 @@ use clap::Parser;
 use llm_sidecar::cli::{Cli, run};
 use std::process::ExitCode;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    match run(Cli::parse()).await {
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // One worker: every call, its upstream request and its stream run on
+    // the main thread, with no wake-up of another thread per hop (which
+    // costs more CPU here than the hop itself). The ledger writer and the
+    // span exporter keep their own threads.
+    let runtime = match cli.worker_threads() {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        workers => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("llm-sidecar: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("llm-sidecar: {error:#}");

@@ -72,6 +72,20 @@ fn socket_in(dir: &tempfile::TempDir) -> PathBuf {
 }
 
 #[test]
+fn more_workers_serve_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(&dir);
+    let _served = serve(&socket, &["--workers", "2"]);
+    let output = run(&["chat", "--uds", socket.to_str().unwrap(), "two threads"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "two threads\n");
+}
+
+#[test]
 fn the_embedded_default_echoes_offline_through_the_chat_command() {
     let dir = tempfile::tempdir().unwrap();
     let socket = socket_in(&dir);

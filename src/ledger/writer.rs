@@ -8,7 +8,7 @@ use super::row;
 use crate::call_record::CallRecord;
 use rusqlite::{Connection, TransactionBehavior};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -24,6 +24,9 @@ pub(super) enum Message {
 /// The longest `flush_interval` honoured: any longer is a configuration
 /// mistake, and would overflow `Instant` arithmetic.
 const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// How often a gathering batch looks for more records (and flushes).
+const GATHER_TICK: Duration = Duration::from_millis(10);
 
 pub(super) struct Writer {
     pub(super) conn: Connection,
@@ -82,11 +85,20 @@ impl Writer {
         batch.add(first);
         let deadline = Instant::now() + self.flush_interval.min(MAX_FLUSH_INTERVAL);
         while batch.records.len() < self.batch_max && batch.flushes.is_empty() {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            match self.queue.recv_timeout(wait) {
+            match self.queue.try_recv() {
                 Ok(message) => batch.add(message),
-                // Time is up, or the ledger closed: commit what we have.
-                Err(_) => break,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    // A nap, not a blocking receive: a receiver blocked on
+                    // the queue is woken by every send — a context switch
+                    // per call, which costs the serving thread more than
+                    // the record itself. Napping gathers many per wake-up.
+                    std::thread::sleep(left.min(GATHER_TICK));
+                }
             }
         }
         Some(batch)

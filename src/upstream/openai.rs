@@ -28,7 +28,8 @@ const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 pub struct OpenAiUpstream {
     provider: Arc<str>,
     client: reqwest::Client,
-    url: String,
+    /// Parsed once: reqwest would parse (and IDNA-check) a string per call.
+    url: Result<reqwest::Url, String>,
     /// The provider's keys, or why it has none it needs.
     keys: Result<KeyRing, String>,
     headers: HeaderMap,
@@ -75,7 +76,8 @@ impl OpenAiUpstream {
         OpenAiUpstream {
             provider,
             client,
-            url: format!("{}/chat/completions", config.base_url),
+            url: reqwest::Url::parse(&format!("{}/chat/completions", config.base_url))
+                .map_err(|error| format!("base_url `{}` is not a URL: {error}", config.base_url)),
             keys,
             headers,
             stream_options: config.stream_options,
@@ -169,6 +171,14 @@ impl OpenAiUpstream {
                 provider: self.provider.to_string(),
                 reason: reason.clone(),
             })?;
+        let url = self
+            .url
+            .as_ref()
+            .map_err(|reason| Error::ProviderNotReady {
+                provider: self.provider.to_string(),
+                reason: reason.clone(),
+            })?
+            .clone();
         let picked = ring.pick();
         let body = serde_json::to_vec(&UpstreamBody {
             request,
@@ -177,7 +187,7 @@ impl OpenAiUpstream {
         .map_err(|error| Error::Internal(format!("cannot encode the upstream request: {error}")))?;
         let mut builder = self
             .client
-            .post(&self.url)
+            .post(url)
             .header(CONTENT_TYPE, "application/json")
             .body(body);
         // Most providers configure no extra headers: skip copying the map.
