@@ -51,6 +51,9 @@ pub struct Running {
     stop: watch::Sender<bool>,
     /// Ends the calls still in flight when the grace period is over.
     stop_calls: CancellationToken,
+    /// The health-only port, stopped after everything else.
+    stop_health: watch::Sender<bool>,
+    health_server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     grace: Duration,
     servers: JoinSet<anyhow::Result<()>>,
 }
@@ -182,6 +185,8 @@ pub async fn start_with_telemetry(
         running_admin = Some(bound);
     }
     let mut running_health = None;
+    let (stop_health, health_stopped) = watch::channel(false);
+    let mut health_server = None;
     if let Some(addr) = config.server.health {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!(
@@ -191,10 +196,12 @@ pub async fn start_with_telemetry(
         })?;
         let bound = listener.local_addr()?;
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        // Stopped last: while calls drain, probes still get an answer,
+        // NOT_SERVING, rather than a refused connection.
         let server = server_builder()
             .add_service(health_service)
-            .serve_with_incoming_shutdown(incoming, signalled(stopped.clone()));
-        servers.spawn(async move { Ok(server.await?) });
+            .serve_with_incoming_shutdown(incoming, signalled(health_stopped));
+        health_server = Some(tokio::spawn(async move { Ok(server.await?) }));
         tracing::info!(%bound, "serving gRPC health for probes");
         running_health = Some(bound);
     }
@@ -211,6 +218,8 @@ pub async fn start_with_telemetry(
         health,
         stop,
         stop_calls,
+        stop_health,
+        health_server,
         grace: config.server.shutdown_grace,
         servers,
     })
@@ -332,6 +341,14 @@ impl Running {
                 self.servers.abort_all();
                 self.join_servers().await;
             }
+        }
+        let _ = self.stop_health.send(true);
+        if let Some(mut health_server) = self.health_server.take()
+            && tokio::time::timeout(AFTER_GRACE, &mut health_server)
+                .await
+                .is_err()
+        {
+            health_server.abort();
         }
         for path in [&self.uds, &self.http_uds].into_iter().flatten() {
             let _ = std::fs::remove_file(path);

@@ -25,7 +25,7 @@ impl Drop for Sidecar {
     }
 }
 
-fn start(dir: &Path, upstream: &FakeUpstream, grace_ms: u64) -> Sidecar {
+fn start(dir: &Path, upstream: &FakeUpstream, grace_ms: u64, health: u16) -> Sidecar {
     let socket = dir.join("sidecar.sock");
     let config = dir.join("sidecar.toml");
     std::fs::write(
@@ -35,6 +35,7 @@ fn start(dir: &Path, upstream: &FakeUpstream, grace_ms: u64) -> Sidecar {
 [server]
 uds = "{socket}"
 shutdown_grace_ms = {grace_ms}
+health = "127.0.0.1:{health}"
 [providers.fake]
 base_url = "{base}"
 [ledger]
@@ -75,13 +76,45 @@ struct Ended {
 
 /// Opens `STREAMS` streams, reads the first chunk of each, sends SIGTERM,
 /// then reads every stream to its end.
-async fn stop_during_streams(
-    grace_ms: u64,
-    scenario: serde_json::Value,
-) -> (Vec<Ended>, i32, bool) {
+/// The health-only port's answer for the whole sidecar (""): 1 SERVING,
+/// 2 NOT_SERVING.
+async fn overall_health(port: u16) -> Result<i32, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let reply = client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?;
+    Ok(reply.into_inner().status)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Each stream's end, the exit code, whether the socket file was left
+/// behind, and what the health port said while the calls drained.
+type Stopped = (Vec<Ended>, i32, bool, Result<i32, tonic::Status>);
+
+async fn stop_during_streams(grace_ms: u64, scenario: serde_json::Value) -> Stopped {
     let upstream = FakeUpstream::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut sidecar = start(dir.path(), &upstream, grace_ms);
+    let health = free_port();
+    let mut sidecar = start(dir.path(), &upstream, grace_ms, health);
+    assert_eq!(
+        overall_health(health).await.unwrap(),
+        1,
+        "SERVING before the stop"
+    );
     let socket = dir.path().join("sidecar.sock");
     let client = chat_client(connect_uds(&socket).await.unwrap(), 1 << 20);
 
@@ -102,6 +135,8 @@ async fn stop_during_streams(
         .status()
         .unwrap();
     assert!(killed.success());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let health_while_draining = overall_health(health).await;
     let readers = streams.into_iter().map(|mut stream| async move {
         let (chunks, status) = collect(&mut stream).await;
         Ended {
@@ -129,12 +164,12 @@ async fn stop_during_streams(
     })
     .await
     .unwrap();
-    (ended, exit, socket.exists())
+    (ended, exit, socket.exists(), health_while_draining)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_that_fit_in_the_grace_period_complete() {
-    let (ended, exit, socket_left) = stop_during_streams(
+    let (ended, exit, socket_left, health) = stop_during_streams(
         10_000,
         json!({"reply": "a b c d e f g h i j", "chunk_delay_ms": 50}),
     )
@@ -147,17 +182,20 @@ async fn streams_that_fit_in_the_grace_period_complete() {
     );
     assert_eq!(exit, 0);
     assert!(!socket_left, "the socket file is removed");
+    assert_eq!(health.unwrap(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_still_open_when_the_grace_ends_get_unavailable() {
     let grace = Duration::from_millis(1000);
     let long = "w ".repeat(60);
-    let (ended, exit, socket_left) = stop_during_streams(
+    let (ended, exit, socket_left, health) = stop_during_streams(
         grace.as_millis() as u64,
         json!({"reply": long, "chunk_delay_ms": 100}),
     )
     .await;
+    // Probes are answered, NOT_SERVING, while the calls drain.
+    assert_eq!(health.unwrap(), 2);
     for end in &ended {
         assert_eq!(end.code, Some(tonic::Code::Unavailable), "{end:?}");
         assert!(end.chunks > 1 && end.chunks < 60, "{end:?}");
