@@ -20,6 +20,19 @@ struct Control {
 
 static CONTROL: OnceLock<Control> = OnceLock::new();
 
+/// The OpenTelemetry SDK logs its own life (providers set, instruments
+/// made) at info and debug: noise in the sidecar's log unless a filter
+/// asks for it by name.
+const QUIET_DEPENDENCIES: &str = "opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn";
+
+fn parse(filter: &str) -> Result<EnvFilter, tracing_subscriber::filter::ParseError> {
+    if filter.contains("opentelemetry") {
+        EnvFilter::builder().parse(filter)
+    } else {
+        EnvFilter::builder().parse(format!("{filter},{QUIET_DEPENDENCIES}"))
+    }
+}
+
 /// Installs the subscriber once per process; later calls do nothing.
 pub fn init(settings: &LoggingSettings) {
     if CONTROL.get().is_some() {
@@ -29,11 +42,11 @@ pub fn init(settings: &LoggingSettings) {
         .ok()
         .or_else(|| settings.level.clone())
         .unwrap_or_else(|| "info".to_owned());
-    let (filter, shown) = match EnvFilter::builder().parse(&wanted) {
+    let (filter, shown) = match parse(&wanted) {
         Ok(filter) => (filter, wanted),
         Err(error) => {
             eprintln!("llm-sidecar: ignoring the log filter `{wanted}` ({error}); using info");
-            (EnvFilter::new("info"), "info".to_owned())
+            (parse("info").expect("a valid filter"), "info".to_owned())
         }
     };
     let (filter, handle) = reload::Layer::new(filter);
@@ -82,9 +95,7 @@ pub fn set_level(filter: &str) -> Result<(), String> {
     let control = CONTROL
         .get()
         .ok_or_else(|| "logging is not managed by this process".to_owned())?;
-    let parsed = EnvFilter::builder()
-        .parse(filter)
-        .map_err(|error| format!("`{filter}` is not a log filter: {error}"))?;
+    let parsed = parse(filter).map_err(|error| format!("`{filter}` is not a log filter: {error}"))?;
     control
         .handle
         .reload(parsed)

@@ -65,6 +65,7 @@ pub(super) fn complete(
 }
 
 /// One concise line per call at info; failures at warn so they stand out.
+/// The request id and trace id come from the `call` span it is written in.
 fn log_line(record: &CallRecord, overhead: std::time::Duration) {
     let usage = record.usage.unwrap_or_default();
     let outcome = record.outcome.label();
@@ -72,7 +73,6 @@ fn log_line(record: &CallRecord, overhead: std::time::Duration) {
         ($level:ident) => {
             tracing::$level!(
                 target: "llm_sidecar::request",
-                request_id = %record.request_id,
                 edge = record.edge.as_str(),
                 caller = record.caller.name.as_deref().unwrap_or(""),
                 caller_uid = record.caller.uid,
