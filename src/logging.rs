@@ -23,7 +23,8 @@ static CONTROL: OnceLock<Control> = OnceLock::new();
 /// The OpenTelemetry SDK logs its own life (providers set, instruments
 /// made) at info and debug: noise in the sidecar's log unless a filter
 /// asks for it by name.
-const QUIET_DEPENDENCIES: &str = "opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn";
+const QUIET_DEPENDENCIES: &str =
+    "opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn";
 
 fn parse(filter: &str) -> Result<EnvFilter, tracing_subscriber::filter::ParseError> {
     if filter.contains("opentelemetry") {
@@ -95,7 +96,8 @@ pub fn set_level(filter: &str) -> Result<(), String> {
     let control = CONTROL
         .get()
         .ok_or_else(|| "logging is not managed by this process".to_owned())?;
-    let parsed = parse(filter).map_err(|error| format!("`{filter}` is not a log filter: {error}"))?;
+    let parsed =
+        parse(filter).map_err(|error| format!("`{filter}` is not a log filter: {error}"))?;
     control
         .handle
         .reload(parsed)
