@@ -11,7 +11,7 @@ use crate::admin::Admin;
 use crate::admin::grpc::AdminServiceImpl;
 use crate::config::{Config, Env};
 use crate::inbound::grpc::ChatServiceImpl;
-use crate::inbound::observe::Observer;
+use crate::inbound::observe::{Observer, Rules};
 use crate::pipeline::{Pipeline, PipelineHandle};
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::proto::v1::admin_service_server::AdminServiceServer;
@@ -369,9 +369,7 @@ impl Running {
     /// Listener settings (`[server]`) take effect only at a restart.
     pub fn reload(&self, config: &Config, env: Env<'_>) -> anyhow::Result<()> {
         let pipeline = build_pipeline(config, env, &self.telemetry, &self.stop_calls)?;
-        let rules = self
-            .observer
-            .rules_for(config)
+        let rules = Rules::new(config)
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("in {}", config.source))?;
         self.pipeline.replace(pipeline);

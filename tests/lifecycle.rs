@@ -5,25 +5,15 @@
 
 mod common;
 
+use common::process::{Sidecar, free_port};
 use common::{collect, request};
 use llm_sidecar::client::{chat_client, connect_uds};
 use llm_sidecar::fake_upstream::FakeUpstream;
 use serde_json::json;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_llm-sidecar");
 const STREAMS: usize = 50;
-
-struct Sidecar(Child);
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn start(dir: &Path, upstream: &FakeUpstream, grace_ms: u64, health: u16) -> Sidecar {
     let socket = dir.join("sidecar.sock");
@@ -47,23 +37,21 @@ path = "{ledger}"
         ),
     )
     .unwrap();
-    let child = Command::new(BIN)
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .args(["--tcp", "", "--http", "", "--admin", ""])
-        .env("LLM_SIDECAR_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the sidecar did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Sidecar(child)
+    Sidecar::serve(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--tcp",
+            "",
+            "--http",
+            "",
+            "--admin",
+            "",
+        ],
+        Some("warn"),
+        &socket,
+        &dir.join("sidecar.log"),
+    )
 }
 
 /// How one stream ended, and how long after the SIGTERM.
@@ -91,14 +79,6 @@ async fn overall_health(port: u16) -> Result<i32, tonic::Status> {
         })
         .await?;
     Ok(reply.into_inner().status)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Each stream's end, the exit code, whether the socket file was left
@@ -130,11 +110,7 @@ async fn stop_during_streams(grace_ms: u64, scenario: serde_json::Value) -> Stop
         streams.push(stream);
     }
     let signalled = Instant::now();
-    let killed = Command::new("kill")
-        .args(["-TERM", &sidecar.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    sidecar.signal("TERM");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let health_while_draining = overall_health(health).await;
     let readers = streams.into_iter().map(|mut stream| async move {
@@ -152,7 +128,7 @@ async fn stop_during_streams(grace_ms: u64, scenario: serde_json::Value) -> Stop
     let exit = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         loop {
-            if let Some(status) = sidecar.0.try_wait().unwrap() {
+            if let Some(status) = sidecar.child.try_wait().unwrap() {
                 return status.code().unwrap_or(-1);
             }
             assert!(

@@ -3,29 +3,12 @@
 //! call's request id and trace id; a bad filter is refused and changes
 //! nothing.
 
+mod common;
+
+use common::process::{Sidecar, free_port};
 use llm_sidecar::client::{chat_client, connect_uds};
 use llm_sidecar::proto::v1 as pb;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_llm-sidecar");
-
-struct Sidecar(Child);
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn echo(socket: &std::path::Path, text: &str) {
     let mut client = chat_client(connect_uds(socket).await.unwrap(), 1 << 20);
@@ -71,35 +54,34 @@ async fn the_log_level_changes_at_run_time_on_the_admin_port() {
         ),
     )
     .unwrap();
-    let _sidecar = Sidecar(
-        Command::new(BIN)
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .args(["--tcp", "", "--http", "", "--ledger", ""])
-            .env_remove("LLM_SIDECAR_LOG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
+    let _sidecar = Sidecar::serve(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--tcp",
+            "",
+            "--http",
+            "",
+            "--ledger",
+            "",
+        ],
+        None,
+        &socket,
+        &log,
     );
-    let started = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the sidecar did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let http = reqwest::Client::new();
     let level_url = format!("http://{admin}/admin/log-level");
-    let level = http
-        .get(&level_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(level.contains("\"warn\""), "{level}");
+    let level = || async {
+        http.get(&level_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let shown = level().await;
+    assert!(shown.contains("\"warn\""), "{shown}");
 
     echo(&socket, "quiet").await;
     assert!(request_lines(&log).is_empty(), "info is off at warn");
@@ -125,13 +107,6 @@ async fn the_log_level_changes_at_run_time_on_the_admin_port() {
 
     let refused = http.put(&level_url).body("info,[").send().await.unwrap();
     assert_eq!(refused.status(), 400);
-    let level = http
-        .get(&level_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(level.contains("\"info\""), "{level}");
+    let shown = level().await;
+    assert!(shown.contains("\"info\""), "{shown}");
 }

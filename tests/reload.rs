@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::process::Sidecar;
 use common::{collect, request, sidecar_from};
 use llm_sidecar::client::{chat_client, connect_uds};
 use llm_sidecar::config::from_toml;
@@ -13,10 +14,7 @@ use llm_sidecar::fake_upstream::FakeUpstream;
 use llm_sidecar::proto::v1 as pb;
 use serde_json::json;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_llm-sidecar");
 
 /// A config that sends model `smart` upstream as `rewrite`.
 fn config_text(base_url: &str, rewrite: &str) -> String {
@@ -97,64 +95,28 @@ async fn a_reload_under_load_drops_nothing_and_serves_new_calls_by_the_new_confi
     running.shutdown().await;
 }
 
-struct Sidecar {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Sidecar {
-    fn start(dir: &Path, config: &Path) -> Sidecar {
-        let socket = dir.join("sidecar.sock");
-        let log = dir.join("sidecar.log");
-        let child = Command::new(BIN)
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .args([
-                "--uds",
-                socket.to_str().unwrap(),
-                "--tcp",
-                "",
-                "--http",
-                "",
-                "--admin",
-                "",
-                "--ledger",
-                "",
-            ])
-            .env("LLM_SIDECAR_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the sidecar did not start: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Sidecar { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, name: &str) {
-        let sent = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-    }
+/// The binary on `dir/sidecar.sock` with `config`, logging at info.
+fn serve(dir: &Path, config: &Path) -> Sidecar {
+    let socket = dir.join("sidecar.sock");
+    Sidecar::serve(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--uds",
+            socket.to_str().unwrap(),
+            "--tcp",
+            "",
+            "--http",
+            "",
+            "--admin",
+            "",
+            "--ledger",
+            "",
+        ],
+        Some("info"),
+        &socket,
+        &dir.join("sidecar.log"),
+    )
 }
 
 /// Calls model `smart` until the upstream sees `want` (or 10 s pass).
@@ -191,7 +153,7 @@ async fn the_binary_reloads_on_file_change_and_sighup_and_keeps_serving_through_
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sidecar.toml");
     std::fs::write(&config, file_config(&upstream.base_url(), "model-v1", "")).unwrap();
-    let sidecar = Sidecar::start(dir.path(), &config);
+    let sidecar = serve(dir.path(), &config);
     let mut client = chat_client(
         connect_uds(&dir.path().join("sidecar.sock")).await.unwrap(),
         1 << 20,
@@ -274,7 +236,7 @@ async fn a_rotated_key_file_is_picked_up() {
     let config = dir.path().join("sidecar.toml");
     let key_line = format!("api_key_file = \"{}\"", secret.join("key").display());
     std::fs::write(&config, file_config(&upstream.base_url(), "m", &key_line)).unwrap();
-    let sidecar = Sidecar::start(dir.path(), &config);
+    let sidecar = serve(dir.path(), &config);
     let mut client = chat_client(
         connect_uds(&dir.path().join("sidecar.sock")).await.unwrap(),
         1 << 20,

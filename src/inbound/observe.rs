@@ -68,47 +68,15 @@ impl Observer {
     pub fn new(config: &Config, ledger: Option<Ledger>) -> Result<Observer, String> {
         Ok(Observer {
             ledger,
-            rules: ArcSwap::from_pointee(Observer::rules_for_config(config)?),
+            rules: ArcSwap::from_pointee(Rules::new(config)?),
             telemetry: None,
         })
-    }
-
-    /// The rules `config` gives, checked, for [`set_rules`](Self::set_rules).
-    pub fn rules_for(&self, config: &Config) -> Result<Rules, String> {
-        Observer::rules_for_config(config)
     }
 
     /// Calls that finish from now on are recorded by `rules` (prices, the
     /// caller header, draining).
     pub fn set_rules(&self, rules: Rules) {
         self.rules.store(Arc::new(rules));
-    }
-
-    fn rules_for_config(config: &Config) -> Result<Rules, String> {
-        let pricing = Pricing::new(
-            config
-                .prices
-                .iter()
-                .map(|price| PriceEntry {
-                    model: price.model.clone(),
-                    input_per_million: price.input_per_million,
-                    output_per_million: price.output_per_million,
-                    cached_input_per_million: price.cached_input_per_million,
-                })
-                .collect(),
-        )?;
-        let caller_header = http::HeaderName::from_bytes(config.ledger.caller_header.as_bytes())
-            .map_err(|error| format!("ledger.caller_header: {error}"))?;
-        Ok(Rules {
-            pricing,
-            caller_header,
-            drain_on_cancel: config
-                .providers
-                .iter()
-                .filter(|provider| provider.drain_on_cancel)
-                .map(|provider| provider.name.clone())
-                .collect(),
-        })
     }
 
     /// Spans and metrics for every call in `telemetry`.
@@ -178,6 +146,36 @@ impl Observer {
 
     fn capture_limit(&self) -> Option<usize> {
         self.telemetry.as_ref()?.capture_limit()
+    }
+}
+
+impl Rules {
+    /// The rules `config` gives, checked (prices, the caller header).
+    pub fn new(config: &Config) -> Result<Rules, String> {
+        let pricing = Pricing::new(
+            config
+                .prices
+                .iter()
+                .map(|price| PriceEntry {
+                    model: price.model.clone(),
+                    input_per_million: price.input_per_million,
+                    output_per_million: price.output_per_million,
+                    cached_input_per_million: price.cached_input_per_million,
+                })
+                .collect(),
+        )?;
+        let caller_header = http::HeaderName::from_bytes(config.ledger.caller_header.as_bytes())
+            .map_err(|error| format!("ledger.caller_header: {error}"))?;
+        Ok(Rules {
+            pricing,
+            caller_header,
+            drain_on_cancel: config
+                .providers
+                .iter()
+                .filter(|provider| provider.drain_on_cancel)
+                .map(|provider| provider.name.clone())
+                .collect(),
+        })
     }
 }
 

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod process;
+
 use llm_sidecar::client::{chat_client, connect_uds};
 use llm_sidecar::config::from_toml;
 use llm_sidecar::fake_upstream::FakeUpstream;

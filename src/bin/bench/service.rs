@@ -137,3 +137,18 @@ where
         tokio::time::sleep(poll).await;
     }
 }
+
+/// Waits (10 s at most) until `service` accepts TCP connections on `port`.
+pub async fn wait_for_port(service: &mut Service, port: u16) -> anyhow::Result<Duration> {
+    wait_until(
+        service,
+        Duration::from_secs(10),
+        Duration::from_millis(5),
+        || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        },
+    )
+    .await
+}

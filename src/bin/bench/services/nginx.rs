@@ -2,10 +2,9 @@
 //! bench/nginx.conf. Installed with apt-get when it is missing.
 
 use super::Paths;
-use crate::service::{Service, free_port, wait_until};
+use crate::service::{Service, free_port, wait_for_port};
 use anyhow::{Context as _, bail};
 use std::process::Command;
-use std::time::Duration;
 
 pub struct Nginx {
     pub service: Service,
@@ -63,17 +62,7 @@ pub async fn start(paths: &Paths, upstream_port: u16) -> anyhow::Result<Nginx> {
         .arg("-e")
         .arg(dir.join("error.log"));
     let mut service = Service::spawn("nginx", command, &dir.join("nginx.out"))?;
-    wait_until(
-        &mut service,
-        Duration::from_secs(10),
-        Duration::from_millis(5),
-        || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        },
-    )
-    .await?;
+    wait_for_port(&mut service, port).await?;
     Ok(Nginx {
         service,
         base_url: format!("http://127.0.0.1:{port}/v1"),

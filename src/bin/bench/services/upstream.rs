@@ -3,9 +3,8 @@
 //! flatter the floor). Its defaults make every request the same workload.
 
 use super::Paths;
-use crate::service::{Service, free_port, wait_until};
+use crate::service::{Service, free_port, wait_for_port};
 use std::process::Command;
-use std::time::Duration;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Workload {
@@ -46,16 +45,6 @@ pub async fn start(paths: &Paths, workload: Workload) -> anyhow::Result<Upstream
         command,
         &paths.run_dir.join("fake-upstream.log"),
     )?;
-    wait_until(
-        &mut service,
-        Duration::from_secs(10),
-        Duration::from_millis(5),
-        || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        },
-    )
-    .await?;
+    wait_for_port(&mut service, port).await?;
     Ok(Upstream { service, port })
 }

@@ -1,0 +1,76 @@
+//! The real `llm-sidecar` binary as a child process: started with its
+//! stderr in a file, waited for until its socket answers, killed when
+//! dropped (a failing test leaves no process behind).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_llm-sidecar");
+
+pub struct Sidecar {
+    pub child: Child,
+    log: PathBuf,
+}
+
+impl Sidecar {
+    /// `llm-sidecar serve ARGS` with `LLM_SIDECAR_LOG=level` (`None`: the
+    /// config's level), ready once `socket` accepts connections.
+    pub fn serve(args: &[&str], level: Option<&str>, socket: &Path, log: &Path) -> Sidecar {
+        let mut command = Command::new(BIN);
+        command.arg("serve").args(args);
+        match level {
+            Some(level) => command.env("LLM_SIDECAR_LOG", level),
+            None => command.env_remove("LLM_SIDECAR_LOG"),
+        };
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let sidecar = Sidecar {
+            child,
+            log: log.to_owned(),
+        };
+        let started = Instant::now();
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the sidecar did not start: {}",
+                sidecar.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sidecar
+    }
+
+    /// What it has written to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal by name (`TERM`, `HUP`).
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port free a moment ago, for a listener the child binds.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
