@@ -42,6 +42,10 @@ struct Args {
     /// Skip nginx.
     #[arg(long)]
     no_nginx: bool,
+    /// Run only this target besides the floor (repeatable): nginx,
+    /// grpc-uds, grpc-tcp, http, grpc-uds-no-ledger, litellm.
+    #[arg(long)]
+    only: Vec<String>,
     /// The llm-sidecar binary to measure (default: the one next to this
     /// binary), e.g. an unstripped build for profiling.
     #[arg(long)]
@@ -67,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
     };
     plan.peers &= !args.no_peers;
     plan.nginx &= !args.no_nginx;
+    plan.only = args.only;
     let repo = std::env::current_dir()?;
     let exe = std::env::current_exe()?;
     let bin_dir = exe

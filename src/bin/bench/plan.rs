@@ -23,6 +23,9 @@ pub struct Plan {
     pub settle: Duration,
     pub nginx: bool,
     pub peers: bool,
+    /// When not empty, only these targets run besides the floor (which
+    /// every "added" figure needs), e.g. `--only grpc-uds` to profile one.
+    pub only: Vec<String>,
 }
 
 impl Plan {
@@ -49,6 +52,7 @@ impl Plan {
             settle: Duration::from_secs(2),
             nginx: true,
             peers: true,
+            only: Vec::new(),
         }
     }
 
@@ -75,7 +79,13 @@ impl Plan {
             settle: Duration::from_millis(100),
             nginx: false,
             peers: false,
+            only: Vec::new(),
         }
+    }
+
+    /// Whether a target (by its report name) is part of this run.
+    pub fn runs(&self, target: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|name| name == target)
     }
 
     pub fn stream_phase(&self, concurrency: usize, streams: usize) -> StreamPhase {

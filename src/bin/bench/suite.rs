@@ -170,7 +170,7 @@ pub async fn run(plan: &Plan, paths: &Paths) -> anyhow::Result<Report> {
     );
     targets.push(measure(plan, spec, &direct).await);
 
-    if plan.nginx {
+    if plan.nginx && plan.runs(goals::NGINX) {
         match nginx::start(paths, upstream.port).await {
             Ok(nginx) => {
                 let caller = Caller::Http(HttpCaller::new(&nginx.base_url, MODEL, Vec::new())?);
@@ -189,14 +189,21 @@ pub async fn run(plan: &Plan, paths: &Paths) -> anyhow::Result<Report> {
         }
     }
 
-    targets.push(ours(plan, paths, &url, goals::OURS, Edge::Uds, true).await?);
-    targets.push(ours(plan, paths, &url, "grpc-tcp", Edge::Tcp, true).await?);
-    targets.push(ours(plan, paths, &url, "http", Edge::Http, true).await?);
-    if !plan.smoke {
-        targets.push(ours(plan, paths, &url, "grpc-uds-no-ledger", Edge::Uds, false).await?);
+    let edges = [
+        (goals::OURS, Edge::Uds, true),
+        ("grpc-tcp", Edge::Tcp, true),
+        ("http", Edge::Http, true),
+        ("grpc-uds-no-ledger", Edge::Uds, false),
+    ];
+    for (name, edge, ledger) in edges {
+        // The smoke run proves each edge works; the ledger-off variant
+        // only matters for figures.
+        if plan.runs(name) && (ledger || !plan.smoke) {
+            targets.push(ours(plan, paths, &url, name, edge, ledger).await?);
+        }
     }
 
-    if plan.peers {
+    if plan.peers && plan.runs("litellm") {
         match litellm::start(paths, &url).await {
             Ok(peer) => {
                 let caller = Caller::Http(HttpCaller::new(&peer.base_url, MODEL, Vec::new())?);

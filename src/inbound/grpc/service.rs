@@ -209,10 +209,9 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         let (metadata, _, message) = request.into_parts();
         let (observation, chat) = self.begin(&metadata, peer, message, false)?;
         let call = observation.call_context(deadline, max_attempts);
-        let result = self
-            .pipeline
-            .current()
-            .complete(chat, &call)
+        // Boxed: the pipeline's future is large, and unboxed it would be
+        // copied by every layer tonic wraps around this one.
+        let result = Box::pin(self.pipeline.current().complete(chat, &call))
             .instrument(observation.log_span().clone())
             .await;
         let finished = observation.finish_unary(&result);
@@ -234,10 +233,7 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         let (metadata, _, message) = request.into_parts();
         let (observation, chat) = self.begin(&metadata, peer, message, true)?;
         let call = observation.call_context(deadline, max_attempts);
-        let served = match self
-            .pipeline
-            .current()
-            .stream(chat, &call)
+        let served = match Box::pin(self.pipeline.current().stream(chat, &call))
             .instrument(observation.log_span().clone())
             .await
         {

@@ -15,8 +15,9 @@ pub async fn unary(
     request: ChatRequest,
     call: &CallContext,
 ) -> (Result<Served<ChatResponse>, Error>, Finished) {
-    let result = pipeline
-        .complete(request, call)
+    // Boxed: the pipeline's future is large, and unboxed it would be copied
+    // by every layer axum wraps around this one.
+    let result = Box::pin(pipeline.complete(request, call))
         .instrument(observation.log_span().clone())
         .await;
     let finished = observation.finish_unary(&result);
@@ -32,8 +33,7 @@ pub async fn stream(
     request: ChatRequest,
     call: &CallContext,
 ) -> Result<(Served<()>, WatchedStream), (Error, Finished)> {
-    let served = pipeline
-        .stream(request, call)
+    let served = Box::pin(pipeline.stream(request, call))
         .instrument(observation.log_span().clone())
         .await;
     match served {

@@ -18,6 +18,14 @@ pub struct Sidecar {
     pub cold_start: Duration,
 }
 
+/// The same footing as the peers: nginx runs with `access_log off` and
+/// `keepalive 256`, LiteLLM logs at ERROR. So the per-call log line is
+/// filtered out (warnings and failures still show) and as many idle upstream
+/// connections are kept; `scripts/telemetry-cost` measures what the request
+/// log costs.
+const PARITY: &str = "[logging]\nlevel = \"info,llm_sidecar::request=warn\"\n\
+                      [upstream]\npool_max_idle_per_host = 256\n";
+
 pub async fn start(
     paths: &Paths,
     name: &str,
@@ -37,6 +45,7 @@ pub async fn start(
             "default_provider = \"fake\"\n\
              [server]\nuds = \"{}\"\ntcp = \"{tcp}\"\nhttp = \"{http}\"\nadmin = \"{admin}\"\n\
              [ledger]\npath = \"{}\"\n\
+             {PARITY}\
              [providers.fake]\nbase_url = \"{upstream}\"\n",
             uds.display(),
             dir.join("ledger.sqlite3").display(),
