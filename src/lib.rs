@@ -25,6 +25,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod fake_upstream;
+pub mod heap;
 pub mod inbound;
 pub mod ledger;
 pub mod logging;

@@ -122,6 +122,7 @@ pub async fn start_with_telemetry(
         health.clone(),
         stopped.clone(),
     ));
+    tokio::spawn(crate::heap::release_after_bursts(stopped.clone()));
     let mut running_uds = None;
     if let Some(path) = &config.server.uds {
         let listener = bind_uds(path, config.server.uds_mode).await?;

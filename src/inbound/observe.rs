@@ -91,6 +91,7 @@ impl Observer {
 
     /// Starts watching a call; `request` is as the caller sent it.
     pub fn begin(self: &Arc<Self>, arrival: Arrival<'_>, request: &ChatRequest) -> Observation {
+        crate::heap::note_activity();
         let caller = Caller {
             name: arrival
                 .headers
@@ -335,6 +336,7 @@ impl Observation {
                 attempts: 0,
             };
         };
+        crate::heap::note_activity();
         finish::complete(self, record, outcome, tally, error)
     }
 }

@@ -21,6 +21,8 @@ pub struct Plan {
     pub cold_starts: usize,
     /// Quiet time before reading idle memory, and after the load.
     pub settle: Duration,
+    /// Further quiet before the last memory reading of our sidecar.
+    pub idle_connections_gone: Duration,
     pub nginx: bool,
     pub peers: bool,
     /// When not empty, only these targets run besides the floor (which
@@ -49,7 +51,8 @@ impl Plan {
             judged_streams: 16,
             loaded_streams: 1000,
             cold_starts: 7,
-            settle: Duration::from_secs(2),
+            settle: Duration::from_secs(3),
+            idle_connections_gone: crate::services::sidecar::IDLE_CONNECTIONS_GONE,
             nginx: true,
             peers: true,
             only: Vec::new(),
@@ -77,6 +80,7 @@ impl Plan {
             loaded_streams: 8,
             cold_starts: 1,
             settle: Duration::from_millis(100),
+            idle_connections_gone: Duration::ZERO,
             nginx: false,
             peers: false,
             only: Vec::new(),

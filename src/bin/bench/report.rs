@@ -30,6 +30,10 @@ pub struct TargetReport {
     pub rss_idle_kib: Option<u64>,
     pub rss_loaded_kib: Option<u64>,
     pub rss_after_kib: Option<u64>,
+    /// Later still, once the idle upstream connections kept for reuse have
+    /// timed out (our sidecar only: its bench config makes that 5 s).
+    #[serde(default)]
+    pub rss_after_idle_kib: Option<u64>,
     pub cold_start_ms: Option<f64>,
     /// The binary, or for a peer its installed folder.
     pub size_bytes: Option<u64>,

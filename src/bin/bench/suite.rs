@@ -93,6 +93,13 @@ async fn measure(plan: &Plan, spec: Spec, caller: &Caller) -> TargetReport {
         streams.push(result);
     }
     tokio::time::sleep(plan.settle).await;
+    let rss_after_kib = rss(tree);
+    let rss_after_idle_kib = if spec.role == Role::Ours {
+        tokio::time::sleep(plan.idle_connections_gone).await;
+        rss(tree)
+    } else {
+        None
+    };
     let max_streams_held = streams
         .iter()
         .filter(|s| s.held())
@@ -108,7 +115,8 @@ async fn measure(plan: &Plan, spec: Spec, caller: &Caller) -> TargetReport {
         max_streams_held,
         rss_idle_kib,
         rss_loaded_kib,
-        rss_after_kib: rss(tree),
+        rss_after_kib,
+        rss_after_idle_kib,
         cold_start_ms: spec.cold_start.map(|d| d.as_secs_f64() * 1e3),
         size_bytes: spec.size_bytes,
     }

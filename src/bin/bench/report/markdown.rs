@@ -128,16 +128,17 @@ fn rows(report: &Report) -> Vec<Row> {
             }),
         ),
         (
-            format!("RSS idle / {cl} streams / after (MiB)"),
+            format!("RSS idle / {cl} streams / after / after idle connections close (MiB)"),
             Box::new(|t| {
                 if t.rss_idle_kib.is_none() {
                     return "–".to_owned();
                 }
                 format!(
-                    "{} / {} / {}",
+                    "{} / {} / {} / {}",
                     num(mib(t.rss_idle_kib), 1),
                     num(mib(t.rss_loaded_kib), 1),
-                    num(mib(t.rss_after_kib), 1)
+                    num(mib(t.rss_after_kib), 1),
+                    num(mib(t.rss_after_idle_kib), 1)
                 )
             }),
         ),

@@ -22,9 +22,16 @@ pub struct Sidecar {
 /// `keepalive 256`, LiteLLM logs at ERROR. So the per-call log line is
 /// filtered out (warnings and failures still show) and as many idle upstream
 /// connections are kept; `scripts/telemetry-cost` measures what the request
-/// log costs.
+/// log costs. Idle connections close after 5 s (not 90), so that the memory
+/// once they are gone can be read without a long wait; the load keeps them
+/// busy, so this changes nothing else.
 const PARITY: &str = "[logging]\nlevel = \"info,llm_sidecar::request=warn\"\n\
-                      [upstream]\npool_max_idle_per_host = 256\n";
+                      [upstream]\npool_max_idle_per_host = 256\npool_idle_timeout_ms = 5000\n";
+
+/// How long after the first reading after the load the second one waits:
+/// the idle timeout above, the pool's sweep (up to one more timeout), and
+/// the sidecar's next release of free memory (16 s into the pause).
+pub const IDLE_CONNECTIONS_GONE: Duration = Duration::from_secs(15);
 
 pub async fn start(
     paths: &Paths,
