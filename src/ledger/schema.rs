@@ -78,6 +78,10 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, LedgerError> {
     // an fsync per batch.
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(fail)?;
+    // Appends touch only the right edge of the table and its time-ordered
+    // indexes: 256 KiB of page cache serves them, where SQLite's default
+    // 2 MiB would stay resident after any burst.
+    conn.pragma_update(None, "cache_size", -256).map_err(fail)?;
     migrate(&mut conn, path)?;
     Ok(conn)
 }
