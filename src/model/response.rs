@@ -148,8 +148,23 @@ pub struct ToolCallDelta {
     pub index: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// `"function"` on the piece that opens a call (the one with the id).
+    /// OpenAI's SDK stream helpers refuse a call without it, and some
+    /// upstreams leave it out: see [`ToolCallDelta::complete_kind`].
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function: Option<ToolCallFunctionDelta>,
+}
+
+impl ToolCallDelta {
+    /// Names the kind on the piece that opens a call when the upstream did
+    /// not: a call's id comes with its kind in OpenAI's own stream.
+    pub fn complete_kind(&mut self) {
+        if self.id.is_some() && self.kind.is_none() {
+            self.kind = Some("function".to_owned());
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -216,6 +216,9 @@ def test_streamed_tool_call(client):
             for delta in choice.delta.tool_calls or []:
                 call = calls.setdefault(delta.index, {"id": None, "name": "", "arguments": ""})
                 call["id"] = delta.id or call["id"]
+                if delta.id:
+                    # The SDK's stream helpers need the kind on the opening piece.
+                    assert delta.type == "function"
                 if delta.function:
                     call["name"] += delta.function.name or ""
                     call["arguments"] += delta.function.arguments or ""
@@ -224,6 +227,21 @@ def test_streamed_tool_call(client):
     for call in calls.values():
         assert call["id"]
         assert isinstance(json.loads(call["arguments"]), dict)
+
+
+def test_streamed_tool_call_through_the_sdk_stream_helper(client):
+    # The helper assembles the calls itself and rejects pieces it cannot
+    # place, so this is what Node and Python apps using `.stream()` see.
+    with client.chat.completions.stream(
+        model="fake-model",
+        messages=user("weather and time in Paris?"),
+        tools=TOOLS,
+        extra_body={"fake": {"tool_calls": True}},
+    ) as stream:
+        final = stream.get_final_completion()
+    calls = final.choices[0].message.tool_calls
+    assert [call.function.name for call in calls] == ["get_weather", "get_time"]
+    assert all(call.type == "function" for call in calls)
 
 
 def test_rate_limit_is_rate_limit_error(client):

@@ -63,7 +63,7 @@ impl<S> UpstreamChunks<S> {
         if data.is_empty() {
             return None;
         }
-        let chunk: ChatChunk = match serde_json::from_str(data) {
+        let mut chunk: ChatChunk = match serde_json::from_str(data) {
             Ok(chunk) => chunk,
             Err(error) => {
                 return Some(Err(
@@ -90,6 +90,13 @@ impl<S> UpstreamChunks<S> {
         }
         if chunk.finish_reasons().next().is_some() {
             self.finished = true;
+        }
+        for call in chunk
+            .choices
+            .iter_mut()
+            .flat_map(|choice| choice.delta.tool_calls.iter_mut())
+        {
+            call.complete_kind();
         }
         Some(Ok(chunk))
     }
@@ -181,5 +188,29 @@ where
             })
             .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_tool_call_opened_without_its_kind_gets_one() {
+        let body = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{}\"}}]}}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let body = futures::stream::iter([Ok::<_, reqwest::Error>(Bytes::from(body))]);
+        let chunks: Vec<ChatChunk> = UpstreamChunks::new(body, 1 << 20, "p".into(), Arc::from([]))
+            .map(|chunk| chunk.expect("a valid chunk"))
+            .collect()
+            .await;
+        let kinds: Vec<Option<&str>> = chunks
+            .iter()
+            .map(|chunk| chunk.choices[0].delta.tool_calls[0].kind.as_deref())
+            .collect();
+        assert_eq!(kinds, [Some("function"), None]);
     }
 }

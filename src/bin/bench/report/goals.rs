@@ -72,6 +72,26 @@ fn goal(name: &str, limit: &str, measured: Option<(String, bool)>) -> Goal {
     }
 }
 
+/// The level held, and at the loaded level how many streams went without
+/// a stall, next to the floor's: where the floor stalls too, the rig is
+/// the limit.
+fn streams_held(report: &Report, ours: &TargetReport, level: usize) -> String {
+    let held = ours.max_streams_held.unwrap_or(0);
+    if held >= level {
+        return held.to_string();
+    }
+    let smooth = |t: &TargetReport| {
+        t.streams_at(level)
+            .map(|s| s.streams.saturating_sub(s.stalled))
+    };
+    match (smooth(ours), report.target(FLOOR).and_then(smooth)) {
+        (Some(ours), Some(floor)) => format!(
+            "{held}; at {level}, {ours} of {level} streams without a stall (the floor: {floor})"
+        ),
+        _ => held.to_string(),
+    }
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -120,7 +140,10 @@ pub fn judge(report: &Report) -> Vec<Goal> {
         goal(
             "concurrent streams without a stall",
             &format!("≥ {}", m.loaded_streams),
-            Some((held.to_string(), held >= m.loaded_streams)),
+            Some((
+                streams_held(report, ours, m.loaded_streams),
+                held >= m.loaded_streams,
+            )),
         ),
         goal("CPU per unary request (c=16)", "≤ 2× nginx", cpu_ratio),
         goal(
