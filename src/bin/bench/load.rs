@@ -117,6 +117,10 @@ pub struct StreamPhase {
     pub chunks: usize,
     pub pacing: Duration,
     pub time_limit: Duration,
+    /// Between the first streams of consecutive workers: 1,000 callers
+    /// do not all start in the same millisecond, and a load generator
+    /// opening 1,000 connections at once stalls its own early streams.
+    pub stagger: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -172,7 +176,10 @@ pub async fn streams(caller: &Caller, phase: StreamPhase, tree: Option<Tree>) ->
     let tally = RefCell::new(StreamTally::default());
     let cpu_before = tree.map(|t| t.cpu());
     let machine_before = procfs::machine_ticks();
-    let worker = || async {
+    let (issued_ref, tally_ref) = (&issued, &tally);
+    let worker = |index: u32| async move {
+        let (issued, tally) = (issued_ref, tally_ref);
+        tokio::time::sleep(phase.stagger * index).await;
         while issued.get() < phase.streams && Instant::now() < deadline {
             issued.set(issued.get() + 1);
             let trace = caller.stream(deadline).await;
@@ -208,7 +215,7 @@ pub async fn streams(caller: &Caller, phase: StreamPhase, tree: Option<Tree>) ->
         }
     };
     tokio::select! {
-        _ = join_all((0..phase.concurrency).map(|_| worker())) => {}
+        _ = join_all((0..phase.concurrency).map(|i| worker(u32::try_from(i).unwrap_or(u32::MAX)))) => {}
         () = sampler => {}
     }
     let seconds = started.elapsed().as_secs_f64();

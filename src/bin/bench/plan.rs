@@ -105,6 +105,7 @@ impl Plan {
             // that cannot keep up is cut off here and its streams count as
             // stalled.
             time_limit: one * rounds * 2 + Duration::from_secs(if self.smoke { 5 } else { 10 }),
+            stagger: Duration::from_millis(1),
         }
     }
 }
