@@ -1,9 +1,24 @@
 //! Serving an axum router (the OpenAI-compatible facade, the admin port)
 //! on TCP or a Unix socket, stopping with the rest of the sidecar.
+//!
+//! Our own accept loop rather than `axum::serve`, which gives hyper no
+//! timer: with it, a connection idle between requests, or one sending its
+//! headers a byte at a time, stayed open (and held its buffers) for good.
 
 use axum::Router;
+use axum::serve::{Listener, ListenerExt as _};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
+
+/// How long a connection may wait for a request's headers, which is also
+/// how long it may sit idle between requests. Longer than the client SDKs
+/// keep idle connections (4–5 s in httpx and Node), so they close first.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn serve_tcp(
     listener: TcpListener,
@@ -11,13 +26,10 @@ pub async fn serve_tcp(
     stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     // Streams are written chunk by chunk: Nagle would hold small SSE events.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+    let listener = listener.tap_io(|stream| {
         let _ = stream.set_nodelay(true);
     });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(super::signalled(stopped))
-        .await?;
-    Ok(())
+    serve(listener, router, stopped, IDLE_TIMEOUT).await
 }
 
 pub async fn serve_uds(
@@ -25,8 +37,122 @@ pub async fn serve_uds(
     router: Router,
     stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(super::signalled(stopped))
-        .await?;
+    serve(listener, router, stopped, IDLE_TIMEOUT).await
+}
+
+/// Accepts until `stopped`, then lets the open connections finish their
+/// requests (the pipeline's shutdown grace bounds how long) and returns.
+async fn serve<L: Listener>(
+    mut listener: L,
+    router: Router,
+    mut stopped: watch::Receiver<bool>,
+    idle_timeout: Duration,
+) -> anyhow::Result<()> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle_timeout);
+    let connections = GracefulShutdown::new();
+    loop {
+        let (io, _) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.wait_for(|stop| *stop) => break,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            // A connection's error (a reset, a timeout) ends that
+            // connection only; there is no one else to tell.
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    connections.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    async fn started(idle: Duration) -> (std::net::SocketAddr, watch::Sender<bool>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(serve(listener, router, stopped, idle));
+        (address, stop)
+    }
+
+    /// Reads until the server closes the connection; what it sent.
+    async fn until_closed(stream: &mut TcpStream) -> String {
+        let mut seen = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut seen));
+        read.await.expect("the server closes the connection").ok();
+        String::from_utf8_lossy(&seen).into_owned()
+    }
+
+    #[tokio::test]
+    async fn an_idle_keep_alive_connection_is_closed() {
+        let (address, _stop) = started(Duration::from_millis(200)).await;
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let began = Instant::now();
+        let seen = until_closed(&mut stream).await;
+        assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+        assert!(seen.ends_with("ok"), "answered before closing: {seen}");
+        assert!(began.elapsed() >= Duration::from_millis(150));
+    }
+
+    #[tokio::test]
+    async fn headers_that_never_finish_close_the_connection() {
+        let (address, _stop) = started(Duration::from_millis(200)).await;
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream.write_all(b"GET / HTTP/1.1\r\nhost").await.unwrap();
+        let seen = until_closed(&mut stream).await;
+        assert!(!seen.contains("200"), "{seen}");
+    }
+
+    #[tokio::test]
+    async fn stopping_lets_a_request_in_flight_finish() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let router = Router::new().route(
+            "/",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "finished"
+            }),
+        );
+        let (stop, stopped) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, router, stopped, IDLE_TIMEOUT));
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.send(true).unwrap();
+        let seen = until_closed(&mut stream).await;
+        assert!(seen.ends_with("finished"), "{seen}");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the server returns once its connections are done")
+            .unwrap()
+            .unwrap();
+        assert!(
+            TcpStream::connect(address).await.is_err(),
+            "no longer accepting"
+        );
+    }
 }
