@@ -176,32 +176,34 @@ pub async fn streams(caller: &Caller, phase: StreamPhase, tree: Option<Tree>) ->
     let tally = RefCell::new(StreamTally::default());
     let cpu_before = tree.map(|t| t.cpu());
     let machine_before = procfs::machine_ticks();
-    let (issued_ref, tally_ref) = (&issued, &tally);
-    let worker = |index: u32| async move {
-        let (issued, tally) = (issued_ref, tally_ref);
-        tokio::time::sleep(phase.stagger * index).await;
-        while issued.get() < phase.streams && Instant::now() < deadline {
-            issued.set(issued.get() + 1);
-            let trace = caller.stream(deadline).await;
-            let mut t = tally.borrow_mut();
-            let whole = trace.complete && trace.error.is_none() && trace.chunks() == phase.chunks;
-            let smooth = trace.gaps_ns.iter().all(|&gap| gap <= stall_ns);
-            t.completed += usize::from(whole);
-            t.stalled += usize::from(!whole || !smooth);
-            if let Some(e) = &trace.error {
-                t.errors += 1;
-                t.first_error.get_or_insert_with(|| e.clone());
+    let worker = |index: u32| {
+        let (issued, tally) = (&issued, &tally);
+        async move {
+            tokio::time::sleep(phase.stagger * index).await;
+            while issued.get() < phase.streams && Instant::now() < deadline {
+                issued.set(issued.get() + 1);
+                let trace = caller.stream(deadline).await;
+                let mut t = tally.borrow_mut();
+                let whole =
+                    trace.complete && trace.error.is_none() && trace.chunks() == phase.chunks;
+                let smooth = trace.gaps_ns.iter().all(|&gap| gap <= stall_ns);
+                t.completed += usize::from(whole);
+                t.stalled += usize::from(!whole || !smooth);
+                if let Some(e) = &trace.error {
+                    t.errors += 1;
+                    t.first_error.get_or_insert_with(|| e.clone());
+                }
+                if let Some(ttfc) = trace.ttfc {
+                    t.ttfc.record(ttfc);
+                }
+                for &ns in &trace.transits_ns {
+                    t.transit.record_ns(ns);
+                }
+                for &ns in &trace.gaps_ns {
+                    t.gap.record_ns(ns);
+                }
+                t.chunks += trace.chunks() as u64;
             }
-            if let Some(ttfc) = trace.ttfc {
-                t.ttfc.record(ttfc);
-            }
-            for &ns in &trace.transits_ns {
-                t.transit.record_ns(ns);
-            }
-            for &ns in &trace.gaps_ns {
-                t.gap.record_ns(ns);
-            }
-            t.chunks += trace.chunks() as u64;
         }
     };
     let rss_peak = Cell::new(0u64);
