@@ -3,6 +3,7 @@
 mod chat;
 mod reload;
 mod serve;
+mod signals;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

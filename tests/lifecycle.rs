@@ -90,6 +90,7 @@ async fn stop_during_streams(grace_ms: u64, scenario: serde_json::Value) -> Stop
     let dir = tempfile::tempdir().unwrap();
     let health = free_port();
     let mut sidecar = start(dir.path(), &upstream, grace_ms, health);
+    sidecar.wait_for_port(health);
     assert_eq!(
         overall_health(health).await.unwrap(),
         1,

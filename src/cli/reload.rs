@@ -54,20 +54,18 @@ fn fingerprint(files: &[PathBuf]) -> u64 {
     hasher.finish()
 }
 
-/// Reloads on SIGHUP and on file changes until the returned future is
-/// dropped. `load` reads the config as `serve` did (file plus flags).
-pub async fn watch<L>(running: &Running, config_file: Option<PathBuf>, first: &Config, load: L)
-where
+/// Reloads on SIGHUP (when `hangup` is listened for) and on file changes
+/// until the returned future is dropped. `load` reads the config as `serve`
+/// did (file plus flags).
+pub async fn watch<L>(
+    running: &Running,
+    config_file: Option<PathBuf>,
+    first: &Config,
+    mut hangup: Option<tokio::signal::unix::Signal>,
+    load: L,
+) where
     L: Fn() -> anyhow::Result<Config>,
 {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(hangup) => Some(hangup),
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGHUP; reload by file change only");
-            None
-        }
-    };
     let interval = first.server.watch_interval;
     let mut watched = Watched::new(config_file.as_ref(), first);
     let mut server = first.server.clone();

@@ -16,6 +16,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     apply_overrides(&mut config, &args)?;
     crate::logging::init(&config.logging);
     tracing::info!(config = %config.source, "starting llm-sidecar {}", env!("CARGO_PKG_VERSION"));
+    let mut signals = super::signals::Signals::install();
     let running = server::start(&config, &process_env).await?;
     let load = || -> anyhow::Result<Config> {
         let mut config = match &args.config {
@@ -25,9 +26,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         apply_overrides(&mut config, &args)?;
         Ok(config)
     };
+    let hangup = signals.hangup.take();
     tokio::select! {
-        () = wait_for_signal() => {}
-        () = super::reload::watch(&running, args.config.clone(), &config, load) => {}
+        () = signals.stop() => {}
+        () = super::reload::watch(&running, args.config.clone(), &config, hangup, load) => {}
     }
     tracing::info!("stopping: finishing the calls in flight");
     running.shutdown().await;
@@ -128,19 +130,4 @@ pub fn check_config(file: &Path) -> anyhow::Result<()> {
         bail!("no provider is usable");
     }
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut terminate) => {
-            tokio::select! {
-                _ = terminate.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

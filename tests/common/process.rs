@@ -32,16 +32,26 @@ impl Sidecar {
             child,
             log: log.to_owned(),
         };
+        sidecar.wait_until(|| std::os::unix::net::UnixStream::connect(socket).is_ok());
+        sidecar
+    }
+
+    /// Waits for a TCP listener of the sidecar on loopback, e.g. the
+    /// health port, which is bound after the Unix socket.
+    pub fn wait_for_port(&self, port: u16) {
+        self.wait_until(|| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    }
+
+    fn wait_until(&self, ready: impl Fn() -> bool) {
         let started = Instant::now();
-        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        while !ready() {
             assert!(
                 started.elapsed() < Duration::from_secs(20),
                 "the sidecar did not start: {}",
-                sidecar.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        sidecar
     }
 
     /// What it has written to stderr so far.
