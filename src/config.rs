@@ -157,6 +157,10 @@ pub struct ProviderConfig {
     pub key_cooldown: Duration,
     pub headers: Vec<(String, String)>,
     pub stream_options: bool,
+    /// The JSON field a gRPC caller's `max_tokens` is sent as.
+    pub max_tokens_field: MaxTokensField,
+    /// Whether the caller's `metadata` tags are sent upstream too.
+    pub forward_metadata: bool,
     pub max_attempts: Option<u32>,
     pub timeouts: TimeoutOverrides,
     pub limit: Option<LimitConfig>,
@@ -169,6 +173,40 @@ pub struct ProviderConfig {
     /// Read an abandoned stream to its end in the background, so the
     /// ledger gets the provider's own usage (costs the rest of the answer).
     pub drain_on_cancel: bool,
+}
+
+/// How a provider spells the cap on generated tokens. OpenAI's own API
+/// refuses `max_tokens` for its reasoning models (o-series, gpt-5) and
+/// accepts `max_completion_tokens` for all; most compatible APIs know only
+/// `max_tokens`. Set per provider, never found out by retrying after a 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxTokensField {
+    MaxTokens,
+    MaxCompletionTokens,
+}
+
+impl MaxTokensField {
+    /// The JSON field name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaxTokensField::MaxTokens => "max_tokens",
+            MaxTokensField::MaxCompletionTokens => "max_completion_tokens",
+        }
+    }
+
+    /// The default for a base URL: OpenAI's own API takes the new field.
+    pub fn default_for(base_url: &str) -> MaxTokensField {
+        let host = base_url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split(['/', ':']).next())
+            .unwrap_or_default();
+        if host == "api.openai.com" {
+            MaxTokensField::MaxCompletionTokens
+        } else {
+            MaxTokensField::MaxTokens
+        }
+    }
 }
 
 /// A provider's concurrency limit and queue.

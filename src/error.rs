@@ -20,9 +20,11 @@ pub enum Error {
     /// The provider cannot be called as configured (e.g. no API key).
     #[error("provider `{provider}` is not usable: {reason}")]
     ProviderNotReady { provider: String, reason: String },
-    /// The upstream answered with an HTTP error status.
+    /// The upstream answered with an HTTP error status (boxed: it carries
+    /// the upstream's words and headers, and keeps `Error` small on the
+    /// stream path).
     #[error(transparent)]
-    Upstream(#[from] UpstreamError),
+    Upstream(Box<UpstreamError>),
     /// The upstream could not be reached, or the connection broke before a
     /// response started.
     #[error("cannot reach provider `{provider}`: {detail}")]
@@ -131,7 +133,7 @@ impl std::fmt::Display for TimeoutKind {
 /// An error the upstream reported, with its message already scrubbed of
 /// secrets. `status` is the HTTP status, or the in-band code an upstream put
 /// in an error frame of a 200 response (0 when it gave none).
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, Default, thiserror::Error)]
 #[error("provider `{provider}` answered {status}: {message}")]
 pub struct UpstreamError {
     pub provider: String,
@@ -139,10 +141,21 @@ pub struct UpstreamError {
     pub message: String,
     pub error_type: Option<String>,
     pub error_code: Option<String>,
+    /// The request field the upstream says the error is about.
+    pub param: Option<String>,
     pub retry_after: Option<Duration>,
+    /// The upstream's rate-limit, retry and request-id headers, for the
+    /// caller.
+    pub headers: crate::upstream::PassedHeaders,
     /// True when the error came inside a 200 response (an SSE error frame or
     /// an error object in the body) rather than as an HTTP status.
     pub in_band: bool,
+}
+
+impl From<UpstreamError> for Error {
+    fn from(error: UpstreamError) -> Error {
+        Error::Upstream(Box::new(error))
+    }
 }
 
 impl Error {

@@ -1,18 +1,21 @@
 //! The one internal chat model every edge converts into and out of.
 //!
-//! Its serde form *is* the OpenAI chat-completions wire format, the de-facto
-//! lingua franca of LLM providers: the OpenAI-compatible upstream sends and
-//! reads it with no further mapping, and `extra` carries fields we do not
-//! model through untouched in both directions.
+//! It keeps what callers and upstreams send as JSON, whole: a request is the
+//! caller's body with the few fields the sidecar owns taken out; an answer
+//! or stream event is the upstream's bytes with what the sidecar read from
+//! them beside it (ids, finish reasons, usage). Nothing the sidecar does not
+//! own is decoded into a type and encoded again, so nothing is lost, and
+//! the per-chunk path reads through borrowed, lenient views (`view.rs`,
+//! `lenient.rs`) instead of building a full model.
 
+mod chunk;
+pub mod lenient;
 mod request;
 mod response;
+mod usage;
+pub mod view;
 
-pub use request::{
-    ChatRequest, Content, ContentPart, FunctionCall, FunctionDefinition, ImageUrl,
-    JsonSchemaFormat, Message, NamedFunction, ResponseFormat, Role, Tool, ToolCall, ToolChoice,
-};
-pub use response::{
-    ChatChunk, ChatResponse, Choice, ChoiceDelta, CompletionTokensDetails, Delta,
-    PromptTokensDetails, ResponseMessage, ToolCallDelta, ToolCallFunctionDelta, Usage,
-};
+pub use chunk::{ChatChunk, Identity};
+pub use request::{ChatRequest, message_role, message_texts};
+pub use response::{AnswerProblem, ChatResponse};
+pub use usage::Usage;

@@ -37,7 +37,7 @@ use crate::error::{Error, TimeoutKind, classify};
 use crate::model::{ChatRequest, ChatResponse};
 use crate::routing::{RouteInfo, Router};
 use crate::telemetry::Telemetry;
-use crate::upstream::{ChunkStream, Provider, build_http_client};
+use crate::upstream::{ChunkStream, PassedHeaders, Provider, Reply, build_http_client};
 use crate::validate::validate;
 use futures::StreamExt;
 use opentelemetry::Context as TraceContext;
@@ -82,6 +82,8 @@ pub struct Served<T> {
     /// The serving attempt's span, still open: the edge records the answer
     /// (model, finish reasons, usage) on it once it has seen all of it.
     pub trace: TraceContext,
+    /// The upstream's rate-limit, retry and request-id headers.
+    pub upstream_headers: PassedHeaders,
 }
 
 #[derive(Debug)]
@@ -124,7 +126,7 @@ struct Routed<'a> {
 type Failed = (Error, u32);
 
 /// A target's answer, the attempts it took and the serving attempt's span.
-type Won<T> = (T, u32, TraceContext);
+type Won<T> = (Reply<T>, u32, TraceContext);
 
 impl Pipeline {
     pub fn new(config: &Config, env: Env<'_>) -> Result<Pipeline, reqwest::Error> {
@@ -292,12 +294,13 @@ async fn serve<C: CallTarget>(
     for (index, target) in targets.iter().enumerate() {
         request.model.clone_from(&target.upstream_model);
         match call.call(target, &request).await {
-            Ok((value, attempts, trace)) => {
+            Ok((reply, attempts, trace)) => {
                 return Ok(Served {
                     provider: target.slot.provider.name.clone(),
                     attempts: attempts_before + attempts,
-                    value,
+                    value: reply.value,
                     trace,
+                    upstream_headers: reply.headers,
                 });
             }
             Err((error, attempts)) if index + 1 < targets.len() && falls_back(&error) => {
@@ -451,16 +454,19 @@ impl Routed<'_> {
         let first_chunk = |trace: &TraceContext| {
             let trace = trace.clone();
             async move {
-                let mut stream = provider.stream(request, timeouts.headers, &trace).await?;
+                let Reply {
+                    value: mut stream,
+                    headers,
+                } = provider.stream(request, timeouts.headers, &trace).await?;
                 match stream.next().await {
-                    Some(Ok(first)) => Ok((Some(first), stream)),
+                    Some(Ok(first)) => Ok((Some(first), stream, headers)),
                     Some(Err(error)) => Err(error),
                     // Complete and empty: [DONE] straight away.
-                    None => Ok((None, stream)),
+                    None => Ok((None, stream, headers)),
                 }
             }
         };
-        let ((first, rest, slot), attempts, trace) = self
+        let (opened, attempts, trace) = self
             .attempt(
                 bounds,
                 call,
@@ -478,7 +484,7 @@ impl Routed<'_> {
                         tokio::time::timeout(timeouts.first_chunk, first_chunk(&trace)).await;
                     let waited = sent.elapsed();
                     progress.add_upstream(waited);
-                    let (first, rest) = first.unwrap_or_else(|_| {
+                    let (first, rest, headers) = first.unwrap_or_else(|_| {
                         Err(Error::Timeout {
                             provider: provider.name.to_string(),
                             kind: TimeoutKind::FirstChunk,
@@ -486,10 +492,14 @@ impl Routed<'_> {
                         })
                     })?;
                     self.trace.first_chunk(&trace, waited);
-                    Ok((first, rest, (slot, in_flight)))
+                    Ok(Reply {
+                        value: (first, rest, (slot, in_flight)),
+                        headers,
+                    })
                 },
             )
             .await?;
+        let (first, rest, slot) = opened.value;
         let stream: ChunkStream = match first {
             Some(first) => Box::pin(futures::stream::once(async { Ok(first) }).chain(rest)),
             None => rest,
@@ -502,7 +512,11 @@ impl Routed<'_> {
             Some(slot),
         )
         .stopped_by(self.stop);
-        Ok((Box::pin(bounded), attempts, trace))
+        let reply = Reply {
+            value: Box::pin(bounded) as ChunkStream,
+            headers: opened.headers,
+        };
+        Ok((reply, attempts, trace))
     }
 
     /// Runs `work` until it succeeds or the policy, the budget or the
@@ -517,7 +531,7 @@ impl Routed<'_> {
     ) -> Result<Won<T>, Failed>
     where
         F: FnMut(TraceContext) -> Fut,
-        Fut: Future<Output = Result<T, Error>>,
+        Fut: Future<Output = Result<Reply<T>, Error>>,
     {
         let slot = self.slot;
         slot.budget.deposit();
@@ -588,8 +602,8 @@ impl Routed<'_> {
         &self,
         bounds: Bounds,
         stage: &'static str,
-        work: impl Future<Output = Result<T, Error>>,
-    ) -> Result<T, Error> {
+        work: impl Future<Output = Result<Reply<T>, Error>>,
+    ) -> Result<Reply<T>, Error> {
         match tokio::time::timeout_at(bounds.end(), work).await {
             Ok(result) => result,
             Err(_) => Err(bounds.expired(&self.slot.provider.name, stage)),

@@ -6,11 +6,14 @@ mod http_client;
 mod keys;
 mod mock;
 pub mod openai;
+mod passed_headers;
 pub mod sse;
+pub mod stream_reader;
 mod trace_header;
 
 pub use http_client::build_http_client;
 pub use keys::KeyRing;
+pub use passed_headers::{PassedHeaders, UPSTREAM_REQUEST_ID};
 
 use crate::config::{Env, ProviderConfig, ProviderKind, UpstreamConfig};
 use crate::error::Error;
@@ -21,6 +24,13 @@ use std::sync::Arc;
 
 /// A streamed answer. Dropping it closes the upstream request at once.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Error>> + Send>>;
+
+/// What a provider answered, with the response headers a caller should see.
+#[derive(Debug)]
+pub struct Reply<T> {
+    pub value: T,
+    pub headers: PassedHeaders,
+}
 
 /// One configured provider.
 #[derive(Debug)]
@@ -84,7 +94,7 @@ impl Provider {
         &self,
         request: &ChatRequest,
         trace: &opentelemetry::Context,
-    ) -> Result<ChatResponse, Error> {
+    ) -> Result<Reply<ChatResponse>, Error> {
         match &self.upstream {
             Upstream::OpenAi(openai) => openai.complete(request, trace).await,
             Upstream::Mock(mock) => mock.complete(request),
@@ -97,7 +107,7 @@ impl Provider {
         request: &ChatRequest,
         headers_timeout: std::time::Duration,
         trace: &opentelemetry::Context,
-    ) -> Result<ChunkStream, Error> {
+    ) -> Result<Reply<ChunkStream>, Error> {
         match &self.upstream {
             Upstream::OpenAi(openai) => openai.stream(request, headers_timeout, trace).await,
             Upstream::Mock(mock) => mock.stream(request),

@@ -72,7 +72,7 @@ async fn streaming_chat_forwards_every_chunk_and_ends_with_usage() {
         .filter(|reason| !reason.is_empty())
         .collect();
     assert_eq!(finish, ["stop"]);
-    let usage = chunks.last().unwrap().usage.unwrap();
+    let usage = chunks.last().unwrap().usage.clone().unwrap();
     assert_eq!(usage.completion_tokens, 4);
 
     let sent = &harness.fake.requests()[0];

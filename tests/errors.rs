@@ -4,6 +4,7 @@
 mod common;
 
 use common::{Harness, UPSTREAM_KEY, request, sidecar_from, user};
+use llm_sidecar::inbound::grpc::json_to_struct;
 use llm_sidecar::proto::v1 as pb;
 use serde_json::json;
 use std::time::Duration;
@@ -138,22 +139,27 @@ async fn invalid_requests_fail_before_any_upstream_call() {
         }],
         ..pb::ChatRequest::default()
     };
-    let empty_content = pb::ChatRequest {
+    let empty_part = pb::ChatRequest {
         model: "fake-model".into(),
-        messages: vec![user("")],
+        messages: vec![pb::Message {
+            role: pb::Role::User as i32,
+            parts: vec![pb::ContentPart::default()],
+            ..pb::Message::default()
+        }],
         ..pb::ChatRequest::default()
     };
-    let mut bad_temperature = request("hi", json!({}));
-    bad_temperature.temperature = Some(9.0);
+    let mut repeated = request("hi", json!({}));
+    repeated.temperature = Some(0.5);
+    repeated.extra.get_or_insert_default().fields.insert(
+        "temperature".into(),
+        json_to_struct(json!({"t": 1.0}).as_object().unwrap()).fields["t"].clone(),
+    );
     let cases = [
         (no_model, "`model` is required"),
         (no_messages, "`messages` is empty"),
         (unset_role, "messages[0]: `role` is not set"),
-        (
-            empty_content,
-            "messages[0]: a user message needs non-empty content",
-        ),
-        (bad_temperature, "`temperature` is 9"),
+        (empty_part, "messages[0]: parts[0]: the part is empty"),
+        (repeated, "`extra.temperature` repeats a typed field"),
     ];
     for (chat, expected) in cases {
         let error = harness

@@ -8,7 +8,7 @@ use llm_sidecar::ledger::{
     GroupBy, Ledger, LedgerConfig, LedgerError, LedgerRow, OutcomeFilter, RecentQuery,
     SummaryQuery, SummaryRow,
 };
-use llm_sidecar::model::{CompletionTokensDetails, PromptTokensDetails, Usage};
+use llm_sidecar::model::Usage;
 use rusqlite::Connection;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -53,12 +53,9 @@ fn usage(prompt: u32, completion: u32, cached: u32, reasoning: u32) -> Option<Us
         prompt_tokens: prompt,
         completion_tokens: completion,
         total_tokens: prompt + completion,
-        prompt_tokens_details: Some(PromptTokensDetails {
-            cached_tokens: cached,
-        }),
-        completion_tokens_details: Some(CompletionTokensDetails {
-            reasoning_tokens: reasoning,
-        }),
+        cache_read_tokens: Some(cached),
+        reasoning_tokens: Some(reasoning),
+        ..Usage::default()
     })
 }
 

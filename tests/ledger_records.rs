@@ -197,7 +197,10 @@ async fn with_drain_on_cancel_an_abandoned_stream_records_the_true_usage() {
         .unwrap()
         .into_inner();
     let (chunks, _) = collect(&mut whole).await;
-    let reported = chunks.iter().find_map(|chunk| chunk.usage).expect("usage");
+    let reported = chunks
+        .iter()
+        .find_map(|chunk| chunk.usage.clone())
+        .expect("usage");
 
     let mut stream = harness
         .client

@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use common::{Harness, Options};
 use llm_sidecar::call_record::Edge;
-use llm_sidecar::model::{ChatRequest, Message, Role, Usage};
+use llm_sidecar::model::{ChatRequest, Usage};
 use llm_sidecar::telemetry::{
     OtlpHeaders, OtlpTarget, Protocol, Telemetry, TelemetryConfig, spans,
 };
@@ -166,13 +166,15 @@ fn config(traces: &str, metrics: &str, protocol: Protocol) -> TelemetryConfig {
 }
 
 fn request() -> ChatRequest {
-    ChatRequest {
-        model: "gpt-4o-mini".into(),
-        messages: vec![Message::text(Role::User, "hi")],
-        temperature: Some(0.5),
-        max_tokens: Some(64),
-        ..ChatRequest::default()
-    }
+    let mut request = ChatRequest::new(
+        "gpt-4o-mini",
+        vec![serde_json::json!({"role": "user", "content": "hi"})],
+    );
+    request
+        .body
+        .insert("temperature".into(), serde_json::json!(0.5));
+    request.max_output_tokens = Some(64);
+    request
 }
 
 /// One call's spans through the helpers: a gRPC server span under a remote

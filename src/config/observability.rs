@@ -49,6 +49,7 @@ pub struct PriceSettings {
     pub input_per_million: f64,
     pub output_per_million: f64,
     pub cached_input_per_million: Option<f64>,
+    pub cache_write_per_million: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

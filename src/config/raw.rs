@@ -123,6 +123,11 @@ pub struct RawProvider {
     pub headers: BTreeMap<String, String>,
     /// Whether the provider accepts `stream_options.include_usage`.
     pub stream_options: Option<bool>,
+    /// The field a gRPC caller's `max_tokens` is sent as: "max_tokens" or
+    /// "max_completion_tokens" (default: the latter for api.openai.com).
+    pub max_tokens_field: Option<String>,
+    /// Send the caller's `metadata` tags upstream too (default: kept).
+    pub forward_metadata: Option<bool>,
     /// Overrides `retry.max_attempts` for this provider.
     pub max_attempts: Option<u32>,
     /// Overrides `[timeouts]` for this provider.
@@ -233,4 +238,7 @@ pub struct RawPrice {
     pub output: f64,
     /// USD per million cached prompt tokens (default: the input price).
     pub cached_input: Option<f64>,
+    /// USD per million prompt tokens written to the provider's cache
+    /// (default: the input price).
+    pub cache_write: Option<f64>,
 }

@@ -4,8 +4,8 @@
 use super::raw::{RawConfig, RawProvider, RawRetry, RawServer, RawTimeouts, RawUpstream};
 use super::{
     Config, ConfigError, FallbackConfig, KeySource, LimitConfig, MOCK_PROVIDER, MOCK_ROUTE,
-    ProviderConfig, ProviderKind, RetryConfig, RouteConfig, ServerConfig, TimeoutOverrides,
-    Timeouts, UpstreamConfig,
+    MaxTokensField, ProviderConfig, ProviderKind, RetryConfig, RouteConfig, ServerConfig,
+    TimeoutOverrides, Timeouts, UpstreamConfig,
 };
 use crate::pipeline::RetryPolicy;
 use std::net::SocketAddr;
@@ -431,6 +431,19 @@ impl Checker<'_> {
             }
             headers.push((header, value));
         }
+        let max_tokens_field = match raw.max_tokens_field.as_deref() {
+            None => MaxTokensField::default_for(&base_url),
+            Some("max_tokens") => MaxTokensField::MaxTokens,
+            Some("max_completion_tokens") => MaxTokensField::MaxCompletionTokens,
+            Some(other) => {
+                return Err(self.error(
+                    format!("{key}.max_tokens_field"),
+                    format!(
+                        "`{other}` is not a field; use \"max_tokens\" or \"max_completion_tokens\""
+                    ),
+                ));
+            }
+        };
         Ok(ProviderConfig {
             name,
             kind,
@@ -462,6 +475,8 @@ impl Checker<'_> {
             key_cooldown: Duration::from_millis(raw.key_cooldown_ms.unwrap_or(60_000)),
             headers,
             stream_options: raw.stream_options.unwrap_or(true),
+            max_tokens_field,
+            forward_metadata: raw.forward_metadata.unwrap_or(false),
             max_attempts: {
                 self.attempts(&format!("{key}.max_attempts"), raw.max_attempts)?;
                 raw.max_attempts
@@ -504,6 +519,8 @@ fn mock_provider() -> ProviderConfig {
         key_cooldown: Duration::ZERO,
         headers: Vec::new(),
         stream_options: true,
+        max_tokens_field: MaxTokensField::MaxTokens,
+        forward_metadata: false,
         // The mock never fails transiently.
         max_attempts: Some(1),
         timeouts: TimeoutOverrides::default(),

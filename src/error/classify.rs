@@ -143,15 +143,12 @@ mod tests {
             provider: "p".into(),
             status,
             message: "m".into(),
-            error_type: None,
-            error_code: None,
-            retry_after: None,
-            in_band: false,
+            ..UpstreamError::default()
         }
     }
 
     fn code_of(status: u16) -> Code {
-        classify(&Error::Upstream(upstream(status))).code
+        classify(&Error::from(upstream(status))).code
     }
 
     #[test]
@@ -170,20 +167,20 @@ mod tests {
 
     #[test]
     fn rate_limits_are_retryable_but_spend_limits_are_not() {
-        assert!(classify(&Error::Upstream(upstream(429))).retryable);
+        assert!(classify(&Error::from(upstream(429))).retryable);
         let mut quota = upstream(429);
         quota.error_code = Some("insufficient_quota".into());
-        let class = classify(&Error::Upstream(quota));
+        let class = classify(&Error::from(quota));
         assert_eq!(class.code, Code::ResourceExhausted);
         assert!(!class.retryable);
-        assert!(!classify(&Error::Upstream(upstream(402))).retryable);
+        assert!(!classify(&Error::from(upstream(402))).retryable);
     }
 
     #[test]
     fn client_errors_are_never_retryable() {
         for status in [400, 401, 403, 404, 422] {
             assert!(
-                !classify(&Error::Upstream(upstream(status))).retryable,
+                !classify(&Error::from(upstream(status))).retryable,
                 "{status}"
             );
         }

@@ -162,6 +162,7 @@ impl Rules {
                     input_per_million: price.input_per_million,
                     output_per_million: price.output_per_million,
                     cached_input_per_million: price.cached_input_per_million,
+                    cache_write_per_million: price.cache_write_per_million,
                 })
                 .collect(),
         )?;
@@ -282,12 +283,9 @@ impl Observation {
                 let tally = tally::Tally {
                     served_model: Some(answer.model.clone()).filter(|model| !model.is_empty()),
                     response_id: Some(answer.id.clone()).filter(|id| !id.is_empty()),
-                    finish_reasons: answer
-                        .choices
-                        .iter()
-                        .filter_map(|choice| choice.finish_reason.clone())
-                        .collect(),
+                    finish_reasons: answer.finish_reasons.clone(),
                     usage: answer.usage,
+                    output_bytes: answer.output_bytes,
                     ..tally::Tally::default()
                 };
                 self.finish(Outcome::Ok, &tally, None)

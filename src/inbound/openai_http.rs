@@ -48,7 +48,6 @@ mod handlers;
 mod models;
 mod request;
 mod sse;
-mod wire;
 
 pub use handlers::RequestId;
 

@@ -18,6 +18,10 @@ pub struct PriceEntry {
     /// For prompt tokens served from the provider's cache; the input price
     /// when not given.
     pub cached_input_per_million: Option<f64>,
+    /// For prompt tokens written to the provider's cache (Anthropic-style
+    /// cache creation, often above the input price); the input price when
+    /// not given.
+    pub cache_write_per_million: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -32,6 +36,7 @@ pub struct Pricing {
 struct Rates {
     input: f64,
     cached_input: f64,
+    cache_write: f64,
     output: f64,
 }
 
@@ -58,10 +63,12 @@ impl Pricing {
     }
 
     /// USD for this usage: exact names win over globs, then the first
-    /// matching glob in order. Cached prompt tokens are billed at the cached
-    /// price and the rest of the prompt at the input price; reasoning tokens
-    /// are part of the completion and billed with it. `None` when no entry
-    /// matches.
+    /// matching glob in order. Prompt tokens read from the cache are billed
+    /// at the cached price, those written to it at the cache-write price,
+    /// the rest of the prompt at the input price (each token once: the
+    /// counts are parts of `prompt_tokens`, see [`Usage`]); reasoning
+    /// tokens are part of the completion and billed with it. `None` when no
+    /// entry matches.
     pub fn cost(&self, model: &str, usage: &Usage) -> Option<f64> {
         let rates = self.exact.get(model).or_else(|| {
             self.globs
@@ -69,10 +76,19 @@ impl Pricing {
                 .find(|(glob, _)| glob.is_match(model))
                 .map(|(_, rates)| rates)
         })?;
-        let cached = f64::from(usage.cached_prompt_tokens().min(usage.prompt_tokens));
-        let uncached = f64::from(usage.prompt_tokens) - cached;
+        let read = usage.cached_prompt_tokens().min(usage.prompt_tokens);
+        let written = usage
+            .cache_write_tokens
+            .unwrap_or(0)
+            .min(usage.prompt_tokens - read);
+        let uncached = f64::from(usage.prompt_tokens - read - written);
         let completion = f64::from(usage.completion_tokens);
-        Some(uncached * rates.input + cached * rates.cached_input + completion * rates.output)
+        Some(
+            uncached * rates.input
+                + f64::from(read) * rates.cached_input
+                + f64::from(written) * rates.cache_write
+                + completion * rates.output,
+        )
     }
 
     pub fn is_empty(&self) -> bool {
@@ -97,6 +113,10 @@ impl Rates {
             input,
             cached_input: match entry.cached_input_per_million {
                 Some(cached) => per_token(cached, "cached input")?,
+                None => input,
+            },
+            cache_write: match entry.cache_write_per_million {
+                Some(write) => per_token(write, "cache write")?,
                 None => input,
             },
             output: per_token(entry.output_per_million, "output")?,

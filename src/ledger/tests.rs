@@ -7,7 +7,7 @@ use super::retention::{RetentionPolicy, enforce};
 use super::summary::nearest_rank;
 use super::*;
 use crate::call_record::{Caller, Edge, Outcome};
-use crate::model::{PromptTokensDetails, Usage};
+use crate::model::Usage;
 use std::collections::BTreeMap;
 use std::time::UNIX_EPOCH;
 
@@ -17,6 +17,7 @@ fn price(model: &str, input: f64, output: f64, cached: Option<f64>) -> PriceEntr
         input_per_million: input,
         output_per_million: output,
         cached_input_per_million: cached,
+        cache_write_per_million: None,
     }
 }
 
@@ -25,10 +26,8 @@ fn usage(prompt: u32, completion: u32, cached: u32) -> Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,
         total_tokens: prompt + completion,
-        prompt_tokens_details: Some(PromptTokensDetails {
-            cached_tokens: cached,
-        }),
-        completion_tokens_details: None,
+        cache_read_tokens: Some(cached),
+        ..Usage::default()
     }
 }
 

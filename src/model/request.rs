@@ -1,208 +1,146 @@
-//! The request half of the chat model.
+//! The request half of the chat model: the caller's JSON body, kept whole.
+//!
+//! The sidecar owns only `model` (it routes and rewrites it), `stream` and
+//! `stream_options.include_usage` (it always asks for usage, to account the
+//! call) and `metadata` (its attribution tags). Everything else stays in
+//! [`ChatRequest::body`] exactly as the caller sent it, at every depth, and
+//! reaches the upstream unchanged. What the sidecar must read from it (text
+//! for estimates, sampling parameters for spans) is read leniently by the
+//! accessors here: a value of an unexpected shape is "absent", never an error.
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
-/// One chat completion request, as sent upstream.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// One chat completion request.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChatRequest {
+    /// The model asked for; the pipeline rewrites it to the routed
+    /// upstream's name before sending.
     pub model: String,
-    pub messages: Vec<Message>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    /// Whether the answer streams: the gRPC method or the facade's `stream`.
     pub stream: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_p: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_tokens: Option<u32>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub stop: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seed: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub n: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub presence_penalty: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub frequency_penalty: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reasoning_effort: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tools: Vec<Tool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_choice: Option<ToolChoice>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parallel_tool_calls: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response_format: Option<ResponseFormat>,
-    /// Attribution tags: recorded by the sidecar, never sent upstream (not
-    /// every provider accepts OpenAI's `metadata`).
-    #[serde(skip)]
+    /// Every other field of the request as the caller sent it, in the
+    /// OpenAI chat-completions JSON shape (`messages`, `tools`, sampling
+    /// parameters, provider extensions ...).
+    pub body: Map<String, Value>,
+    /// A token cap (tokens) whose JSON spelling the caller left to the
+    /// sidecar (gRPC `max_tokens`): sent as the field the serving provider
+    /// accepts (`max_tokens` or `max_completion_tokens`, its
+    /// `max_tokens_field`). A facade caller spells the field itself, in
+    /// `body`.
+    pub max_output_tokens: Option<u32>,
+    /// Attribution tags, recorded by the sidecar and not sent upstream
+    /// unless the provider sets `forward_metadata`.
     pub metadata: BTreeMap<String, String>,
-    /// Provider-specific fields, merged into the upstream body as they are.
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    System,
-    Developer,
-    User,
-    Assistant,
-    Tool,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::System => "system",
-            Role::Developer => "developer",
-            Role::User => "user",
-            Role::Assistant => "assistant",
-            Role::Tool => "tool",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Message {
-    pub role: Role,
-    /// `None` is sent as JSON null: OpenAI accepts (and some providers
-    /// require) `"content": null` on assistant messages that only call tools.
-    #[serde(default)]
-    pub content: Option<Content>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tool_calls: Vec<ToolCall>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_call_id: Option<String>,
-}
-
-impl Message {
-    pub fn text(role: Role, text: impl Into<String>) -> Self {
-        Message {
-            role,
-            content: Some(Content::Text(text.into())),
-            name: None,
-            tool_calls: Vec::new(),
-            tool_call_id: None,
+impl ChatRequest {
+    /// A request for `model` with these `messages` (OpenAI message objects).
+    pub fn new(model: impl Into<String>, messages: Vec<Value>) -> ChatRequest {
+        let mut body = Map::new();
+        body.insert("messages".to_owned(), Value::Array(messages));
+        ChatRequest {
+            model: model.into(),
+            body,
+            ..ChatRequest::default()
         }
     }
 
-    /// The text of the message, parts joined; images are left out.
-    pub fn text_content(&self) -> String {
-        match &self.content {
-            None => String::new(),
-            Some(Content::Text(text)) => text.clone(),
-            Some(Content::Parts(parts)) => parts
-                .iter()
-                .filter_map(|part| match part {
-                    ContentPart::Text { text } => Some(text.as_str()),
-                    ContentPart::ImageUrl { .. } => None,
-                })
-                .collect::<Vec<_>>()
-                .join(" "),
+    /// The messages, or none when `messages` is missing or not a list.
+    pub fn messages(&self) -> &[Value] {
+        self.body
+            .get("messages")
+            .and_then(Value::as_array)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// A number field (`temperature`, `top_p` ...), if it is a number.
+    pub fn number(&self, key: &str) -> Option<f64> {
+        self.body.get(key).and_then(Value::as_f64)
+    }
+
+    /// An integer field (`seed`, `n` ...), if it is an integer.
+    pub fn integer(&self, key: &str) -> Option<i64> {
+        self.body.get(key).and_then(Value::as_i64)
+    }
+
+    /// The token cap in whichever spelling the caller used (tokens).
+    pub fn max_tokens(&self) -> Option<i64> {
+        self.max_output_tokens
+            .map(i64::from)
+            .or_else(|| self.integer("max_completion_tokens"))
+            .or_else(|| self.integer("max_tokens"))
+    }
+
+    /// `stop` as one string or a list of strings; other shapes are absent.
+    pub fn stop_sequences(&self) -> Vec<&str> {
+        match self.body.get("stop") {
+            Some(Value::String(one)) => vec![one.as_str()],
+            Some(Value::Array(many)) => many.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
         }
+    }
+
+    /// Bytes of prompt text, for the token estimate when no tokenizer is at
+    /// hand (images, audio and files are not counted).
+    pub fn prompt_text_bytes(&self) -> usize {
+        self.messages()
+            .iter()
+            .map(|message| message_texts(message).map(str::len).sum::<usize>())
+            .sum()
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Content {
-    Text(String),
-    Parts(Vec<ContentPart>),
+/// A message's `role`, if it is a string.
+pub fn message_role(message: &Value) -> Option<&str> {
+    message.get("role").and_then(Value::as_str)
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ContentPart {
-    Text { text: String },
-    ImageUrl { image_url: ImageUrl },
+/// The texts of a message: its `content` when it is a string, else the
+/// `text` of each part that has one.
+pub fn message_texts(message: &Value) -> impl Iterator<Item = &str> {
+    let content = message.get("content");
+    let whole = content.and_then(Value::as_str);
+    let parts = content
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .filter_map(|part| part.get("text").and_then(Value::as_str));
+    whole.into_iter().chain(parts)
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ImageUrl {
-    pub url: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Tool {
-    Function { function: FunctionDefinition },
-}
+    fn request_of(body: Value) -> ChatRequest {
+        ChatRequest {
+            model: "m".into(),
+            body: body.as_object().cloned().unwrap(),
+            ..ChatRequest::default()
+        }
+    }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FunctionDefinition {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parameters: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub strict: Option<bool>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum ToolChoice {
-    /// "none", "auto" or "required".
-    Mode(String),
-    Function {
-        #[serde(rename = "type")]
-        kind: String,
-        function: NamedFunction,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NamedFunction {
-    pub name: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ToolCall {
-    pub id: String,
-    #[serde(rename = "type", default = "function_kind")]
-    pub kind: String,
-    pub function: FunctionCall,
-}
-
-fn function_kind() -> String {
-    "function".to_owned()
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct FunctionCall {
-    pub name: String,
-    /// JSON text as the model produced it (not necessarily valid JSON).
-    #[serde(default)]
-    pub arguments: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ResponseFormat {
-    Text,
-    JsonObject,
-    JsonSchema { json_schema: JsonSchemaFormat },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JsonSchemaFormat {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schema: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub strict: Option<bool>,
+    #[test]
+    fn readers_are_lenient() {
+        let request = request_of(json!({
+            "messages": [
+                {"role": "user", "content": "four"},
+                {"role": "user", "content": [{"type": "text", "text": "six..."},
+                    {"type": "file", "file": {"file_data": "xx"}}]},
+                {"role": "assistant", "content": null},
+            ],
+            "temperature": "hot",
+            "top_p": 0.5,
+            "stop": "END",
+            "max_completion_tokens": 9,
+        }));
+        assert_eq!(request.prompt_text_bytes(), 10);
+        assert_eq!(request.number("temperature"), None);
+        assert_eq!(request.number("top_p"), Some(0.5));
+        assert_eq!(request.stop_sequences(), ["END"]);
+        assert_eq!(request.max_tokens(), Some(9));
+        assert!(request_of(json!({"messages": null})).messages().is_empty());
+    }
 }

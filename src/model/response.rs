@@ -1,185 +1,112 @@
-//! The response half of the chat model: whole answers, stream chunks, usage.
-//!
-//! Deserialization is lenient on purpose (missing fields default, nulls are
-//! accepted): upstreams differ in what they omit, and a missing optional
-//! field must never turn a good answer into an error.
+//! A whole (non-streamed) answer: the upstream's bytes, and what the
+//! sidecar read from them.
 
-use super::request::FunctionCall;
-use super::request::ToolCall;
-use serde::{Deserialize, Serialize};
+use super::usage::Usage;
+use super::view::{AnswerView, is_null};
+use bytes::Bytes;
+use serde_json::Value;
 
-/// A whole (non-streamed) answer.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// A `chat.completion` answer. `json` is the body exactly as the upstream
+/// sent it; the facade forwards it as it is, the gRPC edge converts it.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChatResponse {
-    #[serde(default)]
+    pub json: Bytes,
+    /// The upstream's response id, `""` when it sent none.
     pub id: String,
-    #[serde(default)]
-    pub created: i64,
-    #[serde(default)]
+    /// The model the upstream says served the answer, `""` when none.
     pub model: String,
-    #[serde(default)]
-    pub choices: Vec<Choice>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// One per choice that has a finish reason, in choice order.
+    pub finish_reasons: Vec<String>,
+    /// Token counts, read from any provider's spelling.
     pub usage: Option<Usage>,
+    /// Bytes of generated text (content, refusal, reasoning, arguments).
+    pub output_bytes: usize,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Choice {
-    #[serde(default)]
-    pub index: u32,
-    #[serde(default)]
-    pub message: ResponseMessage,
-    #[serde(default)]
-    pub finish_reason: Option<String>,
+/// Why an answer body is not an answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnswerProblem {
+    /// Not a JSON object, or JSON with no choices and no error.
+    Malformed(String),
+    /// An error object where the answer should be (a 200 that failed).
+    InBand(Value),
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ResponseMessage {
-    #[serde(default)]
-    pub content: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refusal: Option<String>,
-    /// DeepSeek and vLLM say `reasoning_content`, OpenRouter says `reasoning`.
-    #[serde(default, alias = "reasoning", skip_serializing_if = "Option::is_none")]
-    pub reasoning_content: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tool_calls: Vec<ToolCall>,
-}
-
-/// Token counts. `cost` is the upstream's own figure where it reports one
-/// (OpenRouter does), in USD.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Usage {
-    #[serde(default)]
-    pub prompt_tokens: u32,
-    #[serde(default)]
-    pub completion_tokens: u32,
-    #[serde(default)]
-    pub total_tokens: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prompt_tokens_details: Option<PromptTokensDetails>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub completion_tokens_details: Option<CompletionTokensDetails>,
-}
-
-impl Usage {
-    pub fn cached_prompt_tokens(&self) -> u32 {
-        self.prompt_tokens_details
-            .map_or(0, |details| details.cached_tokens)
-    }
-
-    pub fn reasoning_tokens(&self) -> u32 {
-        self.completion_tokens_details
-            .map_or(0, |details| details.reasoning_tokens)
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct PromptTokensDetails {
-    #[serde(default, deserialize_with = "null_as_zero")]
-    pub cached_tokens: u32,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct CompletionTokensDetails {
-    #[serde(default, deserialize_with = "null_as_zero")]
-    pub reasoning_tokens: u32,
-}
-
-fn null_as_zero<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
-    Ok(Option::<u32>::deserialize(deserializer)?.unwrap_or(0))
-}
-
-/// One streamed event of an answer.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ChatChunk {
-    #[serde(default)]
-    pub id: String,
-    #[serde(default)]
-    pub created: i64,
-    #[serde(default)]
-    pub model: String,
-    #[serde(default)]
-    pub choices: Vec<ChoiceDelta>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
-    /// An in-band error: some upstreams (OpenRouter among them) report a
-    /// failure mid-stream as a chunk carrying an `error` object.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<serde_json::Value>,
-}
-
-impl ChatChunk {
-    /// The finish reasons this chunk carries, if any.
-    pub fn finish_reasons(&self) -> impl Iterator<Item = &str> {
-        self.choices
+impl ChatResponse {
+    /// Reads what the sidecar needs from an answer body, keeping the body.
+    pub fn read(json: Bytes) -> Result<ChatResponse, AnswerProblem> {
+        let view: AnswerView = serde_json::from_slice(&json).map_err(|error| {
+            AnswerProblem::Malformed(format!("the body is not a chat completion: {error}"))
+        })?;
+        let choices: Vec<_> = view.choices.0.iter().flat_map(|c| c.0.as_ref()).collect();
+        if choices.is_empty() {
+            // Some upstreams answer 200 with an error object instead.
+            return Err(match view.error.filter(|raw| !is_null(raw)) {
+                Some(raw) => {
+                    AnswerProblem::InBand(serde_json::from_str(raw.get()).unwrap_or(Value::Null))
+                }
+                None => AnswerProblem::Malformed("the completion has no choices".to_owned()),
+            });
+        }
+        let output_bytes = choices
             .iter()
-            .filter_map(|choice| choice.finish_reason.as_deref())
+            .filter_map(|choice| choice.message.0.as_ref())
+            .map(|message| message.output_bytes())
+            .sum();
+        let response = ChatResponse {
+            json: Bytes::new(),
+            id: view.id.as_deref().unwrap_or_default().to_owned(),
+            model: view.model.as_deref().unwrap_or_default().to_owned(),
+            finish_reasons: choices
+                .iter()
+                .filter_map(|choice| choice.finish_reason.as_deref())
+                .map(str::to_owned)
+                .collect(),
+            usage: view.usage.and_then(|raw| Usage::from_json_text(raw.get())),
+            output_bytes,
+        };
+        drop(view);
+        Ok(ChatResponse { json, ..response })
+    }
+
+    /// The whole answer as a JSON value (for the gRPC edge and opt-in
+    /// content capture); `Value::Null` if the bytes are not JSON.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_slice(&self.json).unwrap_or(Value::Null)
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ChoiceDelta {
-    #[serde(default)]
-    pub index: u32,
-    #[serde(default)]
-    pub delta: Delta,
-    #[serde(default)]
-    pub finish_reason: Option<String>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Delta {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refusal: Option<String>,
-    #[serde(default, alias = "reasoning", skip_serializing_if = "Option::is_none")]
-    pub reasoning_content: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tool_calls: Vec<ToolCallDelta>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ToolCallDelta {
-    #[serde(default)]
-    pub index: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    /// `"function"` on the piece that opens a call (the one with the id).
-    /// OpenAI's SDK stream helpers refuse a call without it, and some
-    /// upstreams leave it out: see [`ToolCallDelta::complete_kind`].
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub function: Option<ToolCallFunctionDelta>,
-}
-
-impl ToolCallDelta {
-    /// Names the kind on the piece that opens a call when the upstream did
-    /// not: a call's id comes with its kind in OpenAI's own stream.
-    pub fn complete_kind(&mut self) {
-        if self.id.is_some() && self.kind.is_none() {
-            self.kind = Some("function".to_owned());
-        }
+    fn read(text: &str) -> Result<ChatResponse, AnswerProblem> {
+        ChatResponse::read(Bytes::from(text.to_owned()))
     }
-}
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ToolCallFunctionDelta {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub arguments: Option<String>,
-}
+    #[test]
+    fn a_vllm_answer_with_nulls_is_an_answer() {
+        let text = r#"{"id":"cmpl-1","object":"chat.completion","model":"m","choices":[{"index":0,
+            "message":{"role":"assistant","content":"hi","tool_calls":null,"reasoning_content":null,
+            "function_call":null},"logprobs":null,"finish_reason":"stop","stop_reason":null}],
+            "usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4,"prompt_tokens_details":null}}"#;
+        let response = read(text).unwrap();
+        assert_eq!(response.finish_reasons, ["stop"]);
+        assert_eq!(response.usage.unwrap().total_tokens, 4);
+        assert_eq!(response.output_bytes, 2);
+        assert_eq!(&response.json[..], text.as_bytes());
+    }
 
-impl From<FunctionCall> for ToolCallFunctionDelta {
-    fn from(call: FunctionCall) -> Self {
-        ToolCallFunctionDelta {
-            name: Some(call.name),
-            arguments: Some(call.arguments),
-        }
+    #[test]
+    fn errors_and_garbage_are_told_apart() {
+        assert!(matches!(
+            read(r#"{"error":{"message":"overloaded","code":502}}"#),
+            Err(AnswerProblem::InBand(_))
+        ));
+        assert!(matches!(read("[1]"), Err(AnswerProblem::Malformed(_))));
+        assert!(matches!(
+            read(r#"{"choices":[]}"#),
+            Err(AnswerProblem::Malformed(_))
+        ));
     }
 }

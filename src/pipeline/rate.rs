@@ -92,23 +92,7 @@ impl RateLimits {
 /// A rough count of the prompt's tokens (about four bytes each), enough to
 /// keep a tokens-per-minute budget honest without a tokenizer.
 pub fn estimate_prompt_tokens(request: &crate::model::ChatRequest) -> u32 {
-    use crate::model::{Content, ContentPart};
-    let bytes: usize = request
-        .messages
-        .iter()
-        .map(|message| match &message.content {
-            None => 0,
-            Some(Content::Text(text)) => text.len(),
-            Some(Content::Parts(parts)) => parts
-                .iter()
-                .map(|part| match part {
-                    ContentPart::Text { text } => text.len(),
-                    ContentPart::ImageUrl { .. } => 0,
-                })
-                .sum(),
-        })
-        .sum();
-    u32::try_from(bytes / 4 + 1).unwrap_or(u32::MAX)
+    u32::try_from(request.prompt_text_bytes() / 4 + 1).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

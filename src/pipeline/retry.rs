@@ -78,14 +78,12 @@ mod tests {
     use crate::error::UpstreamError;
 
     fn upstream(status: u16, retry_after: Option<Duration>) -> Error {
-        Error::Upstream(UpstreamError {
+        Error::from(UpstreamError {
             provider: "p".into(),
             status,
             message: "m".into(),
-            error_type: None,
-            error_code: None,
             retry_after,
-            in_band: false,
+            ..UpstreamError::default()
         })
     }
 

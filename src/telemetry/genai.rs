@@ -8,9 +8,7 @@
 //! when the conventions move. Nothing here touches the SDK beyond building
 //! `KeyValue`s, so every function is tested on plain values.
 
-use crate::model::{
-    ChatRequest, ChatResponse, Content, ContentPart, Message, Role, ToolCall, Usage,
-};
+use crate::model::{ChatRequest, ChatResponse, Usage, message_role, message_texts};
 use opentelemetry::{Array, KeyValue, StringValue, Value};
 use serde_json::{Map, Value as Json, json};
 
@@ -74,44 +72,33 @@ pub fn request_attributes(
         attributes.push(KeyValue::new(SERVER_PORT, i64::from(server_port)));
     }
     attributes.push(KeyValue::new(GEN_AI_REQUEST_STREAM, request.stream));
-    let optional_f64 = [
-        (GEN_AI_REQUEST_TEMPERATURE, request.temperature),
-        (GEN_AI_REQUEST_TOP_P, request.top_p),
-        (GEN_AI_REQUEST_FREQUENCY_PENALTY, request.frequency_penalty),
-        (GEN_AI_REQUEST_PRESENCE_PENALTY, request.presence_penalty),
-    ];
-    for (key, value) in optional_f64 {
-        if let Some(value) = value {
+    for (key, field) in [
+        (GEN_AI_REQUEST_TEMPERATURE, "temperature"),
+        (GEN_AI_REQUEST_TOP_P, "top_p"),
+        (GEN_AI_REQUEST_FREQUENCY_PENALTY, "frequency_penalty"),
+        (GEN_AI_REQUEST_PRESENCE_PENALTY, "presence_penalty"),
+    ] {
+        if let Some(value) = request.number(field) {
             attributes.push(KeyValue::new(key, value));
         }
     }
-    if let Some(max_tokens) = max_tokens(request) {
+    if let Some(max_tokens) = request.max_tokens() {
         attributes.push(KeyValue::new(GEN_AI_REQUEST_MAX_TOKENS, max_tokens));
     }
-    if let Some(seed) = request.seed {
+    if let Some(seed) = request.integer("seed") {
         attributes.push(KeyValue::new(GEN_AI_REQUEST_SEED, seed));
     }
-    if let Some(n) = request.n.filter(|&n| n != 1) {
-        attributes.push(KeyValue::new(GEN_AI_REQUEST_CHOICE_COUNT, i64::from(n)));
+    if let Some(n) = request.integer("n").filter(|&n| n != 1) {
+        attributes.push(KeyValue::new(GEN_AI_REQUEST_CHOICE_COUNT, n));
     }
-    if !request.stop.is_empty() {
+    let stop = request.stop_sequences();
+    if !stop.is_empty() {
         attributes.push(KeyValue::new(
             GEN_AI_REQUEST_STOP_SEQUENCES,
-            string_array(request.stop.iter()),
+            string_array(stop.into_iter()),
         ));
     }
     attributes
-}
-
-/// `max_tokens`, or the newer `max_completion_tokens` that OpenAI's
-/// reasoning models require and that rides in `extra`.
-fn max_tokens(request: &ChatRequest) -> Option<i64> {
-    request.max_tokens.map(i64::from).or_else(|| {
-        request
-            .extra
-            .get("max_completion_tokens")
-            .and_then(Json::as_i64)
-    })
 }
 
 /// The attributes known after the call: who answered, why it stopped, what
@@ -154,10 +141,7 @@ pub fn chat_response_attributes(response: &ChatResponse) -> Vec<KeyValue> {
     response_attributes(
         &response.id,
         &response.model,
-        response
-            .choices
-            .iter()
-            .filter_map(|choice| choice.finish_reason.as_deref()),
+        &response.finish_reasons,
         response.usage.as_ref(),
     )
 }
@@ -174,25 +158,25 @@ pub fn usage_attributes(usage: &Usage) -> Vec<KeyValue> {
         GEN_AI_USAGE_OUTPUT_TOKENS,
         i64::from(usage.completion_tokens),
     ));
-    if usage.prompt_tokens_details.is_some() {
+    if let Some(cached) = usage.cache_read_tokens {
         attributes.push(KeyValue::new(
             GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
-            i64::from(usage.cached_prompt_tokens()),
+            i64::from(cached),
         ));
     }
-    if usage.completion_tokens_details.is_some() {
+    if let Some(reasoning) = usage.reasoning_tokens {
         attributes.push(KeyValue::new(
             GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
-            i64::from(usage.reasoning_tokens()),
+            i64::from(reasoning),
         ));
     }
     attributes
 }
 
-fn string_array<'a>(values: impl Iterator<Item = &'a String>) -> Value {
+fn string_array<'a>(values: impl Iterator<Item = &'a str>) -> Value {
     Value::Array(Array::String(
         values
-            .map(|value| StringValue::from(value.clone()))
+            .map(|value| StringValue::from(value.to_owned()))
             .collect(),
     ))
 }
@@ -200,36 +184,50 @@ fn string_array<'a>(values: impl Iterator<Item = &'a String>) -> Value {
 /// `gen_ai.input.messages`: the request's messages as the conventions'
 /// JSON (role + typed parts), cut to `max_bytes`.
 pub fn input_messages_json(request: &ChatRequest, max_bytes: usize) -> String {
-    let messages: Vec<Json> = request.messages.iter().map(input_message).collect();
+    let messages: Vec<Json> = request.messages().iter().map(input_message).collect();
     truncate(Json::Array(messages).to_string(), max_bytes)
 }
 
 /// `gen_ai.output.messages`: one assistant message per choice, with its
 /// finish reason in the conventions' vocabulary, cut to `max_bytes`.
 pub fn output_messages_json(response: &ChatResponse, max_bytes: usize) -> String {
-    let messages: Vec<Json> = response
-        .choices
+    let answer = response.to_value();
+    let choices = answer
+        .get("choices")
+        .and_then(Json::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    let messages: Vec<Json> = choices
         .iter()
         .map(|choice| {
-            let message = &choice.message;
+            let message = choice.get("message").unwrap_or(&Json::Null);
+            let text = |key: &str| message.get(key).and_then(Json::as_str);
             let mut parts = Vec::new();
-            if let Some(reasoning) = &message.reasoning_content {
+            if let Some(reasoning) = text("reasoning_content").or_else(|| text("reasoning")) {
                 parts.push(json!({"type": "reasoning", "content": reasoning}));
             }
-            for text in [&message.content, &message.refusal].into_iter().flatten() {
+            for text in [text("content"), text("refusal")].into_iter().flatten() {
                 parts.push(text_part(text));
             }
-            parts.extend(message.tool_calls.iter().map(tool_call_part));
+            parts.extend(tool_calls(message).map(tool_call_part));
             let mut out = Map::new();
             out.insert("role".into(), json!("assistant"));
             out.insert("parts".into(), Json::Array(parts));
-            if let Some(reason) = &choice.finish_reason {
+            if let Some(reason) = choice.get("finish_reason").and_then(Json::as_str) {
                 out.insert("finish_reason".into(), json!(finish_reason(reason)));
             }
             Json::Object(out)
         })
         .collect();
     truncate(Json::Array(messages).to_string(), max_bytes)
+}
+
+/// A message's tool calls, none when `tool_calls` is missing or `null`.
+fn tool_calls(message: &Json) -> impl Iterator<Item = &Json> {
+    message
+        .get("tool_calls")
+        .and_then(Json::as_array)
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
 }
 
 /// OpenAI's finish reasons in the conventions' words (`tool_calls` is
@@ -241,28 +239,30 @@ fn finish_reason(reason: &str) -> &str {
     }
 }
 
-fn input_message(message: &Message) -> Json {
+fn input_message(message: &Json) -> Json {
+    let role = message_role(message).unwrap_or_default();
     let mut parts = Vec::new();
-    if message.role == Role::Tool {
+    if role == "tool" {
         let mut part = Map::new();
         part.insert("type".into(), json!("tool_call_response"));
-        if let Some(id) = &message.tool_call_id {
+        if let Some(id) = message.get("tool_call_id").and_then(Json::as_str) {
             part.insert("id".into(), json!(id));
         }
-        part.insert("response".into(), json!(message.text_content()));
+        let response: Vec<&str> = message_texts(message).collect();
+        part.insert("response".into(), json!(response.join(" ")));
         parts.push(Json::Object(part));
     } else {
-        match &message.content {
-            None => {}
-            Some(Content::Text(text)) => parts.push(text_part(text)),
-            Some(Content::Parts(content)) => parts.extend(content.iter().map(content_part)),
+        match message.get("content") {
+            Some(Json::String(text)) => parts.push(text_part(text)),
+            Some(Json::Array(content)) => parts.extend(content.iter().map(content_part)),
+            _ => {}
         }
-        parts.extend(message.tool_calls.iter().map(tool_call_part));
+        parts.extend(tool_calls(message).map(tool_call_part));
     }
     let mut out = Map::new();
-    out.insert("role".into(), json!(message.role.as_str()));
+    out.insert("role".into(), json!(role));
     out.insert("parts".into(), Json::Array(parts));
-    if let Some(name) = &message.name {
+    if let Some(name) = message.get("name").and_then(Json::as_str) {
         out.insert("name".into(), json!(name));
     }
     Json::Object(out)
@@ -273,19 +273,28 @@ fn text_part(text: &str) -> Json {
 }
 
 /// Images by reference are `uri` parts; inline `data:` URLs are `blob`
-/// parts, as the conventions ask (a data URL is not a URI to fetch).
-fn content_part(part: &ContentPart) -> Json {
-    match part {
-        ContentPart::Text { text } => text_part(text),
-        ContentPart::ImageUrl { image_url } => match parse_data_url(&image_url.url) {
+/// parts, as the conventions ask (a data URL is not a URI to fetch). Parts
+/// of other types are named by their type only.
+fn content_part(part: &Json) -> Json {
+    let kind = part.get("type").and_then(Json::as_str).unwrap_or_default();
+    if let Some(text) = part.get("text").and_then(Json::as_str) {
+        return text_part(text);
+    }
+    let url = part
+        .get("image_url")
+        .and_then(|image| image.get("url").or(Some(image)))
+        .and_then(Json::as_str);
+    match (kind, url) {
+        ("image_url", Some(url)) => match parse_data_url(url) {
             Some((mime_type, data)) => json!({
                 "type": "blob",
                 "modality": "image",
                 "mime_type": mime_type,
                 "content": data,
             }),
-            None => json!({"type": "uri", "modality": "image", "uri": image_url.url}),
+            None => json!({"type": "uri", "modality": "image", "uri": url}),
         },
+        _ => json!({"type": kind}),
     }
 }
 
@@ -299,13 +308,18 @@ fn parse_data_url(url: &str) -> Option<(&str, &str)> {
 
 /// Tool arguments are JSON text from the model; recorded as JSON when they
 /// parse, as the raw string when they do not (models do emit broken JSON).
-fn tool_call_part(call: &ToolCall) -> Json {
-    let arguments = serde_json::from_str::<Json>(&call.function.arguments)
-        .unwrap_or_else(|_| Json::String(call.function.arguments.clone()));
+fn tool_call_part(call: &Json) -> Json {
+    let function = call.get("function").unwrap_or(&Json::Null);
+    let arguments = function
+        .get("arguments")
+        .and_then(Json::as_str)
+        .unwrap_or_default();
+    let arguments = serde_json::from_str::<Json>(arguments)
+        .unwrap_or_else(|_| Json::String(arguments.to_owned()));
     json!({
         "type": "tool_call",
-        "id": call.id,
-        "name": call.function.name,
+        "id": call.get("id").unwrap_or(&Json::Null),
+        "name": function.get("name").unwrap_or(&Json::Null),
         "arguments": arguments,
     })
 }

@@ -3,10 +3,11 @@
 //! of the last user message, streamed word by word.
 
 use crate::error::Error;
-use crate::model::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, ChoiceDelta, Delta, ResponseMessage, Role, Usage,
-};
-use crate::upstream::ChunkStream;
+use crate::model::{ChatChunk, ChatRequest, ChatResponse, message_role, message_texts};
+use crate::upstream::stream_reader::StreamReader;
+use crate::upstream::{ChunkStream, PassedHeaders, Reply};
+use bytes::Bytes;
+use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,60 +23,67 @@ impl MockUpstream {
         MockUpstream { provider }
     }
 
-    pub fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, Error> {
+    /// The answer is built as an upstream's JSON and read like one.
+    pub fn complete(&self, request: &ChatRequest) -> Result<Reply<ChatResponse>, Error> {
         let reply = self.reply(request)?;
-        Ok(ChatResponse {
-            id: response_id(),
-            created: now(),
-            model: request.model.clone(),
-            choices: vec![Choice {
-                index: 0,
-                message: ResponseMessage {
-                    content: Some(reply.clone()),
-                    ..ResponseMessage::default()
-                },
-                finish_reason: Some("stop".to_owned()),
+        let answer = json!({
+            "id": response_id(),
+            "object": "chat.completion",
+            "created": now(),
+            "model": request.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": reply},
+                "finish_reason": "stop",
             }],
-            usage: Some(usage(request, &reply)),
+            "usage": usage(request, &reply),
+        });
+        let value = ChatResponse::read(Bytes::from(answer.to_string()))
+            .map_err(|problem| Error::Internal(format!("the mock's answer: {problem:?}")))?;
+        Ok(Reply {
+            value,
+            headers: PassedHeaders::default(),
         })
     }
 
-    pub fn stream(&self, request: &ChatRequest) -> Result<ChunkStream, Error> {
+    /// Word by word, then the finish, then the usage, as an upstream sends.
+    pub fn stream(&self, request: &ChatRequest) -> Result<Reply<ChunkStream>, Error> {
         let reply = self.reply(request)?;
         let id = response_id();
         let created = now();
-        let chunk = |delta: Delta, finish_reason: Option<&str>| ChatChunk {
-            id: id.clone(),
-            created,
-            model: request.model.clone(),
-            choices: vec![ChoiceDelta {
-                index: 0,
-                delta,
-                finish_reason: finish_reason.map(str::to_owned),
-            }],
-            usage: None,
-            error: None,
+        let event = |delta: Value, finish_reason: Option<&str>| {
+            json!({
+                "id": id, "object": "chat.completion.chunk", "created": created,
+                "model": request.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            })
         };
-        let mut chunks: Vec<ChatChunk> = split_words(&reply)
+        let mut events: Vec<Value> = split_words(&reply)
             .enumerate()
             .map(|(index, word)| {
-                chunk(
-                    Delta {
-                        role: (index == 0).then(|| "assistant".to_owned()),
-                        content: Some(word.to_owned()),
-                        ..Delta::default()
-                    },
-                    None,
-                )
+                let delta = if index == 0 {
+                    json!({"role": "assistant", "content": word})
+                } else {
+                    json!({"content": word})
+                };
+                event(delta, None)
             })
             .collect();
-        chunks.push(chunk(Delta::default(), Some("stop")));
-        chunks.push(ChatChunk {
-            choices: Vec::new(),
-            usage: Some(usage(request, &reply)),
-            ..chunk(Delta::default(), None)
-        });
-        Ok(Box::pin(futures::stream::iter(chunks.into_iter().map(Ok))))
+        events.push(event(json!({}), Some("stop")));
+        events.push(json!({
+            "id": id, "object": "chat.completion.chunk", "created": created,
+            "model": request.model, "choices": [], "usage": usage(request, &reply),
+        }));
+        let mut reader = StreamReader::default();
+        let chunks: Vec<ChatChunk> = events
+            .into_iter()
+            .map(|event| reader.read(event.to_string()))
+            .collect::<Result<_, _>>()
+            .map_err(|problem| Error::Internal(format!("the mock's stream: {problem:?}")))?;
+        Ok(Reply {
+            value: Box::pin(futures::stream::iter(chunks.into_iter().map(Ok))),
+            headers: PassedHeaders::default(),
+        })
     }
 
     fn reply(&self, request: &ChatRequest) -> Result<String, Error> {
@@ -86,11 +94,11 @@ impl MockUpstream {
             });
         }
         Ok(request
-            .messages
+            .messages()
             .iter()
             .rev()
-            .find(|message| message.role == Role::User)
-            .map(|message| message.text_content())
+            .find(|message| message_role(message) == Some("user"))
+            .map(|message| message_texts(message).collect::<Vec<_>>().join(" "))
             .unwrap_or_default())
     }
 }
@@ -116,20 +124,19 @@ fn split_words(text: &str) -> impl Iterator<Item = &str> {
     pieces.into_iter()
 }
 
-fn usage(request: &ChatRequest, reply: &str) -> Usage {
-    let prompt = request
-        .messages
+fn usage(request: &ChatRequest, reply: &str) -> Value {
+    let prompt: usize = request
+        .messages()
         .iter()
-        .map(|message| message.text_content().split_whitespace().count())
-        .sum::<usize>();
+        .flat_map(message_texts)
+        .map(|text| text.split_whitespace().count())
+        .sum();
     let completion = reply.split_whitespace().count();
-    let as_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    Usage {
-        prompt_tokens: as_u32(prompt),
-        completion_tokens: as_u32(completion),
-        total_tokens: as_u32(prompt + completion),
-        ..Usage::default()
-    }
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    })
 }
 
 fn response_id() -> String {
@@ -145,18 +152,16 @@ fn now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Message;
     use futures::StreamExt;
 
     fn request(text: &str) -> ChatRequest {
-        ChatRequest {
-            model: ECHO_MODEL.to_owned(),
-            messages: vec![
-                Message::text(Role::System, "be brief"),
-                Message::text(Role::User, text),
+        ChatRequest::new(
+            ECHO_MODEL,
+            vec![
+                json!({"role": "system", "content": "be brief"}),
+                json!({"role": "user", "content": text}),
             ],
-            ..ChatRequest::default()
-        }
+        )
     }
 
     #[tokio::test]
@@ -165,13 +170,17 @@ mod tests {
         let chunks: Vec<ChatChunk> = mock
             .stream(&request("hello  big world"))
             .unwrap()
+            .value
             .map(Result::unwrap)
             .collect()
             .await;
         let text: String = chunks
             .iter()
-            .flat_map(|chunk| chunk.choices.iter())
-            .filter_map(|choice| choice.delta.content.as_deref())
+            .filter_map(|chunk| {
+                chunk.to_value()["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
             .collect();
         assert_eq!(text, "hello  big world");
         assert_eq!(chunks.len(), 3 + 2);

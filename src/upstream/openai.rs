@@ -1,9 +1,12 @@
 //! Any OpenAI-compatible chat-completions API: OpenAI, OpenRouter,
 //! TheRouter, Taotoken, DeepSeek, vLLM, Ollama ...
 
+mod body;
 mod chunks;
 mod error_body;
 mod retry_after;
+
+pub use body::{BodyRules, UpstreamBody};
 
 pub use chunks::UpstreamChunks;
 pub use error_body::{ErrorBody, parse_error_body};
@@ -11,13 +14,12 @@ pub use retry_after::retry_after;
 
 use crate::config::{Env, ProviderConfig, UpstreamConfig};
 use crate::error::{Error, TimeoutKind, UpstreamError};
-use crate::model::{ChatRequest, ChatResponse};
+use crate::model::{AnswerProblem, ChatRequest, ChatResponse};
 use crate::secret::{ApiKey, load_key, scrub};
-use crate::upstream::ChunkStream;
-use crate::upstream::KeyRing;
 use crate::upstream::trace_header::trace_headers;
+use crate::upstream::{ChunkStream, KeyRing, PassedHeaders, Reply};
+use bytes::Bytes;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -33,25 +35,11 @@ pub struct OpenAiUpstream {
     /// The provider's keys, or why it has none it needs.
     keys: Result<KeyRing, String>,
     headers: HeaderMap,
-    stream_options: bool,
+    rules: BodyRules,
     max_sse_line_bytes: usize,
     max_response_bytes: usize,
     /// For the error message; the shared client enforces it.
     connect_timeout: Duration,
-}
-
-/// The upstream body: the request as it is, plus what the sidecar adds.
-#[derive(Serialize)]
-struct UpstreamBody<'a> {
-    #[serde(flatten)]
-    request: &'a ChatRequest,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stream_options: Option<StreamOptions>,
-}
-
-#[derive(Serialize)]
-struct StreamOptions {
-    include_usage: bool,
 }
 
 impl OpenAiUpstream {
@@ -80,7 +68,11 @@ impl OpenAiUpstream {
                 .map_err(|error| format!("base_url `{}` is not a URL: {error}", config.base_url)),
             keys,
             headers,
-            stream_options: config.stream_options,
+            rules: BodyRules {
+                include_usage: config.stream_options,
+                max_tokens_field: config.max_tokens_field,
+                forward_metadata: config.forward_metadata,
+            },
             max_sse_line_bytes: upstream.max_sse_line_bytes,
             max_response_bytes: 64 * 1024 * 1024,
             connect_timeout: upstream.connect_timeout,
@@ -92,29 +84,25 @@ impl OpenAiUpstream {
     }
 
     /// `request.stream` must be false (the pipeline sets it once, so that
-    /// retries send the same request without copying it).
+    /// retries send the same request without copying it). The answer is
+    /// the upstream's body as it is, read leniently.
     pub async fn complete(
         &self,
         request: &ChatRequest,
         trace: &opentelemetry::Context,
-    ) -> Result<ChatResponse, Error> {
+    ) -> Result<Reply<ChatResponse>, Error> {
         // A unary answer's headers come only when it is whole: the call's
         // total time bounds this wait, not a headers timeout.
-        let response = self.send(request, None, None, trace).await?;
+        let response = self.send(request, None, trace).await?;
+        let headers = PassedHeaders::from_upstream(response.headers());
         let body = read_capped(response, self.max_response_bytes)
             .await
             .map_err(|error| self.connect_error(&error))?;
-        let parsed: ChatResponse = serde_json::from_slice(&body).map_err(|error| {
-            self.malformed(format!("the body is not a chat completion: {error}"))
-        })?;
-        if parsed.choices.is_empty() {
-            // Some upstreams answer 200 with an error object instead of choices.
-            return Err(match self.in_band_error(&body) {
-                Some(error) => error.into(),
-                None => self.malformed("the completion has no choices".to_owned()),
-            });
+        match ChatResponse::read(Bytes::from(body)) {
+            Ok(value) => Ok(Reply { value, headers }),
+            Err(AnswerProblem::InBand(error)) => Err(self.in_band(&error, headers).into()),
+            Err(AnswerProblem::Malformed(detail)) => Err(self.malformed(detail)),
         }
-        Ok(parsed)
     }
 
     /// `request.stream` must be true.
@@ -123,14 +111,9 @@ impl OpenAiUpstream {
         request: &ChatRequest,
         headers_timeout: Duration,
         trace: &opentelemetry::Context,
-    ) -> Result<ChunkStream, Error> {
-        let options = (self.stream_options && !request.extra.contains_key("stream_options"))
-            .then_some(StreamOptions {
-                include_usage: true,
-            });
-        let response = self
-            .send(request, options, Some(headers_timeout), trace)
-            .await?;
+    ) -> Result<Reply<ChunkStream>, Error> {
+        let response = self.send(request, Some(headers_timeout), trace).await?;
+        let headers = PassedHeaders::from_upstream(response.headers());
         let is_event_stream = response
             .headers()
             .get(CONTENT_TYPE)
@@ -140,27 +123,33 @@ impl OpenAiUpstream {
             let body = read_capped(response, MAX_ERROR_BODY_BYTES)
                 .await
                 .map_err(|error| self.connect_error(&error))?;
-            return Err(match self.in_band_error(&body) {
-                Some(error) => error.into(),
+            let error = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|mut value| value.get_mut("error").map(serde_json::Value::take));
+            return Err(match error {
+                Some(error) => self.in_band(&error, headers).into(),
                 None => self.malformed(
                     "asked for a stream but the response is not text/event-stream".to_owned(),
                 ),
             });
         }
-        Ok(Box::pin(UpstreamChunks::new(
+        let chunks = UpstreamChunks::new(
             response.bytes_stream(),
             self.max_sse_line_bytes,
             self.provider.clone(),
             self.keys
                 .as_ref()
                 .map_or_else(|_| Arc::from([]), KeyRing::shared),
-        )))
+        );
+        Ok(Reply {
+            value: Box::pin(chunks),
+            headers,
+        })
     }
 
     async fn send(
         &self,
         request: &ChatRequest,
-        stream_options: Option<StreamOptions>,
         headers_timeout: Option<Duration>,
         trace: &opentelemetry::Context,
     ) -> Result<reqwest::Response, Error> {
@@ -182,7 +171,7 @@ impl OpenAiUpstream {
         let picked = ring.pick();
         let body = serde_json::to_vec(&UpstreamBody {
             request,
-            stream_options,
+            rules: self.rules,
         })
         .map_err(|error| Error::Internal(format!("cannot encode the upstream request: {error}")))?;
         let mut builder = self
@@ -232,29 +221,31 @@ impl OpenAiUpstream {
     async fn status_error(&self, response: reqwest::Response) -> UpstreamError {
         let status = response.status().as_u16();
         let retry_after = retry_after(response.headers(), SystemTime::now());
+        let headers = PassedHeaders::from_upstream(response.headers());
         let body = read_capped(response, MAX_ERROR_BODY_BYTES)
             .await
             .unwrap_or_default();
         let parsed = parse_error_body(&body);
+        let scrubbed = |text: Option<String>| text.map(|text| scrub(&text, self.keys()));
         UpstreamError {
             provider: self.provider.to_string(),
             status,
             message: scrub(&parsed.message, self.keys()),
-            error_type: parsed.error_type,
-            error_code: parsed.code,
+            error_type: scrubbed(parsed.error_type),
+            error_code: scrubbed(parsed.code),
+            param: scrubbed(parsed.param),
             retry_after,
+            headers,
             in_band: false,
         }
     }
 
-    fn in_band_error(&self, body: &[u8]) -> Option<UpstreamError> {
-        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-        let error = value.get("error")?;
-        Some(error_body::in_band_error(
-            &self.provider,
-            error,
-            self.keys(),
-        ))
+    /// An error object found in a 200 answer.
+    fn in_band(&self, error: &serde_json::Value, headers: PassedHeaders) -> UpstreamError {
+        UpstreamError {
+            headers,
+            ..error_body::in_band_error(&self.provider, error, self.keys())
+        }
     }
 
     /// Every key, for scrubbing upstream text.

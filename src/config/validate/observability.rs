@@ -81,6 +81,7 @@ impl Checker<'_> {
                     ("input", Some(price.input)),
                     ("output", Some(price.output)),
                     ("cached_input", price.cached_input),
+                    ("cache_write", price.cache_write),
                 ] {
                     if let Some(value) = value
                         && !(value.is_finite() && value >= 0.0)
@@ -96,6 +97,7 @@ impl Checker<'_> {
                     input_per_million: price.input,
                     output_per_million: price.output,
                     cached_input_per_million: price.cached_input,
+                    cache_write_per_million: price.cache_write,
                 })
             })
             .collect()

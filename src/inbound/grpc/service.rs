@@ -7,6 +7,7 @@ use crate::call_record::Edge;
 use crate::inbound::observe::{Arrival, Finished, Observation, Observer};
 use crate::pipeline::PipelineHandle;
 use crate::proto::v1 as pb;
+use crate::upstream::PassedHeaders;
 use futures::{Stream, StreamExt};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -159,6 +160,11 @@ fn served_by<T>(response: &mut Response<T>, provider: &str, attempts: u32) {
     metadata.insert("x-llm-attempts", attempts.into());
 }
 
+/// The upstream's rate-limit, retry and request-id headers, as metadata.
+fn upstream_metadata(metadata: &mut tonic::metadata::MetadataMap, headers: &PassedHeaders) {
+    headers.add_to(metadata.as_mut());
+}
+
 /// What a stream delivered before it failed, told in the error's trailers
 /// so the caller knows its output is partial and what it cost.
 #[derive(Debug, Default)]
@@ -216,8 +222,9 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
             .await;
         let finished = observation.finish_unary(&result);
         let served = result.map_err(|error| with_request_id(to_status(&error), &finished))?;
-        let mut response = Response::new(response_to_proto(served.value, &served.provider));
+        let mut response = Response::new(response_to_proto(&served.value, &served.provider));
         served_by(&mut response, &served.provider, served.attempts);
+        upstream_metadata(response.metadata_mut(), &served.upstream_headers);
         describe_call(response.metadata_mut(), &finished);
         Ok(response)
     }
@@ -233,7 +240,7 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         let (metadata, _, message) = request.into_parts();
         let (observation, chat) = self.begin(&metadata, peer, message, true)?;
         let call = observation.call_context(deadline, max_attempts);
-        let served = match Box::pin(self.pipeline.current().stream(chat, &call))
+        let mut served = match Box::pin(self.pipeline.current().stream(chat, &call))
             .instrument(observation.log_span().clone())
             .await
         {
@@ -245,6 +252,7 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         };
         let attempts = served.attempts;
         let provider = served.provider.clone();
+        let upstream_headers = std::mem::take(&mut served.upstream_headers);
         let mut watched = observation.watch(served);
         let request_id = watched.request_id().to_owned();
         // No channel and no task: hyper pulls this stream only as HTTP/2
@@ -257,7 +265,7 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
             match std::task::ready!(watched.poll_next_unpin(cx)) {
                 Some(Ok(chunk)) => {
                     seen.note(&chunk);
-                    Poll::Ready(Some(Ok(chunk_to_proto(chunk, &chunk_provider))))
+                    Poll::Ready(Some(Ok(chunk_to_proto(&chunk, &chunk_provider))))
                 }
                 Some(Err(error)) => Poll::Ready(Some(Err(seen.mark(to_status(&error))))),
                 // A well-ended stream closes with trailers that say what
@@ -272,6 +280,7 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         });
         let mut response: Response<Self::StreamCompleteStream> = Response::new(Box::pin(stream));
         served_by(&mut response, &provider, attempts);
+        upstream_metadata(response.metadata_mut(), &upstream_headers);
         if let Ok(value) = request_id.parse() {
             response.metadata_mut().insert("x-request-id", value);
         }

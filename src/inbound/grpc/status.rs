@@ -24,6 +24,9 @@ pub fn to_status(error: &Error) -> Status {
         if let Some(code) = &upstream.error_code {
             metadata.insert("upstream_error_code".to_owned(), code.clone());
         }
+        if let Some(param) = &upstream.param {
+            metadata.insert("upstream_error_param".to_owned(), param.clone());
+        }
     }
     metadata.insert("retryable".to_owned(), class.retryable.to_string());
     let mut details = ErrorDetails::new();
@@ -31,5 +34,9 @@ pub fn to_status(error: &Error) -> Status {
     if let Some(delay) = error.retry_after() {
         details.set_retry_info(Some(delay));
     }
-    Status::with_error_details(class.code, error.to_string(), details)
+    let mut status = Status::with_error_details(class.code, error.to_string(), details);
+    if let Error::Upstream(upstream) = error {
+        upstream.headers.add_to(status.metadata_mut().as_mut());
+    }
+    status
 }

@@ -9,11 +9,12 @@ use super::Observation;
 use super::tally::Tally;
 use crate::call_record::{CallRecord, Edge, Outcome};
 use crate::error::{Error, classify};
-use crate::model::{ChatResponse, Choice, ResponseMessage};
+use crate::model::ChatResponse;
 use crate::telemetry::metrics::error_type;
 use crate::telemetry::{Telemetry, spans};
 use opentelemetry::Context;
 use opentelemetry::trace::TraceContextExt;
+use serde_json::json;
 
 /// HTTP's "client closed request", the facade's status for a call the
 /// caller abandoned.
@@ -103,15 +104,13 @@ fn end_span(span: &Context, record: &CallRecord, error: Option<&Error>) {
 /// A streamed answer's captured text as one assistant message, for
 /// `gen_ai.output.messages`.
 fn streamed_answer(text: &str, tally: &Tally) -> ChatResponse {
+    let answer = json!({"choices": [{
+        "index": 0,
+        "message": {"role": "assistant", "content": text},
+        "finish_reason": tally.finish_reasons.first(),
+    }]});
     ChatResponse {
-        choices: vec![Choice {
-            message: ResponseMessage {
-                content: Some(text.to_owned()),
-                ..ResponseMessage::default()
-            },
-            finish_reason: tally.finish_reasons.first().cloned(),
-            ..Choice::default()
-        }],
+        json: answer.to_string().into(),
         ..ChatResponse::default()
     }
 }

@@ -37,30 +37,29 @@ impl Tally {
         if self.time_to_first_chunk.is_none() {
             self.time_to_first_chunk = Some(since_start);
         }
-        if self.served_model.is_none() && !chunk.model.is_empty() {
-            self.served_model = Some(chunk.model.clone());
-        }
-        if self.response_id.is_none() && !chunk.id.is_empty() {
-            self.response_id = Some(chunk.id.clone());
+        if let Some(identity) = &chunk.identity {
+            if self.served_model.is_none() && !identity.model.is_empty() {
+                self.served_model = Some(identity.model.clone());
+            }
+            if self.response_id.is_none() && !identity.id.is_empty() {
+                self.response_id = Some(identity.id.clone());
+            }
         }
         if chunk.usage.is_some() {
             self.usage = chunk.usage;
         }
-        for choice in &chunk.choices {
-            let delta = &choice.delta;
-            self.output_bytes += delta.content.as_ref().map_or(0, String::len)
-                + delta.reasoning_content.as_ref().map_or(0, String::len)
-                + delta
-                    .tool_calls
-                    .iter()
-                    .filter_map(|call| call.function.as_ref()?.arguments.as_ref())
-                    .map(String::len)
-                    .sum::<usize>();
-            if let Some(reason) = &choice.finish_reason {
-                self.finish_reasons.push(reason.clone());
-            }
-            if let (Some(captured), Some(text)) = (&mut self.captured, &delta.content) {
-                capture(captured, text, self.capture_limit);
+        self.output_bytes += chunk.output_bytes;
+        for (_, reason) in &chunk.finish_reasons {
+            self.finish_reasons.push(reason.clone());
+        }
+        if let Some(captured) = &mut self.captured {
+            // Opt-in only: the event is decoded again for its text.
+            let event = chunk.to_value();
+            let choices = event.get("choices").and_then(serde_json::Value::as_array);
+            for choice in choices.into_iter().flatten() {
+                if let Some(text) = choice["delta"]["content"].as_str() {
+                    capture(captured, text, self.capture_limit);
+                }
             }
         }
     }
@@ -71,7 +70,7 @@ impl Tally {
         if let Some(usage) = self.usage {
             return (Some(usage), false);
         }
-        if self.chunks == 0 {
+        if self.chunks == 0 && self.output_bytes == 0 {
             return (None, false);
         }
         let completion = u32::try_from(self.output_bytes.div_ceil(4)).unwrap_or(u32::MAX);
@@ -101,21 +100,17 @@ fn capture(captured: &mut String, text: &str, limit: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ChoiceDelta, Delta};
+    use crate::upstream::stream_reader::StreamReader;
+    use serde_json::json;
+
+    fn read(event: serde_json::Value) -> ChatChunk {
+        StreamReader::default().read(event.to_string()).unwrap()
+    }
 
     fn text_chunk(text: &str) -> ChatChunk {
-        ChatChunk {
-            id: "c1".into(),
-            model: "m".into(),
-            choices: vec![ChoiceDelta {
-                delta: Delta {
-                    content: Some(text.into()),
-                    ..Delta::default()
-                },
-                ..ChoiceDelta::default()
-            }],
-            ..ChatChunk::default()
-        }
+        read(
+            json!({"id": "c1", "model": "m", "choices": [{"index": 0, "delta": {"content": text}}]}),
+        )
     }
 
     #[test]
@@ -123,15 +118,7 @@ mod tests {
         let mut tally = Tally::default();
         tally.note(&text_chunk("hello"), Duration::from_millis(3));
         tally.note(
-            &ChatChunk {
-                usage: Some(Usage {
-                    prompt_tokens: 7,
-                    completion_tokens: 2,
-                    total_tokens: 9,
-                    ..Usage::default()
-                }),
-                ..ChatChunk::default()
-            },
+            &read(json!({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}})),
             Duration::from_millis(4),
         );
         let (usage, estimated) = tally.usage_or_estimate(100);

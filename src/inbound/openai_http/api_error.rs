@@ -3,16 +3,25 @@
 //! (`RateLimitError` for 429, `BadRequestError` for 400 ...), plus
 //! `Retry-After` when the upstream or our own limits said when to retry.
 //!
-//! `type` follows the status the way OpenAI-style APIs name it; `code` is
-//! the classification's reason in lower case (the gRPC ErrorInfo reason), a
-//! stable value to branch on. Messages are the errors' own, whose upstream
-//! parts are already scrubbed of keys.
+//! An error the upstream reported keeps the upstream's words: its status
+//! (except 401/403, which mean the sidecar's key failed: 502), and its own
+//! `message`, `type`, `code` and `param`, scrubbed of secrets, so SDK code
+//! that branches on `context_length_exceeded` or `insufficient_quota` works
+//! through the sidecar as it does without it. An error the sidecar raises
+//! itself has `type` following the status the way OpenAI-style APIs name
+//! it and `code` = the classification's reason in lower case. Either way
+//! the sidecar's classification rides in the `x-llm-error-reason` header,
+//! and the upstream's rate-limit, retry and request-id headers pass on.
 
-use crate::error::{Error, classify};
+use crate::error::{Class, Error, UpstreamError, classify};
+use crate::upstream::PassedHeaders;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use std::time::Duration;
+
+/// The sidecar's classification of an error, beside the upstream's words.
+pub const ERROR_REASON_HEADER: &str = "x-llm-error-reason";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -21,9 +30,26 @@ pub struct ApiError {
     /// What the error is about, e.g. `messages[0].role`.
     pub param: Option<String>,
     pub code: Option<String>,
+    /// The sidecar's classification for `x-llm-error-reason`: the gRPC
+    /// ErrorInfo reason (`UPSTREAM_RATE_LIMITED`), or for a request the
+    /// facade could not read, its `code`.
+    pub reason: &'static str,
+    /// Where a call's failure came from; `None` for a request refused
+    /// before any call (boxed: most errors have none).
+    pub origin: Option<Box<Origin>>,
+}
+
+/// What a failed call adds to its error.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// When the upstream or our own limits said to try again.
     pub retry_after: Option<Duration>,
     /// The provider the error came from, for `x-llm-provider`.
     pub provider: Option<String>,
+    /// The upstream's own `type`; `None`: the one the status names.
+    pub upstream_type: Option<String>,
+    /// The upstream's headers that reach the caller.
+    pub headers: PassedHeaders,
 }
 
 /// `{"error": {...}}`, OpenAI's error body.
@@ -36,25 +62,29 @@ struct Body<'a> {
 struct Object<'a> {
     message: &'a str,
     #[serde(rename = "type")]
-    kind: &'static str,
+    kind: &'a str,
     param: Option<&'a str>,
     code: Option<&'a str>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
             param: None,
             code: Some(code.to_owned()),
-            retry_after: None,
-            provider: None,
+            reason: code,
+            origin: None,
         }
     }
 
     /// A 400 about the request itself.
-    pub fn invalid(code: &str, message: impl Into<String>, param: Option<String>) -> ApiError {
+    pub fn invalid(
+        code: &'static str,
+        message: impl Into<String>,
+        param: Option<String>,
+    ) -> ApiError {
         ApiError {
             param,
             ..ApiError::new(StatusCode::BAD_REQUEST, code, message)
@@ -63,6 +93,9 @@ impl ApiError {
 
     pub fn from_error(error: &Error) -> ApiError {
         let class = classify(error);
+        if let Error::Upstream(upstream) = error {
+            return ApiError::from_upstream(upstream, class, error);
+        }
         let message = error.to_string();
         let param = match error {
             Error::InvalidRequest(message) => param_of(message),
@@ -75,14 +108,64 @@ impl ApiError {
             message,
             param,
             code: Some(class.reason.to_ascii_lowercase()),
-            retry_after: error.retry_after(),
-            provider: error.provider().map(str::to_owned),
+            reason: class.reason,
+            origin: Some(Box::new(Origin {
+                retry_after: error.retry_after(),
+                provider: error.provider().map(str::to_owned),
+                ..Origin::default()
+            })),
         }
     }
 
-    /// The OpenAI error `type` for this status.
-    pub fn kind(&self) -> &'static str {
-        kind_for(self.status)
+    /// The upstream's status and error object, as it sent them.
+    fn from_upstream(upstream: &UpstreamError, class: Class, error: &Error) -> ApiError {
+        let status = match upstream.status {
+            // Our key failed: not the caller's to fix.
+            401 | 403 => StatusCode::BAD_GATEWAY,
+            status @ 400..=599 => StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            // In band, with no status of its own: the classification's.
+            _ => StatusCode::from_u16(class.http_status).unwrap_or(StatusCode::BAD_GATEWAY),
+        };
+        let message = if upstream.message.trim().is_empty() {
+            error.to_string()
+        } else {
+            upstream.message.clone()
+        };
+        let own_key_failed = matches!(upstream.status, 401 | 403);
+        ApiError {
+            status,
+            message,
+            param: upstream.param.clone(),
+            code: if own_key_failed {
+                Some(class.reason.to_ascii_lowercase())
+            } else {
+                upstream.error_code.clone()
+            },
+            reason: class.reason,
+            origin: Some(Box::new(Origin {
+                retry_after: upstream.retry_after,
+                provider: Some(upstream.provider.clone()),
+                upstream_type: upstream.error_type.clone().filter(|_| !own_key_failed),
+                headers: upstream.headers.clone(),
+            })),
+        }
+    }
+
+    /// The provider the error came from, if a call failed.
+    pub fn provider(&self) -> Option<&str> {
+        self.origin.as_ref()?.provider.as_deref()
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.origin.as_ref()?.retry_after
+    }
+
+    /// The OpenAI error `type`: the upstream's own, else the status's.
+    pub fn kind(&self) -> &str {
+        self.origin
+            .as_ref()
+            .and_then(|origin| origin.upstream_type.as_deref())
+            .unwrap_or_else(|| kind_for(self.status))
     }
 
     /// The JSON body, `{"error": {"message", "type", "param", "code"}}`.
@@ -158,7 +241,7 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         let headers = response.headers_mut();
-        if let Some(delay) = self.retry_after {
+        if let Some(delay) = self.retry_after() {
             headers.insert(header::RETRY_AFTER, retry_after_seconds(delay).into());
             // The OpenAI SDKs read this one first, to the millisecond.
             headers.insert(
@@ -167,11 +250,17 @@ impl IntoResponse for ApiError {
             );
         }
         if let Some(provider) = self
-            .provider
-            .as_deref()
+            .provider()
             .and_then(|name| HeaderValue::from_str(name).ok())
         {
             headers.insert(HeaderName::from_static("x-llm-provider"), provider);
+        }
+        headers.insert(
+            HeaderName::from_static(ERROR_REASON_HEADER),
+            HeaderValue::from_static(self.reason),
+        );
+        if let Some(origin) = &self.origin {
+            origin.headers.add_to(headers);
         }
         response
     }
@@ -184,14 +273,12 @@ mod tests {
     use serde_json::{Value, json};
 
     fn upstream(status: u16, retry_after: Option<Duration>) -> Error {
-        Error::Upstream(UpstreamError {
+        Error::from(UpstreamError {
             provider: "fake".into(),
             status,
             message: "upstream says no".into(),
-            error_type: None,
-            error_code: None,
             retry_after,
-            in_band: false,
+            ..UpstreamError::default()
         })
     }
 
@@ -208,9 +295,9 @@ mod tests {
             (404, 404, "not_found_error"),
             (409, 409, "invalid_request_error"),
             (429, 429, "rate_limit_error"),
-            (500, 503, "server_error"),
+            (500, 500, "server_error"),
             (503, 503, "server_error"),
-            (504, 504, "server_error"),
+            (529, 529, "server_error"),
         ];
         for (upstream_status, status, kind) in cases {
             let error = ApiError::from_error(&upstream(upstream_status, None));
@@ -224,18 +311,46 @@ mod tests {
     }
 
     #[test]
-    fn the_body_is_an_openai_error_object() {
-        let error = ApiError::from_error(&upstream(429, Some(Duration::from_millis(1500))));
+    fn an_upstream_error_keeps_the_upstreams_words() {
+        let error = ApiError::from_error(&Error::from(UpstreamError {
+            provider: "fake".into(),
+            status: 400,
+            message: "This model's maximum context length is 8192 tokens.".into(),
+            error_type: Some("invalid_request_error".into()),
+            error_code: Some("context_length_exceeded".into()),
+            param: Some("messages".into()),
+            ..UpstreamError::default()
+        }));
         assert_eq!(
             body(&error),
             json!({"error": {
-                "message": "provider `fake` answered 429: upstream says no",
-                "type": "rate_limit_error",
-                "param": null,
-                "code": "upstream_rate_limited",
+                "message": "This model's maximum context length is 8192 tokens.",
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
             }})
         );
-        assert_eq!(error.provider.as_deref(), Some("fake"));
+        let response = error.into_response();
+        assert_eq!(
+            response.headers()[ERROR_REASON_HEADER],
+            "UPSTREAM_CONTEXT_LENGTH"
+        );
+        assert_eq!(response.headers()["x-llm-provider"], "fake");
+    }
+
+    #[test]
+    fn our_failed_key_is_a_bad_gateway_in_our_words() {
+        let error = ApiError::from_error(&Error::from(UpstreamError {
+            provider: "fake".into(),
+            status: 401,
+            message: "Incorrect API key provided".into(),
+            error_type: Some("invalid_request_error".into()),
+            error_code: Some("invalid_api_key".into()),
+            ..UpstreamError::default()
+        }));
+        assert_eq!(error.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(body(&error)["error"]["type"], "server_error");
+        assert_eq!(error.code.as_deref(), Some("upstream_auth_failed"));
     }
 
     #[test]

@@ -37,13 +37,14 @@ pub async fn stream(
         .instrument(observation.log_span().clone())
         .await;
     match served {
-        Ok(served) => {
+        Ok(mut served) => {
             let summary = Served {
                 provider: served.provider.clone(),
                 attempts: served.attempts,
                 value: (),
                 // The span travels with the stream, in the observation.
                 trace: opentelemetry::Context::new(),
+                upstream_headers: std::mem::take(&mut served.upstream_headers),
             };
             Ok((summary, observation.watch(served)))
         }

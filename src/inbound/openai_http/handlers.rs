@@ -7,11 +7,11 @@ use super::api_error::ApiError;
 use super::context::{self, REQUEST_ID_HEADER};
 use super::request::{self, Parsed};
 use super::sse::SseBody;
-use super::{call, models, wire};
+use super::{call, models};
 use crate::call_record::Edge;
 use crate::error::Error;
 use crate::inbound::observe::{Arrival, Observation};
-use crate::model::{ChatChunk, ChatRequest};
+use crate::model::ChatRequest;
 use crate::pipeline::{CallContext, Pipeline};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
@@ -100,21 +100,17 @@ async fn unary(
 ) -> Result<Response, ApiError> {
     let (result, finished) = call::unary(pipeline, observation, parsed.request, call).await;
     let served = result.map_err(|error| ApiError::from_error(&error))?;
-    let body = serde_json::to_vec(&wire::Completion::new(&served.value)).map_err(|error| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("cannot encode the answer: {error}"),
-        )
-    })?;
-    let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     let model = HeaderValue::from_str(&served.value.model).ok();
+    // The answer is the upstream's body, byte for byte.
+    let body = Body::from(served.value.json);
+    let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     served_by(
         response.headers_mut(),
         &served.provider,
         served.attempts,
         model,
     );
+    served.upstream_headers.add_to(response.headers_mut());
     overhead(response.headers_mut(), finished.overhead);
     Ok(response)
 }
@@ -135,7 +131,10 @@ async fn stream(
     // (for the served model) does not wait for the upstream.
     let mut chunks = watched.peekable();
     let model = match Pin::new(&mut chunks).peek().await {
-        Some(Ok(ChatChunk { model, .. })) => HeaderValue::from_str(model).ok(),
+        Some(Ok(chunk)) => chunk
+            .identity
+            .as_ref()
+            .and_then(|identity| HeaderValue::from_str(&identity.model).ok()),
         _ => None,
     };
     let body = Body::from_stream(SseBody::new(chunks, parsed.include_usage));
@@ -153,6 +152,7 @@ async fn stream(
         served.attempts,
         model,
     );
+    served.upstream_headers.add_to(response.headers_mut());
     overhead(response.headers_mut(), added);
     Ok(response)
 }

@@ -1,5 +1,10 @@
 //! A chunk stream as OpenAI's server-sent events: `data: {chunk}\n\n` per
-//! chunk, `data: [DONE]\n\n` only after the stream completed, and an
+//! chunk, with the chunk's JSON as the upstream sent it (the only edits:
+//! for a caller that did not ask for usage, the usage-only chunk is left
+//! out and a `"usage": null` member is cut, both there only because the
+//! sidecar asked for usage), `data: [DONE]\n\n` only after the stream
+//! completed (also when the upstream completed it by finish reasons and
+//! sent none), and an
 //! `data: {"error": {...}}\n\n` event (then the end) when it failed midway:
 //! the status line went out with the first chunk, so this event is how the
 //! OpenAI SDKs learn that the answer is cut, and they raise on it.
@@ -10,7 +15,6 @@
 //! the body and with it the upstream request.
 
 use super::api_error::ApiError;
-use super::wire;
 use crate::error::Error;
 use crate::model::ChatChunk;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -43,28 +47,39 @@ impl Default for Encoder {
 }
 
 impl Encoder {
-    pub fn chunk(&mut self, chunk: &ChatChunk) -> serde_json::Result<Bytes> {
-        self.event(|out| serde_json::to_writer(out, &wire::Chunk::new(chunk)))
+    /// The chunk as the upstream sent it; without a `"usage": null`
+    /// member when `cut_null_usage`.
+    pub fn chunk(&mut self, chunk: &ChatChunk, cut_null_usage: bool) -> Bytes {
+        let parts = match chunk.json_without_null_usage() {
+            Some((head, tail)) if cut_null_usage => [head, tail],
+            _ => [&chunk.json[..], &[][..]],
+        };
+        self.start(parts[0].len() + parts[1].len());
+        self.buffer.put_slice(parts[0]);
+        self.buffer.put_slice(parts[1]);
+        self.end()
     }
 
     pub fn error(&mut self, error: &ApiError) -> Bytes {
-        // An error object is plain strings: writing it cannot fail.
-        self.event(|out| error.write_json(out))
-            .unwrap_or_else(|_| Bytes::from_static(b"data: {\"error\":{}}\n\n"))
+        self.start(error.message.len() + 96);
+        // Into a buffer: writing cannot fail.
+        if error.write_json(&mut (&mut self.buffer).writer()).is_err() {
+            return Bytes::from_static(b"data: {\"error\":{}}\n\n");
+        }
+        self.end()
     }
 
-    /// One `data: ...\n\n` event, written by `json` in one go.
-    fn event(
-        &mut self,
-        json: impl FnOnce(&mut bytes::buf::Writer<&mut BytesMut>) -> serde_json::Result<()>,
-    ) -> serde_json::Result<Bytes> {
+    /// Starts a `data: ...\n\n` event with room for `json_len` bytes.
+    fn start(&mut self, json_len: usize) {
         self.buffer.clear();
-        self.buffer.reserve(self.last + self.last / 4);
+        self.buffer.reserve(json_len.max(self.last) + 8);
         self.buffer.put_slice(b"data: ");
-        json(&mut (&mut self.buffer).writer())?;
+    }
+
+    fn end(&mut self) -> Bytes {
         self.buffer.put_slice(b"\n\n");
         self.last = self.buffer.len();
-        Ok(self.buffer.split().freeze())
+        self.buffer.split().freeze()
     }
 }
 
@@ -102,17 +117,12 @@ where
                 return Poll::Ready(None);
             };
             let event = match ready!(chunks.poll_next_unpin(cx)) {
-                Some(Ok(mut chunk)) => {
-                    if !this.include_usage && !without_usage(&mut chunk) {
+                Some(Ok(chunk)) => {
+                    if !this.include_usage && chunk.is_usage_only() {
                         continue;
                     }
-                    match this.encoder.chunk(&chunk) {
-                        Ok(event) => return Poll::Ready(Some(Ok(event))),
-                        Err(error) => {
-                            let error = Error::Internal(format!("cannot encode a chunk: {error}"));
-                            this.encoder.error(&ApiError::from_error(&error))
-                        }
-                    }
+                    let event = this.encoder.chunk(&chunk, !this.include_usage);
+                    return Poll::Ready(Some(Ok(event)));
                 }
                 Some(Err(error)) => this.encoder.error(&ApiError::from_error(&error)),
                 None => Bytes::from_static(DONE),
@@ -123,44 +133,18 @@ where
     }
 }
 
-/// Takes the usage off a chunk; false when nothing else is left of it.
-fn without_usage(chunk: &mut ChatChunk) -> bool {
-    chunk.usage.take().is_none() || !chunk.choices.is_empty()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ChoiceDelta, Delta, Usage};
+    use crate::upstream::stream_reader::StreamReader;
     use serde_json::{Value, json};
 
-    fn text(content: &str) -> ChatChunk {
-        ChatChunk {
-            id: "c".into(),
-            model: "m".into(),
-            choices: vec![ChoiceDelta {
-                delta: Delta {
-                    content: Some(content.into()),
-                    ..Delta::default()
-                },
-                ..ChoiceDelta::default()
-            }],
-            ..ChatChunk::default()
-        }
+    fn read(event: &str) -> ChatChunk {
+        StreamReader::default().read(event.to_owned()).unwrap()
     }
 
-    fn usage_only() -> ChatChunk {
-        ChatChunk {
-            id: "c".into(),
-            usage: Some(Usage {
-                prompt_tokens: 2,
-                completion_tokens: 3,
-                total_tokens: 5,
-                ..Usage::default()
-            }),
-            ..ChatChunk::default()
-        }
-    }
+    const TEXT: &str = r#"{"id":"c","object":"chat.completion.chunk","model":"m","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"content":"hi"},"logprobs":null,"finish_reason":null}],"usage":null}"#;
+    const USAGE_ONLY: &str = r#"{"id":"c","model":"m","choices":[],"usage":{"prompt_tokens":2,"completion_tokens":3,"total_tokens":5,"prompt_cache_hit_tokens":1}}"#;
 
     fn cut() -> Error {
         Error::StreamIncomplete {
@@ -191,18 +175,21 @@ mod tests {
     }
 
     #[test]
-    fn a_chunk_is_one_event() {
+    fn a_chunk_is_the_upstreams_bytes() {
         let mut encoder = Encoder::default();
-        let event = encoder.chunk(&text("hi")).unwrap();
+        let event = encoder.chunk(&read(TEXT), false);
+        assert_eq!(&event[..], format!("data: {TEXT}\n\n").as_bytes());
+        let cut = encoder.chunk(&read(TEXT), true);
         assert_eq!(
-            &event[..],
-            b"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"m\",\
-              \"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}]}\n\n"
+            std::str::from_utf8(&cut).unwrap(),
+            format!("data: {}\n\n", TEXT.replace(r#","usage":null"#, ""))
         );
         // The buffer is reused for the next event, and events stay intact.
-        let second = encoder.chunk(&text("there")).unwrap();
-        assert!(std::str::from_utf8(&second).unwrap().contains("\"there\""));
-        assert!(std::str::from_utf8(&event).unwrap().contains("\"hi\""));
+        assert!(
+            std::str::from_utf8(&event)
+                .unwrap()
+                .contains("\"usage\":null")
+        );
     }
 
     #[test]
@@ -212,41 +199,31 @@ mod tests {
         let error = json_of(data.strip_prefix("data: ").unwrap().trim_end());
         assert_eq!(error["error"]["type"], "server_error");
         assert_eq!(error["error"]["code"], "upstream_stream_incomplete");
-        assert!(
-            error["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("ended before completing")
-        );
     }
 
     #[tokio::test]
-    async fn a_complete_stream_ends_with_done() {
-        let events = events(vec![Ok(text("a")), Ok(text("b")), Ok(usage_only())], true).await;
-        assert_eq!(events.len(), 4);
-        assert_eq!(json_of(&events[1])["choices"][0]["delta"]["content"], "b");
-        assert_eq!(json_of(&events[2])["usage"]["total_tokens"], 5);
-        assert_eq!(json_of(&events[2])["choices"], json!([]));
-        assert_eq!(events[3], "[DONE]");
+    async fn a_complete_stream_ends_with_done_and_shows_usage_as_sent() {
+        let events = events(vec![Ok(read(TEXT)), Ok(read(USAGE_ONLY))], true).await;
+        assert_eq!(events, [TEXT, USAGE_ONLY, "[DONE]"]);
     }
 
     #[tokio::test]
     async fn usage_is_shown_only_when_asked_for() {
-        let mut last = text("b");
-        last.usage = usage_only().usage;
-        let events = events(vec![Ok(text("a")), Ok(last), Ok(usage_only())], false).await;
-        assert_eq!(events.len(), 3, "{events:?}");
-        assert!(json_of(&events[1]).get("usage").is_none());
-        assert_eq!(events[2], "[DONE]");
+        let events = events(vec![Ok(read(TEXT)), Ok(read(USAGE_ONLY))], false).await;
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert!(json_of(&events[0]).get("usage").is_none());
+        assert_eq!(json_of(&events[0])["system_fingerprint"], "fp_1");
+        assert_eq!(events[1], "[DONE]");
     }
 
     #[tokio::test]
     async fn a_failed_stream_ends_with_an_error_and_no_done() {
-        let events = events(vec![Ok(text("a")), Err(cut()), Ok(text("never"))], true).await;
+        let events = events(vec![Ok(read(TEXT)), Err(cut()), Ok(read(TEXT))], true).await;
         assert_eq!(events.len(), 2, "{events:?}");
         assert_eq!(
             json_of(&events[1])["error"]["code"],
             "upstream_stream_incomplete"
         );
+        let _ = json!(null);
     }
 }

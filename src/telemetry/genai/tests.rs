@@ -1,7 +1,4 @@
 use super::*;
-use crate::model::{
-    Choice, CompletionTokensDetails, FunctionCall, ImageUrl, PromptTokensDetails, ResponseMessage,
-};
 
 fn find<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
     attributes
@@ -11,14 +8,21 @@ fn find<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
 }
 
 fn request() -> ChatRequest {
-    ChatRequest {
-        model: "gpt-4o-mini".into(),
-        messages: vec![
-            Message::text(Role::System, "be brief"),
-            Message::text(Role::User, "hi"),
+    ChatRequest::new(
+        "gpt-4o-mini",
+        vec![
+            json!({"role": "system", "content": "be brief"}),
+            json!({"role": "user", "content": "hi"}),
         ],
-        ..ChatRequest::default()
-    }
+    )
+}
+
+fn messages(request: &mut ChatRequest) -> &mut Vec<Json> {
+    request.body["messages"].as_array_mut().unwrap()
+}
+
+fn answer(value: Json) -> ChatResponse {
+    ChatResponse::read(value.to_string().into()).unwrap()
 }
 
 #[test]
@@ -64,18 +68,14 @@ fn request_attributes_carry_only_what_was_set() {
 
 #[test]
 fn request_attributes_map_every_sampling_parameter() {
-    let request = ChatRequest {
-        stream: true,
-        temperature: Some(0.2),
-        top_p: Some(0.9),
-        max_tokens: Some(256),
-        seed: Some(7),
-        n: Some(2),
-        stop: vec!["END".into(), "\n\n".into()],
-        frequency_penalty: Some(0.5),
-        presence_penalty: Some(-0.5),
-        ..request()
-    };
+    let mut request = request();
+    request.stream = true;
+    request.max_output_tokens = Some(256);
+    let sampling = json!({
+        "temperature": 0.2, "top_p": 0.9, "seed": 7, "n": 2, "stop": ["END", "\n\n"],
+        "frequency_penalty": 0.5, "presence_penalty": -0.5,
+    });
+    request.body.extend(sampling.as_object().cloned().unwrap());
     let attributes = request_attributes(&request, "openai", "", 0);
     assert_eq!(
         find(&attributes, GEN_AI_REQUEST_TEMPERATURE),
@@ -120,11 +120,19 @@ fn request_attributes_map_every_sampling_parameter() {
 }
 
 #[test]
-fn max_completion_tokens_in_extra_counts_as_max_tokens() {
+fn max_completion_tokens_counts_as_max_tokens_and_odd_shapes_are_absent() {
     let mut request = request();
     request
-        .extra
+        .body
         .insert("max_completion_tokens".into(), json!(1000));
+    request.body.insert("temperature".into(), json!("warm"));
+    assert!(
+        find(
+            &request_attributes(&request, "openai", "", 0),
+            GEN_AI_REQUEST_TEMPERATURE
+        )
+        .is_none()
+    );
     let attributes = request_attributes(&request, "openai", "", 0);
     assert_eq!(
         find(&attributes, GEN_AI_REQUEST_MAX_TOKENS),
@@ -177,10 +185,8 @@ fn usage_details_appear_only_when_reported() {
     assert_eq!(attributes.len(), 2);
 
     let detailed = Usage {
-        prompt_tokens_details: Some(PromptTokensDetails { cached_tokens: 2 }),
-        completion_tokens_details: Some(CompletionTokensDetails {
-            reasoning_tokens: 0,
-        }),
+        cache_read_tokens: Some(2),
+        reasoning_tokens: Some(0),
         ..plain
     };
     let attributes = usage_attributes(&detailed);
@@ -196,15 +202,10 @@ fn usage_details_appear_only_when_reported() {
 
 #[test]
 fn chat_response_attributes_read_the_choices() {
-    let response = ChatResponse {
-        id: "r1".into(),
-        model: "gpt-4o-mini-2024".into(),
-        choices: vec![Choice {
-            finish_reason: Some("tool_calls".into()),
-            ..Choice::default()
-        }],
-        ..ChatResponse::default()
-    };
+    let response = answer(json!({
+        "id": "r1", "model": "gpt-4o-mini-2024",
+        "choices": [{"index": 0, "message": {"content": null}, "finish_reason": "tool_calls"}],
+    }));
     let attributes = chat_response_attributes(&response);
     assert_eq!(
         find(&attributes, GEN_AI_RESPONSE_MODEL),
@@ -219,50 +220,19 @@ fn chat_response_attributes_read_the_choices() {
 #[test]
 fn input_messages_follow_the_role_and_parts_shape() {
     let mut request = request();
-    request.messages.push(Message {
-        role: Role::User,
-        content: Some(Content::Parts(vec![
-            ContentPart::Text {
-                text: "what is this?".into(),
-            },
-            ContentPart::ImageUrl {
-                image_url: ImageUrl {
-                    url: "https://example.com/cat.png".into(),
-                    detail: None,
-                },
-            },
-            ContentPart::ImageUrl {
-                image_url: ImageUrl {
-                    url: "data:image/png;base64,AAAA".into(),
-                    detail: None,
-                },
-            },
-        ])),
-        name: Some("alice".into()),
-        tool_calls: Vec::new(),
-        tool_call_id: None,
-    });
-    request.messages.push(Message {
-        role: Role::Assistant,
-        content: None,
-        name: None,
-        tool_calls: vec![ToolCall {
-            id: "call_1".into(),
-            kind: "function".into(),
-            function: FunctionCall {
-                name: "weather".into(),
-                arguments: r#"{"city":"Paris"}"#.into(),
-            },
-        }],
-        tool_call_id: None,
-    });
-    request.messages.push(Message {
-        role: Role::Tool,
-        content: Some(Content::Text("sunny".into())),
-        name: None,
-        tool_calls: Vec::new(),
-        tool_call_id: Some("call_1".into()),
-    });
+    messages(&mut request).extend([
+        json!({"role": "user", "name": "alice", "content": [
+            {"type": "text", "text": "what is this?"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+            {"type": "input_audio", "input_audio": {"data": "UklG", "format": "wav"}},
+        ]}),
+        json!({"role": "assistant", "content": null, "tool_calls": [{
+            "id": "call_1", "type": "function",
+            "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"},
+        }]}),
+        json!({"role": "tool", "tool_call_id": "call_1", "content": "sunny"}),
+    ]);
 
     let text = input_messages_json(&request, 64 * 1024);
     let parsed: Json = serde_json::from_str(&text).unwrap();
@@ -275,6 +245,7 @@ fn input_messages_follow_the_role_and_parts_shape() {
                 {"type": "text", "content": "what is this?"},
                 {"type": "uri", "modality": "image", "uri": "https://example.com/cat.png"},
                 {"type": "blob", "modality": "image", "mime_type": "image/png", "content": "AAAA"},
+                {"type": "input_audio"},
             ]},
             {"role": "assistant", "parts": [
                 {"type": "tool_call", "id": "call_1", "name": "weather", "arguments": {"city": "Paris"}},
@@ -288,26 +259,14 @@ fn input_messages_follow_the_role_and_parts_shape() {
 
 #[test]
 fn output_messages_carry_parts_and_the_mapped_finish_reason() {
-    let response = ChatResponse {
-        choices: vec![Choice {
-            index: 0,
-            message: ResponseMessage {
-                content: Some("Paris".into()),
-                reasoning_content: Some("thinking".into()),
-                tool_calls: vec![ToolCall {
-                    id: "c".into(),
-                    kind: "function".into(),
-                    function: FunctionCall {
-                        name: "f".into(),
-                        arguments: "not json".into(),
-                    },
-                }],
-                ..ResponseMessage::default()
-            },
-            finish_reason: Some("tool_calls".into()),
-        }],
-        ..ChatResponse::default()
-    };
+    let response = answer(json!({"choices": [{
+        "index": 0,
+        "message": {
+            "role": "assistant", "content": "Paris", "reasoning_content": "thinking",
+            "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "not json"}}],
+        },
+        "finish_reason": "tool_calls",
+    }]}));
     let parsed: Json = serde_json::from_str(&output_messages_json(&response, 4096)).unwrap();
     assert_eq!(
         parsed,
@@ -326,7 +285,7 @@ fn output_messages_carry_parts_and_the_mapped_finish_reason() {
 #[test]
 fn capture_is_cut_on_a_char_boundary_with_a_marker() {
     let mut request = request();
-    request.messages = vec![Message::text(Role::User, "é".repeat(100))];
+    *messages(&mut request) = vec![json!({"role": "user", "content": "é".repeat(100)})];
     for cap in [20, 21, 33, 50] {
         let text = input_messages_json(&request, cap);
         assert!(text.len() <= cap, "{} > {cap}", text.len());

@@ -1,18 +1,19 @@
 use super::*;
-use crate::model::{ChatRequest, Message, Role};
+use crate::model::ChatRequest;
 use crate::telemetry::{Telemetry, extract};
 use axum::http::{HeaderMap, HeaderValue};
 use opentelemetry::Value;
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
+use serde_json::json;
 
 fn request() -> ChatRequest {
-    ChatRequest {
-        model: "gpt-4o-mini".into(),
-        messages: vec![Message::text(Role::User, "hi")],
-        temperature: Some(0.3),
-        ..ChatRequest::default()
-    }
+    let mut request = ChatRequest::new(
+        "gpt-4o-mini",
+        vec![json!({"role": "user", "content": "hi"})],
+    );
+    request.body.insert("temperature".into(), json!(0.3));
+    request
 }
 
 fn attribute<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {

@@ -1,17 +1,19 @@
 //! An upstream SSE body as a stream of chat chunks.
 //!
-//! Success is explicit: the stream ends OK only after `data: [DONE]` or a
-//! finish reason. A body that ends, breaks or sends garbage before that ends
-//! the stream with an error, so a cut answer is never reported complete.
-//! The stream is pulled: the next body read happens only when the caller
-//! wants the next chunk, so a slow reader slows the upstream read instead of
-//! filling memory.
+//! Success is explicit: the stream ends OK only after `data: [DONE]`, or at
+//! the end of the body once every choice that appeared has finished (see
+//! [`StreamReader`]). A body that ends, breaks or sends garbage before that
+//! ends the stream with an error, so a cut answer is never reported
+//! complete. The stream is pulled: the next body read happens only when
+//! the caller wants the next chunk, so a slow reader slows the upstream
+//! read instead of filling memory.
 
 use super::error_body::in_band_error;
 use crate::error::{Error, UpstreamError};
 use crate::model::ChatChunk;
 use crate::secret::ApiKey;
 use crate::upstream::sse::{SseEvents, SseStreamError, sse_events};
+use crate::upstream::stream_reader::{EventProblem, StreamReader};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use std::pin::Pin;
@@ -28,7 +30,7 @@ pub struct UpstreamChunks<S> {
     provider: Arc<str>,
     /// The provider's keys, to scrub error frames with.
     keys: Arc<[ApiKey]>,
-    finished: bool,
+    reader: StreamReader,
 }
 
 impl<S> UpstreamChunks<S> {
@@ -40,7 +42,7 @@ impl<S> UpstreamChunks<S> {
             events: Some(Box::pin(sse_events(body, max_line_bytes))),
             provider,
             keys,
-            finished: false,
+            reader: StreamReader::default(),
         }
     }
 
@@ -59,46 +61,38 @@ impl<S> UpstreamChunks<S> {
     }
 
     /// One event's data turned into a chunk, an error, or nothing.
-    fn on_data(&mut self, data: &str) -> Option<Result<ChatChunk, Error>> {
+    fn on_data(&mut self, data: String) -> Option<Result<ChatChunk, Error>> {
         if data.is_empty() {
             return None;
         }
-        let mut chunk: ChatChunk = match serde_json::from_str(data) {
-            Ok(chunk) => chunk,
-            Err(error) => {
-                return Some(Err(
-                    self.malformed(format!("a stream event is not a chat chunk: {error}"))
-                ));
+        Some(self.reader.read(data).map_err(|problem| {
+            match problem {
+                EventProblem::Malformed(detail) => self.malformed(detail),
+                EventProblem::InBand(error) => {
+                    in_band_error(&self.provider, &error, self.keys.iter()).into()
+                }
+                EventProblem::FinishError => UpstreamError {
+                    provider: self.provider.to_string(),
+                    message: "the upstream ended the answer with finish_reason \"error\""
+                        .to_owned(),
+                    in_band: true,
+                    ..UpstreamError::default()
+                }
+                .into(),
             }
-        };
-        if let Some(error) = &chunk.error {
-            return Some(Err(
-                in_band_error(&self.provider, error, self.keys.iter()).into()
-            ));
-        }
-        if chunk.finish_reasons().any(|reason| reason == "error") {
-            return Some(Err(UpstreamError {
-                provider: self.provider.to_string(),
-                status: 0,
-                message: "the upstream ended the answer with finish_reason \"error\"".to_owned(),
-                error_type: None,
-                error_code: None,
-                retry_after: None,
-                in_band: true,
-            }
-            .into()));
-        }
-        if chunk.finish_reasons().next().is_some() {
-            self.finished = true;
-        }
-        for call in chunk
-            .choices
-            .iter_mut()
-            .flat_map(|choice| choice.delta.tool_calls.iter_mut())
-        {
-            call.complete_kind();
-        }
-        Some(Ok(chunk))
+        }))
+    }
+
+    /// Why a body that ended without `[DONE]` is not complete.
+    fn cut(&self) -> Error {
+        let unfinished = self.reader.unfinished_choices();
+        self.incomplete(if unfinished.is_empty() {
+            "the upstream closed the stream without [DONE] or a finish reason".to_owned()
+        } else {
+            format!(
+                "the upstream closed the stream without [DONE] while choices {unfinished:?} had not finished"
+            )
+        })
     }
 }
 
@@ -142,7 +136,7 @@ where
                     let outcome = if event.event == "error" {
                         Some(Err(this.in_band(&event.data)))
                     } else {
-                        this.on_data(&event.data)
+                        this.on_data(event.data)
                     };
                     match outcome {
                         None => continue,
@@ -159,14 +153,12 @@ where
                     let error = this.incomplete(detail);
                     return this.fail(error);
                 }
-                None if this.finished => {
+                None if this.reader.all_choices_finished() => {
                     this.events = None;
                     return Poll::Ready(None);
                 }
                 None => {
-                    let error = this.incomplete(
-                        "the upstream closed the stream without [DONE] or a finish reason",
-                    );
+                    let error = this.cut();
                     return this.fail(error);
                 }
             }
@@ -195,22 +187,33 @@ where
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_tool_call_opened_without_its_kind_gets_one() {
-        let body = concat!(
-            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]}}]}\n\n",
-            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{}\"}}]}}]}\n\n",
-            "data: [DONE]\n\n",
-        );
+    async fn outcome(body: &'static str) -> Vec<Result<ChatChunk, Error>> {
         let body = futures::stream::iter([Ok::<_, reqwest::Error>(Bytes::from(body))]);
-        let chunks: Vec<ChatChunk> = UpstreamChunks::new(body, 1 << 20, "p".into(), Arc::from([]))
-            .map(|chunk| chunk.expect("a valid chunk"))
+        UpstreamChunks::new(body, 1 << 20, "p".into(), Arc::from([]))
             .collect()
-            .await;
-        let kinds: Vec<Option<&str>> = chunks
-            .iter()
-            .map(|chunk| chunk.choices[0].delta.tool_calls[0].kind.as_deref())
-            .collect();
-        assert_eq!(kinds, [Some("function"), None]);
+            .await
+    }
+
+    #[tokio::test]
+    async fn an_n2_stream_cut_after_one_choice_finished_is_incomplete() {
+        let chunks = outcome(concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}},{\"index\":1,\"delta\":{\"content\":\"b\"}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+        ))
+        .await;
+        let last = chunks.last().unwrap().as_ref().unwrap_err();
+        assert!(matches!(last, Error::StreamIncomplete { .. }), "{last}");
+        assert!(last.to_string().contains("[1]"), "{last}");
+    }
+
+    #[tokio::test]
+    async fn a_stream_whose_every_choice_finished_is_complete_without_done() {
+        let chunks = outcome(concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}},{\"index\":1,\"delta\":{\"content\":\"b\"}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"},{\"index\":1,\"delta\":{},\"finish_reason\":\"length\"}]}\n\n",
+        ))
+        .await;
+        assert_eq!(chunks.len(), 2);
+        assert!(chunks.iter().all(Result::is_ok));
     }
 }

@@ -12,6 +12,7 @@ pub struct ErrorBody {
     pub message: String,
     pub error_type: Option<String>,
     pub code: Option<String>,
+    pub param: Option<String>,
 }
 
 pub fn parse_error_body(body: &[u8]) -> ErrorBody {
@@ -47,6 +48,7 @@ fn from_value(error: &Value) -> ErrorBody {
             .unwrap_or_else(|| error.to_string()),
         error_type: text_of("type"),
         code: text_of("code"),
+        param: text_of("param"),
     }
 }
 
@@ -64,14 +66,17 @@ pub fn in_band_error<'a>(
         .and_then(|code| code.parse::<u16>().ok())
         .filter(|code| (400..600).contains(code))
         .unwrap_or(0);
+    let keys: Vec<&ApiKey> = keys.into_iter().collect();
+    let scrubbed = |text: Option<String>| text.map(|text| scrub(&text, keys.iter().copied()));
     UpstreamError {
         provider: provider.to_owned(),
         status,
-        message: scrub(&parsed.message, keys),
-        error_type: parsed.error_type,
-        error_code: parsed.code,
-        retry_after: None,
+        message: scrub(&parsed.message, keys.iter().copied()),
+        error_type: scrubbed(parsed.error_type),
+        error_code: scrubbed(parsed.code),
+        param: scrubbed(parsed.param),
         in_band: true,
+        ..UpstreamError::default()
     }
 }
 

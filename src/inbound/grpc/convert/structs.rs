@@ -19,7 +19,7 @@ pub fn struct_to_json(value: Struct) -> Json {
     )
 }
 
-fn value_to_json(value: Value) -> Json {
+pub fn value_to_json(value: Value) -> Json {
     match value.kind {
         None | Some(Kind::NullValue(_)) => Json::Null,
         Some(Kind::BoolValue(flag)) => Json::Bool(flag),
@@ -49,7 +49,7 @@ pub fn json_to_struct(value: &Map<String, Json>) -> Struct {
     }
 }
 
-fn json_to_value(value: &Json) -> Value {
+pub fn json_to_value(value: &Json) -> Value {
     let kind = match value {
         Json::Null => Kind::NullValue(0),
         Json::Bool(flag) => Kind::BoolValue(*flag),

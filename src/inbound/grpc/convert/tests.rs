@@ -29,6 +29,7 @@ fn a_full_request_converts_to_the_openai_shape() {
                 parts: vec![
                     pb::ContentPart {
                         part: Some(pb::content_part::Part::Text("what is this?".into())),
+                        extra: None,
                     },
                     pb::ContentPart {
                         part: Some(pb::content_part::Part::ImageData(pb::ImageData {
@@ -36,6 +37,7 @@ fn a_full_request_converts_to_the_openai_shape() {
                             mime_type: "image/png".into(),
                             detail: String::new(),
                         })),
+                        extra: None,
                     },
                 ],
                 ..pb::Message::default()
@@ -48,6 +50,7 @@ fn a_full_request_converts_to_the_openai_shape() {
                         name: "get_weather".into(),
                         arguments: "{\"city\":\"Oslo\"}".into(),
                     }),
+                    ..pb::ToolCall::default()
                 }],
                 ..pb::Message::default()
             },
@@ -70,6 +73,7 @@ fn a_full_request_converts_to_the_openai_shape() {
                 parameters: Some(prost_types::Struct::default()),
                 strict: None,
             })),
+            extra: None,
         }],
         tool_choice: Some(pb::ToolChoice {
             choice: Some(pb::tool_choice::Choice::Mode(
@@ -87,11 +91,11 @@ fn a_full_request_converts_to_the_openai_shape() {
     };
     let converted = request_from_proto(request).unwrap();
     assert_eq!(converted.metadata["team"], "search");
-    let json = serde_json::to_value(&converted).unwrap();
+    assert_eq!(converted.model, "gpt-4o-mini");
+    assert_eq!(converted.max_output_tokens, Some(100));
     assert_eq!(
-        json,
+        serde_json::Value::Object(converted.body),
         serde_json::json!({
-            "model": "gpt-4o-mini",
             "messages": [
                 {"role": "system", "content": "be brief"},
                 {"role": "user", "content": [
@@ -104,7 +108,6 @@ fn a_full_request_converts_to_the_openai_shape() {
                 {"role": "tool", "content": "12C", "tool_call_id": "call_1"}
             ],
             "temperature": 0.5,
-            "max_tokens": 100,
             "stop": ["END"],
             "seed": 7,
             "reasoning_effort": "low",
@@ -156,6 +159,7 @@ fn content_and_parts_together_are_rejected() {
     let mut message = text(pb::Role::User, "hi");
     message.parts.push(pb::ContentPart {
         part: Some(pb::content_part::Part::Text("x".into())),
+        extra: None,
     });
     let request = pb::ChatRequest {
         model: "m".into(),
@@ -183,13 +187,15 @@ fn struct_numbers_keep_integers_integral() {
 
 #[test]
 fn chunks_carry_tool_call_deltas_and_usage() {
-    let chunk: model::ChatChunk = serde_json::from_value(serde_json::json!({
+    let event = serde_json::json!({
         "id": "c1", "created": 1, "model": "m",
         "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 1, "id": "call_2", "function": {"name": "f", "arguments": "{\"a\""}}]}, "finish_reason": null}],
         "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7, "prompt_tokens_details": {"cached_tokens": 2}, "completion_tokens_details": {"reasoning_tokens": 1}}
-    }))
-    .unwrap();
-    let proto = chunk_to_proto(chunk, "openai");
+    });
+    let chunk = crate::upstream::stream_reader::StreamReader::default()
+        .read(event.to_string())
+        .unwrap();
+    let proto = chunk_to_proto(&chunk, "openai");
     assert_eq!(proto.provider, "openai");
     let call = &proto.choices[0].tool_calls[0];
     assert_eq!(

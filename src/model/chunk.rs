@@ -1,0 +1,61 @@
+//! One streamed event of an answer: the upstream's bytes, and what the
+//! sidecar read from them. Built by the upstream's stream reader
+//! (`upstream::stream_reader`), which also judges completion and repairs
+//! tool-call indexes.
+
+use super::usage::Usage;
+use bytes::Bytes;
+use serde_json::Value;
+use std::ops::Range;
+
+/// A `chat.completion.chunk` event.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChatChunk {
+    /// The event's JSON object as the upstream sent it, apart from the
+    /// documented repairs (a tool-call `index` or `type` it left out).
+    pub json: Bytes,
+    /// Where a top-level `"usage": null` member sits in `json`, with the
+    /// comma that separates it: OpenAI adds one to every chunk once usage
+    /// is asked for, and the sidecar always asks, so it is cut out again
+    /// for a caller that did not.
+    pub null_usage: Option<Range<usize>>,
+    /// Token counts, on the chunk that reports them.
+    pub usage: Option<Usage>,
+    /// The chunk has no choices (`choices` is empty or missing): with
+    /// usage, it is the usage-only chunk that ends a stream.
+    pub no_choices: bool,
+    /// `(choice index, finish reason)` for each choice this chunk ends.
+    pub finish_reasons: Vec<(u32, String)>,
+    /// Bytes of generated text (content, refusal, reasoning, arguments).
+    pub output_bytes: usize,
+    /// The response id and served model, on the first chunk that names a
+    /// model (the rest of the stream repeats them).
+    pub identity: Option<Box<Identity>>,
+}
+
+/// Who answered, as the stream's first chunk says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub id: String,
+    pub model: String,
+}
+
+impl ChatChunk {
+    /// The usage-only chunk: no choices, and a usage object.
+    pub fn is_usage_only(&self) -> bool {
+        self.no_choices && self.usage.is_some()
+    }
+
+    /// The event as a JSON value (for the gRPC edge and opt-in capture);
+    /// `Value::Null` if the bytes are not JSON.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_slice(&self.json).unwrap_or(Value::Null)
+    }
+
+    /// The event's text for a caller that did not ask for usage: `json`
+    /// without its `"usage": null` member.
+    pub fn json_without_null_usage(&self) -> Option<(&[u8], &[u8])> {
+        let range = self.null_usage.clone()?;
+        Some((&self.json[..range.start], &self.json[range.end..]))
+    }
+}

@@ -1,0 +1,88 @@
+//! The upstream response headers that reach the caller: the provider's
+//! rate-limit state (`x-ratelimit-*`), when to retry (`retry-after`,
+//! `retry-after-ms`), and its own request id, renamed
+//! `x-upstream-request-id` because `x-request-id` is the call's own id.
+//! HTTP callers get them as headers, gRPC callers as response metadata
+//! (or trailers, on an error).
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+/// The name an upstream's request id travels under to the caller.
+pub const UPSTREAM_REQUEST_ID: &str = "x-upstream-request-id";
+
+/// Selected upstream headers, names lower-case, in the upstream's order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassedHeaders(Vec<(HeaderName, HeaderValue)>);
+
+impl PassedHeaders {
+    /// Picks the headers a caller should see from an upstream response.
+    pub fn from_upstream(headers: &HeaderMap) -> PassedHeaders {
+        let mut passed = Vec::new();
+        for (name, value) in headers {
+            let text = name.as_str();
+            if text.starts_with("x-ratelimit-") || text == "retry-after" || text == "retry-after-ms"
+            {
+                passed.push((name.clone(), value.clone()));
+            } else if text == "x-request-id" {
+                passed.push((HeaderName::from_static(UPSTREAM_REQUEST_ID), value.clone()));
+            }
+        }
+        PassedHeaders(passed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.0.iter().map(|(name, value)| (name, value))
+    }
+
+    /// Adds them to `headers`, leaving alone any the sidecar set itself.
+    pub fn add_to(&self, headers: &mut HeaderMap) {
+        for (name, value) in self.iter() {
+            if !headers.contains_key(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limits_retry_and_the_request_id_pass() {
+        let mut upstream = HeaderMap::new();
+        for (name, value) in [
+            ("x-ratelimit-remaining-requests", "9"),
+            ("x-ratelimit-reset-tokens", "6ms"),
+            ("retry-after", "2"),
+            ("x-request-id", "req_123"),
+            ("set-cookie", "secret=1"),
+            ("content-type", "application/json"),
+        ] {
+            upstream.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let passed = PassedHeaders::from_upstream(&upstream);
+        let names: Vec<&str> = passed.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-tokens",
+                "retry-after",
+                UPSTREAM_REQUEST_ID
+            ]
+        );
+        let mut out = HeaderMap::new();
+        out.insert("retry-after", HeaderValue::from_static("5"));
+        passed.add_to(&mut out);
+        assert_eq!(out["retry-after"], "5");
+        assert_eq!(out[UPSTREAM_REQUEST_ID], "req_123");
+    }
+}

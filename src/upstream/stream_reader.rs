@@ -1,0 +1,294 @@
+//! Upstream stream events → [`ChatChunk`]s, and the judgement of when a
+//! stream is complete.
+//!
+//! Reading: each event's JSON is kept as the upstream sent it; a borrowed,
+//! lenient view ([`AnswerView`]) reads the little the sidecar needs.
+//!
+//! Completion is judged per choice: a stream is complete after `[DONE]`
+//! (the caller of this reader sees that), or when every choice that
+//! appeared has a finish reason. A choice that never appears does not make
+//! a stream incomplete; one that appeared without finishing does.
+//!
+//! Repairs (the only edits made to an event): streamed tool-call pieces
+//! without an `index` (Gemini and Ollama send them so) get one, and the
+//! piece that opens a call gets `"type": "function"` if it has none
+//! (OpenAI's SDK stream helpers refuse a call without it). Without an
+//! index, a piece with a new `id`, or with a `function.name` while the
+//! current call already has a name, opens the next call of its choice; a
+//! piece with neither continues the last opened call. Calls are never
+//! merged.
+
+use crate::model::view::{AnswerView, ToolCallView, is_null};
+use crate::model::{ChatChunk, Identity, Usage};
+use bytes::Bytes;
+use serde_json::Value;
+use std::ops::Range;
+
+/// Why an event cannot be passed on as a chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventProblem {
+    /// Not a JSON object.
+    Malformed(String),
+    /// An `{"error": ...}` event: the upstream failed midway.
+    InBand(Value),
+    /// A choice ended with `finish_reason: "error"`.
+    FinishError,
+}
+
+/// The state of one stream: which choices appeared and finished, and the
+/// tool calls each has opened.
+#[derive(Debug, Default)]
+pub struct StreamReader {
+    choices: Vec<ChoiceState>,
+    identity_seen: bool,
+}
+
+#[derive(Debug)]
+struct ChoiceState {
+    index: u32,
+    finished: bool,
+    /// Tool calls opened so far: the next index-less call gets this index.
+    calls: u32,
+    /// The call that index-less pieces continue.
+    current: Option<CurrentCall>,
+}
+
+#[derive(Debug)]
+struct CurrentCall {
+    index: u32,
+    id: Option<String>,
+    named: bool,
+}
+
+/// An edit to one tool-call piece: at `choices[choice].delta.tool_calls[call]`.
+#[derive(Debug)]
+struct Repair {
+    choice: usize,
+    call: usize,
+    index: Option<u32>,
+    add_type: bool,
+}
+
+impl StreamReader {
+    /// Reads one event's data (its JSON text).
+    pub fn read(&mut self, data: String) -> Result<ChatChunk, EventProblem> {
+        if !data.trim_start().starts_with('{') {
+            return Err(EventProblem::Malformed(
+                "a stream event is not a JSON object".to_owned(),
+            ));
+        }
+        let view: AnswerView = serde_json::from_str(&data).map_err(|error| {
+            EventProblem::Malformed(format!("a stream event is not a chat chunk: {error}"))
+        })?;
+        if let Some(error) = view.error.filter(|raw| !is_null(raw)) {
+            return Err(EventProblem::InBand(
+                serde_json::from_str(error.get()).unwrap_or(Value::Null),
+            ));
+        }
+        let mut chunk = ChatChunk::default();
+        let mut repairs = Vec::new();
+        let mut any_choice = false;
+        for (position, choice) in view.choices.0.iter().enumerate() {
+            let Some(choice) = choice.0.as_ref() else {
+                continue;
+            };
+            any_choice = true;
+            let index = choice.index.0.unwrap_or(position as u32);
+            let state = self.choice(index);
+            if let Some(reason) = choice.finish_reason.as_deref() {
+                if reason == "error" {
+                    return Err(EventProblem::FinishError);
+                }
+                state.finished = true;
+                chunk.finish_reasons.push((index, reason.to_owned()));
+            }
+            let Some(delta) = choice.delta.0.as_ref() else {
+                continue;
+            };
+            chunk.output_bytes += delta.output_bytes();
+            for (call, piece) in delta.tool_calls.0.iter().enumerate() {
+                if let Some(piece) = piece.0.as_ref() {
+                    let (index, add_type) = state.place(piece);
+                    if index.is_some() || add_type {
+                        repairs.push(Repair {
+                            choice: position,
+                            call,
+                            index,
+                            add_type,
+                        });
+                    }
+                }
+            }
+        }
+        chunk.no_choices = !any_choice;
+        match view.usage {
+            Some(raw) if is_null(raw) => {
+                chunk.null_usage = null_member(&data, raw.get(), "usage");
+            }
+            Some(raw) => chunk.usage = Usage::from_json_text(raw.get()),
+            None => {}
+        }
+        if !self.identity_seen && !view.model.is_empty() {
+            self.identity_seen = true;
+            chunk.identity = Some(Box::new(Identity {
+                id: view.id.as_deref().unwrap_or_default().to_owned(),
+                model: view.model.as_deref().unwrap_or_default().to_owned(),
+            }));
+        }
+        drop(view);
+        if repairs.is_empty() {
+            chunk.json = Bytes::from(data.into_bytes());
+        } else {
+            let repaired = repair(&data, &repairs)?;
+            chunk.null_usage = null_usage_of(&repaired);
+            chunk.json = Bytes::from(repaired.into_bytes());
+        }
+        Ok(chunk)
+    }
+
+    /// Every choice that appeared has finished (and at least one appeared).
+    pub fn all_choices_finished(&self) -> bool {
+        !self.choices.is_empty() && self.choices.iter().all(|choice| choice.finished)
+    }
+
+    /// The choices that appeared and did not finish, for error messages.
+    pub fn unfinished_choices(&self) -> Vec<u32> {
+        self.choices
+            .iter()
+            .filter(|choice| !choice.finished)
+            .map(|choice| choice.index)
+            .collect()
+    }
+
+    fn choice(&mut self, index: u32) -> &mut ChoiceState {
+        let position = match self.choices.iter().position(|c| c.index == index) {
+            Some(position) => position,
+            None => {
+                self.choices.push(ChoiceState {
+                    index,
+                    finished: false,
+                    calls: 0,
+                    current: None,
+                });
+                self.choices.len() - 1
+            }
+        };
+        &mut self.choices[position]
+    }
+}
+
+impl ChoiceState {
+    /// Which call a piece belongs to; returns the index to write when the
+    /// piece has none, and whether it opens a call without a `type`.
+    fn place(&mut self, piece: &ToolCallView) -> (Option<u32>, bool) {
+        let id = piece.id.as_deref().filter(|id| !id.is_empty());
+        let name = piece.name().is_some_and(|name| !name.is_empty());
+        let add_type = id.is_some() && piece.kind.0.is_none();
+        let (index, missing) = match piece.index.0 {
+            Some(index) => (index, false),
+            None => {
+                let opens = match &self.current {
+                    None => true,
+                    // An id names its call: the same id continues it,
+                    // even when the upstream repeats the name.
+                    Some(current) => match id {
+                        Some(id) => current.id.as_deref() != Some(id),
+                        None => name && current.named,
+                    },
+                };
+                let index = if opens {
+                    self.calls
+                } else {
+                    self.current.as_ref().map_or(0, |current| current.index)
+                };
+                (index, true)
+            }
+        };
+        self.calls = self.calls.max(index + 1);
+        match &mut self.current {
+            Some(current) if current.index == index => {
+                if let Some(id) = id {
+                    current.id = Some(id.to_owned());
+                }
+                current.named |= name;
+            }
+            _ => {
+                self.current = Some(CurrentCall {
+                    index,
+                    id: id.map(str::to_owned),
+                    named: name,
+                });
+            }
+        }
+        (missing.then_some(index), add_type)
+    }
+}
+
+/// Applies the repairs to the event (rare: decoding it whole is fine).
+fn repair(data: &str, repairs: &[Repair]) -> Result<String, EventProblem> {
+    let mut event: Value = serde_json::from_str(data)
+        .map_err(|error| EventProblem::Malformed(format!("a stream event is invalid: {error}")))?;
+    for repair in repairs {
+        let piece = event
+            .get_mut("choices")
+            .and_then(|choices| choices.get_mut(repair.choice))
+            .and_then(|choice| choice.get_mut("delta"))
+            .and_then(|delta| delta.get_mut("tool_calls"))
+            .and_then(|calls| calls.get_mut(repair.call))
+            .and_then(Value::as_object_mut);
+        if let Some(piece) = piece {
+            if let Some(index) = repair.index {
+                piece.shift_insert(0, "index".to_owned(), Value::from(index));
+            }
+            if repair.add_type {
+                piece.insert("type".to_owned(), Value::from("function"));
+            }
+        }
+    }
+    serde_json::to_string(&event)
+        .map_err(|error| EventProblem::Malformed(format!("a stream event is invalid: {error}")))
+}
+
+fn null_usage_of(text: &str) -> Option<Range<usize>> {
+    let view: AnswerView = serde_json::from_str(text).ok()?;
+    let raw = view.usage.filter(|raw| is_null(raw))?;
+    null_member(text, raw.get(), "usage")
+}
+
+/// The byte range of the top-level member `"key": <value>` in `object`,
+/// with the comma that separates it from its neighbour, given `value` (a
+/// slice of `object`). `None` when the member is not written plainly (an
+/// escaped key): the member then stays.
+fn null_member(object: &str, value: &str, key: &str) -> Option<Range<usize>> {
+    let bytes = object.as_bytes();
+    let value_start = (value.as_ptr() as usize).checked_sub(object.as_ptr() as usize)?;
+    let value_end = value_start + value.len();
+    let is_space = |b: &u8| b" \t\r\n".contains(b);
+    let before = |end: usize| bytes[..end].iter().rposition(|b| !is_space(b));
+    let colon = before(value_start)?;
+    (bytes[colon] == b':').then_some(())?;
+    let key_end = before(colon)? + 1;
+    let quoted = format!("\"{key}\"");
+    let key_start = key_end.checked_sub(quoted.len())?;
+    (object.get(key_start..key_end)? == quoted).then_some(())?;
+    let opener = before(key_start)?;
+    match bytes[opener] {
+        // `, "usage": null`: take the comma before it.
+        b',' => Some(opener..value_end),
+        // `{"usage": null, ...}`: take the comma after it, if any.
+        b'{' => {
+            let after = bytes[value_end..]
+                .iter()
+                .position(|b| !is_space(b))
+                .map_or(value_end, |offset| value_end + offset);
+            match bytes.get(after) {
+                Some(b',') => Some(key_start..after + 1),
+                _ => Some(key_start..value_end),
+            }
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;
