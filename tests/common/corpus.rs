@@ -10,8 +10,6 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-pub use edits::{expected_stream_events, finish_reasons, stream_completed};
-
 /// One recorded exchange: what a caller sends and what the provider answers.
 #[derive(Debug, Clone)]
 pub struct Case {
@@ -95,4 +93,22 @@ pub fn scenario(case: &Case) -> Value {
         (None, Some(events)) => json!({ "raw_events": events }),
         (None, None) => unreachable!("load() checks a case has one of them"),
     }
+}
+
+/// What a facade caller must receive for `case`'s events, `[DONE]` included
+/// as the string `"[DONE]"`, after the documented edits.
+/// `caller_asked_usage` is the caller's `stream_options.include_usage`.
+/// Panics if `case` is not a stream case.
+pub fn expected_stream_events(case: &Case, caller_asked_usage: bool) -> Vec<Value> {
+    edits::expected(case, caller_asked_usage)
+}
+
+/// Every choice seen in `events` got a finish reason (and one was seen).
+pub fn stream_completed(events: &[Value]) -> bool {
+    edits::completed(events)
+}
+
+/// The non-null finish reasons in `events`, in the order they appear.
+pub fn finish_reasons(events: &[Value]) -> Vec<String> {
+    edits::finish_reasons(events)
 }

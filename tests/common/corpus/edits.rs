@@ -12,10 +12,8 @@ use super::Case;
 
 const DONE: &str = "[DONE]";
 
-/// What a facade caller must receive for `case`'s events, `[DONE]` included
-/// as the string `"[DONE]"`. `caller_asked_usage` is the caller's
-/// `stream_options.include_usage`. Panics if `case` is not a stream case.
-pub fn expected_stream_events(case: &Case, caller_asked_usage: bool) -> Vec<Value> {
+/// See [`super::expected_stream_events`].
+pub(super) fn expected(case: &Case, caller_asked_usage: bool) -> Vec<Value> {
     let events = case
         .events
         .as_ref()
@@ -37,14 +35,14 @@ pub fn expected_stream_events(case: &Case, caller_asked_usage: bool) -> Vec<Valu
         calls.fill_in(&mut chunk);
         out.push(Value::Object(chunk));
     }
-    if !events.iter().any(is_done) && stream_completed(events) {
+    if !events.iter().any(is_done) && completed(events) {
         out.push(json!(DONE));
     }
     out
 }
 
-/// Every choice seen in `events` got a finish reason (and one was seen).
-pub fn stream_completed(events: &[Value]) -> bool {
+/// See [`super::stream_completed`].
+pub(super) fn completed(events: &[Value]) -> bool {
     let mut finished: BTreeMap<u64, bool> = BTreeMap::new();
     for choice in events.iter().flat_map(choices) {
         let done = choice
@@ -55,8 +53,8 @@ pub fn stream_completed(events: &[Value]) -> bool {
     !finished.is_empty() && finished.values().all(|done| *done)
 }
 
-/// The non-null finish reasons in `events`, in the order they appear.
-pub fn finish_reasons(events: &[Value]) -> Vec<String> {
+/// See [`super::finish_reasons`].
+pub(super) fn finish_reasons(events: &[Value]) -> Vec<String> {
     events
         .iter()
         .flat_map(choices)
