@@ -3,7 +3,8 @@
 //!
 //! Tests start it in-process ([`FakeUpstream::start`]) and tell it, per
 //! request, how to misbehave: a `"fake"` object in the JSON body, or the
-//! `x-fake-scenario` header holding the same JSON (see [`Scenario`]). It
+//! `x-fake-scenario` header holding the same JSON (see [`Scenario`]), or to
+//! replay a recorded provider body, stream or error verbatim. It
 //! records every request, counts accepted TCP connections (to prove connection
 //! reuse) and counts responses the client abandoned before they were finished
 //! (to prove cancellation propagates upstream).

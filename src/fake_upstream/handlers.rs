@@ -115,11 +115,16 @@ async fn chat_completions(
         Some(status) => {
             guard.disarm();
             let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            json_response(code, reply::error_json(status, &scenario))
+            let error = match &scenario.error_body {
+                Some(raw) => raw.to_string(),
+                None => reply::error_json(status, &scenario),
+            };
+            json_response(code, error)
         }
         None => respond(&shared, &body, &scenario, guard),
     };
     add_retry_headers(response.headers_mut(), &scenario);
+    add_scenario_headers(response.headers_mut(), &scenario);
     response
 }
 
@@ -130,17 +135,26 @@ fn respond(
     scenario: &Scenario,
     guard: DisconnectGuard,
 ) -> Response {
-    let answer = Answer::build(body, scenario, shared.next_id(), unix_now());
     let streaming = body.get("stream").and_then(Value::as_bool) == Some(true);
     if !streaming {
         guard.disarm();
+        if let Some(raw) = &scenario.raw_body {
+            return json_response(StatusCode::OK, raw.to_string());
+        }
+        let answer = Answer::build(body, scenario, shared.next_id(), unix_now());
         return json_response(StatusCode::OK, answer.completion_json(!scenario.no_usage));
     }
-    let include_usage = body
-        .pointer("/stream_options/include_usage")
-        .and_then(Value::as_bool)
-        == Some(true);
-    let steps = sse::script(&answer, scenario, include_usage);
+    let steps = match &scenario.raw_events {
+        Some(events) => sse::raw_script(events, scenario),
+        None => {
+            let answer = Answer::build(body, scenario, shared.next_id(), unix_now());
+            let include_usage = body
+                .pointer("/stream_options/include_usage")
+                .and_then(Value::as_bool)
+                == Some(true);
+            sse::script(&answer, scenario, include_usage)
+        }
+    };
     let stream = sse::body_stream(steps, scenario.split_bytes, scenario.stamp, guard);
     (
         StatusCode::OK,
@@ -167,6 +181,24 @@ fn add_retry_headers(headers: &mut HeaderMap, scenario: &Scenario) {
             HeaderName::from_static("retry-after-ms"),
             HeaderValue::from(ms),
         );
+    }
+}
+
+/// The scenario's extra headers; they override generated ones of the same
+/// name so a test can script e.g. its own `content-type`.
+fn add_scenario_headers(headers: &mut HeaderMap, scenario: &Scenario) {
+    for (name, value) in &scenario.headers {
+        let parsed = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        );
+        match parsed {
+            (Ok(name), Ok(value)) => {
+                headers.insert(name, value);
+            }
+            (Err(e), _) => tracing::warn!("fake upstream: bad header name {name:?}: {e}"),
+            (_, Err(e)) => tracing::warn!("fake upstream: bad value for header {name}: {e}"),
+        }
     }
 }
 

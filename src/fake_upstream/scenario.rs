@@ -2,6 +2,8 @@
 //! and how a request picks it (body `"fake"` object, `x-fake-scenario` header,
 //! or the server defaults).
 
+use std::collections::BTreeMap;
+
 use axum::http::HeaderMap;
 use serde::Deserialize;
 
@@ -16,6 +18,9 @@ pub const SCENARIO_HEADER: &str = "x-fake-scenario";
 /// A chosen scenario replaces the defaults wholesale (no field-wise merge), so a
 /// test always sees exactly what it asked for. Unknown keys are rejected with a
 /// 400 naming the key, so a typo cannot silently turn into "no misbehaviour".
+///
+/// The `raw_*` and `error_body` fields replay recorded provider bodies
+/// verbatim, for tests that check what passes through the sidecar unchanged.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Scenario {
@@ -88,6 +93,24 @@ pub struct Scenario {
     pub reasoning_tokens: Option<u32>,
     /// Model name in responses (default: the requested model).
     pub model: Option<String>,
+    /// Non-streaming: answer 200 with exactly this JSON (compact) instead of
+    /// the generated completion; the answer-shaping fields above are ignored.
+    pub raw_body: Option<serde_json::Value>,
+    /// Streaming: send one SSE event per element instead of the generated
+    /// stream. A JSON string is sent as the event data verbatim (so `"[DONE]"`
+    /// or `"{not json"` can be scripted), any other value as its compact JSON.
+    /// Nothing is added (no `[DONE]`, no usage chunk, no comments): the list is
+    /// exactly what is sent. `first_chunk_delay_ms`, `chunk_delay_ms`, `crlf`
+    /// and `split_bytes` still apply.
+    pub raw_events: Option<Vec<serde_json::Value>>,
+    /// With an error `status`: the error response body is exactly this JSON
+    /// instead of the generated OpenAI error object.
+    pub error_body: Option<serde_json::Value>,
+    /// Extra response headers sent on every response to this request
+    /// (success or error, unary or stream), e.g. `x-request-id` or
+    /// `x-ratelimit-remaining-requests`. Invalid names or values are skipped
+    /// with a warning.
+    pub headers: BTreeMap<String, String>,
 }
 
 /// Why a request's scenario could not be read; becomes a 400 for the client.

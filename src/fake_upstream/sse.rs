@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::Stream;
+use serde_json::Value;
 
 use super::Scenario;
 use super::guard::DisconnectGuard;
@@ -40,6 +41,18 @@ struct Script {
 }
 
 impl Script {
+    /// An empty script with the scenario's line ends and pacing.
+    fn new(scenario: &Scenario) -> Script {
+        Script {
+            steps: Vec::new(),
+            eol: if scenario.crlf { "\r\n" } else { "\n" },
+            data_frames: 0,
+            first_delay: Duration::from_millis(scenario.first_chunk_delay_ms),
+            chunk_delay: Duration::from_millis(scenario.chunk_delay_ms),
+            comments: scenario.comments,
+        }
+    }
+
     fn data(&mut self, payload: &str) {
         let pause = if self.data_frames == 0 {
             self.first_delay
@@ -71,14 +84,7 @@ pub(crate) fn script<'a>(
     scenario: &Scenario,
     include_usage: bool,
 ) -> Vec<Step> {
-    let mut s = Script {
-        steps: Vec::new(),
-        eol: if scenario.crlf { "\r\n" } else { "\n" },
-        data_frames: 0,
-        first_delay: Duration::from_millis(scenario.first_chunk_delay_ms),
-        chunk_delay: Duration::from_millis(scenario.chunk_delay_ms),
-        comments: scenario.comments,
-    };
+    let mut s = Script::new(scenario);
     if s.comments {
         s.comment(PROCESSING_COMMENT);
     }
@@ -151,6 +157,19 @@ pub(crate) fn script<'a>(
     }
     if !scenario.no_done {
         s.data("[DONE]");
+    }
+    s.steps
+}
+
+/// The streamed body for a scenario's `raw_events`: one data frame per
+/// event, a string as its text verbatim, anything else as compact JSON.
+pub(crate) fn raw_script(events: &[Value], scenario: &Scenario) -> Vec<Step> {
+    let mut s = Script::new(scenario);
+    for event in events {
+        match event {
+            Value::String(text) => s.data(text),
+            other => s.data(&other.to_string()),
+        }
     }
     s.steps
 }

@@ -628,3 +628,118 @@ fn split_even_respects_chars() {
     assert_eq!(split_even("", 3), [""]);
     assert_eq!(split_even("ab", 0), ["ab"]);
 }
+
+#[tokio::test]
+async fn raw_body_is_answered_verbatim() {
+    let fake = FakeUpstream::start().await.unwrap();
+    let raw = json!({"id": "chatcmpl-rec", "object": "chat.completion", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "hi", "refusal": null},
+         "logprobs": null, "finish_reason": "stop"}],
+        "system_fingerprint": "fp_1", "usage": {"prompt_tokens": 1, "completion_tokens": 1}});
+    let res = chat(
+        fake.addr(),
+        &json!({"model": "m", "messages": [], "fake": {"raw_body": raw}}),
+    )
+    .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("content-type"), Some("application/json"));
+    assert_eq!(res.text(), raw.to_string(), "compact, nothing added");
+    assert_eq!(res.json(), raw);
+}
+
+#[tokio::test]
+async fn raw_events_are_streamed_as_listed() {
+    let fake = FakeUpstream::start().await.unwrap();
+    let events = json!([
+        {"id": "c1", "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": null}]},
+        "{not json",
+        {"id": "c1", "choices": [], "usage": {"prompt_tokens": 2}},
+    ]);
+    let res = chat(
+        fake.addr(),
+        &json!({"stream": true, "stream_options": {"include_usage": true}, "messages": [],
+                "fake": {"raw_events": events, "crlf": true}}),
+    )
+    .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("content-type"), Some("text/event-stream"));
+    let text = res.text();
+    assert!(
+        !text.replace("\r\n", "").contains('\n'),
+        "bare LF in {text:?}"
+    );
+    let data = res.sse_data();
+    assert_eq!(data.len(), 3, "no [DONE] or usage added: {data:?}");
+    assert_eq!(data[0], events[0].to_string());
+    assert_eq!(data[1], "{not json");
+    assert_eq!(data[2], events[2].to_string());
+
+    // A string event is sent verbatim, so a test scripts its own [DONE].
+    let res = chat(
+        fake.addr(),
+        &json!({"stream": true, "messages": [],
+                "fake": {"raw_events": [{"x": 1}, "[DONE]"], "split_bytes": 4}}),
+    )
+    .await;
+    assert!(res.chunks.iter().all(|c| c.len() <= 4));
+    assert_eq!(res.sse_data(), [r#"{"x":1}"#, "[DONE]"]);
+}
+
+#[tokio::test]
+async fn error_body_replaces_the_generated_error() {
+    let fake = FakeUpstream::start().await.unwrap();
+    let raw = json!({"error": {"message": "slow down", "type": "rate_limit_error",
+                     "param": null, "code": "rate_limit_exceeded"}, "provider": "x"});
+    for stream in [false, true] {
+        let res = chat(
+            fake.addr(),
+            &json!({"stream": stream, "messages": [],
+                    "fake": {"status": 429, "error_body": raw, "retry_after": "1"}}),
+        )
+        .await;
+        assert_eq!(res.status, 429);
+        assert_eq!(res.header("retry-after"), Some("1"));
+        assert_eq!(res.json(), raw);
+    }
+}
+
+#[tokio::test]
+async fn scenario_headers_are_sent_on_every_kind_of_response() {
+    let fake = FakeUpstream::start().await.unwrap();
+    let headers = json!({"x-request-id": "req_123", "x-ratelimit-remaining-requests": "59"});
+    let scenarios = [
+        json!({"stream": false, "messages": [], "fake": {"headers": headers}}),
+        json!({"stream": true, "messages": [], "fake": {"headers": headers}}),
+        json!({"stream": false, "messages": [], "fake": {"headers": headers, "raw_body": {}}}),
+        json!({"stream": true, "messages": [], "fake": {"headers": headers, "raw_events": []}}),
+        json!({"stream": false, "messages": [], "fake": {"headers": headers, "status": 500}}),
+    ];
+    for body in &scenarios {
+        let res = chat(fake.addr(), body).await;
+        assert_eq!(res.header("x-request-id"), Some("req_123"), "{body}");
+        assert_eq!(
+            res.header("x-ratelimit-remaining-requests"),
+            Some("59"),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn raw_fields_only_apply_to_their_kind_of_request() {
+    let fake = FakeUpstream::start().await.unwrap();
+    // A stream request with only `raw_body` gets the generated stream, and a
+    // unary one with only `raw_events` the generated completion.
+    let res = chat(
+        fake.addr(),
+        &json!({"stream": true, "messages": [], "fake": {"reply": "x", "raw_body": {"a": 1}}}),
+    )
+    .await;
+    assert_eq!(streamed_content(&chunks_of(&res.sse_data())), "x");
+    let res = chat(
+        fake.addr(),
+        &json!({"messages": [], "fake": {"reply": "y", "raw_events": ["[DONE]"]}}),
+    )
+    .await;
+    assert_eq!(res.json()["choices"][0]["message"]["content"], "y");
+}

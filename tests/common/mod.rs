@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod corpus;
 pub mod process;
 
 use llm_sidecar::client::{chat_client, connect_uds};
