@@ -62,7 +62,9 @@ impl ChatResponse {
                 .filter_map(|choice| choice.finish_reason.as_deref())
                 .map(str::to_owned)
                 .collect(),
-            usage: view.usage.and_then(|raw| Usage::from_json_text(raw.get())),
+            usage: view
+                .usage_object()
+                .and_then(|raw| Usage::from_json_text(raw.get())),
             output_bytes,
         };
         drop(view);

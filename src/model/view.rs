@@ -24,6 +24,29 @@ pub struct AnswerView<'a> {
     /// An in-band error object (OpenRouter reports failures this way).
     #[serde(borrow, deserialize_with = "present")]
     pub error: Option<&'a RawValue>,
+    /// Groq's extension object: a stream's usage arrives in it.
+    #[serde(borrow)]
+    pub x_groq: LenientObject<GroqView<'a>>,
+}
+
+impl<'a> AnswerView<'a> {
+    /// The usage object: `usage`, else Groq's `x_groq.usage`; `None` when
+    /// neither is an object.
+    pub fn usage_object(&self) -> Option<&'a RawValue> {
+        let groq = self.x_groq.0.as_ref().and_then(|groq| groq.usage);
+        self.usage
+            .filter(|raw| !is_null(raw))
+            .or(groq)
+            .filter(|raw| !is_null(raw))
+    }
+}
+
+/// Groq's `x_groq`: only its usage is read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct GroqView<'a> {
+    #[serde(borrow, deserialize_with = "present")]
+    pub usage: Option<&'a RawValue>,
 }
 
 /// One choice: `message` in an answer, `delta` in a stream event.

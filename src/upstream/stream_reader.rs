@@ -121,13 +121,12 @@ impl StreamReader {
             }
         }
         chunk.no_choices = !any_choice;
-        match view.usage {
-            Some(raw) if is_null(raw) => {
-                chunk.null_usage = null_member(&data, raw.get(), "usage");
-            }
-            Some(raw) => chunk.usage = Usage::from_json_text(raw.get()),
-            None => {}
+        if let Some(raw) = view.usage.filter(|raw| is_null(raw)) {
+            chunk.null_usage = null_member(&data, raw.get(), "usage");
         }
+        chunk.usage = view
+            .usage_object()
+            .and_then(|raw| Usage::from_json_text(raw.get()));
         if !self.identity_seen && !view.model.is_empty() {
             self.identity_seen = true;
             chunk.identity = Some(Box::new(Identity {

@@ -120,18 +120,20 @@ fn tool_call_delta(mut fields: Map<String, Value>) -> pb::ToolCallDelta {
     }
 }
 
-/// The typed usage read from any spelling, and the object as it was sent.
+/// The typed usage read from any spelling, and the `usage` object as it was
+/// sent (`raw`; unset when the counts came from elsewhere, such as Groq's
+/// `x_groq.usage`, which stays in `extra` as sent).
 fn take_usage(fields: &mut Map<String, Value>, usage: Option<Usage>) -> Option<pb::Usage> {
     let raw = match fields.get("usage") {
-        Some(Value::Object(raw)) => json_to_struct(raw),
-        Some(Value::Null) => {
-            fields.shift_remove("usage");
-            return None;
-        }
-        // Another shape stays in `extra`, as sent.
-        _ => return None,
+        Some(Value::Object(raw)) => Some(json_to_struct(raw)),
+        _ => None,
     };
-    fields.shift_remove("usage");
+    if raw.is_some() || fields.get("usage").is_some_and(Value::is_null) {
+        fields.shift_remove("usage");
+    }
+    if raw.is_none() && usage.is_none() {
+        return None;
+    }
     let usage = usage.unwrap_or_default();
     Some(pb::Usage {
         prompt_tokens: usage.prompt_tokens,
@@ -140,7 +142,7 @@ fn take_usage(fields: &mut Map<String, Value>, usage: Option<Usage>) -> Option<p
         cached_prompt_tokens: usage.cached_prompt_tokens(),
         reasoning_tokens: usage.reasoning_tokens(),
         cache_write_tokens: usage.cache_write_tokens.unwrap_or(0),
-        raw: Some(raw),
+        raw,
     })
 }
 
