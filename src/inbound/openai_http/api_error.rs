@@ -30,9 +30,10 @@ pub struct ApiError {
     /// What the error is about, e.g. `messages[0].role`.
     pub param: Option<String>,
     pub code: Option<String>,
-    /// The sidecar's classification for `x-llm-error-reason`: the gRPC
-    /// ErrorInfo reason (`UPSTREAM_RATE_LIMITED`), or for a request the
-    /// facade could not read, its `code`.
+    /// The sidecar's classification for `x-llm-error-reason` (written in
+    /// upper case): the gRPC ErrorInfo reason (`UPSTREAM_RATE_LIMITED`), or
+    /// for a request the facade could not read, its `code`
+    /// (`INVALID_JSON`).
     pub reason: &'static str,
     /// Where a call's failure came from; `None` for a request refused
     /// before any call (boxed: most errors have none).
@@ -255,10 +256,10 @@ impl IntoResponse for ApiError {
         {
             headers.insert(HeaderName::from_static("x-llm-provider"), provider);
         }
-        headers.insert(
-            HeaderName::from_static(ERROR_REASON_HEADER),
-            HeaderValue::from_static(self.reason),
-        );
+        // Upper case for every error, as gRPC ErrorInfo reasons are.
+        if let Ok(reason) = HeaderValue::from_str(&self.reason.to_ascii_uppercase()) {
+            headers.insert(HeaderName::from_static(ERROR_REASON_HEADER), reason);
+        }
         if let Some(origin) = &self.origin {
             origin.headers.add_to(headers);
         }
