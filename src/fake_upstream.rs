@@ -12,9 +12,12 @@
 //! Routes: `POST /v1/chat/completions` (also `/chat/completions` and
 //! `/api/v1/chat/completions`) and `GET /v1/models` (also `/models`,
 //! `/api/v1/models`). Anything else is recorded and answered with 404/405.
+//! Out-of-process tests read and clear the recording through
+//! `GET`/`DELETE /_fake/requests` (see `inspect`), which are not recorded.
 
 mod guard;
 mod handlers;
+mod inspect;
 mod listener;
 mod reply;
 mod scenario;

@@ -13,13 +13,16 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::guard::DisconnectGuard;
+use super::inspect;
 use super::reply::{self, Answer};
 use super::state::Shared;
 use super::{RecordedRequest, Scenario, sse};
 
-/// All routes; every path, including unknown ones, records the request first.
+/// All routes; every path, including unknown ones, records the request
+/// first, except the fake's own inspection routes.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .merge(inspect::routes())
         .route(
             "/v1/chat/completions",
             post(chat_completions).fallback(wrong_method),

@@ -51,6 +51,10 @@ impl Shared {
         lock(&self.requests).clone()
     }
 
+    pub(crate) fn clear_requests(&self) {
+        lock(&self.requests).clear();
+    }
+
     /// Model names seen in recorded request bodies, in first-seen order.
     pub(crate) fn models_seen(&self) -> Vec<String> {
         let mut seen: Vec<String> = Vec::new();

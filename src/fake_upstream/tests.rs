@@ -743,3 +743,82 @@ async fn raw_fields_only_apply_to_their_kind_of_request() {
     .await;
     assert_eq!(res.json()["choices"][0]["message"]["content"], "y");
 }
+
+#[tokio::test]
+async fn requests_endpoint_lists_recorded_requests_without_authorization() {
+    let fake = FakeUpstream::start().await.unwrap();
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "x"}]});
+    chat(fake.addr(), &json!({"messages": []})).await;
+    let res = request(
+        fake.addr(),
+        "POST",
+        "/v1/chat/completions",
+        &[("Authorization", "Bearer sk-secret"), ("X-Custom", "v")],
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(res.status, 200);
+    request(fake.addr(), "GET", "/v1/elsewhere?q=1", &[], "not json").await;
+
+    let res = request(fake.addr(), "GET", "/_fake/requests", &[], "").await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("content-type"), Some("application/json"));
+    assert!(!res.text().contains("sk-secret"), "{}", res.text());
+    let listed = res.json();
+    let listed = listed.as_array().expect("a list");
+    assert_eq!(listed.len(), 3, "the inspection call is not recorded");
+    assert_eq!(listed[1]["method"], "POST");
+    assert_eq!(listed[1]["path"], "/v1/chat/completions");
+    assert_eq!(listed[1]["body"], body);
+    assert_eq!(listed[1]["headers"]["x-custom"], "v");
+    assert_eq!(listed[1]["headers"]["content-type"], "application/json");
+    assert!(listed[1]["headers"].get("authorization").is_none());
+    assert_eq!(listed[2]["method"], "GET");
+    assert_eq!(listed[2]["path"], "/v1/elsewhere");
+    assert_eq!(listed[2]["body"], Value::Null);
+    // In-process callers still see the key: only the endpoint hides it.
+    assert_eq!(
+        fake.requests()[1].header("authorization"),
+        Some("Bearer sk-secret")
+    );
+}
+
+#[tokio::test]
+async fn requests_endpoint_delete_clears_the_recording() {
+    let fake = FakeUpstream::start().await.unwrap();
+    chat(fake.addr(), &json!({"messages": []})).await;
+    let res = request(fake.addr(), "DELETE", "/_fake/requests", &[], "").await;
+    assert_eq!(res.status, 204);
+    assert!(fake.requests().is_empty());
+    let res = request(fake.addr(), "GET", "/_fake/requests", &[], "").await;
+    assert_eq!(res.json(), json!([]));
+
+    chat(fake.addr(), &json!({"model": "after", "messages": []})).await;
+    let res = request(fake.addr(), "GET", "/_fake/requests", &[], "").await;
+    let listed = res.json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    assert_eq!(listed[0]["body"]["model"], "after");
+    // Other methods are refused and leave no trace either.
+    let res = request(fake.addr(), "POST", "/_fake/requests", &[], "{}").await;
+    assert_eq!(res.status, 405);
+    assert_eq!(fake.requests().len(), 1);
+}
+
+#[test]
+fn repeated_headers_are_joined_in_the_listing() {
+    let recorded = super::RecordedRequest {
+        method: "POST".into(),
+        path: "/v1/chat/completions".into(),
+        headers: vec![
+            ("x-a".into(), "1".into()),
+            ("authorization".into(), "Bearer k".into()),
+            ("x-a".into(), "2".into()),
+        ],
+        body: json!({"k": 1}),
+    };
+    assert_eq!(
+        super::inspect::to_json(&recorded),
+        json!({"method": "POST", "path": "/v1/chat/completions",
+               "headers": {"x-a": "1, 2"}, "body": {"k": 1}})
+    );
+}

@@ -1,17 +1,24 @@
-"""Fixtures: stubs generated from our .proto by grpcio-tools, and a real
-llm-sidecar process on a temporary Unix socket (embedded default config)."""
+"""Fixtures: stubs generated from our .proto by grpcio-tools, a real
+llm-sidecar process on a temporary Unix socket (embedded default config),
+and, for the HTTP facade tests, the real llm-sidecar in front of the real
+fake-upstream binary, one pair per test module."""
 
+import dataclasses
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 import grpc
+import openai
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+UPSTREAM_KEY = "sk-test-python-0123456789abcdef"
 
 
 @pytest.fixture(scope="session")
@@ -39,26 +46,35 @@ def stubs():
     return chat_pb2, chat_pb2_grpc
 
 
+def sidecar_binary():
+    return pathlib.Path(os.environ.get("LLM_SIDECAR_BIN", ROOT / "target/debug/llm-sidecar"))
+
+
+def child_env():
+    # The sidecar must see only the keys a test gives it, never the machine's.
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env["LLM_SIDECAR_LOG"] = "warn"
+    env["RUST_LOG"] = "warn"
+    return env
+
+
 @pytest.fixture(scope="session")
 def sidecar():
     """Starts the real binary and yields its socket path."""
-    binary = os.environ.get("LLM_SIDECAR_BIN", str(ROOT / "target/debug/llm-sidecar"))
     workdir = tempfile.mkdtemp(prefix="llm-sidecar-py-")
-    socket = os.path.join(workdir, "sidecar.sock")
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    env["LLM_SIDECAR_LOG"] = "warn"
+    socket_path = os.path.join(workdir, "sidecar.sock")
     process = subprocess.Popen(
-        [binary, "serve", "--uds", socket, "--tcp", "", "--http", "", "--admin", "",
-         "--ledger", os.path.join(workdir, "ledger.sqlite3")],
-        env=env,
+        [str(sidecar_binary()), "serve", "--uds", socket_path, "--tcp", "", "--http", "",
+         "--admin", "", "--ledger", os.path.join(workdir, "ledger.sqlite3")],
+        env=child_env(),
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 20
-    while not os.path.exists(socket):
+    while not os.path.exists(socket_path):
         assert process.poll() is None, "llm-sidecar exited during start-up"
         assert time.monotonic() < deadline, "llm-sidecar did not create its socket"
         time.sleep(0.02)
-    yield socket
+    yield socket_path
     process.terminate()
     assert process.wait(timeout=20) == 0
 
@@ -71,3 +87,119 @@ def channel(sidecar):
     with grpc.insecure_channel(f"unix://{sidecar}", options=options) as channel:
         grpc.channel_ready_future(channel).result(timeout=10)
         yield channel
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(ready, process, what):
+    deadline = time.monotonic() + 20
+    while not ready():
+        assert process.poll() is None, f"{what} exited during start-up"
+        assert time.monotonic() < deadline, f"{what} did not start"
+        time.sleep(0.05)
+
+
+def answers(url):
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@dataclasses.dataclass(frozen=True)
+class Stack:
+    """Base URLs of a running sidecar facade and of the fake upstream
+    behind it (the latter for talking to the upstream directly)."""
+
+    facade: str
+    upstream: str
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """The fake upstream and llm-sidecar with its HTTP facade on a free
+    port, routing `fake-*` models to the fake as they are named."""
+    sidecar_bin = sidecar_binary()
+    fake_bin = sidecar_bin.parent / "fake-upstream"
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="llm-sidecar-openai-"))
+    env = child_env()
+    env["FAKE_KEY"] = UPSTREAM_KEY
+
+    fake_port = free_port()
+    fake = subprocess.Popen(
+        [str(fake_bin), "--listen", f"127.0.0.1:{fake_port}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    processes = [fake]
+    try:
+        upstream = f"http://127.0.0.1:{fake_port}/v1"
+        wait_until(lambda: answers(f"{upstream}/models"), fake, "fake-upstream")
+        http_port = free_port()
+        config = workdir / "sidecar.toml"
+        config.write_text(
+            f"""
+[server]
+uds = "{workdir / 'sidecar.sock'}"
+tcp = ""
+http = "127.0.0.1:{http_port}"
+
+[ledger]
+path = "{workdir / 'ledger.sqlite'}"
+
+[providers.fake]
+base_url = "{upstream}"
+api_key_env = "FAKE_KEY"
+circuit_failures = 0
+
+[[routes]]
+model = "fake-*"
+provider = "fake"
+"""
+        )
+        sidecar = subprocess.Popen(
+            [str(sidecar_bin), "serve", "--config", str(config)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        processes.append(sidecar)
+        base = f"http://127.0.0.1:{http_port}/v1"
+        wait_until(lambda: answers(f"{base}/models"), sidecar, "llm-sidecar")
+        yield Stack(facade=base, upstream=upstream)
+        sidecar.terminate()
+        assert sidecar.wait(timeout=20) == 0
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def facade(stack):
+    """The facade's base URL, what an OpenAI client is given."""
+    return stack.facade
+
+
+@pytest.fixture()
+def upstream_key():
+    """The key the sidecar holds for the fake; it must never reach a caller."""
+    return UPSTREAM_KEY
+
+
+@pytest.fixture()
+def client(facade):
+    # The sidecar holds the real keys; the SDK insists on one of its own.
+    # One attempt on each side: these tests are about what one call returns.
+    with openai.OpenAI(
+        base_url=facade,
+        api_key="unused-by-the-sidecar",
+        max_retries=0,
+        default_headers={"x-llm-max-attempts": "1"},
+    ) as client:
+        yield client

@@ -1,121 +1,13 @@
 """A team that already uses the official OpenAI Python SDK points its
 base_url at the sidecar's HTTP facade: chats, streams, tool calls and the
 SDK's own error classes must work unchanged. The real binary runs in front
-of the real fake-upstream binary; each request scripts the upstream with
-extra_body={"fake": {...}}."""
+of the real fake-upstream binary (the `facade` fixture in conftest.py); each
+request scripts the upstream with extra_body={"fake": {...}}."""
 
 import json
-import os
-import pathlib
-import socket
-import subprocess
-import tempfile
-import time
-import urllib.request
 
 import openai
 import pytest
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-UPSTREAM_KEY = "sk-test-python-0123456789abcdef"
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until(ready, process, what):
-    deadline = time.monotonic() + 20
-    while not ready():
-        assert process.poll() is None, f"{what} exited during start-up"
-        assert time.monotonic() < deadline, f"{what} did not start"
-        time.sleep(0.05)
-
-
-def answers(url):
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def facade():
-    """The fake upstream and llm-sidecar with its HTTP facade on a free
-    port; yields the facade's base URL."""
-    sidecar_bin = pathlib.Path(
-        os.environ.get("LLM_SIDECAR_BIN", ROOT / "target/debug/llm-sidecar")
-    )
-    fake_bin = sidecar_bin.parent / "fake-upstream"
-    workdir = pathlib.Path(tempfile.mkdtemp(prefix="llm-sidecar-openai-"))
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    env["LLM_SIDECAR_LOG"] = "warn"
-    env["RUST_LOG"] = "warn"
-    env["FAKE_KEY"] = UPSTREAM_KEY
-
-    fake_port = free_port()
-    fake = subprocess.Popen(
-        [str(fake_bin), "--listen", f"127.0.0.1:{fake_port}"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    processes = [fake]
-    try:
-        wait_until(lambda: answers(f"http://127.0.0.1:{fake_port}/v1/models"), fake, "fake-upstream")
-        http_port = free_port()
-        config = workdir / "sidecar.toml"
-        config.write_text(
-            f"""
-[server]
-uds = "{workdir / 'sidecar.sock'}"
-tcp = ""
-http = "127.0.0.1:{http_port}"
-
-[ledger]
-path = "{workdir / 'ledger.sqlite'}"
-
-[providers.fake]
-base_url = "http://127.0.0.1:{fake_port}/v1"
-api_key_env = "FAKE_KEY"
-circuit_failures = 0
-
-[[routes]]
-model = "fake-*"
-provider = "fake"
-"""
-        )
-        sidecar = subprocess.Popen(
-            [str(sidecar_bin), "serve", "--config", str(config)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-        )
-        processes.append(sidecar)
-        base = f"http://127.0.0.1:{http_port}/v1"
-        wait_until(lambda: answers(f"{base}/models"), sidecar, "llm-sidecar")
-        yield base
-        sidecar.terminate()
-        assert sidecar.wait(timeout=20) == 0
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-                process.wait(timeout=20)
-
-
-@pytest.fixture()
-def client(facade):
-    # The sidecar holds the real keys; the SDK insists on one of its own.
-    # One attempt on each side: these tests are about what one call returns.
-    with openai.OpenAI(
-        base_url=facade,
-        api_key="unused-by-the-sidecar",
-        max_retries=0,
-        default_headers={"x-llm-max-attempts": "1"},
-    ) as client:
-        yield client
 
 
 def user(text):
@@ -253,8 +145,11 @@ def test_rate_limit_is_rate_limit_error(client):
         )
     assert error.value.status_code == 429
     assert error.value.response.headers["retry-after"] == "3"
+    # The upstream's own words (the fake's 429 says rate_limit_exceeded);
+    # the sidecar's classification rides in a header.
     assert error.value.type == "rate_limit_error"
-    assert error.value.code == "upstream_rate_limited"
+    assert error.value.code == "rate_limit_exceeded"
+    assert error.value.response.headers["x-llm-error-reason"] == "UPSTREAM_RATE_LIMITED"
 
 
 def test_bad_request_is_bad_request_error(client):
@@ -262,11 +157,14 @@ def test_bad_request_is_bad_request_error(client):
         client.chat.completions.create(model="fake-model", messages=[])
     assert "`messages` is empty" in error.value.message
     assert error.value.param == "messages"
+    # Only what the sidecar reads itself is checked (roles and the rest are
+    # the provider's to judge, see test_lossless.py).
     with pytest.raises(openai.BadRequestError) as error:
-        client.chat.completions.create(
-            model="fake-model", messages=[{"role": "robot", "content": "hi"}]
-        )
-    assert error.value.param == "messages[0].role"
+        client.chat.completions.create(model="fake-model", messages=user("hi"), stream="yes")
+    assert error.value.param == "stream"
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model="fake-model", messages="hi")
+    assert error.value.param == "messages"
 
 
 def test_unknown_model_is_not_found_error(client):
@@ -289,7 +187,7 @@ def test_upstream_outage_is_internal_server_error(client):
         assert error.value.type == "server_error"
 
 
-def test_our_upstream_key_failing_is_not_the_callers_auth_error(client):
+def test_our_upstream_key_failing_is_not_the_callers_auth_error(client, upstream_key):
     """Upstream 401 is *our* key failing (the table maps it to 502), so the
     SDK must not raise AuthenticationError, which would send the caller
     looking at its own key; and our key never shows."""
@@ -297,14 +195,14 @@ def test_our_upstream_key_failing_is_not_the_callers_auth_error(client):
         client.chat.completions.create(
             model="fake-model",
             messages=user("hi"),
-            extra_body={"fake": {"status": 401, "error_message": f"bad key {UPSTREAM_KEY}"}},
+            extra_body={"fake": {"status": 401, "error_message": f"bad key {upstream_key}"}},
         )
     assert not isinstance(error.value, (openai.AuthenticationError, openai.PermissionDeniedError))
     assert isinstance(error.value, openai.InternalServerError)
     assert error.value.status_code == 502
     assert error.value.code == "upstream_auth_failed"
-    assert UPSTREAM_KEY not in error.value.message
-    assert UPSTREAM_KEY not in error.value.response.text
+    assert upstream_key not in error.value.message
+    assert upstream_key not in error.value.response.text
 
 
 def test_a_stream_cut_midway_raises(client):
