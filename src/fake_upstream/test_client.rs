@@ -139,7 +139,10 @@ impl Client {
                 .map(|(_, v)| v.clone())
         };
         let mut chunks = Vec::new();
-        if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        // No body by definition (RFC 9110 §15.3.5, §15.4.5): reading to the
+        // end would wait for a keep-alive connection to close.
+        if status == 204 || status == 304 {
+        } else if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
             while let Some(c) = self.read_chunk().await {
                 chunks.push(c);
             }
