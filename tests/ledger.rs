@@ -187,6 +187,7 @@ async fn every_outcome_round_trips_exactly() {
             total_tokens: Some(1540),
             cached_prompt_tokens: Some(1024),
             reasoning_tokens: Some(128),
+            cache_write_tokens: Some(0),
             usage_estimated: false,
             cost_usd: Some(0.000_657),
         }

@@ -13,9 +13,9 @@ INSERT INTO requests (
     requested_model, served_model, provider, outcome, attempts,
     queue_wait_ms, latency_ms, time_to_first_chunk_ms,
     prompt_tokens, completion_tokens, total_tokens, cached_prompt_tokens, reasoning_tokens,
-    usage_estimated, cost_usd
+    usage_estimated, cost_usd, cache_write_tokens
 ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-          ?19, ?20, ?21, ?22, ?23)";
+          ?19, ?20, ?21, ?22, ?23, ?24)";
 
 /// Binds `record` to a prepared [`INSERT`] and runs it.
 pub(super) fn insert(statement: &mut Statement<'_>, record: &CallRecord) -> rusqlite::Result<()> {
@@ -44,6 +44,7 @@ pub(super) fn insert(statement: &mut Statement<'_>, record: &CallRecord) -> rusq
         usage.map(|usage| usage.reasoning_tokens()),
         record.usage_estimated,
         record.cost_usd,
+        usage.map(|usage| usage.cache_write_tokens.unwrap_or(0)),
     ])?;
     Ok(())
 }
@@ -93,6 +94,9 @@ pub struct LedgerRow {
     pub total_tokens: Option<u32>,
     pub cached_prompt_tokens: Option<u32>,
     pub reasoning_tokens: Option<u32>,
+    /// Prompt tokens written to the provider's cache; `None` in rows older
+    /// than the column.
+    pub cache_write_tokens: Option<u32>,
     pub usage_estimated: bool,
     /// `None` when the model has no price (unknown, not free).
     pub cost_usd: Option<f64>,
@@ -104,7 +108,7 @@ pub(super) const SELECT_COLUMNS: &str = "
     requested_model, served_model, provider, outcome, attempts,
     queue_wait_ms, latency_ms, time_to_first_chunk_ms,
     prompt_tokens, completion_tokens, total_tokens, cached_prompt_tokens, reasoning_tokens,
-    usage_estimated, cost_usd";
+    usage_estimated, cost_usd, cache_write_tokens";
 
 impl LedgerRow {
     pub(super) fn from_row(row: &Row<'_>) -> rusqlite::Result<LedgerRow> {
@@ -135,6 +139,7 @@ impl LedgerRow {
             reasoning_tokens: row.get(20)?,
             usage_estimated: row.get(21)?,
             cost_usd: row.get(22)?,
+            cache_write_tokens: row.get(23)?,
         })
     }
 }

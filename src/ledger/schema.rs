@@ -14,7 +14,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Step `i` takes the schema from version `i` to `i + 1`. Append only:
 /// a released step is never edited, files in the field already ran it.
-const MIGRATIONS: &[&str] = &[V1_REQUESTS];
+const MIGRATIONS: &[&str] = &[V1_REQUESTS, V2_CACHE_WRITE];
 
 /// The schema version this build writes and understands.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -23,7 +23,7 @@ pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// latencies of local models stay visible). Token columns are NULL when no
 /// usage is known at all, `cost_usd` is NULL when the model has no price:
 /// unknown is kept apart from zero everywhere.
-const V1_REQUESTS: &str = "
+pub(super) const V1_REQUESTS: &str = "
 CREATE TABLE requests (
     id                     INTEGER PRIMARY KEY,
     request_id             TEXT    NOT NULL,
@@ -55,6 +55,10 @@ CREATE INDEX requests_provider ON requests (provider, started_at_ms);
 CREATE INDEX requests_served_model ON requests (served_model, started_at_ms);
 CREATE INDEX requests_caller ON requests (caller_name, started_at_ms);
 ";
+
+/// Prompt tokens written to the provider's cache (Anthropic-style cache
+/// creation), priced apart: NULL in rows written before this step.
+const V2_CACHE_WRITE: &str = "ALTER TABLE requests ADD COLUMN cache_write_tokens INTEGER;";
 
 /// The writer's connection: creates the file if needed and brings the
 /// schema up to date.

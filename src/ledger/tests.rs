@@ -279,3 +279,63 @@ fn the_reader_cannot_write() {
     let reader = schema::open_reader(&path).unwrap();
     assert!(reader.execute("DELETE FROM requests", []).is_err());
 }
+
+#[test]
+fn cache_writes_are_billed_at_their_own_price_and_each_token_once() {
+    let pricing = Pricing::new(vec![PriceEntry {
+        cache_write_per_million: Some(1.25),
+        ..price("claude-*", 1.0, 5.0, Some(0.1))
+    }])
+    .unwrap();
+    let usage = Usage {
+        prompt_tokens: 1000,
+        completion_tokens: 10,
+        total_tokens: 1010,
+        cache_read_tokens: Some(800),
+        cache_write_tokens: Some(150),
+        ..Usage::default()
+    };
+    assert_close(
+        pricing.cost("claude-sonnet", &usage),
+        (50.0 * 1.0 + 800.0 * 0.1 + 150.0 * 1.25 + 10.0 * 5.0) / 1e6,
+    );
+    // Counts that overrun the prompt never bill a token twice.
+    let odd = Usage {
+        cache_write_tokens: Some(5000),
+        ..usage
+    };
+    assert_close(
+        pricing.cost("claude-sonnet", &odd),
+        (800.0 * 0.1 + 200.0 * 1.25 + 10.0 * 5.0) / 1e6,
+    );
+}
+
+#[test]
+fn a_file_from_before_cache_writes_gains_the_column_and_keeps_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    {
+        // The file as the first schema left it, with one row.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(schema::V1_REQUESTS).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO requests (request_id, started_at_ms, edge, stream, tags,
+                requested_model, outcome, attempts, queue_wait_ms, latency_ms, usage_estimated)
+             VALUES ('old', 1, 'grpc', 0, '{}', 'm', 'ok', 1, 0, 1, 0)",
+            [],
+        )
+        .unwrap();
+    }
+    let conn = schema::open_writer(&path).unwrap();
+    row::insert(&mut conn.prepare(row::INSERT).unwrap(), &record_at(1, 2)).unwrap();
+    let writes: Vec<Option<u32>> = conn
+        .prepare("SELECT cache_write_tokens FROM requests ORDER BY started_at_ms")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(writes.len(), 2);
+    assert_eq!(writes[0], None, "unknown in an old row, not zero");
+}
