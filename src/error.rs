@@ -134,7 +134,7 @@ impl std::fmt::Display for TimeoutKind {
 /// secrets. `status` is the HTTP status, or the in-band code an upstream put
 /// in an error frame of a 200 response (0 when it gave none).
 #[derive(Debug, Clone, Default, thiserror::Error)]
-#[error("provider `{provider}` answered {status}: {message}")]
+#[error("provider `{provider}` {}: {message}", answered(*status))]
 pub struct UpstreamError {
     pub provider: String,
     pub status: u16,
@@ -143,6 +143,10 @@ pub struct UpstreamError {
     pub error_code: Option<String>,
     /// The request field the upstream says the error is about.
     pub param: Option<String>,
+    /// The upstream's own error object, every string scrubbed, when it is
+    /// an OpenAI-style object with a `message`: passed to HTTP callers as
+    /// it is (numeric codes, `metadata` and all).
+    pub object: Option<serde_json::Value>,
     pub retry_after: Option<Duration>,
     /// The upstream's rate-limit, retry and request-id headers, for the
     /// caller.
@@ -150,6 +154,15 @@ pub struct UpstreamError {
     /// True when the error came inside a 200 response (an SSE error frame or
     /// an error object in the body) rather than as an HTTP status.
     pub in_band: bool,
+}
+
+/// How an upstream error is introduced: its status, or none in band.
+fn answered(status: u16) -> String {
+    if status == 0 {
+        "reported an error".to_owned()
+    } else {
+        format!("answered {status}")
+    }
 }
 
 impl From<UpstreamError> for Error {

@@ -12,6 +12,7 @@ mod chunk;
 pub mod lenient;
 mod request;
 mod response;
+pub mod sanitize;
 mod usage;
 pub mod view;
 

@@ -57,6 +57,18 @@ const MAX_MESSAGE_CHARS: usize = 1024;
 /// Removes anything that looks like a credential from upstream text: the
 /// key we used (if it appears verbatim) and well-known key shapes (`sk-...`,
 /// `Bearer ...`), then bounds the length.
+/// [`scrub`] applied to every string of a JSON value (object keys stay).
+pub fn scrub_json(value: &mut serde_json::Value, keys: &[ApiKey]) {
+    match value {
+        serde_json::Value::String(text) => *text = scrub(text, keys),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|item| scrub_json(item, keys)),
+        serde_json::Value::Object(fields) => {
+            fields.values_mut().for_each(|item| scrub_json(item, keys));
+        }
+        _ => {}
+    }
+}
+
 pub fn scrub<'a>(text: &str, keys: impl IntoIterator<Item = &'a ApiKey>) -> String {
     let mut out = text.to_owned();
     for key in keys {

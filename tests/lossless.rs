@@ -567,3 +567,160 @@ async fn grpc_carriers_reach_the_upstream() {
     assert_eq!(body, Value::Object(expected));
     harness.stop().await;
 }
+
+#[tokio::test]
+async fn an_upstream_error_object_passes_whole_and_scrubbed() {
+    let harness = Harness::start_with("max_attempts = 1").await;
+    let error_body = json!({"error": {"message": "Provider returned error", "code": 400,
+        "metadata": {"provider_name": "Foo", "raw": "echo: Bearer sk-live-0123456789abcdef"}}});
+    let body = ask(json!({"fake": {"status": 400, "error_body": error_body}}));
+    let response = post(&harness, &body).await;
+    assert_eq!(response.status(), 400);
+    let received: Value = response.json().await.unwrap();
+    let error = &received["error"];
+    assert_eq!(error["code"], 400, "a numeric code stays a number");
+    assert_eq!(error["metadata"]["provider_name"], "Foo");
+    let raw = error["metadata"]["raw"].as_str().unwrap();
+    assert!(!raw.contains("sk-live"), "{raw}");
+    // The members an OpenAI error object always has are there too.
+    assert_eq!(error["type"], "invalid_request_error");
+    assert_eq!(error["param"], Value::Null);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn the_upstreams_own_cost_is_used_when_no_price_is_configured() {
+    let harness = Harness::start().await;
+    let usage =
+        json!({"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12, "cost": 0.0042});
+    let answer = one_answer(json!({"role": "assistant", "content": "x"}), usage);
+    post_json(&harness, &ask(json!({"fake": {"raw_body": answer}}))).await;
+    let row = harness.ledger_rows().await.remove(0);
+    assert_eq!(row.cost_usd, Some(0.0042));
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn empty_finish_reasons_do_not_complete_a_cut_stream() {
+    let mut harness = Harness::start_with("max_attempts = 1").await;
+    // Ollama and SGLang send "" on every chunk before the last.
+    let events = json!([
+        {"model": "fake-model", "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": ""}]},
+        {"model": "fake-model", "choices": [{"index": 0, "delta": {"content": "b"}, "finish_reason": ""}]},
+    ]);
+    let body = ask(json!({"fake": {"raw_events": events}}));
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let received = post_events(&harness, &streamed).await;
+    assert!(!received.contains(&json!("[DONE]")), "{received:?}");
+    assert_eq!(
+        received.last().unwrap()["error"]["code"],
+        "upstream_stream_incomplete"
+    );
+    let mut stream = harness
+        .client
+        .stream_complete(request_proto(&body))
+        .await
+        .unwrap()
+        .into_inner();
+    let (_, status) = collect(&mut stream).await;
+    assert_eq!(status.expect("not OK").code(), Code::Unavailable);
+    harness.stop().await;
+}
+
+/// An upstream that answers every request with exactly `body` (bytes no
+/// JSON value can hold, so the fake upstream cannot script them).
+async fn raw_upstream(body: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 4096];
+                // Headers, then as much body as they announce.
+                while let Ok(read) = socket.read(&mut buffer).await {
+                    if read == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buffer[..read]);
+                    let text = String::from_utf8_lossy(&request);
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|line| {
+                                line.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().to_owned())
+                            })
+                            .and_then(|value| value.parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(body.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{address}/v1")
+}
+
+#[tokio::test]
+async fn an_answer_protobuf_cannot_carry_is_an_error_never_an_empty_answer() {
+    // Nested deeper than any JSON decoder here reads (128 levels), and a
+    // lone surrogate in a member the sidecar does not read.
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let answers = [
+        (
+            format!(
+                r#"{{"model":"m","choices":[{{"index":0,"message":{{"content":"hi"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":3,"completion_tokens":1}},"deep":{deep}}}"#
+            ),
+            false,
+        ),
+        (
+            r#"{"model":"m","x_meta":"bad \udc00","choices":[{"index":0,"message":{"content":"IMPORTANT"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#.to_owned(),
+            true,
+        ),
+    ];
+    for (answer, deliverable) in answers {
+        let base = raw_upstream(answer.clone()).await;
+        let toml = format!(
+            "[server]\nuds = \"{{socket}}\"\nhttp = \"127.0.0.1:0\"\n[providers.raw]\nbase_url = \"{base}\"\nmax_attempts = 1\n[[routes]]\nmodel = \"m\"\nprovider = \"raw\"\n"
+        );
+        let (running, mut client, _dir) = common::sidecar_from(&toml).await;
+        let mut request = request_proto(&ask(json!({})));
+        request.model = "m".into();
+        let result = client.complete(request).await;
+        if deliverable {
+            let answer = result.expect("delivered").into_inner();
+            assert_eq!(answer.choices[0].content.as_deref(), Some("IMPORTANT"));
+            let extra = struct_json(answer.extra.as_ref().unwrap());
+            assert_eq!(extra["x_meta"], "bad \u{fffd}");
+        } else {
+            let status = result.expect_err("an error, not an empty answer");
+            assert_eq!(status.code(), Code::Internal, "{status:?}");
+        }
+        // The facade forwards the upstream's bytes as they are.
+        let http = running.http.expect("the facade");
+        let text = reqwest::Client::new()
+            .post(format!("http://{http}/v1/chat/completions"))
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(text, answer);
+        running.shutdown().await;
+    }
+}

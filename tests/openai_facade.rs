@@ -232,9 +232,9 @@ async fn without_include_usage_the_usage_chunk_is_left_out_but_still_asked_for()
 async fn a_stream_cut_midway_ends_with_an_error_event_and_no_done() {
     let harness = Harness::start().await;
     let cases = [
-        (json!({"cut_after": 3}), "upstream_stream_incomplete"),
+        (json!({"cut_after": 3}), json!("upstream_stream_incomplete")),
         // The upstream's own words, as it sent them in its error frame.
-        (json!({"error_frame_after": 3}), "502"),
+        (json!({"error_frame_after": 3}), json!(502)),
     ];
     for (scenario, code) in cases {
         let chat = streamed("one two three four five", scenario.clone());

@@ -272,26 +272,30 @@ impl Observation {
         }
     }
 
-    pub fn finish_unary(mut self, result: &Result<Served<ChatResponse>, Error>) -> Finished {
+    pub fn finish_unary(self, result: &Result<Served<ChatResponse>, Error>) -> Finished {
         match result {
-            Ok(served) => {
-                let answer = &served.value;
-                if let Some(limit) = self.observer.capture_limit() {
-                    spans::record_output_messages(&served.trace, answer, limit);
-                }
-                self.attempt = Some(served.trace.clone());
-                let tally = tally::Tally {
-                    served_model: Some(answer.model.clone()).filter(|model| !model.is_empty()),
-                    response_id: Some(answer.id.clone()).filter(|id| !id.is_empty()),
-                    finish_reasons: answer.finish_reasons.clone(),
-                    usage: answer.usage,
-                    output_bytes: answer.output_bytes,
-                    ..tally::Tally::default()
-                };
-                self.finish(Outcome::Ok, &tally, None)
-            }
-            Err(error) => self.finish_failed(error),
+            Ok(served) => self.finish_answered(served),
+            Err(error) => self.finish_error(error),
         }
+    }
+
+    /// A unary call answered and delivered.
+    pub fn finish_answered(mut self, served: &Served<ChatResponse>) -> Finished {
+        if let Some(limit) = self.observer.capture_limit() {
+            spans::record_output_messages(&served.trace, &served.value, limit);
+        }
+        self.attempt = Some(served.trace.clone());
+        self.finish(Outcome::Ok, &answer_tally(&served.value), None)
+    }
+
+    /// An answer the upstream gave (and billed) that the edge could not
+    /// deliver: recorded as failed, with the answer's usage.
+    pub fn finish_undelivered(mut self, served: &Served<ChatResponse>, error: &Error) -> Finished {
+        self.attempt = Some(served.trace.clone());
+        let outcome = Outcome::Error {
+            code: code_of(error),
+        };
+        self.finish(outcome, &answer_tally(&served.value), Some(error))
     }
 
     /// A call that failed before the pipeline served anything.
@@ -354,4 +358,16 @@ impl Drop for Observation {
 /// The stable short reason for an outcome, e.g. `rate_limited`.
 fn code_of(error: &Error) -> String {
     crate::error::classify(error).reason.to_ascii_lowercase()
+}
+
+/// What a whole answer showed, as a stream's tally would.
+fn answer_tally(answer: &ChatResponse) -> tally::Tally {
+    tally::Tally {
+        served_model: Some(answer.model.clone()).filter(|model| !model.is_empty()),
+        response_id: Some(answer.id.clone()).filter(|id| !id.is_empty()),
+        finish_reasons: answer.finish_reasons.clone(),
+        usage: answer.usage,
+        output_bytes: answer.output_bytes,
+        ..tally::Tally::default()
+    }
 }

@@ -46,10 +46,10 @@ impl ChatChunk {
         self.no_choices && self.usage.is_some()
     }
 
-    /// The event as a JSON value (for the gRPC edge and opt-in capture);
-    /// `Value::Null` if the bytes are not JSON.
-    pub fn to_value(&self) -> Value {
-        serde_json::from_slice(&self.json).unwrap_or(Value::Null)
+    /// The event as a JSON value, for the gRPC edge and opt-in capture
+    /// (a lone surrogate read as U+FFFD); `Err` says why it cannot be one.
+    pub fn to_value(&self) -> Result<Value, String> {
+        super::response::decode(&self.json)
     }
 
     /// The event's text for a caller that did not ask for usage: `json`

@@ -1,6 +1,7 @@
 //! A whole (non-streamed) answer: the upstream's bytes, and what the
 //! sidecar read from them.
 
+use super::sanitize::readable;
 use super::usage::Usage;
 use super::view::{AnswerView, is_null};
 use bytes::Bytes;
@@ -33,11 +34,25 @@ pub enum AnswerProblem {
 }
 
 impl ChatResponse {
-    /// Reads what the sidecar needs from an answer body, keeping the body.
-    pub fn read(json: Bytes) -> Result<ChatResponse, AnswerProblem> {
-        let view: AnswerView = serde_json::from_slice(&json).map_err(|error| {
+    /// Reads what the sidecar needs from an answer body, keeping the body
+    /// (less a UTF-8 byte-order mark, which JSON does not allow).
+    pub fn read(mut json: Bytes) -> Result<ChatResponse, AnswerProblem> {
+        if json.starts_with(b"\xEF\xBB\xBF") {
+            json = json.slice(3..);
+        }
+        let malformed = |error: serde_json::Error| {
             AnswerProblem::Malformed(format!("the body is not a chat completion: {error}"))
-        })?;
+        };
+        // Bytes that are not UTF-8, or a lone surrogate escape, are read as
+        // U+FFFD; the caller still gets the body as sent.
+        let fixed;
+        let view: AnswerView = match serde_json::from_slice(&json) {
+            Ok(view) => view,
+            Err(error) => {
+                fixed = readable(&json).into_owned();
+                serde_json::from_str(&fixed).map_err(|_| malformed(error))?
+            }
+        };
         let choices: Vec<_> = view.choices.0.iter().flat_map(|c| c.0.as_ref()).collect();
         if choices.is_empty() {
             // Some upstreams answer 200 with an error object instead.
@@ -71,11 +86,20 @@ impl ChatResponse {
         Ok(ChatResponse { json, ..response })
     }
 
-    /// The whole answer as a JSON value (for the gRPC edge and opt-in
-    /// content capture); `Value::Null` if the bytes are not JSON.
-    pub fn to_value(&self) -> Value {
-        serde_json::from_slice(&self.json).unwrap_or(Value::Null)
+    /// The whole answer as a JSON value, for the gRPC edge and opt-in
+    /// content capture (text that is not UTF-8 read as U+FFFD); `Err` says
+    /// why the bytes cannot be one (JSON nested deeper than 128 levels).
+    pub fn to_value(&self) -> Result<Value, String> {
+        decode(&self.json)
     }
+}
+
+/// JSON text → value, strictly, else read as [`readable`] text.
+pub(super) fn decode(json: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice(json).or_else(|error| {
+        serde_json::from_str(&readable(json))
+            .map_err(|_| format!("the upstream's JSON cannot be decoded: {error}"))
+    })
 }
 
 #[cfg(test)]
@@ -97,6 +121,22 @@ mod tests {
         assert_eq!(response.usage.unwrap().total_tokens, 4);
         assert_eq!(response.output_bytes, 2);
         assert_eq!(&response.json[..], text.as_bytes());
+    }
+
+    #[test]
+    fn odd_text_is_read_and_kept_as_sent() {
+        let text = "\u{feff}{\"x\":\"bad \\udc00\",\"choices\":[{\"index\":0,\"message\":{\"content\":\"hi \\ud83d\"},\"finish_reason\":\"stop\"}]}";
+        let response = read(text).unwrap();
+        assert_eq!(&response.json[..], &text.as_bytes()[3..]);
+        assert_eq!(response.finish_reasons, ["stop"]);
+        let value = response.to_value().unwrap();
+        assert_eq!(value["x"], "bad \u{fffd}");
+        let deep = format!(
+            "{{\"choices\":[{{\"index\":0}}],\"d\":{}{}}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert!(read(&deep).unwrap().to_value().is_err());
     }
 
     #[test]

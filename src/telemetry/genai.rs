@@ -191,7 +191,7 @@ pub fn input_messages_json(request: &ChatRequest, max_bytes: usize) -> String {
 /// `gen_ai.output.messages`: one assistant message per choice, with its
 /// finish reason in the conventions' vocabulary, cut to `max_bytes`.
 pub fn output_messages_json(response: &ChatResponse, max_bytes: usize) -> String {
-    let answer = response.to_value();
+    let answer = response.to_value().unwrap_or_default();
     let choices = answer
         .get("choices")
         .and_then(Json::as_array)

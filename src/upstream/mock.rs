@@ -177,7 +177,7 @@ mod tests {
         let text: String = chunks
             .iter()
             .filter_map(|chunk| {
-                chunk.to_value()["choices"][0]["delta"]["content"]
+                chunk.to_value().unwrap()["choices"][0]["delta"]["content"]
                     .as_str()
                     .map(str::to_owned)
             })

@@ -230,6 +230,7 @@ impl OpenAiUpstream {
         UpstreamError {
             provider: self.provider.to_string(),
             status,
+            object: parsed.scrubbed_object(self.keys()),
             message: scrub(&parsed.message, self.keys()),
             error_type: scrubbed(parsed.error_type),
             error_code: scrubbed(parsed.code),

@@ -1,7 +1,9 @@
 //! The upstream response headers that reach the caller: the provider's
-//! rate-limit state (`x-ratelimit-*`), when to retry (`retry-after`,
-//! `retry-after-ms`), and its own request id, renamed
-//! `x-upstream-request-id` because `x-request-id` is the call's own id.
+//! rate-limit state (OpenAI's `x-ratelimit-*`, the IETF draft's
+//! `ratelimit*`, Anthropic's `anthropic-ratelimit-*`), when to retry
+//! (`retry-after`, `retry-after-ms`), and its own request id
+//! (`x-request-id` or `request-id`), renamed `x-upstream-request-id` because
+//! `x-request-id` is the call's own id.
 //! HTTP callers get them as headers, gRPC callers as response metadata
 //! (or trailers, on an error).
 
@@ -20,10 +22,12 @@ impl PassedHeaders {
         let mut passed = Vec::new();
         for (name, value) in headers {
             let text = name.as_str();
-            if text.starts_with("x-ratelimit-") || text == "retry-after" || text == "retry-after-ms"
-            {
+            let rate_limit = ["x-ratelimit-", "ratelimit", "anthropic-ratelimit-"]
+                .iter()
+                .any(|prefix| text.starts_with(prefix));
+            if rate_limit || text == "retry-after" || text == "retry-after-ms" {
                 passed.push((name.clone(), value.clone()));
-            } else if text == "x-request-id" {
+            } else if text == "x-request-id" || text == "request-id" {
                 passed.push((HeaderName::from_static(UPSTREAM_REQUEST_ID), value.clone()));
             }
         }
@@ -60,6 +64,8 @@ mod tests {
             ("x-ratelimit-reset-tokens", "6ms"),
             ("retry-after", "2"),
             ("x-request-id", "req_123"),
+            ("anthropic-ratelimit-tokens-remaining", "800"),
+            ("ratelimit-policy", "10;w=60"),
             ("set-cookie", "secret=1"),
             ("content-type", "application/json"),
         ] {
@@ -76,7 +82,9 @@ mod tests {
                 "x-ratelimit-remaining-requests",
                 "x-ratelimit-reset-tokens",
                 "retry-after",
-                UPSTREAM_REQUEST_ID
+                UPSTREAM_REQUEST_ID,
+                "anthropic-ratelimit-tokens-remaining",
+                "ratelimit-policy",
             ]
         );
         let mut out = HeaderMap::new();

@@ -18,6 +18,7 @@
 //! piece with neither continues the last opened call. Calls are never
 //! merged.
 
+use crate::model::sanitize::without_lone_surrogates;
 use crate::model::view::{AnswerView, ToolCallView, is_null};
 use crate::model::{ChatChunk, Identity, Usage};
 use bytes::Bytes;
@@ -71,15 +72,50 @@ struct Repair {
 
 impl StreamReader {
     /// Reads one event's data (its JSON text).
-    pub fn read(&mut self, data: String) -> Result<ChatChunk, EventProblem> {
+    pub fn read(&mut self, mut data: String) -> Result<ChatChunk, EventProblem> {
+        // Multi-line `data:` arrives joined by line breaks. A JSON string
+        // cannot hold a raw one, so each is whitespace between tokens: a
+        // space keeps the event on one line for the caller (same length).
+        if data.contains(['\n', '\r']) {
+            data = data.replace(['\n', '\r'], " ");
+        }
         if !data.trim_start().starts_with('{') {
             return Err(EventProblem::Malformed(
                 "a stream event is not a JSON object".to_owned(),
             ));
         }
-        let view: AnswerView = serde_json::from_str(&data).map_err(|error| {
+        let malformed = |error: serde_json::Error| {
             EventProblem::Malformed(format!("a stream event is not a chat chunk: {error}"))
-        })?;
+        };
+        let (mut chunk, repairs) = match serde_json::from_str::<AnswerView>(&data) {
+            Ok(view) => self.facts(view, &data)?,
+            // A lone surrogate (a character split across events by a
+            // UTF-16 upstream) is read as U+FFFD; the bytes pass as sent.
+            Err(error) => {
+                let readable = without_lone_surrogates(&data).ok_or_else(|| malformed(error))?;
+                let view = serde_json::from_str::<AnswerView>(&readable).map_err(malformed)?;
+                self.facts(view, &readable)?
+            }
+        };
+        if repairs.is_empty() {
+            chunk.json = Bytes::from(data.into_bytes());
+        } else {
+            let readable = without_lone_surrogates(&data).unwrap_or(data);
+            let repaired = repair(&readable, &repairs)?;
+            chunk.null_usage = null_usage_of(&repaired);
+            chunk.json = Bytes::from(repaired.into_bytes());
+        }
+        Ok(chunk)
+    }
+
+    /// What the sidecar reads from one event, and the repairs it needs.
+    /// `text` is the event the view reads (its byte offsets are the
+    /// event's).
+    fn facts(
+        &mut self,
+        view: AnswerView<'_>,
+        text: &str,
+    ) -> Result<(ChatChunk, Vec<Repair>), EventProblem> {
         if let Some(error) = view.error.filter(|raw| !is_null(raw)) {
             return Err(EventProblem::InBand(
                 serde_json::from_str(error.get()).unwrap_or(Value::Null),
@@ -95,7 +131,8 @@ impl StreamReader {
             any_choice = true;
             let index = choice.index.0.unwrap_or(position as u32);
             let state = self.choice(index);
-            if let Some(reason) = choice.finish_reason.as_deref() {
+            // Ollama and SGLang send `""` on every unfinished chunk.
+            if let Some(reason) = choice.finish_reason.as_deref().filter(|r| !r.is_empty()) {
                 if reason == "error" {
                     return Err(EventProblem::FinishError);
                 }
@@ -122,7 +159,7 @@ impl StreamReader {
         }
         chunk.no_choices = !any_choice;
         if let Some(raw) = view.usage.filter(|raw| is_null(raw)) {
-            chunk.null_usage = null_member(&data, raw.get(), "usage");
+            chunk.null_usage = null_member(text, raw.get(), "usage");
         }
         chunk.usage = view
             .usage_object()
@@ -134,15 +171,7 @@ impl StreamReader {
                 model: view.model.as_deref().unwrap_or_default().to_owned(),
             }));
         }
-        drop(view);
-        if repairs.is_empty() {
-            chunk.json = Bytes::from(data.into_bytes());
-        } else {
-            let repaired = repair(&data, &repairs)?;
-            chunk.null_usage = null_usage_of(&repaired);
-            chunk.json = Bytes::from(repaired.into_bytes());
-        }
-        Ok(chunk)
+        Ok((chunk, repairs))
     }
 
     /// Every choice that appeared has finished (and at least one appeared).
@@ -203,7 +232,8 @@ impl ChoiceState {
                 (index, true)
             }
         };
-        self.calls = self.calls.max(index + 1);
+        // An upstream may send any index: never overflow on u32::MAX.
+        self.calls = self.calls.max(index.saturating_add(1));
         match &mut self.current {
             Some(current) if current.index == index => {
                 if let Some(id) = id {

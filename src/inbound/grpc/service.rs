@@ -4,6 +4,7 @@ use super::convert::{chunk_to_proto, request_from_proto, response_to_proto};
 use super::status::to_status;
 use super::timeout::parse_grpc_timeout;
 use crate::call_record::Edge;
+use crate::error::Error;
 use crate::inbound::observe::{Arrival, Finished, Observation, Observer};
 use crate::pipeline::PipelineHandle;
 use crate::proto::v1 as pb;
@@ -220,9 +221,32 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         let result = Box::pin(self.pipeline.current().complete(chat, &call))
             .instrument(observation.log_span().clone())
             .await;
-        let finished = observation.finish_unary(&result);
-        let served = result.map_err(|error| with_request_id(to_status(&error), &finished))?;
-        let mut response = Response::new(response_to_proto(&served.value, &served.provider));
+        // Converted before the call is recorded: an answer the API cannot
+        // carry is the call's failure, in the ledger too.
+        let converted = match &result {
+            Ok(served) => Some(response_to_proto(&served.value, &served.provider)),
+            Err(_) => None,
+        };
+        let (served, answer) = match (result, converted) {
+            (Ok(served), Some(Ok(answer))) => (served, answer),
+            (Ok(served), Some(Err(detail))) => {
+                let error = Error::MalformedResponse {
+                    provider: served.provider.to_string(),
+                    detail,
+                };
+                let finished = observation.finish_undelivered(&served, &error);
+                return Err(with_request_id(to_status(&error), &finished));
+            }
+            (result, _) => {
+                let finished = observation.finish_unary(&result);
+                let error = result
+                    .err()
+                    .unwrap_or(Error::Internal("no answer".to_owned()));
+                return Err(with_request_id(to_status(&error), &finished));
+            }
+        };
+        let finished = observation.finish_answered(&served);
+        let mut response = Response::new(answer);
         served_by(&mut response, &served.provider, served.attempts);
         upstream_metadata(response.metadata_mut(), &served.upstream_headers);
         describe_call(response.metadata_mut(), &finished);
@@ -263,10 +287,21 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         let stream = futures::stream::poll_fn(move |cx| {
             use std::task::Poll;
             match std::task::ready!(watched.poll_next_unpin(cx)) {
-                Some(Ok(chunk)) => {
-                    seen.note(&chunk);
-                    Poll::Ready(Some(Ok(chunk_to_proto(&chunk, &chunk_provider))))
-                }
+                Some(Ok(chunk)) => match chunk_to_proto(&chunk, &chunk_provider) {
+                    Ok(proto) => {
+                        seen.note(&chunk);
+                        Poll::Ready(Some(Ok(proto)))
+                    }
+                    // Never an empty chunk in its place: the stream ends.
+                    Err(detail) => {
+                        let error = Error::MalformedResponse {
+                            provider: chunk_provider.to_string(),
+                            detail,
+                        };
+                        watched.fail(&error);
+                        Poll::Ready(Some(Err(seen.mark(to_status(&error)))))
+                    }
+                },
                 Some(Err(error)) => Poll::Ready(Some(Err(seen.mark(to_status(&error))))),
                 // A well-ended stream closes with trailers that say what
                 // it cost: an OK status carrying metadata.

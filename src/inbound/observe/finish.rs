@@ -40,6 +40,8 @@ pub(super) fn complete(
             .as_deref()
             .and_then(|model| pricing.cost(model, &usage))
             .or_else(|| pricing.cost(&record.requested_model, &usage))
+            // No configured price: the upstream's own figure (OpenRouter).
+            .or(usage.cost_usd)
     });
     record.outcome = outcome;
     // A stream's own time is the caller's reading pace; what the sidecar

@@ -59,6 +59,20 @@ impl WatchedStream {
         self.end.take()
     }
 
+    /// Ends the stream with `error` found by the edge (a chunk it cannot
+    /// deliver): the upstream request closes and the call is recorded as
+    /// failed, with what was seen so far.
+    pub fn fail(&mut self, error: &Error) {
+        let code = code_of(error);
+        let outcome = if self.tally.chunks > 0 {
+            Outcome::Partial { code }
+        } else {
+            Outcome::Error { code }
+        };
+        self.inner = None;
+        self.finish(outcome, Some(error));
+    }
+
     fn finish(&mut self, outcome: Outcome, error: Option<&Error>) -> Option<Finished> {
         let mut observation = self.observation.take()?;
         Some(observation.finish(outcome, &self.tally, error))
@@ -80,16 +94,7 @@ impl Stream for WatchedStream {
                     this.tally.note(chunk, observation.began.elapsed());
                 }
             }
-            Some(Err(error)) => {
-                let code = code_of(error);
-                let outcome = if this.tally.chunks > 0 {
-                    Outcome::Partial { code }
-                } else {
-                    Outcome::Error { code }
-                };
-                this.inner = None;
-                this.finish(outcome, Some(error));
-            }
+            Some(Err(error)) => this.fail(error),
             None => {
                 this.inner = None;
                 this.end = this.finish(Outcome::Ok, None);

@@ -54,7 +54,7 @@ impl Tally {
         }
         if let Some(captured) = &mut self.captured {
             // Opt-in only: the event is decoded again for its text.
-            let event = chunk.to_value();
+            let event = chunk.to_value().unwrap_or_default();
             let choices = event.get("choices").and_then(serde_json::Value::as_array);
             for choice in choices.into_iter().flatten() {
                 if let Some(text) = choice["delta"]["content"].as_str() {

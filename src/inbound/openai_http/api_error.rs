@@ -51,6 +51,8 @@ pub struct Origin {
     pub upstream_type: Option<String>,
     /// The upstream's headers that reach the caller.
     pub headers: PassedHeaders,
+    /// The upstream's own error object (scrubbed), written as it is.
+    pub upstream_object: Option<serde_json::Value>,
 }
 
 /// `{"error": {...}}`, OpenAI's error body.
@@ -148,6 +150,7 @@ impl ApiError {
                 provider: Some(upstream.provider.clone()),
                 upstream_type: upstream.error_type.clone().filter(|_| !own_key_failed),
                 headers: upstream.headers.clone(),
+                upstream_object: upstream.object.clone().filter(|_| !own_key_failed),
             })),
         }
     }
@@ -171,6 +174,23 @@ impl ApiError {
 
     /// The JSON body, `{"error": {"message", "type", "param", "code"}}`.
     pub fn write_json(&self, out: &mut impl std::io::Write) -> serde_json::Result<()> {
+        if let Some(serde_json::Value::Object(object)) = self
+            .origin
+            .as_ref()
+            .and_then(|origin| origin.upstream_object.as_ref())
+        {
+            // As the upstream wrote it; the members an OpenAI error object
+            // always has are added where it left them out.
+            let mut object = object.clone();
+            for (key, missing) in [
+                ("type", serde_json::Value::from(kind_for(self.status))),
+                ("param", serde_json::Value::Null),
+                ("code", serde_json::Value::Null),
+            ] {
+                object.entry(key).or_insert(missing);
+            }
+            return serde_json::to_writer(out, &serde_json::json!({ "error": object }));
+        }
         serde_json::to_writer(
             out,
             &Body {

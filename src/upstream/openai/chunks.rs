@@ -127,7 +127,7 @@ where
             };
             match ready!(events.as_mut().poll_next(cx)) {
                 Some(Ok(event)) => {
-                    if event.data == "[DONE]" {
+                    if event.data.trim() == "[DONE]" {
                         if let Some(rest) = this.events.take() {
                             drain_in_background(rest);
                         }

@@ -4,7 +4,7 @@
 //! string codes, or a plain-text or HTML page from a proxy in between.
 
 use crate::error::UpstreamError;
-use crate::secret::{ApiKey, scrub};
+use crate::secret::{ApiKey, scrub, scrub_json};
 use serde_json::Value;
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -13,6 +13,17 @@ pub struct ErrorBody {
     pub error_type: Option<String>,
     pub code: Option<String>,
     pub param: Option<String>,
+    /// The error object itself, when it has a `message` (not scrubbed).
+    pub object: Option<Value>,
+}
+
+impl ErrorBody {
+    /// [`ErrorBody::object`] with every string scrubbed of `keys`.
+    pub fn scrubbed_object(&self, keys: &[ApiKey]) -> Option<Value> {
+        let mut object = self.object.clone()?;
+        scrub_json(&mut object, keys);
+        Some(object)
+    }
 }
 
 pub fn parse_error_body(body: &[u8]) -> ErrorBody {
@@ -49,6 +60,10 @@ fn from_value(error: &Value) -> ErrorBody {
         error_type: text_of("type"),
         code: text_of("code"),
         param: text_of("param"),
+        object: error
+            .get("message")
+            .is_some_and(Value::is_string)
+            .then(|| error.clone()),
     }
 }
 
@@ -66,12 +81,13 @@ pub fn in_band_error<'a>(
         .and_then(|code| code.parse::<u16>().ok())
         .filter(|code| (400..600).contains(code))
         .unwrap_or(0);
-    let keys: Vec<&ApiKey> = keys.into_iter().collect();
-    let scrubbed = |text: Option<String>| text.map(|text| scrub(&text, keys.iter().copied()));
+    let keys: Vec<ApiKey> = keys.into_iter().cloned().collect();
+    let scrubbed = |text: Option<String>| text.map(|text| scrub(&text, &keys));
     UpstreamError {
         provider: provider.to_owned(),
         status,
-        message: scrub(&parsed.message, keys.iter().copied()),
+        message: scrub(&parsed.message, &keys),
+        object: parsed.scrubbed_object(&keys),
         error_type: scrubbed(parsed.error_type),
         error_code: scrubbed(parsed.code),
         param: scrubbed(parsed.param),

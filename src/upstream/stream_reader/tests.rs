@@ -5,7 +5,13 @@ fn read_all(events: &[Value]) -> (StreamReader, Vec<Value>) {
     let mut reader = StreamReader::default();
     let chunks = events
         .iter()
-        .map(|event| reader.read(event.to_string()).expect("a chunk").to_value())
+        .map(|event| {
+            reader
+                .read(event.to_string())
+                .expect("a chunk")
+                .to_value()
+                .unwrap()
+        })
         .collect();
     (reader, chunks)
 }
@@ -58,7 +64,7 @@ fn indexed_pieces_are_untouched_and_an_opening_piece_gets_its_type() {
         {"index": 0, "id": "call_1", "function": {"name": "f", "arguments": ""}}]}}]});
     let second = r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}"#;
     let mut reader = StreamReader::default();
-    let opened = reader.read(first.to_string()).unwrap().to_value();
+    let opened = reader.read(first.to_string()).unwrap().to_value().unwrap();
     assert_eq!(
         opened["choices"][0]["delta"]["tool_calls"][0]["type"],
         "function"
@@ -132,4 +138,44 @@ fn errors_and_garbage() {
     let chunk = reader.read(odd.into()).unwrap();
     assert_eq!(chunk.finish_reasons, [(0, "weird_new_reason".to_owned())]);
     assert_eq!(&chunk.json[..], odd.as_bytes());
+}
+
+#[test]
+fn hostile_and_odd_events_are_read_not_refused() {
+    let mut reader = StreamReader::default();
+    // An index at the top of u32, then an index-less piece: no overflow.
+    let top = json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": u32::MAX, "id": "a", "type": "function", "function": {"name": "f"}}]}}]});
+    reader.read(top.to_string()).unwrap();
+    let next = json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"id": "b", "type": "function", "function": {"name": "g"}}]}}]});
+    let chunk = reader.read(next.to_string()).unwrap().to_value().unwrap();
+    assert_eq!(
+        chunk["choices"][0]["delta"]["tool_calls"][0]["index"],
+        u32::MAX
+    );
+
+    // `""` is not a finish reason (Ollama, SGLang).
+    let mut reader = StreamReader::default();
+    let empty = r#"{"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":""}]}"#;
+    assert!(reader.read(empty.into()).unwrap().finish_reasons.is_empty());
+    assert!(!reader.all_choices_finished());
+
+    // A character split across events: read as U+FFFD, forwarded as sent.
+    let split = r#"{"choices":[{"index":0,"delta":{"content":"smile \ud83d"}}],"usage":null}"#;
+    let chunk = reader.read(split.into()).unwrap();
+    assert_eq!(&chunk.json[..], split.as_bytes());
+    assert_eq!(chunk.output_bytes, "smile \u{fffd}".len());
+    let (head, tail) = chunk.json_without_null_usage().unwrap();
+    assert!(
+        !String::from_utf8([head, tail].concat())
+            .unwrap()
+            .contains("usage")
+    );
+
+    // Multi-line data stays one line.
+    let chunk = reader
+        .read("{\"choices\":[{\"index\":0,\n\"delta\":{\"content\":\"x\"}}]}".into())
+        .unwrap();
+    assert!(!chunk.json.contains(&b'\n'));
 }

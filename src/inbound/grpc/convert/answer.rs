@@ -9,12 +9,18 @@ use crate::model::{ChatChunk, ChatResponse, Usage};
 use crate::proto::v1 as pb;
 use serde_json::{Map, Value};
 
-pub fn response_to_proto(response: &ChatResponse, provider: &str) -> pb::ChatResponse {
-    let mut fields = object(response.to_value());
+/// `Err` when the answer's JSON cannot be decoded at all (nested deeper
+/// than serde_json reads): the caller must get an error, not an empty
+/// answer.
+pub fn response_to_proto(
+    response: &ChatResponse,
+    provider: &str,
+) -> Result<pb::ChatResponse, String> {
+    let mut fields = object(response.to_value()?);
     drop_implied(&mut fields, "object", "chat.completion");
     let choices = take_list(&mut fields, "choices", choice);
     let usage = take_usage(&mut fields, response.usage);
-    pb::ChatResponse {
+    Ok(pb::ChatResponse {
         id: take_string(&mut fields, "id"),
         model: take_string(&mut fields, "model"),
         provider: provider.to_owned(),
@@ -24,15 +30,16 @@ pub fn response_to_proto(response: &ChatResponse, provider: &str) -> pb::ChatRes
         system_fingerprint: take_string(&mut fields, "system_fingerprint"),
         service_tier: take_string(&mut fields, "service_tier"),
         extra: carrier(&fields),
-    }
+    })
 }
 
-pub fn chunk_to_proto(chunk: &ChatChunk, provider: &str) -> pb::ChatChunk {
-    let mut fields = object(chunk.to_value());
+/// `Err` as for [`response_to_proto`].
+pub fn chunk_to_proto(chunk: &ChatChunk, provider: &str) -> Result<pb::ChatChunk, String> {
+    let mut fields = object(chunk.to_value()?);
     drop_implied(&mut fields, "object", "chat.completion.chunk");
     let choices = take_list(&mut fields, "choices", choice_delta);
     let usage = take_usage(&mut fields, chunk.usage);
-    pb::ChatChunk {
+    Ok(pb::ChatChunk {
         id: take_string(&mut fields, "id"),
         model: take_string(&mut fields, "model"),
         provider: provider.to_owned(),
@@ -42,14 +49,14 @@ pub fn chunk_to_proto(chunk: &ChatChunk, provider: &str) -> pb::ChatChunk {
         system_fingerprint: take_string(&mut fields, "system_fingerprint"),
         service_tier: take_string(&mut fields, "service_tier"),
         extra: carrier(&fields),
-    }
+    })
 }
 
-fn choice(mut fields: Map<String, Value>) -> pb::Choice {
+fn choice(position: usize, mut fields: Map<String, Value>) -> pb::Choice {
     let mut message = take_object(&mut fields, "message");
     drop_implied(&mut message, "role", "assistant");
     let choice = pb::Choice {
-        index: take_u32(&mut fields, "index"),
+        index: take_index(&mut fields, position),
         content: take_optional_string(&mut message, "content"),
         refusal: take_string(&mut message, "refusal"),
         reasoning_content: take_reasoning(&mut message),
@@ -65,10 +72,10 @@ fn choice(mut fields: Map<String, Value>) -> pb::Choice {
     }
 }
 
-fn choice_delta(mut fields: Map<String, Value>) -> pb::ChoiceDelta {
+fn choice_delta(position: usize, mut fields: Map<String, Value>) -> pb::ChoiceDelta {
     let mut delta = take_object(&mut fields, "delta");
     let choice = pb::ChoiceDelta {
-        index: take_u32(&mut fields, "index"),
+        index: take_index(&mut fields, position),
         role: take_string(&mut delta, "role"),
         content: take_string(&mut delta, "content"),
         refusal: take_string(&mut delta, "refusal"),
@@ -85,7 +92,7 @@ fn choice_delta(mut fields: Map<String, Value>) -> pb::ChoiceDelta {
     }
 }
 
-fn tool_call(mut fields: Map<String, Value>) -> pb::ToolCall {
+fn tool_call(_: usize, mut fields: Map<String, Value>) -> pb::ToolCall {
     let mut function = take_object(&mut fields, "function");
     let call = pb::ToolCall {
         id: take_string(&mut fields, "id"),
@@ -103,7 +110,7 @@ fn tool_call(mut fields: Map<String, Value>) -> pb::ToolCall {
     }
 }
 
-fn tool_call_delta(mut fields: Map<String, Value>) -> pb::ToolCallDelta {
+fn tool_call_delta(_: usize, mut fields: Map<String, Value>) -> pb::ToolCallDelta {
     let mut function = take_object(&mut fields, "function");
     let call = pb::ToolCallDelta {
         index: take_u32(&mut fields, "index"),
@@ -174,12 +181,22 @@ fn keep_leftovers(fields: &mut Map<String, Value>, key: &str, inner: Map<String,
     }
 }
 
+/// A choice's `index`, or its place in the list when it has none (as the
+/// stream reader counts it).
+fn take_index(fields: &mut Map<String, Value>, position: usize) -> u32 {
+    if fields.get("index").is_none_or(Value::is_null) {
+        fields.shift_remove("index");
+        return u32::try_from(position).unwrap_or(u32::MAX);
+    }
+    take_u32(fields, "index")
+}
+
 /// A `null` or absent list is empty; a list of other things stays in
-/// `extra`, as sent.
+/// `extra`, as sent. `convert` gets each item's position too.
 fn take_list<T>(
     fields: &mut Map<String, Value>,
     key: &str,
-    convert: impl Fn(Map<String, Value>) -> T,
+    convert: impl Fn(usize, Map<String, Value>) -> T,
 ) -> Vec<T> {
     match fields.get(key) {
         Some(Value::Array(items)) if items.iter().all(Value::is_object) => {}
@@ -190,7 +207,11 @@ fn take_list<T>(
         _ => return Vec::new(),
     }
     match fields.shift_remove(key) {
-        Some(Value::Array(items)) => items.into_iter().map(object).map(convert).collect(),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(position, item)| convert(position, object(item)))
+            .collect(),
         _ => Vec::new(),
     }
 }

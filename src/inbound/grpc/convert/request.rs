@@ -167,10 +167,18 @@ fn message_json(message: pb::Message) -> Result<Value, String> {
                 })
                 .collect::<Result<_, _>>()?,
         ),
-        // `"content": null`: an assistant message that only calls tools.
+        // Neither: `"content": null` (an assistant message that only calls
+        // tools), unless the carrier says otherwise.
         (None, true) => Value::Null,
     };
-    fields.insert("content".into(), content);
+    let carried_content = content.is_null()
+        && message
+            .extra
+            .as_ref()
+            .is_some_and(|extra| extra.fields.contains_key("content"));
+    if !carried_content {
+        fields.insert("content".into(), content);
+    }
     if !message.name.is_empty() {
         fields.insert("name".into(), Value::String(message.name));
     }

@@ -195,7 +195,7 @@ fn chunks_carry_tool_call_deltas_and_usage() {
     let chunk = crate::upstream::stream_reader::StreamReader::default()
         .read(event.to_string())
         .unwrap();
-    let proto = chunk_to_proto(&chunk, "openai");
+    let proto = chunk_to_proto(&chunk, "openai").unwrap();
     assert_eq!(proto.provider, "openai");
     let call = &proto.choices[0].tool_calls[0];
     assert_eq!(
@@ -216,4 +216,42 @@ fn chunks_carry_tool_call_deltas_and_usage() {
         ),
         (7, 2, 1)
     );
+}
+
+#[test]
+fn choices_without_an_index_are_numbered_by_place() {
+    let answer = crate::model::ChatResponse::read(
+        serde_json::json!({"choices": [
+            {"message": {"content": "a"}, "finish_reason": "stop"},
+            {"message": {"content": "b"}, "finish_reason": "stop"},
+        ]})
+        .to_string()
+        .into(),
+    )
+    .unwrap();
+    let proto = response_to_proto(&answer, "p").unwrap();
+    let indexes: Vec<u32> = proto.choices.iter().map(|choice| choice.index).collect();
+    assert_eq!(indexes, [0, 1]);
+}
+
+#[test]
+fn a_carrier_may_give_the_content_the_typed_fields_left_unset() {
+    let mut extra = prost_types::Struct::default();
+    extra.fields.insert(
+        "content".into(),
+        prost_types::Value {
+            kind: Some(Kind::StringValue("from the carrier".into())),
+        },
+    );
+    let request = pb::ChatRequest {
+        model: "m".into(),
+        messages: vec![pb::Message {
+            role: pb::Role::User as i32,
+            extra: Some(extra),
+            ..pb::Message::default()
+        }],
+        ..pb::ChatRequest::default()
+    };
+    let converted = request_from_proto(request).unwrap();
+    assert_eq!(converted.messages()[0]["content"], "from the carrier");
 }
