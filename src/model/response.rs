@@ -49,8 +49,17 @@ impl ChatResponse {
         let view: AnswerView = match serde_json::from_slice(&json) {
             Ok(view) => view,
             Err(error) => {
-                fixed = readable(&json).into_owned();
-                serde_json::from_str(&fixed).map_err(|_| malformed(error))?
+                // A member the view reads given twice (`"id"` twice): read
+                // as a JSON value reads it, the last one wins.
+                let text = readable(&json);
+                fixed = match serde_json::from_str::<AnswerView>(&text) {
+                    Ok(_) => text.into_owned(),
+                    Err(_) => serde_json::from_str::<Value>(&text)
+                        .ok()
+                        .and_then(|value| serde_json::to_string(&value).ok())
+                        .ok_or_else(|| malformed(error))?,
+                };
+                serde_json::from_str(&fixed).map_err(malformed)?
             }
         };
         let choices: Vec<_> = view.choices.0.iter().flat_map(|c| c.0.as_ref()).collect();

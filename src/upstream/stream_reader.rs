@@ -92,9 +92,21 @@ impl StreamReader {
             // A lone surrogate (a character split across events by a
             // UTF-16 upstream) is read as U+FFFD; the bytes pass as sent.
             Err(error) => {
-                let readable = without_lone_surrogates(&data).ok_or_else(|| malformed(error))?;
-                let view = serde_json::from_str::<AnswerView>(&readable).map_err(malformed)?;
-                self.facts(view, &readable)?
+                let readable = without_lone_surrogates(&data).unwrap_or_else(|| data.clone());
+                match serde_json::from_str::<AnswerView>(&readable) {
+                    Ok(view) => self.facts(view, &readable)?,
+                    // A member the view reads given twice (`"id"` twice):
+                    // read as a JSON value reads it, the last one wins.
+                    Err(_) => {
+                        let canonical = canonical(&readable).ok_or_else(|| malformed(error))?;
+                        let view =
+                            serde_json::from_str::<AnswerView>(&canonical).map_err(malformed)?;
+                        let (mut chunk, repairs) = self.facts(view, &canonical)?;
+                        // Its offsets are the canonical text's, not the event's.
+                        chunk.null_usage = None;
+                        (chunk, repairs)
+                    }
+                }
             }
         };
         if repairs.is_empty() {
@@ -251,6 +263,12 @@ impl ChoiceState {
         }
         (missing.then_some(index), add_type)
     }
+}
+
+/// The event decoded as a JSON value and written again (duplicate names
+/// collapse to the last); `None` when it is not JSON at all.
+fn canonical(text: &str) -> Option<String> {
+    serde_json::to_string(&serde_json::from_str::<Value>(text).ok()?).ok()
 }
 
 /// Applies the repairs to the event (rare: decoding it whole is fine).

@@ -179,3 +179,13 @@ fn hostile_and_odd_events_are_read_not_refused() {
         .unwrap();
     assert!(!chunk.json.contains(&b'\n'));
 }
+
+#[test]
+fn a_member_the_view_reads_given_twice_is_read_as_json_reads_it() {
+    let mut reader = StreamReader::default();
+    let twice = r#"{"id":"a","id":"b","model":"m","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}]}"#;
+    let chunk = reader.read(twice.into()).unwrap();
+    assert_eq!(&chunk.json[..], twice.as_bytes(), "forwarded as sent");
+    assert_eq!(chunk.identity.unwrap().id, "b");
+    assert!(reader.all_choices_finished());
+}

@@ -106,8 +106,10 @@ pub fn request_from_proto(request: pb::ChatRequest) -> Result<ChatRequest, Error
     })
 }
 
-/// Merges a carrier into the members built from typed fields; a key that
-/// is already there is a contradiction the caller must resolve.
+/// Merges a carrier into the members built from typed fields. A member
+/// that is an object on both sides merges member by member (a carrier may
+/// add to a typed `function`); any other member that is already there is a
+/// contradiction the caller must resolve.
 fn merge_extra(
     fields: &mut Map<String, Value>,
     extra: Option<prost_types::Struct>,
@@ -116,13 +118,34 @@ fn merge_extra(
     let Some(extra) = extra else {
         return Ok(());
     };
-    for (key, value) in extra.fields {
-        if fields.contains_key(&key) {
-            return Err(Error::invalid(format!(
-                "`{path}.{key}` repeats a typed field that is set: set it in one place"
-            )));
+    let incoming: Map<String, Value> = extra
+        .fields
+        .into_iter()
+        .map(|(key, value)| (key, super::structs::value_to_json(value)))
+        .collect();
+    merge_members(fields, incoming, path)
+}
+
+fn merge_members(
+    fields: &mut Map<String, Value>,
+    incoming: Map<String, Value>,
+    path: &str,
+) -> Result<(), Error> {
+    for (key, value) in incoming {
+        let here = format!("{path}.{key}");
+        match (fields.get_mut(&key), value) {
+            (None, value) => {
+                fields.insert(key, value);
+            }
+            (Some(Value::Object(typed)), Value::Object(more)) => {
+                merge_members(typed, more, &here)?;
+            }
+            (Some(_), _) => {
+                return Err(Error::invalid(format!(
+                    "`{here}` repeats a typed field that is set: set it in one place"
+                )));
+            }
         }
-        fields.insert(key, super::structs::value_to_json(value));
     }
     Ok(())
 }
@@ -152,7 +175,20 @@ fn role(role: i32) -> Result<&'static str, String> {
 
 fn message_json(message: pb::Message) -> Result<Value, String> {
     let mut fields = Map::new();
-    fields.insert("role".into(), json!(role(message.role)?));
+    let carried = |key: &str| {
+        message
+            .extra
+            .as_ref()
+            .is_some_and(|extra| extra.fields.contains_key(key))
+    };
+    // A role the enum has no name for may come in the carrier.
+    match role(message.role) {
+        Ok(role) => {
+            fields.insert("role".into(), json!(role));
+        }
+        Err(_) if message.role == 0 && carried("role") => {}
+        Err(problem) => return Err(problem),
+    }
     let content = match (message.content, message.parts.is_empty()) {
         (Some(_), false) => return Err("set either `content` or `parts`, not both".to_owned()),
         // An empty text is the caller's: a tool that printed nothing.
@@ -171,12 +207,7 @@ fn message_json(message: pb::Message) -> Result<Value, String> {
         // tools), unless the carrier says otherwise.
         (None, true) => Value::Null,
     };
-    let carried_content = content.is_null()
-        && message
-            .extra
-            .as_ref()
-            .is_some_and(|extra| extra.fields.contains_key("content"));
-    if !carried_content {
+    if !(content.is_null() && carried("content")) {
         fields.insert("content".into(), content);
     }
     if !message.name.is_empty() {

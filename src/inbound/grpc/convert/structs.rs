@@ -33,7 +33,9 @@ pub fn value_to_json(value: Value) -> Json {
 }
 
 fn number_to_json(number: f64) -> Json {
-    if number.fract() == 0.0 && number.abs() <= MAX_EXACT_INTEGER {
+    // -0.0 stays a float: as an integer it would lose its sign.
+    let negative_zero = number == 0.0 && number.is_sign_negative();
+    if number.fract() == 0.0 && number.abs() <= MAX_EXACT_INTEGER && !negative_zero {
         Json::Number(Number::from(number as i64))
     } else {
         Number::from_f64(number).map_or(Json::Null, Json::Number)

@@ -255,3 +255,60 @@ fn a_carrier_may_give_the_content_the_typed_fields_left_unset() {
     let converted = request_from_proto(request).unwrap();
     assert_eq!(converted.messages()[0]["content"], "from the carrier");
 }
+
+#[test]
+fn carriers_add_inside_typed_objects_and_may_name_a_role() {
+    let carrier = |value: serde_json::Value| Some(json_to_struct(value.as_object().unwrap()));
+    let request = pb::ChatRequest {
+        model: "m".into(),
+        messages: vec![
+            pb::Message {
+                role: pb::Role::Unspecified as i32,
+                content: Some("hi".into()),
+                extra: carrier(serde_json::json!({"role": "ipython"})),
+                ..pb::Message::default()
+            },
+            pb::Message {
+                role: pb::Role::Assistant as i32,
+                tool_calls: vec![pb::ToolCall {
+                    id: "c".into(),
+                    function: Some(pb::FunctionCall {
+                        name: "f".into(),
+                        arguments: "{}".into(),
+                    }),
+                    extra: carrier(serde_json::json!({"function": {"strict_args": true}})),
+                    ..pb::ToolCall::default()
+                }],
+                ..pb::Message::default()
+            },
+        ],
+        temperature: Some(-0.0),
+        ..pb::ChatRequest::default()
+    };
+    let converted = request_from_proto(request).unwrap();
+    let messages = converted.messages();
+    assert_eq!(messages[0]["role"], "ipython");
+    assert_eq!(
+        messages[1]["tool_calls"][0]["function"],
+        serde_json::json!({"name": "f", "arguments": "{}", "strict_args": true})
+    );
+    let mut repeated = pb::ToolCall {
+        function: Some(pb::FunctionCall::default()),
+        extra: carrier(serde_json::json!({"function": {"name": "g"}})),
+        ..pb::ToolCall::default()
+    };
+    repeated.id = "c".into();
+    let request = pb::ChatRequest {
+        model: "m".into(),
+        messages: vec![pb::Message {
+            role: pb::Role::Assistant as i32,
+            tool_calls: vec![repeated],
+            ..pb::Message::default()
+        }],
+        ..pb::ChatRequest::default()
+    };
+    let error = request_from_proto(request).unwrap_err().to_string();
+    assert!(error.contains("extra.function.name"), "{error}");
+    let zero = struct_to_json(carrier(serde_json::json!({"z": -0.0})).unwrap());
+    assert!(zero["z"].as_f64().unwrap().is_sign_negative());
+}
