@@ -31,6 +31,8 @@ pub const GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: &str = "gen_ai.response.time_to_f
 pub const GEN_AI_USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
 pub const GEN_AI_USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
 pub const GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: &str = "gen_ai.usage.cache_read.input_tokens";
+pub const GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: &str =
+    "gen_ai.usage.cache_creation.input_tokens";
 pub const GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: &str = "gen_ai.usage.reasoning.output_tokens";
 pub const GEN_AI_INPUT_MESSAGES: &str = "gen_ai.input.messages";
 pub const GEN_AI_OUTPUT_MESSAGES: &str = "gen_ai.output.messages";
@@ -162,6 +164,12 @@ pub fn usage_attributes(usage: &Usage) -> Vec<KeyValue> {
         attributes.push(KeyValue::new(
             GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
             i64::from(cached),
+        ));
+    }
+    if let Some(written) = usage.cache_write_tokens {
+        attributes.push(KeyValue::new(
+            GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+            i64::from(written),
         ));
     }
     if let Some(reasoning) = usage.reasoning_tokens {

@@ -10,6 +10,7 @@
 //! the field.
 
 mod answer;
+mod chunk_fast;
 mod logprobs;
 mod request;
 mod structs;

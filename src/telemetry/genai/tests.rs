@@ -186,6 +186,7 @@ fn usage_details_appear_only_when_reported() {
 
     let detailed = Usage {
         cache_read_tokens: Some(2),
+        cache_write_tokens: Some(5),
         reasoning_tokens: Some(0),
         ..plain
     };
@@ -197,6 +198,10 @@ fn usage_details_appear_only_when_reported() {
     assert_eq!(
         find(&attributes, GEN_AI_USAGE_REASONING_OUTPUT_TOKENS),
         Some(&Value::I64(0))
+    );
+    assert_eq!(
+        find(&attributes, GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS),
+        Some(&Value::I64(5))
     );
 }
 

@@ -3,6 +3,7 @@
 //! an unexpected shape, lands in the `extra` carrier of its level, so a
 //! gRPC caller receives everything the upstream sent.
 
+use super::chunk_fast::chunk_to_proto_fast;
 use super::logprobs::logprobs_from_json;
 use super::structs::json_to_struct;
 use crate::model::{ChatChunk, ChatResponse, Usage};
@@ -33,8 +34,17 @@ pub fn response_to_proto(
     })
 }
 
-/// `Err` as for [`response_to_proto`].
+/// `Err` as for [`response_to_proto`]. Events of the usual shape take the
+/// one-pass path ([`super::chunk_fast`]); the rest go through a JSON value.
 pub fn chunk_to_proto(chunk: &ChatChunk, provider: &str) -> Result<pb::ChatChunk, String> {
+    match chunk_to_proto_fast(&chunk.json, chunk.usage, provider) {
+        Some(proto) => Ok(proto),
+        None => chunk_via_value(chunk, provider),
+    }
+}
+
+/// [`chunk_to_proto`] through a JSON value: any shape.
+pub(super) fn chunk_via_value(chunk: &ChatChunk, provider: &str) -> Result<pb::ChatChunk, String> {
     let mut fields = object(chunk.to_value()?);
     drop_implied(&mut fields, "object", "chat.completion.chunk");
     let choices = take_list(&mut fields, "choices", choice_delta);

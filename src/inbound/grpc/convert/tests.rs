@@ -312,3 +312,40 @@ fn carriers_add_inside_typed_objects_and_may_name_a_role() {
     let zero = struct_to_json(carrier(serde_json::json!({"z": -0.0})).unwrap());
     assert!(zero["z"].as_f64().unwrap().is_sign_negative());
 }
+
+/// The one-pass chunk path gives what the JSON-value path gives, for every
+/// event of the corpus and for odd ones; where it gives up, the other runs.
+#[test]
+fn the_fast_chunk_path_agrees_with_the_value_path() {
+    use crate::upstream::stream_reader::StreamReader;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/corpus");
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let case: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
+        if let Some(list) = case["events"].as_array() {
+            events.extend(list.iter().filter(|event| event.is_object()).cloned());
+        }
+    }
+    assert!(events.len() > 50, "the corpus has streams");
+    events.extend([
+        serde_json::json!({"choices": [{"delta": {"reasoning": "r", "reasoning_content": "rc"}}]}),
+        serde_json::json!({"choices": [{"delta": {"reasoning": null, "reasoning_content": ""}}]}),
+        serde_json::json!({"object": "other", "usage": null, "x": [1, {"y": null}],
+            "choices": [{"index": 2, "logprobs": {"odd": true}, "delta": {"tool_calls": [
+                {"index": 1, "function": {"name": "f", "arguments": "{}", "more": 1}, "z": 2}]}}]}),
+        serde_json::json!({"created": 1.0, "choices": [{"index": "1", "delta": null}]}),
+        serde_json::json!({"choices": [null, 3]}),
+    ]);
+    let mut fast = 0;
+    for event in events {
+        let chunk = StreamReader::default().read(event.to_string()).unwrap();
+        let slow = answer::chunk_via_value(&chunk, "p").unwrap();
+        if let Some(quick) = chunk_fast::chunk_to_proto_fast(&chunk.json, chunk.usage, "p") {
+            assert_eq!(quick, slow, "{event}");
+            fast += 1;
+        }
+        assert_eq!(chunk_to_proto(&chunk, "p").unwrap(), slow);
+    }
+    assert!(fast > 50, "most events take the fast path ({fast})");
+}
