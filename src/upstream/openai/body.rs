@@ -4,7 +4,8 @@
 //! Owned: `model` (the routed upstream name), `stream`,
 //! `stream_options.include_usage` (asked for on streams when the provider
 //! accepts it, so every call is accounted; the caller's other
-//! `stream_options` stay), the gRPC caller's `max_tokens` (written as the
+//! `stream_options` stay; a provider configured with
+//! `stream_options = false` receives none), the gRPC caller's `max_tokens` (written as the
 //! provider's [`MaxTokensField`]) and `metadata` (sent only when the
 //! provider sets `forward_metadata`). Every other member is written as the
 //! caller sent it, in the caller's order.
@@ -45,6 +46,8 @@ impl Serialize for UpstreamBody<'_> {
                     map.serialize_entry(key, &with_usage(value))?;
                     options_written = true;
                 }
+                // A provider configured without `stream_options` refuses it.
+                "stream_options" if !rules.include_usage => {}
                 _ => map.serialize_entry(key, value)?,
             }
         }
@@ -140,10 +143,7 @@ mod tests {
             },
         );
         assert_eq!(forwarded["metadata"], json!({"team": "search"}));
-        assert_eq!(
-            forwarded["stream_options"],
-            json!({"include_obfuscation": false})
-        );
+        assert!(forwarded.get("stream_options").is_none(), "{forwarded}");
     }
 
     #[test]
