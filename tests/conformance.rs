@@ -59,30 +59,11 @@ fn upstream_body(sent: &Value, stream: bool) -> Value {
 }
 
 fn last_upstream_body(harness: &Harness) -> Value {
-    harness
-        .fake
-        .requests()
-        .last()
-        .expect("the upstream got the request")
-        .body
-        .clone()
-}
-
-/// The data of each SSE event, JSON where it is JSON.
-fn sse_events(text: &str) -> Vec<Value> {
-    text.split("\n\n")
-        .filter_map(|event| event.strip_prefix("data: "))
-        .map(|data| serde_json::from_str(data).unwrap_or_else(|_| json!(data)))
-        .collect()
+    harness.last_upstream_body()
 }
 
 async fn post(harness: &Harness, body: &Value) -> (u16, String) {
-    let response = reqwest::Client::new()
-        .post(format!("{}/chat/completions", harness.http_base()))
-        .json(body)
-        .send()
-        .await
-        .expect("the facade answers");
+    let response = harness.post_facade(body).await;
     let status = response.status().as_u16();
     (status, response.text().await.expect("a whole body"))
 }
@@ -113,7 +94,7 @@ async fn a_facade_caller_receives_what_the_upstream_sent() {
                 }
                 Some(_) => {
                     let expected = corpus::expected_stream_events(&case, include_usage);
-                    assert_eq!(sse_events(&text), expected, "{name}");
+                    assert_eq!(common::sse_data(&text), expected, "{name}");
                 }
             }
             assert_eq!(

@@ -35,13 +35,7 @@ fn ask(extra: Value) -> Value {
 }
 
 async fn post(harness: &Harness, body: &Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{}/chat/completions", harness.http_base()))
-        .header("x-llm-max-attempts", "1")
-        .json(body)
-        .send()
-        .await
-        .expect("the facade answers")
+    harness.post_facade(body).await
 }
 
 async fn post_json(harness: &Harness, body: &Value) -> Value {
@@ -52,21 +46,11 @@ async fn post_json(harness: &Harness, body: &Value) -> Value {
 
 /// The data of each event of a streamed facade answer.
 async fn post_events(harness: &Harness, body: &Value) -> Vec<Value> {
-    let text = post(harness, body).await.text().await.unwrap();
-    text.split("\n\n")
-        .filter_map(|event| event.strip_prefix("data: "))
-        .map(|data| serde_json::from_str(data).unwrap_or_else(|_| json!(data)))
-        .collect()
+    common::sse_data(&post(harness, body).await.text().await.unwrap())
 }
 
 fn upstream_body(harness: &Harness) -> Value {
-    harness
-        .fake
-        .requests()
-        .last()
-        .expect("a request")
-        .body
-        .clone()
+    harness.last_upstream_body()
 }
 
 fn one_answer(message: Value, usage: Value) -> Value {

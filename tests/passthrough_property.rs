@@ -228,12 +228,7 @@ fn answers_with_extras() -> impl Strategy<Value = (Value, Vec<Value>)> {
 }
 
 async fn post(harness: &Harness, body: &Value) -> String {
-    let response = reqwest::Client::new()
-        .post(format!("{}/chat/completions", harness.http_base()))
-        .json(body)
-        .send()
-        .await
-        .expect("the facade answers");
+    let response = harness.post_facade(body).await;
     let status = response.status();
     let text = response.text().await.expect("a body");
     assert_eq!(status, 200, "{text}");
@@ -241,13 +236,7 @@ async fn post(harness: &Harness, body: &Value) -> String {
 }
 
 fn last_upstream_body(harness: &Harness) -> Value {
-    harness
-        .fake
-        .requests()
-        .last()
-        .expect("a request")
-        .body
-        .clone()
+    harness.last_upstream_body()
 }
 
 fn scripted(mut request: Value, scenario: Value) -> Value {
@@ -300,11 +289,7 @@ proptest! {
             streamed["stream"] = json!(true);
             streamed["stream_options"] = json!({"include_usage": true});
             let text = post(&harness, &streamed).await;
-            let received: Vec<Value> = text
-                .split("\n\n")
-                .filter_map(|event| event.strip_prefix("data: "))
-                .map(|data| serde_json::from_str(data).unwrap_or_else(|_| json!(data)))
-                .collect();
+            let received = common::sse_data(&text);
             assert_eq!(received, events, "facade stream");
 
             let mut request = request_proto(&streamed);

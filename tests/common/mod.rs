@@ -156,6 +156,27 @@ circuit_failures = 0
             .expect("the ledger answers")
     }
 
+    /// The JSON body of the last request the upstream received.
+    pub fn last_upstream_body(&self) -> serde_json::Value {
+        self.fake
+            .requests()
+            .last()
+            .expect("the upstream got a request")
+            .body
+            .clone()
+    }
+
+    /// `POST /v1/chat/completions` on the facade with a JSON body.
+    pub async fn post_facade(&self, body: &serde_json::Value) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("{}/chat/completions", self.http_base()))
+            .header("x-llm-max-attempts", "1")
+            .json(body)
+            .send()
+            .await
+            .expect("the facade answers")
+    }
+
     /// Whether the upstream saw its request abandoned (within 5 s).
     pub async fn upstream_closed(&self) -> bool {
         self.fake
@@ -223,4 +244,13 @@ pub async fn sidecar_from(toml: &str) -> (Running, ChatServiceClient<Channel>, t
     let running = start(&config, &|_| None).await.expect("the sidecar starts");
     let channel = connect_uds(&socket).await.expect("the client connects");
     (running, chat_client(channel, 16 * 1024 * 1024), dir)
+}
+
+/// The data of each event of an SSE body, as JSON where it is JSON
+/// (`"[DONE]"` stays a string).
+pub fn sse_data(text: &str) -> Vec<serde_json::Value> {
+    text.split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).unwrap_or_else(|_| serde_json::json!(data)))
+        .collect()
 }

@@ -151,8 +151,13 @@ fn take_usage(fields: &mut Map<String, Value>, usage: Option<Usage>) -> Option<p
     if raw.is_none() && usage.is_none() {
         return None;
     }
+    Some(usage_proto(usage, raw))
+}
+
+/// The typed counts read from any spelling, with the object as sent.
+pub(super) fn usage_proto(usage: Option<Usage>, raw: Option<prost_types::Struct>) -> pb::Usage {
     let usage = usage.unwrap_or_default();
-    Some(pb::Usage {
+    pb::Usage {
         prompt_tokens: usage.prompt_tokens,
         completion_tokens: usage.completion_tokens,
         total_tokens: usage.total_tokens,
@@ -160,7 +165,7 @@ fn take_usage(fields: &mut Map<String, Value>, usage: Option<Usage>) -> Option<p
         reasoning_tokens: usage.reasoning_tokens(),
         cache_write_tokens: usage.cache_write_tokens.unwrap_or(0),
         raw,
-    })
+    }
 }
 
 /// `reasoning_content`, or OpenRouter's `reasoning` when that is the only

@@ -9,6 +9,7 @@
 //! first cost several times the rest of a chunk's path: a map and a string
 //! per member.
 
+use super::answer::usage_proto;
 use super::logprobs::logprobs_from_json;
 use super::structs::json_to_struct;
 use crate::model::Usage;
@@ -103,16 +104,7 @@ impl<'de> Visitor<'de> for ChunkSeed {
             }
         }
         if raw_usage.is_some() || self.usage.is_some() {
-            let usage = self.usage.unwrap_or_default();
-            chunk.usage = Some(pb::Usage {
-                prompt_tokens: usage.prompt_tokens,
-                completion_tokens: usage.completion_tokens,
-                total_tokens: usage.total_tokens,
-                cached_prompt_tokens: usage.cached_prompt_tokens(),
-                reasoning_tokens: usage.reasoning_tokens(),
-                cache_write_tokens: usage.cache_write_tokens.unwrap_or(0),
-                raw: raw_usage,
-            });
+            chunk.usage = Some(usage_proto(self.usage, raw_usage));
         }
         chunk.extra = carrier(extra);
         Ok(chunk)
