@@ -21,6 +21,10 @@ pub struct LenientStr<'a>(pub Option<Cow<'a, str>>);
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct LenientCount(pub Option<u32>);
 
+/// A number, or absent.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct LenientNumber(pub Option<f64>);
+
 /// A list, or empty; elements are read as `T` (make `T` lenient too).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LenientList<T>(pub Vec<T>);
@@ -140,6 +144,29 @@ impl<'de> Deserialize<'de> for LenientCount {
             absent_for_other_shapes!(LenientCount(None); strings, maps, seqs);
         }
         deserializer.deserialize_any(CountVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for LenientNumber {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NumberVisitor;
+        impl<'de> Visitor<'de> for NumberVisitor {
+            type Value = LenientNumber;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_u64<E: de::Error>(self, number: u64) -> Result<Self::Value, E> {
+                Ok(LenientNumber(Some(number as f64)))
+            }
+            fn visit_i64<E: de::Error>(self, number: i64) -> Result<Self::Value, E> {
+                Ok(LenientNumber(Some(number as f64)))
+            }
+            fn visit_f64<E: de::Error>(self, number: f64) -> Result<Self::Value, E> {
+                Ok(LenientNumber(Some(number)))
+            }
+            absent_for_other_shapes!(LenientNumber(None); strings, maps, seqs);
+        }
+        deserializer.deserialize_any(NumberVisitor)
     }
 }
 

@@ -23,7 +23,9 @@
 //! A count that is missing, `null`, negative or not an integer is absent,
 //! never an error: a provider that billed the call has answered.
 
-use serde_json::{Map, Value};
+use super::lenient::{LenientCount, LenientNumber, LenientObject};
+use serde::Deserialize;
+use serde_json::Value;
 
 /// One call's token counts (tokens) and the upstream's own cost (USD).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -44,37 +46,66 @@ pub struct Usage {
     pub cost_usd: Option<f64>,
 }
 
+/// Every spelling read, each leniently (see `lenient.rs`); read from the
+/// text without building a JSON value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct UsageView {
+    prompt_tokens: LenientCount,
+    input_tokens: LenientCount,
+    completion_tokens: LenientCount,
+    output_tokens: LenientCount,
+    total_tokens: LenientCount,
+    prompt_tokens_details: LenientObject<DetailsView>,
+    input_tokens_details: LenientObject<DetailsView>,
+    completion_tokens_details: LenientObject<DetailsView>,
+    output_tokens_details: LenientObject<DetailsView>,
+    prompt_cache_hit_tokens: LenientCount,
+    cache_read_input_tokens: LenientCount,
+    cache_creation_input_tokens: LenientCount,
+    reasoning_tokens: LenientCount,
+    cost: LenientNumber,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct DetailsView {
+    cached_tokens: LenientCount,
+    cache_write_tokens: LenientCount,
+    reasoning_tokens: LenientCount,
+}
+
+fn detail(
+    details: &LenientObject<DetailsView>,
+    count: fn(&DetailsView) -> LenientCount,
+) -> Option<u32> {
+    details.0.as_ref().and_then(|details| count(details).0)
+}
+
 impl Usage {
-    /// Reads a `usage` object in any spelling above; `None` when `value` is
-    /// not an object or carries no token count at all.
-    pub fn from_json(value: &Value) -> Option<Usage> {
-        let usage = value.as_object()?;
-        let cache_read = first_count(
-            usage,
-            &[
-                &["prompt_tokens_details", "cached_tokens"],
-                &["prompt_cache_hit_tokens"],
-                &["cache_read_input_tokens"],
-                &["input_tokens_details", "cached_tokens"],
-            ],
-        );
-        let cache_write = first_count(
-            usage,
-            &[
-                &["prompt_tokens_details", "cache_write_tokens"],
-                &["cache_creation_input_tokens"],
-            ],
-        );
-        let prompt = count(usage, &["prompt_tokens"]).or_else(|| {
+    /// Reads a `usage` object's text in any spelling above; `None` when it
+    /// is not an object or carries no token count at all.
+    pub fn from_json_text(text: &str) -> Option<Usage> {
+        if !text.trim_start().starts_with('{') {
+            return None;
+        }
+        let view: UsageView = serde_json::from_str(text).ok()?;
+        let cache_read = detail(&view.prompt_tokens_details, |d| d.cached_tokens)
+            .or(view.prompt_cache_hit_tokens.0)
+            .or(view.cache_read_input_tokens.0)
+            .or_else(|| detail(&view.input_tokens_details, |d| d.cached_tokens));
+        let cache_write = detail(&view.prompt_tokens_details, |d| d.cache_write_tokens)
+            .or(view.cache_creation_input_tokens.0);
+        let prompt = view.prompt_tokens.0.or_else(|| {
             // Anthropic-style input tokens leave the cache out.
-            count(usage, &["input_tokens"]).map(|input| {
+            view.input_tokens.0.map(|input| {
                 input
-                    .saturating_add(count(usage, &["cache_read_input_tokens"]).unwrap_or(0))
-                    .saturating_add(count(usage, &["cache_creation_input_tokens"]).unwrap_or(0))
+                    .saturating_add(view.cache_read_input_tokens.0.unwrap_or(0))
+                    .saturating_add(view.cache_creation_input_tokens.0.unwrap_or(0))
             })
         });
-        let completion = first_count(usage, &[&["completion_tokens"], &["output_tokens"]]);
-        let total = count(usage, &["total_tokens"]);
+        let completion = view.completion_tokens.0.or(view.output_tokens.0);
+        let total = view.total_tokens.0;
         if prompt.is_none() && completion.is_none() && total.is_none() {
             return None;
         }
@@ -86,25 +117,16 @@ impl Usage {
             total_tokens: total.unwrap_or(prompt_tokens.saturating_add(completion_tokens)),
             cache_read_tokens: cache_read,
             cache_write_tokens: cache_write,
-            reasoning_tokens: first_count(
-                usage,
-                &[
-                    &["completion_tokens_details", "reasoning_tokens"],
-                    &["output_tokens_details", "reasoning_tokens"],
-                    &["reasoning_tokens"],
-                ],
-            ),
-            cost_usd: usage
-                .get("cost")
-                .and_then(Value::as_f64)
-                .filter(|cost| cost.is_finite() && *cost >= 0.0),
+            reasoning_tokens: detail(&view.completion_tokens_details, |d| d.reasoning_tokens)
+                .or_else(|| detail(&view.output_tokens_details, |d| d.reasoning_tokens))
+                .or(view.reasoning_tokens.0),
+            cost_usd: view.cost.0.filter(|cost| cost.is_finite() && *cost >= 0.0),
         })
     }
 
-    /// Reads a `usage` object from its JSON text; `None` as for
-    /// [`Usage::from_json`], or when the text is not JSON.
-    pub fn from_json_text(text: &str) -> Option<Usage> {
-        Usage::from_json(&serde_json::from_str(text).ok()?)
+    /// [`Usage::from_json_text`] of a JSON value.
+    pub fn from_json(value: &Value) -> Option<Usage> {
+        Usage::from_json_text(&value.to_string())
     }
 
     /// Cached prompt tokens, 0 when not reported.
@@ -116,26 +138,6 @@ impl Usage {
     pub fn reasoning_tokens(&self) -> u32 {
         self.reasoning_tokens.unwrap_or(0)
     }
-}
-
-/// The first of several spellings that holds a count.
-fn first_count(usage: &Map<String, Value>, paths: &[&[&str]]) -> Option<u32> {
-    paths.iter().find_map(|path| count(usage, path))
-}
-
-/// A non-negative integer at `path`; integral floats count (`12.0`).
-fn count(usage: &Map<String, Value>, path: &[&str]) -> Option<u32> {
-    let (last, parents) = path.split_last()?;
-    let mut object = usage;
-    for key in parents {
-        object = object.get(*key)?.as_object()?;
-    }
-    let number = object.get(*last)?;
-    if let Some(whole) = number.as_u64() {
-        return u32::try_from(whole).ok();
-    }
-    let float = number.as_f64()?;
-    (float >= 0.0 && float.fract() == 0.0 && float <= f64::from(u32::MAX)).then_some(float as u32)
 }
 
 #[cfg(test)]

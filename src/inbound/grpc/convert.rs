@@ -10,6 +10,7 @@
 //! the field.
 
 mod answer;
+mod answer_fast;
 mod chunk_fast;
 mod logprobs;
 mod request;

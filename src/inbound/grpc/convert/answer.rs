@@ -3,6 +3,7 @@
 //! an unexpected shape, lands in the `extra` carrier of its level, so a
 //! gRPC caller receives everything the upstream sent.
 
+use super::answer_fast::response_to_proto_fast;
 use super::chunk_fast::chunk_to_proto_fast;
 use super::logprobs::logprobs_from_json;
 use super::structs::json_to_struct;
@@ -12,8 +13,20 @@ use serde_json::{Map, Value};
 
 /// `Err` when the answer's JSON cannot be decoded at all (nested deeper
 /// than serde_json reads): the caller must get an error, not an empty
-/// answer.
+/// answer. Answers of the usual shape take the one-pass path
+/// ([`super::answer_fast`]); the rest go through a JSON value.
 pub fn response_to_proto(
+    response: &ChatResponse,
+    provider: &str,
+) -> Result<pb::ChatResponse, String> {
+    match response_to_proto_fast(&response.json, response.usage, provider) {
+        Some(proto) => Ok(proto),
+        None => response_via_value(response, provider),
+    }
+}
+
+/// [`response_to_proto`] through a JSON value: any shape.
+pub(super) fn response_via_value(
     response: &ChatResponse,
     provider: &str,
 ) -> Result<pb::ChatResponse, String> {

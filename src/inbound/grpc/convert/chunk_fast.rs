@@ -11,12 +11,14 @@
 
 use super::answer::usage_proto;
 use super::logprobs::logprobs_from_json;
-use super::structs::json_to_struct;
+use super::structs::{ProtoValueSeed, json_to_struct, json_to_value};
 use crate::model::Usage;
 use crate::proto::v1 as pb;
+use prost_types::value::Kind;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// The event as protobuf, or `None` when it is not of the usual shape.
@@ -33,12 +35,12 @@ pub fn chunk_to_proto_fast(
 }
 
 /// Gives up on the fast path (the caller converts the slow way).
-fn unusual<E: de::Error>() -> E {
+pub(super) fn unusual<E: de::Error>() -> E {
     E::custom("an unusual shape")
 }
 
 /// A string or `null` (empty); `Err` (give up) for anything else.
-fn text<'de, A: MapAccess<'de>>(map: &mut A) -> Result<String, A::Error> {
+pub(super) fn text<'de, A: MapAccess<'de>>(map: &mut A) -> Result<String, A::Error> {
     match map.next_value::<Value>()? {
         Value::String(text) => Ok(text),
         Value::Null => Ok(String::new()),
@@ -47,7 +49,7 @@ fn text<'de, A: MapAccess<'de>>(map: &mut A) -> Result<String, A::Error> {
 }
 
 /// An integer that fits, or `None` for `null`; `Err` for anything else.
-fn whole<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<i64>, A::Error> {
+pub(super) fn whole<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<i64>, A::Error> {
     match map.next_value::<Value>()? {
         Value::Null => Ok(None),
         Value::Number(number) => number.as_i64().map(Some).ok_or_else(unusual),
@@ -55,8 +57,34 @@ fn whole<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<i64>, A::Error> {
     }
 }
 
-fn carrier(fields: Map<String, Value>) -> Option<prost_types::Struct> {
+pub(super) fn carrier(fields: Map<String, Value>) -> Option<prost_types::Struct> {
     (!fields.is_empty()).then(|| json_to_struct(&fields))
+}
+
+/// Members bound for a carrier, converted to protobuf as they are read.
+#[derive(Default)]
+pub(super) struct Carrier(BTreeMap<String, prost_types::Value>);
+
+impl Carrier {
+    /// The map's next value, read straight into the carrier under `key`.
+    pub(super) fn read<'de, A: MapAccess<'de>>(
+        &mut self,
+        key: Cow<'de, str>,
+        map: &mut A,
+    ) -> Result<(), A::Error> {
+        let value = map.next_value_seed(ProtoValueSeed)?;
+        self.0.insert(key.into_owned(), value);
+        Ok(())
+    }
+
+    /// A member already read as JSON.
+    pub(super) fn put(&mut self, key: impl Into<String>, value: &Value) {
+        self.0.insert(key.into(), json_to_value(value));
+    }
+
+    pub(super) fn into_struct(self) -> Option<prost_types::Struct> {
+        (!self.0.is_empty()).then_some(prost_types::Struct { fields: self.0 })
+    }
 }
 
 struct ChunkSeed {
@@ -77,7 +105,7 @@ impl<'de> Visitor<'de> for ChunkSeed {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut chunk = pb::ChatChunk::default();
-        let mut extra = Map::new();
+        let mut extra = Carrier::default();
         let mut raw_usage = None;
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             match key.as_ref() {
@@ -89,24 +117,24 @@ impl<'de> Visitor<'de> for ChunkSeed {
                 "object" => match map.next_value::<Value>()? {
                     Value::String(kind) if kind == "chat.completion.chunk" => {}
                     other => {
-                        extra.insert(key.into_owned(), other);
+                        extra.put(key.into_owned(), &other);
                     }
                 },
                 "choices" => chunk.choices = map.next_value_seed(Choices)?,
-                "usage" => match map.next_value::<Value>()? {
-                    Value::Object(raw) => raw_usage = Some(json_to_struct(&raw)),
-                    Value::Null => {}
+                "usage" => match map.next_value_seed(ProtoValueSeed)?.kind {
+                    Some(Kind::StructValue(raw)) => raw_usage = Some(raw),
+                    Some(Kind::NullValue(_)) => {}
                     _ => return Err(unusual()),
                 },
                 _ => {
-                    extra.insert(key.into_owned(), map.next_value::<Value>()?);
+                    extra.read(key, &mut map)?;
                 }
             }
         }
         if raw_usage.is_some() || self.usage.is_some() {
             chunk.usage = Some(usage_proto(self.usage, raw_usage));
         }
-        chunk.extra = carrier(extra);
+        chunk.extra = extra.into_struct();
         Ok(chunk)
     }
 }
@@ -159,7 +187,7 @@ impl<'de> Visitor<'de> for ChoiceSeed {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut choice = pb::ChoiceDelta::default();
         let mut index = None;
-        let mut extra = Map::new();
+        let mut extra = Carrier::default();
         let mut delta = Delta::default();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             match key.as_ref() {
@@ -174,13 +202,13 @@ impl<'de> Visitor<'de> for ChoiceSeed {
                     value => match logprobs_from_json(&value) {
                         Some(logprobs) => choice.logprobs = Some(logprobs),
                         None => {
-                            extra.insert(key.into_owned(), value);
+                            extra.put(key.into_owned(), &value);
                         }
                     },
                 },
                 "delta" => delta = map.next_value_seed(DeltaSeed)?,
                 _ => {
-                    extra.insert(key.into_owned(), map.next_value::<Value>()?);
+                    extra.read(key, &mut map)?;
                 }
             }
         }
@@ -198,13 +226,13 @@ impl<'de> Visitor<'de> for ChoiceSeed {
             }
         } else {
             if let Some(reasoning) = delta.reasoning {
-                delta_extra.insert("reasoning".to_owned(), reasoning);
+                delta_extra.put("reasoning", &reasoning);
             }
             delta.reasoning_content
         };
         choice.tool_calls = delta.tool_calls;
-        choice.delta_extra = carrier(delta_extra);
-        choice.extra = carrier(extra);
+        choice.delta_extra = delta_extra.into_struct();
+        choice.extra = extra.into_struct();
         Ok(choice)
     }
 }
@@ -218,7 +246,7 @@ struct Delta {
     /// As sent (a string or `null`), since it may go to the carrier.
     reasoning: Option<Value>,
     tool_calls: Vec<pb::ToolCallDelta>,
-    extra: Map<String, Value>,
+    extra: Carrier,
 }
 
 struct DeltaSeed;
@@ -252,9 +280,7 @@ impl<'de> Visitor<'de> for DeltaSeed {
                 },
                 "tool_calls" => delta.tool_calls = map.next_value_seed(ToolCalls)?,
                 _ => {
-                    delta
-                        .extra
-                        .insert(key.into_owned(), map.next_value::<Value>()?);
+                    delta.extra.read(key, &mut map)?;
                 }
             }
         }
@@ -305,7 +331,7 @@ impl<'de> Visitor<'de> for ToolCallSeed {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut call = pb::ToolCallDelta::default();
-        let mut extra = Map::new();
+        let mut extra = Carrier::default();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             match key.as_ref() {
                 "index" => {
@@ -328,18 +354,18 @@ impl<'de> Visitor<'de> for ToolCallSeed {
                             }
                         }
                         if !function.is_empty() {
-                            extra.insert(key.into_owned(), Value::Object(function));
+                            extra.put(key.into_owned(), &Value::Object(function));
                         }
                     }
                     Value::Null => {}
                     _ => return Err(unusual()),
                 },
                 _ => {
-                    extra.insert(key.into_owned(), map.next_value::<Value>()?);
+                    extra.read(key, &mut map)?;
                 }
             }
         }
-        call.extra = carrier(extra);
+        call.extra = extra.into_struct();
         Ok(call)
     }
 }

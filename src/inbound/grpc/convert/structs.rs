@@ -64,3 +64,66 @@ pub fn json_to_value(value: &Json) -> Value {
     };
     Value { kind: Some(kind) }
 }
+
+/// Reads a JSON value straight into a `google.protobuf.Value`, with no
+/// JSON value in between (numbers as doubles, as the Struct holds them).
+pub struct ProtoValueSeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for ProtoValueSeed {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(ProtoValueVisitor)
+    }
+}
+
+struct ProtoValueVisitor;
+
+fn proto(kind: Kind) -> Value {
+    Value { kind: Some(kind) }
+}
+
+impl<'de> serde::de::Visitor<'de> for ProtoValueVisitor {
+    type Value = Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, flag: bool) -> Result<Value, E> {
+        Ok(proto(Kind::BoolValue(flag)))
+    }
+    fn visit_i64<E>(self, number: i64) -> Result<Value, E> {
+        Ok(proto(Kind::NumberValue(number as f64)))
+    }
+    fn visit_u64<E>(self, number: u64) -> Result<Value, E> {
+        Ok(proto(Kind::NumberValue(number as f64)))
+    }
+    fn visit_f64<E>(self, number: f64) -> Result<Value, E> {
+        Ok(proto(Kind::NumberValue(number)))
+    }
+    fn visit_str<E>(self, text: &str) -> Result<Value, E> {
+        Ok(proto(Kind::StringValue(text.to_owned())))
+    }
+    fn visit_string<E>(self, text: String) -> Result<Value, E> {
+        Ok(proto(Kind::StringValue(text)))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(proto(Kind::NullValue(0)))
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(proto(Kind::NullValue(0)))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut values = Vec::new();
+        while let Some(value) = seq.next_element_seed(ProtoValueSeed)? {
+            values.push(value);
+        }
+        Ok(proto(Kind::ListValue(ListValue { values })))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut fields = std::collections::BTreeMap::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(ProtoValueSeed)?;
+            fields.insert(key, value);
+        }
+        Ok(proto(Kind::StructValue(Struct { fields })))
+    }
+}

@@ -349,3 +349,40 @@ fn the_fast_chunk_path_agrees_with_the_value_path() {
     }
     assert!(fast > 50, "most events take the fast path ({fast})");
 }
+
+/// The one-pass answer path gives what the JSON-value path gives, for every
+/// answer of the corpus and for odd ones.
+#[test]
+fn the_fast_answer_path_agrees_with_the_value_path() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/corpus");
+    let mut answers: Vec<serde_json::Value> = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let case: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
+        if case["response"].is_object() {
+            answers.push(case["response"].clone());
+        }
+    }
+    assert!(answers.len() > 10, "the corpus has answers");
+    let choice = |message: serde_json::Value| serde_json::json!({"choices": [{"finish_reason": "stop", "message": message}]});
+    answers.extend([
+        choice(serde_json::json!({"role": "tool", "content": null, "reasoning": "r"})),
+        choice(serde_json::json!({"reasoning": "r", "reasoning_content": "rc", "x": {}})),
+        choice(serde_json::json!({"content": [1], "tool_calls": null})),
+        choice(serde_json::json!({"tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{}", "z": 1}, "k": 2}]})),
+        serde_json::json!({"object": "odd", "choices": [{"index": 1, "message": null, "logprobs": {"odd": 1}}], "usage": {"prompt_tokens": 1}}),
+    ]);
+    let mut fast = 0;
+    for answer in answers {
+        let response = crate::model::ChatResponse::read(answer.to_string().into()).unwrap();
+        let slow = answer::response_via_value(&response, "p").unwrap();
+        if let Some(quick) =
+            answer_fast::response_to_proto_fast(&response.json, response.usage, "p")
+        {
+            assert_eq!(quick, slow, "{answer}");
+            fast += 1;
+        }
+        assert_eq!(response_to_proto(&response, "p").unwrap(), slow);
+    }
+    assert!(fast > 10, "most answers take the fast path ({fast})");
+}
