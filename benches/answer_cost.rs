@@ -14,24 +14,13 @@ use llm_sidecar::upstream::openai::{BodyRules, UpstreamBody};
 use prost::Message as _;
 use serde::de::IgnoredAny;
 use std::hint::black_box;
-use std::time::Instant;
+use support::per_call;
+
+mod support;
 
 const ROUNDS: u32 = 50_000;
 
 const ANSWER: &str = r#"{"id":"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG","object":"chat.completion","created":1741570283,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"The image shows a wooden boardwalk path running through a lush green field.","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":1117,"completion_tokens":46,"total_tokens":1163,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":"fp_fc9f1d7035"}"#;
-
-/// Nanoseconds per call of `work`, best of three runs.
-fn per_call(mut work: impl FnMut()) -> f64 {
-    (0..3)
-        .map(|_| {
-            let started = Instant::now();
-            for _ in 0..ROUNDS {
-                work();
-            }
-            started.elapsed().as_nanos() as f64 / f64::from(ROUNDS)
-        })
-        .fold(f64::INFINITY, f64::min)
-}
 
 fn request() -> pb::ChatRequest {
     let message = |role: pb::Role, text: &str| pb::Message {
@@ -55,7 +44,7 @@ fn request() -> pb::ChatRequest {
 }
 
 fn main() {
-    if !std::env::args().any(|arg| arg == "--bench") {
+    if !support::asked_to_run() {
         return;
     }
     let rules = BodyRules {
@@ -69,10 +58,10 @@ fn main() {
         rules,
     })
     .unwrap();
-    let request_floor = per_call(|| {
+    let request_floor = per_call(ROUNDS, || {
         black_box(serde_json::from_slice::<IgnoredAny>(black_box(&sent)).unwrap());
     });
-    let request_cost = per_call(|| {
+    let request_cost = per_call(ROUNDS, || {
         let request = request_from_proto(black_box(proto.clone())).unwrap();
         black_box(
             serde_json::to_vec(&UpstreamBody {
@@ -82,11 +71,11 @@ fn main() {
             .unwrap(),
         );
     });
-    let answer_floor = per_call(|| {
+    let answer_floor = per_call(ROUNDS, || {
         black_box(serde_json::from_str::<IgnoredAny>(black_box(ANSWER)).unwrap());
     });
     let body = Bytes::from_static(ANSWER.as_bytes());
-    let answer_cost = per_call(|| {
+    let answer_cost = per_call(ROUNDS, || {
         let answer = ChatResponse::read(black_box(body.clone())).unwrap();
         black_box(
             response_to_proto(&answer, "openai")
@@ -94,7 +83,7 @@ fn main() {
                 .encode_to_vec(),
         );
     });
-    let read_cost = per_call(|| {
+    let read_cost = per_call(ROUNDS, || {
         black_box(ChatResponse::read(black_box(body.clone())).unwrap());
     });
     println!(

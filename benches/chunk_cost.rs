@@ -10,7 +10,9 @@ use llm_sidecar::upstream::stream_reader::StreamReader;
 use prost::Message as _;
 use serde::de::IgnoredAny;
 use std::hint::black_box;
-use std::time::Instant;
+use support::per_call;
+
+mod support;
 
 const ROUNDS: u32 = 100_000;
 
@@ -30,22 +32,8 @@ const CHUNKS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Nanoseconds per call of `work`, best of three runs.
-fn per_call(mut work: impl FnMut()) -> f64 {
-    (0..3)
-        .map(|_| {
-            let started = Instant::now();
-            for _ in 0..ROUNDS {
-                work();
-            }
-            started.elapsed().as_nanos() as f64 / f64::from(ROUNDS)
-        })
-        .fold(f64::INFINITY, f64::min)
-}
-
 fn main() {
-    // `cargo test` runs bench targets without --bench: do nothing then.
-    if !std::env::args().any(|arg| arg == "--bench") {
+    if !support::asked_to_run() {
         return;
     }
     println!(
@@ -53,17 +41,17 @@ fn main() {
         "chunk", "floor ns", "reader ×", "+gRPC ×", "reader+gRPC ns"
     );
     for (name, text) in CHUNKS {
-        let floor = per_call(|| {
+        let floor = per_call(ROUNDS, || {
             black_box(serde_json::from_str::<IgnoredAny>(black_box(text)).unwrap());
         });
         // The reader takes the event's String: the allocation is part of
         // the cost (the SSE parser hands over its own).
-        let reader = per_call(|| {
+        let reader = per_call(ROUNDS, || {
             let mut reader = StreamReader::default();
             black_box(reader.read(black_box(text).to_string()).unwrap());
         });
         let chunk = StreamReader::default().read(text.to_string()).unwrap();
-        let grpc = per_call(|| {
+        let grpc = per_call(ROUNDS, || {
             let proto = chunk_to_proto(black_box(&chunk), "openai").unwrap();
             black_box(proto.encode_to_vec());
         });

@@ -93,13 +93,7 @@ async fn tool_calls_null_is_an_answer_on_both_edges_and_billed() {
         Value::Null
     );
     streamed.as_object_mut().unwrap().shift_remove("stream");
-    let mut stream = harness
-        .client
-        .stream_complete(request_proto(&streamed))
-        .await
-        .unwrap()
-        .into_inner();
-    let (chunks, status) = collect(&mut stream).await;
+    let (chunks, status) = stream_over_grpc(&mut harness, &streamed).await;
     assert!(status.is_none(), "{status:?}");
     assert_eq!(chunks.len(), 2);
 
@@ -118,14 +112,23 @@ async fn tool_calls_null_is_an_answer_on_both_edges_and_billed() {
     harness.stop().await;
 }
 
-async fn grpc_tool_indexes(harness: &mut Harness, body: &Value) -> Vec<(u32, String)> {
+/// A streamed call over gRPC: its chunks, and the status it ended with
+/// (`None`: OK).
+async fn stream_over_grpc(
+    harness: &mut Harness,
+    body: &Value,
+) -> (Vec<pb::ChatChunk>, Option<tonic::Status>) {
     let mut stream = harness
         .client
         .stream_complete(request_proto(body))
         .await
-        .unwrap()
+        .expect("the stream starts")
         .into_inner();
-    let (chunks, status) = collect(&mut stream).await;
+    collect(&mut stream).await
+}
+
+async fn grpc_tool_indexes(harness: &mut Harness, body: &Value) -> Vec<(u32, String)> {
+    let (chunks, status) = stream_over_grpc(harness, body).await;
     assert!(status.is_none(), "{status:?}");
     chunks
         .iter()
@@ -208,13 +211,7 @@ async fn an_n2_stream_cut_after_one_choice_finished_is_not_complete() {
     let error = &received.last().unwrap()["error"];
     assert_eq!(error["code"], "upstream_stream_incomplete", "{error}");
 
-    let mut stream = harness
-        .client
-        .stream_complete(request_proto(&body))
-        .await
-        .unwrap()
-        .into_inner();
-    let (chunks, status) = collect(&mut stream).await;
+    let (chunks, status) = stream_over_grpc(&mut harness, &body).await;
     assert_eq!(chunks.len(), 2);
     let status = status.expect("an error status, not OK");
     assert_eq!(status.code(), Code::Unavailable);
@@ -601,13 +598,7 @@ async fn empty_finish_reasons_do_not_complete_a_cut_stream() {
         received.last().unwrap()["error"]["code"],
         "upstream_stream_incomplete"
     );
-    let mut stream = harness
-        .client
-        .stream_complete(request_proto(&body))
-        .await
-        .unwrap()
-        .into_inner();
-    let (_, status) = collect(&mut stream).await;
+    let (_, status) = stream_over_grpc(&mut harness, &body).await;
     assert_eq!(status.expect("not OK").code(), Code::Unavailable);
     harness.stop().await;
 }

@@ -5,7 +5,7 @@
 
 use super::lenient::{LenientCount, LenientList, LenientObject, LenientStr};
 use serde::Deserialize;
-use serde::de::{Deserializer, IgnoredAny};
+use serde::de::Deserializer;
 use serde_json::value::RawValue;
 
 /// A `chat.completion` or `chat.completion.chunk` object.
@@ -139,9 +139,4 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de Raw
 /// Whether a raw member is JSON `null`.
 pub fn is_null(raw: &RawValue) -> bool {
     raw.get() == "null"
-}
-
-/// Checks that `text` is one JSON value without keeping any of it.
-pub fn is_json(text: &str) -> bool {
-    serde_json::from_str::<IgnoredAny>(text).is_ok()
 }

@@ -13,6 +13,7 @@ mod answer;
 mod answer_fast;
 mod chunk_fast;
 mod logprobs;
+mod one_pass;
 mod request;
 mod structs;
 

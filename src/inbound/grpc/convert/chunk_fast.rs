@@ -1,6 +1,6 @@
 //! The per-chunk path of the gRPC edge: a stream event decoded straight
-//! into protobuf, in one pass over its bytes, building a JSON value only for
-//! the members that go into a carrier.
+//! into protobuf, in one pass over its bytes, building a value only for the
+//! members that go into a carrier (the shared pieces are in `one_pass.rs`).
 //!
 //! It handles the shapes providers send (members of the expected types, or
 //! `null`); at anything else it gives up and [`super::answer`] converts the
@@ -9,16 +9,14 @@
 //! first cost several times the rest of a chunk's path: a map and a string
 //! per member.
 
-use super::answer::usage_proto;
-use super::logprobs::logprobs_from_json;
-use super::structs::{ProtoValueSeed, json_to_struct, json_to_value};
+use super::one_pass::{
+    Carrier, ChoiceCommon, Envelope, ListSeed, reasoning, text, text_value, unusual, whole,
+};
 use crate::model::Usage;
 use crate::proto::v1 as pb;
-use prost_types::value::Kind;
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
 
 /// The event as protobuf, or `None` when it is not of the usual shape.
@@ -32,59 +30,6 @@ pub fn chunk_to_proto_fast(
     deserializer.end().ok()?;
     chunk.provider = provider.to_owned();
     Some(chunk)
-}
-
-/// Gives up on the fast path (the caller converts the slow way).
-pub(super) fn unusual<E: de::Error>() -> E {
-    E::custom("an unusual shape")
-}
-
-/// A string or `null` (empty); `Err` (give up) for anything else.
-pub(super) fn text<'de, A: MapAccess<'de>>(map: &mut A) -> Result<String, A::Error> {
-    match map.next_value::<Value>()? {
-        Value::String(text) => Ok(text),
-        Value::Null => Ok(String::new()),
-        _ => Err(unusual()),
-    }
-}
-
-/// An integer that fits, or `None` for `null`; `Err` for anything else.
-pub(super) fn whole<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<i64>, A::Error> {
-    match map.next_value::<Value>()? {
-        Value::Null => Ok(None),
-        Value::Number(number) => number.as_i64().map(Some).ok_or_else(unusual),
-        _ => Err(unusual()),
-    }
-}
-
-pub(super) fn carrier(fields: Map<String, Value>) -> Option<prost_types::Struct> {
-    (!fields.is_empty()).then(|| json_to_struct(&fields))
-}
-
-/// Members bound for a carrier, converted to protobuf as they are read.
-#[derive(Default)]
-pub(super) struct Carrier(BTreeMap<String, prost_types::Value>);
-
-impl Carrier {
-    /// The map's next value, read straight into the carrier under `key`.
-    pub(super) fn read<'de, A: MapAccess<'de>>(
-        &mut self,
-        key: Cow<'de, str>,
-        map: &mut A,
-    ) -> Result<(), A::Error> {
-        let value = map.next_value_seed(ProtoValueSeed)?;
-        self.0.insert(key.into_owned(), value);
-        Ok(())
-    }
-
-    /// A member already read as JSON.
-    pub(super) fn put(&mut self, key: impl Into<String>, value: &Value) {
-        self.0.insert(key.into(), json_to_value(value));
-    }
-
-    pub(super) fn into_struct(self) -> Option<prost_types::Struct> {
-        (!self.0.is_empty()).then_some(prost_types::Struct { fields: self.0 })
-    }
 }
 
 struct ChunkSeed {
@@ -104,67 +49,28 @@ impl<'de> Visitor<'de> for ChunkSeed {
         f.write_str("a chat.completion.chunk object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut chunk = pb::ChatChunk::default();
-        let mut extra = Carrier::default();
-        let mut raw_usage = None;
+        let mut envelope = Envelope::default();
+        let mut choices = Vec::new();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             match key.as_ref() {
-                "id" => chunk.id = text(&mut map)?,
-                "model" => chunk.model = text(&mut map)?,
-                "system_fingerprint" => chunk.system_fingerprint = text(&mut map)?,
-                "service_tier" => chunk.service_tier = text(&mut map)?,
-                "created" => chunk.created = whole(&mut map)?.unwrap_or(0),
-                "object" => match map.next_value::<Value>()? {
-                    Value::String(kind) if kind == "chat.completion.chunk" => {}
-                    other => {
-                        extra.put(key.into_owned(), &other);
-                    }
-                },
-                "choices" => chunk.choices = map.next_value_seed(Choices)?,
-                "usage" => match map.next_value_seed(ProtoValueSeed)?.kind {
-                    Some(Kind::StructValue(raw)) => raw_usage = Some(raw),
-                    Some(Kind::NullValue(_)) => {}
-                    _ => return Err(unusual()),
-                },
-                _ => {
-                    extra.read(key, &mut map)?;
+                "choices" => {
+                    choices =
+                        map.next_value_seed(ListSeed::new(|position| ChoiceSeed { position }))?;
                 }
+                _ => envelope.read(key, &mut map, "chat.completion.chunk")?,
             }
         }
-        if raw_usage.is_some() || self.usage.is_some() {
-            chunk.usage = Some(usage_proto(self.usage, raw_usage));
-        }
-        chunk.extra = extra.into_struct();
-        Ok(chunk)
-    }
-}
-
-/// `choices`: a list of choice objects, or `null`.
-struct Choices;
-
-impl<'de> DeserializeSeed<'de> for Choices {
-    type Value = Vec<pb::ChoiceDelta>;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Choices {
-    type Value = Vec<pb::ChoiceDelta>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a list of choices")
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Vec::new())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut choices = Vec::new();
-        while let Some(choice) = seq.next_element_seed(ChoiceSeed {
-            position: choices.len(),
-        })? {
-            choices.push(choice);
-        }
-        Ok(choices)
+        Ok(pb::ChatChunk {
+            usage: envelope.usage(self.usage),
+            id: envelope.id,
+            model: envelope.model,
+            provider: String::new(),
+            created: envelope.created,
+            choices,
+            system_fingerprint: envelope.system_fingerprint,
+            service_tier: envelope.service_tier,
+            extra: envelope.extra.into_struct(),
+        })
     }
 }
 
@@ -185,55 +91,31 @@ impl<'de> Visitor<'de> for ChoiceSeed {
         f.write_str("a choice object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut choice = pb::ChoiceDelta::default();
-        let mut index = None;
-        let mut extra = Carrier::default();
+        let mut common = ChoiceCommon::default();
         let mut delta = Delta::default();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             match key.as_ref() {
-                "index" => {
-                    index = whole(&mut map)?
-                        .map(|index| u32::try_from(index).map_err(|_| unusual()))
-                        .transpose()?;
-                }
-                "finish_reason" => choice.finish_reason = text(&mut map)?,
-                "logprobs" => match map.next_value::<Value>()? {
-                    Value::Null => {}
-                    value => match logprobs_from_json(&value) {
-                        Some(logprobs) => choice.logprobs = Some(logprobs),
-                        None => {
-                            extra.put(key.into_owned(), &value);
-                        }
-                    },
-                },
                 "delta" => delta = map.next_value_seed(DeltaSeed)?,
-                _ => {
-                    extra.read(key, &mut map)?;
-                }
+                _ => common.read(key, &mut map)?,
             }
         }
-        choice.index = index.unwrap_or(u32::try_from(self.position).unwrap_or(u32::MAX));
-        choice.role = delta.role;
-        choice.content = delta.content;
-        choice.refusal = delta.refusal;
         let mut delta_extra = delta.extra;
-        // `reasoning_content`, else OpenRouter's `reasoning`; a second
-        // spelling stays in the carrier.
-        choice.reasoning_content = if delta.reasoning_content.is_empty() {
-            match delta.reasoning {
-                Some(Value::String(text)) => text,
-                _ => String::new(),
-            }
-        } else {
-            if let Some(reasoning) = delta.reasoning {
-                delta_extra.put("reasoning", &reasoning);
-            }
-            delta.reasoning_content
-        };
-        choice.tool_calls = delta.tool_calls;
-        choice.delta_extra = delta_extra.into_struct();
-        choice.extra = extra.into_struct();
-        Ok(choice)
+        Ok(pb::ChoiceDelta {
+            index: common.index(self.position),
+            role: delta.role,
+            content: delta.content,
+            refusal: delta.refusal,
+            reasoning_content: reasoning(
+                delta.reasoning_content,
+                delta.reasoning,
+                &mut delta_extra,
+            ),
+            tool_calls: delta.tool_calls,
+            finish_reason: common.finish_reason,
+            logprobs: common.logprobs,
+            delta_extra: delta_extra.into_struct(),
+            extra: common.extra.into_struct(),
+        })
     }
 }
 
@@ -274,44 +156,14 @@ impl<'de> Visitor<'de> for DeltaSeed {
                 "content" => delta.content = text(&mut map)?,
                 "refusal" => delta.refusal = text(&mut map)?,
                 "reasoning_content" => delta.reasoning_content = text(&mut map)?,
-                "reasoning" => match map.next_value::<Value>()? {
-                    value @ (Value::String(_) | Value::Null) => delta.reasoning = Some(value),
-                    _ => return Err(unusual()),
-                },
-                "tool_calls" => delta.tool_calls = map.next_value_seed(ToolCalls)?,
-                _ => {
-                    delta.extra.read(key, &mut map)?;
+                "reasoning" => delta.reasoning = Some(text_value(&mut map)?),
+                "tool_calls" => {
+                    delta.tool_calls = map.next_value_seed(ListSeed::new(|_| ToolCallSeed))?;
                 }
+                _ => delta.extra.read(key, &mut map)?,
             }
         }
         Ok(delta)
-    }
-}
-
-/// `tool_calls`: a list of pieces, or `null`.
-struct ToolCalls;
-
-impl<'de> DeserializeSeed<'de> for ToolCalls {
-    type Value = Vec<pb::ToolCallDelta>;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ToolCalls {
-    type Value = Vec<pb::ToolCallDelta>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a list of tool calls")
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Vec::new())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut calls = Vec::new();
-        while let Some(call) = seq.next_element_seed(ToolCallSeed)? {
-            calls.push(call);
-        }
-        Ok(calls)
     }
 }
 
@@ -360,9 +212,7 @@ impl<'de> Visitor<'de> for ToolCallSeed {
                     Value::Null => {}
                     _ => return Err(unusual()),
                 },
-                _ => {
-                    extra.read(key, &mut map)?;
-                }
+                _ => extra.read(key, &mut map)?,
             }
         }
         call.extra = extra.into_struct();
