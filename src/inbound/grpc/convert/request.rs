@@ -86,14 +86,18 @@ pub fn request_from_proto(request: pb::ChatRequest) -> Result<ChatRequest, Error
     if let Some(format) = request.response_format.and_then(response_format_json) {
         body.insert("response_format".into(), format);
     }
-    if request.max_tokens.is_some() {
-        // Written upstream under the provider's spelling: both collide.
-        body.insert("max_tokens".into(), Value::Null);
+    // The typed cap is written upstream under the provider's spelling; a
+    // carried `max_tokens` beside it would say two things.
+    let carried_cap = request
+        .extra
+        .as_ref()
+        .is_some_and(|extra| extra.fields.contains_key("max_tokens"));
+    if request.max_tokens.is_some() && carried_cap {
+        return Err(Error::invalid(
+            "`extra.max_tokens` repeats a typed field that is set: set it in one place",
+        ));
     }
     merge_extra(&mut body, request.extra, "extra")?;
-    if request.max_tokens.is_some() {
-        body.shift_remove("max_tokens");
-    }
     for key in OWNED {
         body.shift_remove(*key);
     }

@@ -386,3 +386,26 @@ fn the_fast_answer_path_agrees_with_the_value_path() {
     }
     assert!(fast > 10, "most answers take the fast path ({fast})");
 }
+
+#[test]
+fn a_carried_max_tokens_beside_the_typed_one_is_refused() {
+    let mut extra = prost_types::Struct::default();
+    extra.fields.insert("max_tokens".into(), number(5.0));
+    let request = pb::ChatRequest {
+        model: "m".into(),
+        messages: vec![text(pb::Role::User, "hi")],
+        max_tokens: Some(9),
+        extra: Some(extra.clone()),
+        ..pb::ChatRequest::default()
+    };
+    let error = request_from_proto(request).unwrap_err().to_string();
+    assert!(error.contains("extra.max_tokens"), "{error}");
+    let carried_only = pb::ChatRequest {
+        model: "m".into(),
+        messages: vec![text(pb::Role::User, "hi")],
+        extra: Some(extra),
+        ..pb::ChatRequest::default()
+    };
+    let converted = request_from_proto(carried_only).unwrap();
+    assert_eq!(converted.body["max_tokens"], 5);
+}
