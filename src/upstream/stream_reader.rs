@@ -76,7 +76,7 @@ impl StreamReader {
         // Multi-line `data:` arrives joined by line breaks. A JSON string
         // cannot hold a raw one, so each is whitespace between tokens: a
         // space keeps the event on one line for the caller (same length).
-        if data.contains(['\n', '\r']) {
+        if data.bytes().any(|byte| byte == b'\n' || byte == b'\r') {
             data = data.replace(['\n', '\r'], " ");
         }
         if !data.trim_start().starts_with('{') {

@@ -9,13 +9,13 @@
 //! same result where both apply (a test holds the two to that).
 
 use super::one_pass::{
-    Carrier, ChoiceCommon, Envelope, ListSeed, carrier, reasoning, text, text_value, unusual,
+    Carrier, ChoiceCommon, Envelope, ListSeed, carrier, next_key, reasoning, text, text_value,
+    unusual,
 };
 use crate::model::Usage;
 use crate::proto::v1 as pb;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
-use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -25,7 +25,9 @@ pub fn response_to_proto_fast(
     usage: Option<Usage>,
     provider: &str,
 ) -> Option<pb::ChatResponse> {
-    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    // One UTF-8 check for the whole text, rather than one per string.
+    let text = std::str::from_utf8(json).ok()?;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
     let mut response = ResponseSeed { usage }.deserialize(&mut deserializer).ok()?;
     deserializer.end().ok()?;
     response.provider = provider.to_owned();
@@ -51,7 +53,7 @@ impl<'de> Visitor<'de> for ResponseSeed {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut envelope = Envelope::default();
         let mut choices = Vec::new();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(key) = next_key(&mut map)? {
             match key.as_ref() {
                 "choices" => {
                     choices =
@@ -93,7 +95,7 @@ impl<'de> Visitor<'de> for ChoiceSeed {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut common = ChoiceCommon::default();
         let mut choice = pb::Choice::default();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(key) = next_key(&mut map)? {
             match key.as_ref() {
                 "message" => map.next_value_seed(MessageSeed {
                     choice: &mut choice,
@@ -134,7 +136,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
         let mut extra = Carrier::default();
         let mut reasoning_sent = None;
         let mut reasoning_content = String::new();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(key) = next_key(&mut map)? {
             match key.as_ref() {
                 "role" => match map.next_value::<Value>()? {
                     Value::String(role) if role == "assistant" => {}

@@ -10,13 +10,13 @@
 //! per member.
 
 use super::one_pass::{
-    Carrier, ChoiceCommon, Envelope, ListSeed, reasoning, text, text_value, unusual, whole,
+    Carrier, ChoiceCommon, Envelope, ListSeed, next_key, reasoning, text, text_value, unusual,
+    whole,
 };
 use crate::model::Usage;
 use crate::proto::v1 as pb;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
-use std::borrow::Cow;
 use std::fmt;
 
 /// The event as protobuf, or `None` when it is not of the usual shape.
@@ -25,7 +25,9 @@ pub fn chunk_to_proto_fast(
     usage: Option<Usage>,
     provider: &str,
 ) -> Option<pb::ChatChunk> {
-    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    // One UTF-8 check for the whole text, rather than one per string.
+    let text = std::str::from_utf8(json).ok()?;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
     let mut chunk = ChunkSeed { usage }.deserialize(&mut deserializer).ok()?;
     deserializer.end().ok()?;
     chunk.provider = provider.to_owned();
@@ -51,7 +53,7 @@ impl<'de> Visitor<'de> for ChunkSeed {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut envelope = Envelope::default();
         let mut choices = Vec::new();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(key) = next_key(&mut map)? {
             match key.as_ref() {
                 "choices" => {
                     choices =
@@ -93,7 +95,7 @@ impl<'de> Visitor<'de> for ChoiceSeed {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut common = ChoiceCommon::default();
         let mut delta = Delta::default();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(key) = next_key(&mut map)? {
             match key.as_ref() {
                 "delta" => delta = map.next_value_seed(DeltaSeed)?,
                 _ => common.read(key, &mut map)?,
@@ -150,7 +152,7 @@ impl<'de> Visitor<'de> for DeltaSeed {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut delta = Delta::default();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(key) = next_key(&mut map)? {
             match key.as_ref() {
                 "role" => delta.role = text(&mut map)?,
                 "content" => delta.content = text(&mut map)?,
@@ -184,7 +186,7 @@ impl<'de> Visitor<'de> for ToolCallSeed {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut call = pb::ToolCallDelta::default();
         let mut extra = Carrier::default();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(key) = next_key(&mut map)? {
             match key.as_ref() {
                 "index" => {
                     call.index = whole(&mut map)?

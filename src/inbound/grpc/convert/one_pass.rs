@@ -21,13 +21,46 @@ pub(super) fn unusual<E: de::Error>() -> E {
     E::custom("an unusual shape")
 }
 
+/// The next member name, borrowed from the input unless it has escapes
+/// (serde's own `Cow<str>` always copies: an allocation per member).
+pub(super) fn next_key<'de, A: MapAccess<'de>>(
+    map: &mut A,
+) -> Result<Option<Cow<'de, str>>, A::Error> {
+    map.next_key_seed(BorrowedStr)
+}
+
+/// A string read without a copy where the input allows.
+struct BorrowedStr;
+
+impl<'de> DeserializeSeed<'de> for BorrowedStr {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BorrowedStr {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(text))
+    }
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(text.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, text: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(text))
+    }
+}
+
 /// A string or `null` (empty); `Err` (give up) for anything else.
 pub(super) fn text<'de, A: MapAccess<'de>>(map: &mut A) -> Result<String, A::Error> {
-    match map.next_value::<Value>()? {
-        Value::String(text) => Ok(text),
-        Value::Null => Ok(String::new()),
-        _ => Err(unusual()),
-    }
+    Ok(map
+        .next_value::<Option<String>>()
+        .map_err(|_: A::Error| unusual::<A::Error>())?
+        .unwrap_or_default())
 }
 
 /// An integer that fits, or `None` for `null`; `Err` for anything else.
