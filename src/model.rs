@@ -16,7 +16,7 @@ pub mod sanitize;
 mod usage;
 pub mod view;
 
-pub use chunk::{ChatChunk, Identity};
-pub use request::{ChatRequest, message_role, message_texts};
+pub use chunk::{ChatChunk, Identity, ProtoChunk, ProtoChunkDecoder};
+pub use request::{ChatRequest, ProtoChunks, message_role, message_texts};
 pub use response::{AnswerProblem, ChatResponse};
 pub use usage::Usage;

@@ -2,8 +2,14 @@
 //! sidecar read from them. Built by the upstream's stream reader
 //! (`upstream::stream_reader`), which also judges completion and repairs
 //! tool-call indexes.
+//!
+//! For a gRPC caller the event is also decoded into protobuf in the same
+//! pass that reads it ([`ProtoChunkDecoder`], supplied by the gRPC edge with
+//! the request): reading the JSON twice, once for the sidecar and once for
+//! the caller, cost more than the rest of a chunk's path together.
 
 use super::usage::Usage;
+use crate::proto::v1 as pb;
 use bytes::Bytes;
 use serde_json::Value;
 use std::ops::Range;
@@ -31,6 +37,31 @@ pub struct ChatChunk {
     /// The response id and served model, on the first chunk that names a
     /// model (the rest of the stream repeats them).
     pub identity: Option<Box<Identity>>,
+    /// The event as the gRPC edge's message (`provider` left empty), when
+    /// the request asked for it and the event has the usual shape; the
+    /// edge converts `json` otherwise.
+    pub proto: Option<Box<pb::ChatChunk>>,
+}
+
+/// Decodes one stream event's JSON straight into protobuf, in one pass;
+/// `None` when the event is not of the usual shape (an `error` member, a
+/// member of an unexpected type ...), and the reader then reads it through
+/// its JSON view.
+pub type ProtoChunkDecoder = fn(&str) -> Option<ProtoChunk>;
+
+/// A stream event decoded by a [`ProtoChunkDecoder`], before the stream
+/// reader has judged it.
+#[derive(Debug)]
+pub struct ProtoChunk {
+    /// The event; each choice's `index` is its place in the list when the
+    /// upstream sent none.
+    pub message: pb::ChatChunk,
+    /// `(choice position, tool-call position)` of each tool-call piece that
+    /// came without an `index` (its `index` reads 0 until the reader
+    /// places it).
+    pub unindexed: Vec<(usize, usize)>,
+    /// The `usage` object's counts, in any spelling.
+    pub usage: Option<Usage>,
 }
 
 /// Who answered, as the stream's first chunk says.

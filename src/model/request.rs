@@ -32,6 +32,27 @@ pub struct ChatRequest {
     /// Attribution tags, recorded by the sidecar and not sent upstream
     /// unless the provider sets `forward_metadata`.
     pub metadata: BTreeMap<String, String>,
+    /// How a gRPC caller wants stream events: decoded into protobuf in the
+    /// same pass that reads them (see [`super::chunk::ProtoChunkDecoder`]).
+    /// `None`: the events' JSON only (the facade forwards it as it is).
+    pub proto_chunks: Option<ProtoChunks>,
+}
+
+/// A [`ProtoChunkDecoder`](super::chunk::ProtoChunkDecoder), compared and
+/// printed by name only (a function pointer has no meaningful equality).
+#[derive(Clone, Copy)]
+pub struct ProtoChunks(pub super::chunk::ProtoChunkDecoder);
+
+impl std::fmt::Debug for ProtoChunks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProtoChunks")
+    }
+}
+
+impl PartialEq for ProtoChunks {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl ChatRequest {

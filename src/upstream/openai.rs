@@ -140,7 +140,8 @@ impl OpenAiUpstream {
             self.keys
                 .as_ref()
                 .map_or_else(|_| Arc::from([]), KeyRing::shared),
-        );
+        )
+        .with_proto(request.proto_chunks.map(|decoder| decoder.0));
         Ok(Reply {
             value: Box::pin(chunks),
             headers,

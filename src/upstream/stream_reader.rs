@@ -19,8 +19,8 @@
 //! merged.
 
 use crate::model::sanitize::without_lone_surrogates;
-use crate::model::view::{AnswerView, ToolCallView, is_null};
-use crate::model::{ChatChunk, Identity, Usage};
+use crate::model::view::{AnswerView, is_null};
+use crate::model::{ChatChunk, Identity, ProtoChunk, ProtoChunkDecoder, Usage};
 use bytes::Bytes;
 use serde_json::Value;
 use std::ops::Range;
@@ -72,12 +72,26 @@ struct Repair {
 
 impl StreamReader {
     /// Reads one event's data (its JSON text).
-    pub fn read(&mut self, mut data: String) -> Result<ChatChunk, EventProblem> {
+    pub fn read(&mut self, data: String) -> Result<ChatChunk, EventProblem> {
+        self.read_for(data, None)
+    }
+
+    /// Reads one event's data, decoding it into protobuf in the same pass
+    /// when `proto` is given (a gRPC caller) and the event has the usual
+    /// shape; otherwise as [`StreamReader::read`].
+    pub fn read_for(
+        &mut self,
+        mut data: String,
+        proto: Option<ProtoChunkDecoder>,
+    ) -> Result<ChatChunk, EventProblem> {
         // Multi-line `data:` arrives joined by line breaks. A JSON string
         // cannot hold a raw one, so each is whitespace between tokens: a
         // space keeps the event on one line for the caller (same length).
         if data.bytes().any(|byte| byte == b'\n' || byte == b'\r') {
             data = data.replace(['\n', '\r'], " ");
+        }
+        if let Some(decoded) = proto.and_then(|decode| decode(&data)) {
+            return self.judge_proto(decoded, data);
         }
         if !data.trim_start().starts_with('{') {
             return Err(EventProblem::Malformed(
@@ -157,7 +171,12 @@ impl StreamReader {
             chunk.output_bytes += delta.output_bytes();
             for (call, piece) in delta.tool_calls.0.iter().enumerate() {
                 if let Some(piece) = piece.0.as_ref() {
-                    let (index, add_type) = state.place(piece);
+                    let (index, add_type) = state.place(PieceFacts {
+                        index: piece.index.0,
+                        id: piece.id.as_deref(),
+                        named: piece.name().is_some_and(|name| !name.is_empty()),
+                        typed: piece.kind.0.is_some(),
+                    });
                     if index.is_some() || add_type {
                         repairs.push(Repair {
                             choice: position,
@@ -184,6 +203,72 @@ impl StreamReader {
             }));
         }
         Ok((chunk, repairs))
+    }
+
+    /// Judges an event the gRPC edge's decoder read: the same facts as
+    /// [`StreamReader::facts`] reads through the view, with the repairs
+    /// made to the protobuf message instead of the JSON text.
+    fn judge_proto(
+        &mut self,
+        decoded: ProtoChunk,
+        data: String,
+    ) -> Result<ChatChunk, EventProblem> {
+        let ProtoChunk {
+            mut message,
+            unindexed,
+            usage,
+        } = decoded;
+        let mut chunk = ChatChunk {
+            usage,
+            no_choices: message.choices.is_empty(),
+            ..ChatChunk::default()
+        };
+        for (position, choice) in message.choices.iter_mut().enumerate() {
+            let state = self.choice(choice.index);
+            // Ollama and SGLang send `""` on every unfinished chunk.
+            if !choice.finish_reason.is_empty() {
+                if choice.finish_reason == "error" {
+                    return Err(EventProblem::FinishError);
+                }
+                state.finished = true;
+                chunk
+                    .finish_reasons
+                    .push((choice.index, choice.finish_reason.clone()));
+            }
+            chunk.output_bytes += choice.content.len()
+                + choice.refusal.len()
+                + choice.reasoning_content.len()
+                + choice
+                    .tool_calls
+                    .iter()
+                    .map(|call| call.arguments.len())
+                    .sum::<usize>();
+            for (call, piece) in choice.tool_calls.iter_mut().enumerate() {
+                let indexed = !unindexed.contains(&(position, call));
+                let (index, add_type) = state.place(PieceFacts {
+                    index: indexed.then_some(piece.index),
+                    id: Some(piece.id.as_str()),
+                    named: !piece.name.is_empty(),
+                    typed: !piece.r#type.is_empty(),
+                });
+                if let Some(index) = index {
+                    piece.index = index;
+                }
+                if add_type {
+                    "function".clone_into(&mut piece.r#type);
+                }
+            }
+        }
+        if !self.identity_seen && !message.model.is_empty() {
+            self.identity_seen = true;
+            chunk.identity = Some(Box::new(Identity {
+                id: message.id.clone(),
+                model: message.model.clone(),
+            }));
+        }
+        chunk.json = Bytes::from(data.into_bytes());
+        chunk.proto = Some(Box::new(message));
+        Ok(chunk)
     }
 
     /// Every choice that appeared has finished (and at least one appeared).
@@ -217,14 +302,24 @@ impl StreamReader {
     }
 }
 
+/// What placing a tool-call piece needs from it, however it was read.
+struct PieceFacts<'a> {
+    index: Option<u32>,
+    id: Option<&'a str>,
+    /// It has a non-empty `function.name`.
+    named: bool,
+    /// It has a `type`.
+    typed: bool,
+}
+
 impl ChoiceState {
     /// Which call a piece belongs to; returns the index to write when the
     /// piece has none, and whether it opens a call without a `type`.
-    fn place(&mut self, piece: &ToolCallView) -> (Option<u32>, bool) {
-        let id = piece.id.as_deref().filter(|id| !id.is_empty());
-        let name = piece.name().is_some_and(|name| !name.is_empty());
-        let add_type = id.is_some() && piece.kind.0.is_none();
-        let (index, missing) = match piece.index.0 {
+    fn place(&mut self, piece: PieceFacts) -> (Option<u32>, bool) {
+        let id = piece.id.filter(|id| !id.is_empty());
+        let name = piece.named;
+        let add_type = id.is_some() && !piece.typed;
+        let (index, missing) = match piece.index {
             Some(index) => (index, false),
             None => {
                 let opens = match &self.current {

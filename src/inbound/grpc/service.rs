@@ -1,6 +1,6 @@
 //! `llmsidecar.v1.ChatService` on top of the pipeline.
 
-use super::convert::{chunk_to_proto, request_from_proto, response_to_proto};
+use super::convert::{chunk_to_proto, decode_chunk, request_from_proto, response_to_proto};
 use super::status::to_status;
 use super::timeout::parse_grpc_timeout;
 use crate::call_record::Edge;
@@ -55,6 +55,9 @@ impl ChatServiceImpl {
         match request_from_proto(message) {
             Ok(mut chat) => {
                 chat.stream = stream;
+                if stream {
+                    chat.proto_chunks = Some(crate::model::ProtoChunks(decode_chunk));
+                }
                 Ok((self.observer.begin(arrival, &chat), chat))
             }
             Err(error) => {
@@ -81,6 +84,22 @@ fn peer_of<T>(request: &Request<T>) -> Option<(u32, Option<i32>)> {
 
 /// The request id, the provider and model that served the call, and the
 /// time the sidecar itself added (the rest was upstream, queue or backoff).
+/// The event as the caller's message: decoded already when the reader
+/// read it (the usual case), converted from its JSON otherwise.
+fn deliverable(
+    chunk: &mut crate::model::ChatChunk,
+    provider: &str,
+) -> Result<pb::ChatChunk, String> {
+    match chunk.proto.take() {
+        Some(proto) => {
+            let mut proto = *proto;
+            provider.clone_into(&mut proto.provider);
+            Ok(proto)
+        }
+        None => chunk_to_proto(chunk, provider),
+    }
+}
+
 fn describe_call(metadata: &mut tonic::metadata::MetadataMap, finished: &Finished) {
     if let Ok(value) = finished.request_id.parse() {
         metadata.insert("x-request-id", value);
@@ -287,7 +306,7 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         let stream = futures::stream::poll_fn(move |cx| {
             use std::task::Poll;
             match std::task::ready!(watched.poll_next_unpin(cx)) {
-                Some(Ok(chunk)) => match chunk_to_proto(&chunk, &chunk_provider) {
+                Some(Ok(mut chunk)) => match deliverable(&mut chunk, &chunk_provider) {
                     Ok(proto) => {
                         seen.note(&chunk);
                         Poll::Ready(Some(Ok(proto)))

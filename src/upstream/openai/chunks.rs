@@ -10,7 +10,7 @@
 
 use super::error_body::in_band_error;
 use crate::error::{Error, UpstreamError};
-use crate::model::ChatChunk;
+use crate::model::{ChatChunk, ProtoChunkDecoder};
 use crate::secret::ApiKey;
 use crate::upstream::sse::{SseEvents, SseStreamError, sse_events};
 use crate::upstream::stream_reader::{EventProblem, StreamReader};
@@ -31,6 +31,9 @@ pub struct UpstreamChunks<S> {
     /// The provider's keys, to scrub error frames with.
     keys: Arc<[ApiKey]>,
     reader: StreamReader,
+    /// Set for a gRPC caller: events are decoded into protobuf as they are
+    /// read.
+    proto: Option<ProtoChunkDecoder>,
 }
 
 impl<S> UpstreamChunks<S> {
@@ -43,7 +46,14 @@ impl<S> UpstreamChunks<S> {
             provider,
             keys,
             reader: StreamReader::default(),
+            proto: None,
         }
+    }
+
+    /// Decodes each event into protobuf too, with `decode` (a gRPC caller).
+    pub fn with_proto(mut self, decode: Option<ProtoChunkDecoder>) -> Self {
+        self.proto = decode;
+        self
     }
 
     fn incomplete(&self, detail: impl Into<String>) -> Error {
@@ -65,7 +75,7 @@ impl<S> UpstreamChunks<S> {
         if data.is_empty() {
             return None;
         }
-        Some(self.reader.read(data).map_err(|problem| {
+        Some(self.reader.read_for(data, self.proto).map_err(|problem| {
             match problem {
                 EventProblem::Malformed(detail) => self.malformed(detail),
                 EventProblem::InBand(error) => {

@@ -13,13 +13,17 @@ use super::one_pass::{
     Carrier, ChoiceCommon, Envelope, ListSeed, next_key, reasoning, text, text_value, unusual,
     whole,
 };
-use crate::model::Usage;
+use crate::model::view::is_null;
+use crate::model::{ProtoChunk, Usage};
 use crate::proto::v1 as pb;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
+use std::cell::RefCell;
 use std::fmt;
 
 /// The event as protobuf, or `None` when it is not of the usual shape.
+/// `usage` is what the stream reader read (in any spelling).
 pub fn chunk_to_proto_fast(
     json: &[u8],
     usage: Option<Usage>,
@@ -27,43 +31,89 @@ pub fn chunk_to_proto_fast(
 ) -> Option<pb::ChatChunk> {
     // One UTF-8 check for the whole text, rather than one per string.
     let text = std::str::from_utf8(json).ok()?;
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let mut chunk = ChunkSeed { usage }.deserialize(&mut deserializer).ok()?;
-    deserializer.end().ok()?;
+    let unindexed = RefCell::default();
+    let seed = ChunkSeed {
+        usage: Some(usage),
+        unindexed: &unindexed,
+    };
+    let (mut chunk, _) = decode(text, seed)?;
     chunk.provider = provider.to_owned();
     Some(chunk)
 }
 
-struct ChunkSeed {
-    usage: Option<Usage>,
+/// The event read in one pass, for the stream reader to judge (a
+/// [`crate::model::ProtoChunkDecoder`]). Gives up (`None`) on an event the
+/// reader must see through its JSON view: an in-band `error` member, Groq's
+/// `x_groq` (a stream's usage arrives in it), or any unusual shape.
+pub fn decode_chunk(text: &str) -> Option<ProtoChunk> {
+    let unindexed = RefCell::default();
+    let seed = ChunkSeed {
+        usage: None,
+        unindexed: &unindexed,
+    };
+    let (message, usage) = decode(text, seed)?;
+    Some(ProtoChunk {
+        message,
+        unindexed: unindexed.into_inner(),
+        usage,
+    })
 }
 
-impl<'de> DeserializeSeed<'de> for ChunkSeed {
-    type Value = pb::ChatChunk;
+/// `(choice position, tool-call position)` of the pieces without an index.
+type Unindexed = RefCell<Vec<(usize, usize)>>;
+
+fn decode(text: &str, seed: ChunkSeed) -> Option<(pb::ChatChunk, Option<Usage>)> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let decoded = seed.deserialize(&mut deserializer).ok()?;
+    deserializer.end().ok()?;
+    Some(decoded)
+}
+
+struct ChunkSeed<'u> {
+    /// The counts the reader read, or `None` to read them here from
+    /// `usage` (the event then must not carry `x_groq`).
+    usage: Option<Option<Usage>>,
+    unindexed: &'u Unindexed,
+}
+
+impl<'de> DeserializeSeed<'de> for ChunkSeed<'_> {
+    type Value = (pb::ChatChunk, Option<Usage>);
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for ChunkSeed {
-    type Value = pb::ChatChunk;
+impl<'de> Visitor<'de> for ChunkSeed<'_> {
+    type Value = (pb::ChatChunk, Option<Usage>);
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a chat.completion.chunk object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut envelope = Envelope::default();
         let mut choices = Vec::new();
+        let mut usage = self.usage.flatten();
+        let unindexed = self.unindexed;
         while let Some(key) = next_key(&mut map)? {
             match key.as_ref() {
                 "choices" => {
-                    choices =
-                        map.next_value_seed(ListSeed::new(|position| ChoiceSeed { position }))?;
+                    choices = map.next_value_seed(ListSeed::new(|position| ChoiceSeed {
+                        position,
+                        unindexed,
+                    }))?;
                 }
+                "usage" if self.usage.is_none() => {
+                    let raw = map.next_value::<&'de RawValue>()?;
+                    if !is_null(raw) {
+                        usage = Usage::from_json_text(raw.get());
+                    }
+                    envelope.read_usage(raw)?;
+                }
+                "error" | "x_groq" if self.usage.is_none() => return Err(unusual()),
                 _ => envelope.read(key, &mut map, "chat.completion.chunk")?,
             }
         }
-        Ok(pb::ChatChunk {
-            usage: envelope.usage(self.usage),
+        let chunk = pb::ChatChunk {
+            usage: envelope.usage(usage),
             id: envelope.id,
             model: envelope.model,
             provider: String::new(),
@@ -72,22 +122,24 @@ impl<'de> Visitor<'de> for ChunkSeed {
             system_fingerprint: envelope.system_fingerprint,
             service_tier: envelope.service_tier,
             extra: envelope.extra.into_struct(),
-        })
+        };
+        Ok((chunk, usage))
     }
 }
 
-struct ChoiceSeed {
+struct ChoiceSeed<'u> {
     position: usize,
+    unindexed: &'u Unindexed,
 }
 
-impl<'de> DeserializeSeed<'de> for ChoiceSeed {
+impl<'de> DeserializeSeed<'de> for ChoiceSeed<'_> {
     type Value = pb::ChoiceDelta;
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for ChoiceSeed {
+impl<'de> Visitor<'de> for ChoiceSeed<'_> {
     type Value = pb::ChoiceDelta;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a choice object")
@@ -97,7 +149,13 @@ impl<'de> Visitor<'de> for ChoiceSeed {
         let mut delta = Delta::default();
         while let Some(key) = next_key(&mut map)? {
             match key.as_ref() {
-                "delta" => delta = map.next_value_seed(DeltaSeed)?,
+                "delta" => {
+                    delta = map.next_value_seed(DeltaSeed)?;
+                    let position = self.position;
+                    self.unindexed
+                        .borrow_mut()
+                        .extend(delta.unindexed.iter().map(|&call| (position, call)));
+                }
                 _ => common.read(key, &mut map)?,
             }
         }
@@ -130,6 +188,8 @@ struct Delta {
     /// As sent (a string or `null`), since it may go to the carrier.
     reasoning: Option<Value>,
     tool_calls: Vec<pb::ToolCallDelta>,
+    /// Positions of the tool-call pieces that came without an `index`.
+    unindexed: Vec<usize>,
     extra: Carrier,
 }
 
@@ -160,7 +220,16 @@ impl<'de> Visitor<'de> for DeltaSeed {
                 "reasoning_content" => delta.reasoning_content = text(&mut map)?,
                 "reasoning" => delta.reasoning = Some(text_value(&mut map)?),
                 "tool_calls" => {
-                    delta.tool_calls = map.next_value_seed(ListSeed::new(|_| ToolCallSeed))?;
+                    let pieces: Vec<(pb::ToolCallDelta, bool)> =
+                        map.next_value_seed(ListSeed::new(|_| ToolCallSeed))?;
+                    delta.unindexed.clear();
+                    delta.tool_calls = Vec::with_capacity(pieces.len());
+                    for (call, (piece, indexed)) in pieces.into_iter().enumerate() {
+                        if !indexed {
+                            delta.unindexed.push(call);
+                        }
+                        delta.tool_calls.push(piece);
+                    }
                 }
                 _ => delta.extra.read(key, &mut map)?,
             }
@@ -171,28 +240,31 @@ impl<'de> Visitor<'de> for DeltaSeed {
 
 struct ToolCallSeed;
 
+/// A piece, and whether it came with an `index`.
 impl<'de> DeserializeSeed<'de> for ToolCallSeed {
-    type Value = pb::ToolCallDelta;
+    type Value = (pb::ToolCallDelta, bool);
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
 impl<'de> Visitor<'de> for ToolCallSeed {
-    type Value = pb::ToolCallDelta;
+    type Value = (pb::ToolCallDelta, bool);
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a tool call object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut call = pb::ToolCallDelta::default();
+        let mut indexed = false;
         let mut extra = Carrier::default();
         while let Some(key) = next_key(&mut map)? {
             match key.as_ref() {
                 "index" => {
-                    call.index = whole(&mut map)?
+                    let index = whole(&mut map)?
                         .map(|index| u32::try_from(index).map_err(|_| unusual()))
-                        .transpose()?
-                        .unwrap_or(0);
+                        .transpose()?;
+                    indexed = index.is_some();
+                    call.index = index.unwrap_or(0);
                 }
                 "id" => call.id = text(&mut map)?,
                 "type" => call.r#type = text(&mut map)?,
@@ -218,6 +290,6 @@ impl<'de> Visitor<'de> for ToolCallSeed {
             }
         }
         call.extra = extra.into_struct();
-        Ok(call)
+        Ok((call, indexed))
     }
 }

@@ -216,6 +216,24 @@ impl Envelope {
         Ok(())
     }
 
+    /// Keeps a `usage` member read as raw JSON (`null`: none), as sent.
+    pub(super) fn read_usage<E: de::Error>(
+        &mut self,
+        raw: &serde_json::value::RawValue,
+    ) -> Result<(), E> {
+        let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+        match ProtoValueSeed
+            .deserialize(&mut deserializer)
+            .map_err(|_| unusual::<E>())?
+            .kind
+        {
+            Some(Kind::StructValue(raw)) => self.raw_usage = Some(raw),
+            Some(Kind::NullValue(_)) => {}
+            _ => return Err(unusual()),
+        }
+        Ok(())
+    }
+
     /// The typed usage (`usage` is what the stream reader read, in any
     /// spelling), with the object as sent.
     pub(super) fn usage(&mut self, usage: Option<Usage>) -> Option<pb::Usage> {

@@ -409,3 +409,70 @@ fn a_carried_max_tokens_beside_the_typed_one_is_refused() {
     let converted = request_from_proto(carried_only).unwrap();
     assert_eq!(converted.body["max_tokens"], 5);
 }
+
+/// Reading a stream's events with the one-pass decoder gives, event by
+/// event, what reading them through the JSON view and converting them
+/// gives: the same facts for the sidecar, the same message for the caller,
+/// the same repairs and the same errors.
+#[test]
+fn decoding_while_reading_agrees_with_reading_then_converting() {
+    use crate::upstream::stream_reader::StreamReader;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/corpus");
+    let mut streams: Vec<Vec<String>> = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let case: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
+        if let Some(list) = case["events"].as_array() {
+            let events = list.iter().filter(|event| event.is_object());
+            streams.push(events.map(ToString::to_string).collect());
+        }
+    }
+    let odd = [
+        r#"{"choices": [{"delta": {"tool_calls": [{"id": "a", "function": {"name": "f"}}, {"id": "b", "function": {"name": "g"}}]}}]}"#,
+        r#"{"choices": [{"delta": {"tool_calls": [{"function": {"arguments": "{}"}}]}, "finish_reason": "tool_calls"}]}"#,
+        r#"{"choices": [{"index": 1, "delta": {"content": "x"}, "finish_reason": ""}]}"#,
+        r#"{"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1, "prompt_cache_hit_tokens": 2}}"#,
+        r#"{"choices": [], "x_groq": {"usage": {"prompt_tokens": 3, "completion_tokens": 1}}}"#,
+        r#"{"choices": [{"delta": {"content": "a"}}], "error": {"message": "m"}}"#,
+        r#"{"choices": [{"delta": {"content": "a"}, "finish_reason": "error"}]}"#,
+        r#"{"id": "i", "id": "j", "model": "m", "choices": [{"delta": {"content": "\ud800"}}]}"#,
+        r#"{"choices": [{"index": 0, "delta": {"content": "two"}}], "usage": null}"#,
+    ];
+    streams.push(odd.iter().map(ToString::to_string).collect());
+    assert!(streams.len() > 10, "the corpus has streams");
+    let (mut decoded, mut events) = (0, 0);
+    for stream in streams {
+        let (mut viewed, mut read) = (StreamReader::default(), StreamReader::default());
+        for event in stream {
+            events += 1;
+            let expected = viewed.read(event.clone());
+            let got = read.read_for(event.clone(), Some(decode_chunk));
+            let (expected, mut got) = match (expected, got) {
+                (Ok(expected), Ok(got)) => (expected, got),
+                (expected, got) => {
+                    assert_eq!(expected.err(), got.err(), "{event}");
+                    continue;
+                }
+            };
+            assert_eq!(expected.finish_reasons, got.finish_reasons, "{event}");
+            assert_eq!(expected.output_bytes, got.output_bytes, "{event}");
+            assert_eq!(expected.usage, got.usage, "{event}");
+            assert_eq!(expected.identity, got.identity, "{event}");
+            assert_eq!(expected.no_choices, got.no_choices, "{event}");
+            let message = match got.proto.take() {
+                Some(mut proto) => {
+                    decoded += 1;
+                    proto.provider = "p".into();
+                    *proto
+                }
+                None => chunk_to_proto(&got, "p").unwrap(),
+            };
+            assert_eq!(message, chunk_to_proto(&expected, "p").unwrap(), "{event}");
+        }
+        assert_eq!(viewed.unfinished_choices(), read.unfinished_choices());
+    }
+    assert!(
+        decoded * 10 > events * 8,
+        "most events decode in one pass ({decoded} of {events})"
+    );
+}
