@@ -11,7 +11,7 @@
 use super::error_body::in_band_error;
 use crate::error::{Error, UpstreamError};
 use crate::model::ChatChunk;
-use crate::secret::ApiKey;
+use crate::secret::Scrubber;
 use crate::upstream::sse::{SseEvents, SseStreamError, sse_events};
 use crate::upstream::stream_reader::{EventProblem, StreamReader};
 use bytes::Bytes;
@@ -28,20 +28,21 @@ const DRAIN_AFTER_DONE: Duration = Duration::from_secs(2);
 pub struct UpstreamChunks<S> {
     events: Option<Pin<Box<SseEvents<S, reqwest::Error>>>>,
     provider: Arc<str>,
-    /// The provider's keys, to scrub error frames with.
-    keys: Arc<[ApiKey]>,
+    /// The provider's secrets: every error the stream ends with is
+    /// scrubbed of them (in [`UpstreamChunks::fail`], its one way out).
+    scrubber: Arc<Scrubber>,
     reader: StreamReader,
 }
 
 impl<S> UpstreamChunks<S> {
-    pub fn new(body: S, max_line_bytes: usize, provider: Arc<str>, keys: Arc<[ApiKey]>) -> Self
+    pub fn new(body: S, max_line_bytes: usize, provider: Arc<str>, scrubber: Arc<Scrubber>) -> Self
     where
         S: Stream<Item = Result<Bytes, reqwest::Error>>,
     {
         UpstreamChunks {
             events: Some(Box::pin(sse_events(body, max_line_bytes))),
             provider,
-            keys,
+            scrubber,
             reader: StreamReader::default(),
         }
     }
@@ -68,9 +69,7 @@ impl<S> UpstreamChunks<S> {
         Some(self.reader.read(data).map_err(|problem| {
             match problem {
                 EventProblem::Malformed(detail) => self.malformed(detail),
-                EventProblem::InBand(error) => {
-                    in_band_error(&self.provider, &error, self.keys.iter()).into()
-                }
+                EventProblem::InBand(error) => in_band_error(&self.provider, &error).into(),
                 EventProblem::FinishError => UpstreamError {
                     provider: self.provider.to_string(),
                     message: "the upstream ended the answer with finish_reason \"error\""
@@ -102,14 +101,14 @@ impl<S> UpstreamChunks<S> {
         let value = serde_json::from_str::<serde_json::Value>(data)
             .unwrap_or_else(|_| serde_json::Value::String(data.to_owned()));
         let error = value.get("error").unwrap_or(&value);
-        in_band_error(&self.provider, error, self.keys.iter()).into()
+        in_band_error(&self.provider, error).into()
     }
 
-    /// Ends the stream with `error`; the upstream body is dropped (and so
-    /// the upstream request closed) right here.
+    /// Ends the stream with `error`, scrubbed; the upstream body is dropped
+    /// (and so the upstream request closed) right here.
     fn fail(&mut self, error: Error) -> Poll<Option<Result<ChatChunk, Error>>> {
         self.events = None;
-        Poll::Ready(Some(Err(error)))
+        Poll::Ready(Some(Err(error.scrubbed(&self.scrubber))))
     }
 }
 
@@ -189,7 +188,7 @@ mod tests {
 
     async fn outcome(body: &'static str) -> Vec<Result<ChatChunk, Error>> {
         let body = futures::stream::iter([Ok::<_, reqwest::Error>(Bytes::from(body))]);
-        UpstreamChunks::new(body, 1 << 20, "p".into(), Arc::from([]))
+        UpstreamChunks::new(body, 1 << 20, "p".into(), Arc::default())
             .collect()
             .await
     }
