@@ -1,7 +1,7 @@
 //! No secret reaches a caller or an operator. The real binary is given
 //! recognisable secrets: a key read from a file, a second key from the
 //! environment (used in turn), a header secret by its name (`X-Api-Key`)
-//! and one marked `secret = true` (`X-Tenant`). The fake upstream then
+//! and one marked `secret = true` (`X-Tenant`, read from the environment). The fake upstream then
 //! echoes them back through every error path: 401, 403, 429 (its headers
 //! echoing them too), a 502 HTML page, an in-band error (an error object in
 //! a 200 answer, an `{"error": ...}` event mid-stream), `finish_reason:
@@ -322,7 +322,7 @@ api_key_file = "{key_file}"
 api_keys = [{{ env = "SCRUB_KEY_ENV" }}]
 circuit_failures = 0
 timeouts = {{ headers_ms = 400, first_chunk_ms = 400, unary_total_ms = 800 }}
-headers = {{ "X-Api-Key" = "{HEADER_BY_NAME}", "X-Tenant" = {{ value = "{HEADER_MARKED}", secret = true }}, "X-Title" = "{TITLE}" }}
+headers = {{ "X-Api-Key" = "{HEADER_BY_NAME}", "X-Tenant" = {{ env = "SCRUB_TENANT", secret = true }}, "X-Title" = "{TITLE}" }}
 "#,
         key_file = dir.join("key").display(),
     )
@@ -380,6 +380,7 @@ async fn no_secret_reaches_a_caller_a_log_or_a_span() {
         Some("debug"),
         &[
             ("SCRUB_KEY_ENV", KEY_ENV),
+            ("SCRUB_TENANT", HEADER_MARKED),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),

@@ -314,7 +314,9 @@ fn load_headers(config: &ProviderConfig, env: Env<'_>) -> Result<(HeaderMap, Vec
     for header in &config.headers {
         let value = match &header.value {
             HeaderValueSource::Inline(value) => value.clone(),
-            HeaderValueSource::Loaded(source) => match load_key(source, env)? {
+            HeaderValueSource::Loaded(source) => match load_key(source, env)
+                .map_err(|problem| format!("header `{}`: {problem}", header.name))?
+            {
                 Some(value) => value.expose().to_owned(),
                 None => {
                     return Err(format!(
