@@ -155,7 +155,8 @@ pub struct ProviderConfig {
     /// Further keys, used in turn with `api_key`.
     pub more_api_keys: Vec<KeySource>,
     pub key_cooldown: Duration,
-    pub headers: Vec<(String, String)>,
+    /// Sent with every request, in the config's order.
+    pub headers: Vec<HeaderConfig>,
     pub stream_options: bool,
     /// The JSON field a gRPC caller's `max_tokens` is sent as.
     pub max_tokens_field: MaxTokensField,
@@ -223,6 +224,26 @@ pub struct LimitConfig {
 pub struct KeySource {
     pub env: Option<String>,
     pub file: Option<PathBuf>,
+}
+
+/// A header a provider gets with every request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderConfig {
+    pub name: String,
+    pub value: HeaderValueSource,
+    /// Scrubbed from everything a caller or an operator sees: its name
+    /// looks secret (`secret::header_name_is_secret`) or the config marks
+    /// it `secret = true`.
+    pub secret: bool,
+}
+
+/// Where a header's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderValueSource {
+    /// Written in the config.
+    Inline(String),
+    /// Read like a key: the file, else the environment variable.
+    Loaded(KeySource),
 }
 
 #[derive(Debug, Clone)]

@@ -3,6 +3,7 @@
 //! whether trying again may help.
 
 mod classify;
+mod scrub;
 
 pub use classify::{Class, classify};
 
@@ -130,8 +131,8 @@ impl std::fmt::Display for TimeoutKind {
     }
 }
 
-/// An error the upstream reported, with its message already scrubbed of
-/// secrets. `status` is the HTTP status, or the in-band code an upstream put
+/// An error the upstream reported, in its own words (scrubbed of secrets
+/// where it becomes an [`Error`], see [`Error::scrubbed`]). `status` is the HTTP status, or the in-band code an upstream put
 /// in an error frame of a 200 response (0 when it gave none).
 #[derive(Debug, Clone, Default, thiserror::Error)]
 #[error("provider `{provider}` {}: {message}", answered(*status))]
@@ -143,7 +144,7 @@ pub struct UpstreamError {
     pub error_code: Option<String>,
     /// The request field the upstream says the error is about.
     pub param: Option<String>,
-    /// The upstream's own error object, every string scrubbed, when it is
+    /// The upstream's own error object when it is
     /// an OpenAI-style object with a `message`: passed to HTTP callers as
     /// it is (numeric codes, `metadata` and all).
     pub object: Option<serde_json::Value>,

@@ -36,6 +36,7 @@ use crate::config::{Config, Env, Timeouts};
 use crate::error::{Error, TimeoutKind, classify};
 use crate::model::{ChatRequest, ChatResponse};
 use crate::routing::{RouteInfo, Router};
+use crate::secret::Scrubber;
 use crate::telemetry::Telemetry;
 use crate::upstream::{ChunkStream, PassedHeaders, Provider, Reply, build_http_client};
 use crate::validate::validate;
@@ -96,6 +97,9 @@ pub struct Pipeline {
     /// Cancelled when a stop's grace period is over: the calls still in
     /// flight end with UNAVAILABLE. Shared by the pipelines a reload makes.
     stop: CancellationToken,
+    /// Every provider's secrets, for the edges' last scrub of what they
+    /// send out.
+    scrubber: Arc<Scrubber>,
 }
 
 /// A provider with its retry settings and budget.
@@ -158,9 +162,15 @@ impl Pipeline {
                     BUDGET_WINDOW,
                 ),
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let scrubber = Arc::new(Scrubber::union(
+            providers
+                .iter()
+                .map(|slot| slot.provider.scrubber().as_ref()),
+        ));
         Ok(Pipeline {
             router: Router::new(config),
+            scrubber,
             providers,
             retry: config.retry.policy,
             telemetry: None,
@@ -186,6 +196,12 @@ impl Pipeline {
 
     pub fn routes(&self) -> &[RouteInfo] {
         self.router.table()
+    }
+
+    /// The secrets of all its providers (keys as loaded for this pipeline,
+    /// secret header values): what the edges scrub from what they send.
+    pub fn scrubber(&self) -> &Arc<Scrubber> {
+        &self.scrubber
     }
 
     pub fn providers(&self) -> impl Iterator<Item = &Provider> {

@@ -1,6 +1,10 @@
-//! API keys: held in one type that never prints itself, and a scrubber for
-//! text that came back from an upstream (providers echo keys in errors, e.g.
-//! "Incorrect API key provided: sk-abc...").
+//! API keys: held in one type that never prints itself, and the scrubber
+//! for text that reaches a caller or an operator (providers and proxies echo
+//! keys and headers in errors, e.g. "Incorrect API key provided: sk-abc...").
+
+mod scrubber;
+
+pub use scrubber::{MIN_SECRET_CHARS, REDACTED, Scrubber};
 
 use crate::config::{Env, KeySource};
 use std::fmt;
@@ -52,64 +56,41 @@ pub fn load_key(source: &KeySource, env: Env<'_>) -> Result<Option<ApiKey>, Stri
 
 /// Longest upstream message we pass on: enough to act on, bounded so a
 /// provider that returns a whole HTML page does not flood logs and callers.
-const MAX_MESSAGE_CHARS: usize = 1024;
+pub const MAX_MESSAGE_CHARS: usize = 1024;
 
-/// Removes anything that looks like a credential from upstream text: the
-/// key we used (if it appears verbatim) and well-known key shapes (`sk-...`,
-/// `Bearer ...`), then bounds the length.
-/// [`scrub`] applied to every string of a JSON value (object keys stay).
-pub fn scrub_json(value: &mut serde_json::Value, keys: &[ApiKey]) {
-    match value {
-        serde_json::Value::String(text) => *text = scrub(text, keys),
-        serde_json::Value::Array(items) => items.iter_mut().for_each(|item| scrub_json(item, keys)),
-        serde_json::Value::Object(fields) => {
-            fields.values_mut().for_each(|item| scrub_json(item, keys));
-        }
-        _ => {}
+/// `text` cut to [`MAX_MESSAGE_CHARS`] characters (an ellipsis marks the
+/// cut). Scrub before bounding: a cut through a secret would leave a
+/// prefix the scrubber no longer recognises.
+pub fn bound_message(text: &str) -> String {
+    match text.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
     }
 }
 
-pub fn scrub<'a>(text: &str, keys: impl IntoIterator<Item = &'a ApiKey>) -> String {
-    let mut out = text.to_owned();
-    for key in keys {
-        if !key.expose().is_empty() {
-            out = out.replace(key.expose(), "<redacted>");
-        }
-    }
-    for marker in ["sk-", "Bearer "] {
-        out = redact_after(&out, marker);
-    }
-    if out.chars().count() > MAX_MESSAGE_CHARS {
-        out = out.chars().take(MAX_MESSAGE_CHARS).collect::<String>() + "…";
-    }
-    out
+/// Whether a provider header's value is a secret by its name alone:
+/// `authorization`, `proxy-authorization`, `cookie`, or any name containing
+/// `key`, `token` or `secret` (case-insensitive). Other values are secret
+/// only when the config marks them `secret = true`.
+pub fn header_name_is_secret(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    matches!(
+        name.as_str(),
+        "authorization" | "proxy-authorization" | "cookie"
+    ) || ["key", "token", "secret"]
+        .iter()
+        .any(|part| name.contains(part))
 }
 
-/// Replaces the token that follows each `marker` (up to whitespace or a
-/// quote) with `<redacted>`, keeping the marker so the message still says
-/// what kind of thing was there.
-fn redact_after(text: &str, marker: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(marker) {
-        let (before, from_marker) = rest.split_at(at);
-        out.push_str(before);
-        out.push_str(marker);
-        let token = &from_marker[marker.len()..];
-        let end = token
-            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | ')'))
-            .unwrap_or(token.len());
-        // "task-list" is not a key: the marker must start a word.
-        let starts_word = !before.ends_with(|c: char| c.is_alphanumeric());
-        if starts_word && end >= 4 {
-            out.push_str("<redacted>");
-        } else {
-            out.push_str(&token[..end]);
-        }
-        rest = &token[end..];
-    }
-    out.push_str(rest);
-    out
+/// The strings a secret header value is scrubbed as: the value itself and,
+/// for an `Authorization`-style value (`Bearer abc…`, `Basic abc…`), the
+/// credential alone, which is what an upstream is likelier to echo.
+pub fn header_secret_forms(value: &str) -> impl Iterator<Item = &str> {
+    let credential = value
+        .split_once(' ')
+        .map(|(_, credential)| credential.trim())
+        .filter(|credential| !credential.is_empty());
+    std::iter::once(value).chain(credential)
 }
 
 #[cfg(test)]
@@ -123,20 +104,42 @@ mod tests {
     }
 
     #[test]
-    fn scrub_removes_the_key_and_key_shapes() {
-        let key = ApiKey::new("custom-secret-value");
-        let text = "bad key custom-secret-value; Incorrect API key provided: sk-abc123xyz. Bearer tok3nvalue";
-        let clean = scrub(text, Some(&key));
-        assert!(!clean.contains("custom-secret-value"));
-        assert!(!clean.contains("abc123xyz"));
-        assert!(!clean.contains("tok3nvalue"));
-        assert!(clean.contains("Incorrect API key provided: sk-<redacted>"));
+    fn messages_are_bounded_by_characters() {
+        assert_eq!(bound_message("short"), "short");
+        let long = "é".repeat(5000);
+        let bounded = bound_message(&long);
+        assert_eq!(bounded.chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert!(bounded.ends_with('…'));
     }
 
     #[test]
-    fn scrub_keeps_ordinary_text_and_bounds_length() {
-        assert_eq!(scrub("task-list is fine", []), "task-list is fine");
-        let long = "x".repeat(5000);
-        assert!(scrub(&long, []).chars().count() <= MAX_MESSAGE_CHARS + 1);
+    fn secret_header_names_follow_the_rule() {
+        for name in [
+            "Authorization",
+            "proxy-authorization",
+            "Cookie",
+            "X-Api-Key",
+            "api-key",
+            "X-Auth-Token",
+            "X-Client-Secret",
+        ] {
+            assert!(header_name_is_secret(name), "{name}");
+        }
+        for name in [
+            "X-Title",
+            "HTTP-Referer",
+            "OpenAI-Organization",
+            "User-Agent",
+        ] {
+            assert!(!header_name_is_secret(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn an_authorization_value_is_scrubbed_whole_and_as_its_credential() {
+        let forms: Vec<&str> = header_secret_forms("Bearer abc-123456789").collect();
+        assert_eq!(forms, ["Bearer abc-123456789", "abc-123456789"]);
+        let forms: Vec<&str> = header_secret_forms("plainsecretvalue").collect();
+        assert_eq!(forms, ["plainsecretvalue"]);
     }
 }

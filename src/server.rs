@@ -81,6 +81,7 @@ pub async fn start_with_telemetry(
     )?));
     side_channels::observe_providers(&telemetry, &pipeline);
     let observer = side_channels::observer(config, &telemetry)?;
+    observer.set_scrubber(pipeline.current().scrubber().clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<ChatServiceServer<ChatServiceImpl>>()
@@ -373,6 +374,7 @@ impl Running {
         let rules = Rules::new(config)
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("in {}", config.source))?;
+        self.observer.set_scrubber(pipeline.scrubber().clone());
         self.pipeline.replace(pipeline);
         self.observer.set_rules(rules);
         Ok(())

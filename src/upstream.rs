@@ -1,6 +1,12 @@
 //! The providers behind the sidecar. Each kind turns the internal chat model
 //! into its own wire protocol and back; the rest of the sidecar sees only
 //! [`Provider::complete`] and [`Provider::stream`].
+//!
+//! [`Provider`] is also where an upstream's failure becomes the sidecar's
+//! [`Error`]: every error it returns is scrubbed of the provider's secrets
+//! here (a stream's errors in their one way out, `UpstreamChunks::fail`;
+//! response headers as they are read, `PassedHeaders::from_upstream`), so
+//! no field of an error can reach a caller, a log or a span without it.
 
 mod http_client;
 mod keys;
@@ -18,6 +24,7 @@ pub use passed_headers::{PassedHeaders, UPSTREAM_REQUEST_ID};
 use crate::config::{Env, ProviderConfig, ProviderKind, UpstreamConfig};
 use crate::error::Error;
 use crate::model::{ChatChunk, ChatRequest, ChatResponse};
+use crate::secret::Scrubber;
 use futures::Stream;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -41,6 +48,8 @@ pub struct Provider {
     pub address: String,
     pub port: u16,
     upstream: Upstream,
+    /// Its keys and secret header values.
+    scrubber: Arc<Scrubber>,
 }
 
 #[derive(Debug)]
@@ -68,6 +77,10 @@ impl Provider {
             ))),
             ProviderKind::Mock => Upstream::Mock(mock::MockUpstream::new(name.clone())),
         };
+        let scrubber = match &kind {
+            Upstream::OpenAi(openai) => openai.scrubber().clone(),
+            Upstream::Mock(_) => Arc::default(),
+        };
         let (address, port) = reqwest::Url::parse(&config.base_url)
             .ok()
             .and_then(|url| Some((url.host_str()?.to_owned(), url.port_or_known_default()?)))
@@ -77,7 +90,14 @@ impl Provider {
             address,
             port,
             upstream: kind,
+            scrubber,
         }
+    }
+
+    /// The provider's secrets, to scrub what reaches a caller or an
+    /// operator.
+    pub fn scrubber(&self) -> &Arc<Scrubber> {
+        &self.scrubber
     }
 
     /// A problem that makes every call fail (e.g. a missing API key), for
@@ -95,10 +115,11 @@ impl Provider {
         request: &ChatRequest,
         trace: &opentelemetry::Context,
     ) -> Result<Reply<ChatResponse>, Error> {
-        match &self.upstream {
+        let reply = match &self.upstream {
             Upstream::OpenAi(openai) => openai.complete(request, trace).await,
             Upstream::Mock(mock) => mock.complete(request),
-        }
+        };
+        self.scrubbed(reply)
     }
 
     /// `headers_timeout` bounds the wait for the response headers.
@@ -108,9 +129,17 @@ impl Provider {
         headers_timeout: std::time::Duration,
         trace: &opentelemetry::Context,
     ) -> Result<Reply<ChunkStream>, Error> {
-        match &self.upstream {
+        let reply = match &self.upstream {
             Upstream::OpenAi(openai) => openai.stream(request, headers_timeout, trace).await,
             Upstream::Mock(mock) => mock.stream(request),
-        }
+        };
+        self.scrubbed(reply)
+    }
+
+    /// The error scrubbed of the provider's secrets. (A reply's headers
+    /// are scrubbed as they are read, `PassedHeaders::from_upstream`; its
+    /// value is the upstream's answer and is not touched.)
+    fn scrubbed<T>(&self, reply: Result<Reply<T>, Error>) -> Result<Reply<T>, Error> {
+        reply.map_err(|error| error.scrubbed(&self.scrubber))
     }
 }

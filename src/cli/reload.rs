@@ -1,5 +1,5 @@
 //! Hot reload. SIGHUP, or a change to the config file or to any API key
-//! file it names, makes the sidecar load the config again and serve new
+//! or header file it names, makes the sidecar load the config again and serve new
 //! calls by it; calls under way finish as they began. A config that does
 //! not load is rejected with a log line naming the key and the file, and
 //! the one in force keeps serving.
@@ -10,7 +10,7 @@
 //! on the file itself misses, and a poll of the path sees whatever it
 //! resolves to now.
 
-use crate::config::{Config, process_env};
+use crate::config::{Config, HeaderValueSource, process_env};
 use crate::server::Running;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -29,6 +29,14 @@ impl Watched {
         for provider in &config.providers {
             let sources = std::iter::once(&provider.api_key).chain(&provider.more_api_keys);
             files.extend(sources.filter_map(|source| source.file.clone()));
+            let header_files = provider
+                .headers
+                .iter()
+                .filter_map(|header| match &header.value {
+                    HeaderValueSource::Loaded(source) => source.file.clone(),
+                    HeaderValueSource::Inline(_) => None,
+                });
+            files.extend(header_files);
         }
         let fingerprint = fingerprint(&files);
         Watched { files, fingerprint }

@@ -119,8 +119,10 @@ pub struct RawProvider {
     pub api_keys: Vec<RawKeySource>,
     /// How long a key answered with 401/403/429 is set aside (default 60 s).
     pub key_cooldown_ms: Option<u64>,
+    /// Sent with every request: a plain string, or a table (see
+    /// [`RawHeader`]).
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, RawHeader>,
     /// Whether the provider accepts `stream_options.include_usage`.
     pub stream_options: Option<bool>,
     /// The field a gRPC caller's `max_tokens` is sent as: "max_tokens" or
@@ -168,6 +170,51 @@ pub struct RawRoute {
     /// not (provider failure, open circuit, full queue), before any output.
     #[serde(default)]
     pub fallbacks: Vec<RawFallback>,
+}
+
+/// A provider header's value: `"my-app"`, or a table
+/// `{ value = "...", secret = true }`, `{ env = "NAME" }` or
+/// `{ file = "/path" }` (read like a key file).
+#[derive(Debug)]
+pub enum RawHeader {
+    Plain(String),
+    Table(RawHeaderTable),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderTable {
+    pub value: Option<String>,
+    pub env: Option<String>,
+    pub file: Option<String>,
+    /// Scrub this value from errors, logs and spans even though its name
+    /// does not look secret.
+    pub secret: Option<bool>,
+}
+
+// By hand rather than `#[serde(untagged)]`: an untagged enum's error says
+// only "did not match any variant", where this one names the unknown key.
+impl<'de> Deserialize<'de> for RawHeader {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawHeader;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string, or a table with `value`, `env` or `file` and `secret`")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RawHeader, E> {
+                Ok(RawHeader::Plain(text.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawHeader, A::Error> {
+                RawHeaderTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawHeader::Table)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]

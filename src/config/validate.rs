@@ -1,11 +1,14 @@
 //! From the file as written to typed, checked values. Every error names the
 //! file and the key, and says what would be accepted.
 
-use super::raw::{RawConfig, RawProvider, RawRetry, RawServer, RawTimeouts, RawUpstream};
+use super::raw::{
+    RawConfig, RawHeader, RawHeaderTable, RawProvider, RawRetry, RawServer, RawTimeouts,
+    RawUpstream,
+};
 use super::{
-    Config, ConfigError, FallbackConfig, KeySource, LimitConfig, MOCK_PROVIDER, MOCK_ROUTE,
-    MaxTokensField, ProviderConfig, ProviderKind, RetryConfig, RouteConfig, ServerConfig,
-    TimeoutOverrides, Timeouts, UpstreamConfig,
+    Config, ConfigError, FallbackConfig, HeaderConfig, HeaderValueSource, KeySource, LimitConfig,
+    MOCK_PROVIDER, MOCK_ROUTE, MaxTokensField, ProviderConfig, ProviderKind, RetryConfig,
+    RouteConfig, ServerConfig, TimeoutOverrides, Timeouts, UpstreamConfig,
 };
 use crate::pipeline::RetryPolicy;
 use std::net::SocketAddr;
@@ -415,22 +418,11 @@ impl Checker<'_> {
                 url.trim_end_matches('/').to_owned()
             }
         };
-        let mut headers = Vec::new();
-        for (header, value) in raw.headers {
-            if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
-                return Err(self.error(
-                    format!("{key}.headers"),
-                    format!("`{header}` is not a valid header name"),
-                ));
-            }
-            if reqwest::header::HeaderValue::from_str(&value).is_err() {
-                return Err(self.error(
-                    format!("{key}.headers.{header}"),
-                    "is not a valid header value",
-                ));
-            }
-            headers.push((header, value));
-        }
+        let headers = raw
+            .headers
+            .into_iter()
+            .map(|(name, value)| self.header(&key, name, value))
+            .collect::<Result<Vec<_>, _>>()?;
         let max_tokens_field = match raw.max_tokens_field.as_deref() {
             None => MaxTokensField::default_for(&base_url),
             Some("max_tokens") => MaxTokensField::MaxTokens,
@@ -505,6 +497,44 @@ impl Checker<'_> {
                     max_queue_wait: Duration::from_millis(raw.max_queue_wait_ms.unwrap_or(10_000)),
                 }),
             },
+        })
+    }
+
+    /// One provider header: a valid name, one source, a valid inline value.
+    fn header(&self, key: &str, name: String, raw: RawHeader) -> Result<HeaderConfig, ConfigError> {
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(self.error(
+                format!("{key}.headers"),
+                format!("`{name}` is not a valid header name"),
+            ));
+        }
+        let at = format!("{key}.headers.{name}");
+        let table = match raw {
+            RawHeader::Plain(value) => RawHeaderTable {
+                value: Some(value),
+                ..RawHeaderTable::default()
+            },
+            RawHeader::Table(table) => table,
+        };
+        let value = match (table.value, table.env, table.file) {
+            (Some(value), None, None) => {
+                if reqwest::header::HeaderValue::from_str(&value).is_err() {
+                    return Err(self.error(at, "is not a valid header value"));
+                }
+                HeaderValueSource::Inline(value)
+            }
+            (None, env @ Some(_), None) => HeaderValueSource::Loaded(KeySource { env, file: None }),
+            (None, None, Some(file)) => HeaderValueSource::Loaded(KeySource {
+                env: None,
+                file: Some(PathBuf::from(file)),
+            }),
+            _ => return Err(self.error(at, "give exactly one of `value`, `env` or `file`")),
+        };
+        let secret = table.secret.unwrap_or(false) || crate::secret::header_name_is_secret(&name);
+        Ok(HeaderConfig {
+            name,
+            value,
+            secret,
         })
     }
 }

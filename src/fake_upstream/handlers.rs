@@ -118,11 +118,16 @@ async fn chat_completions(
         Some(status) => {
             guard.disarm();
             let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let error = match &scenario.error_body {
-                Some(raw) => raw.to_string(),
-                None => reply::error_json(status, &scenario),
-            };
-            json_response(code, error)
+            match (&scenario.error_html, &scenario.error_body) {
+                (Some(page), _) => (
+                    code,
+                    [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                    page.clone(),
+                )
+                    .into_response(),
+                (None, Some(raw)) => json_response(code, raw.to_string()),
+                (None, None) => json_response(code, reply::error_json(status, &scenario)),
+            }
         }
         None => respond(&shared, &body, &scenario, guard),
     };

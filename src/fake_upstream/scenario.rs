@@ -106,6 +106,9 @@ pub struct Scenario {
     /// With an error `status`: the error response body is exactly this JSON
     /// instead of the generated OpenAI error object.
     pub error_body: Option<serde_json::Value>,
+    /// With an error `status`: the error response body is exactly this
+    /// text, as `text/html` (a proxy's error page); wins over `error_body`.
+    pub error_html: Option<String>,
     /// Extra response headers sent on every response to this request
     /// (success or error, unary or stream), e.g. `x-request-id` or
     /// `x-ratelimit-remaining-requests`. Invalid names or values are skipped

@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::ledger::{Ledger, PriceEntry, Pricing};
 use crate::model::{ChatRequest, ChatResponse};
 use crate::pipeline::{CallContext, CallProgress, Served, estimate_prompt_tokens};
+use crate::secret::Scrubber;
 use crate::telemetry::{self, Telemetry, spans};
 use crate::upstream::ChunkStream;
 use arc_swap::ArcSwap;
@@ -38,6 +39,9 @@ pub struct Observer {
     rules: ArcSwap<Rules>,
     /// Spans and metrics; `None` records none (tests, tools).
     telemetry: Option<Arc<Telemetry>>,
+    /// The pipeline's secrets, scrubbed from the span messages of the call;
+    /// swapped with the pipeline.
+    scrubber: ArcSwap<Scrubber>,
 }
 
 /// The config's part in recording a call.
@@ -70,7 +74,19 @@ impl Observer {
             ledger,
             rules: ArcSwap::from_pointee(Rules::new(config)?),
             telemetry: None,
+            scrubber: ArcSwap::default(),
         })
+    }
+
+    /// Calls that finish from now on scrub their spans of `scrubber`'s
+    /// secrets (the pipeline's, set with each pipeline).
+    pub fn set_scrubber(&self, scrubber: Arc<Scrubber>) {
+        self.scrubber.store(scrubber);
+    }
+
+    /// The secrets of the pipeline in force.
+    pub fn scrubber(&self) -> Arc<Scrubber> {
+        self.scrubber.load_full()
     }
 
     /// Calls that finish from now on are recorded by `rules` (prices, the

@@ -81,8 +81,11 @@ impl<'a> AttemptTrace<'a> {
                 .upstream_response(&provider.name, upstream.status);
         }
         if attempt.span().is_recording() {
-            // Messages are scrubbed of secrets where the error is made.
-            spans::end_error(attempt, &reason(error), error.to_string());
+            // Scrubbed where the provider made the error; again here, as
+            // every edge does, so a text added later cannot slip out.
+            let message = error.to_string();
+            let message = provider.scrubber().scrub(&message).into_owned();
+            spans::end_error(attempt, &reason(error), message);
         } else {
             spans::end_ok(attempt);
         }

@@ -37,11 +37,6 @@ impl KeyRing {
         &self.keys
     }
 
-    /// Every key, cheaply shared (streams scrub their error frames with it).
-    pub fn shared(&self) -> Arc<[ApiKey]> {
-        self.keys.clone()
-    }
-
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }

@@ -12,10 +12,10 @@ pub use chunks::UpstreamChunks;
 pub use error_body::{ErrorBody, parse_error_body};
 pub use retry_after::retry_after;
 
-use crate::config::{Env, ProviderConfig, UpstreamConfig};
+use crate::config::{Env, HeaderValueSource, ProviderConfig, UpstreamConfig};
 use crate::error::{Error, TimeoutKind, UpstreamError};
 use crate::model::{AnswerProblem, ChatRequest, ChatResponse};
-use crate::secret::{ApiKey, load_key, scrub};
+use crate::secret::{ApiKey, Scrubber, header_secret_forms, load_key};
 use crate::upstream::trace_header::trace_headers;
 use crate::upstream::{ChunkStream, KeyRing, PassedHeaders, Reply};
 use bytes::Bytes;
@@ -34,7 +34,11 @@ pub struct OpenAiUpstream {
     url: Result<reqwest::Url, String>,
     /// The provider's keys, or why it has none it needs.
     keys: Result<KeyRing, String>,
-    headers: HeaderMap,
+    /// The configured headers, or why one has no value.
+    headers: Result<HeaderMap, String>,
+    /// Every key and secret header value, for the errors of its streams
+    /// (the [`crate::upstream::Provider`] scrubs the rest).
+    scrubber: Arc<Scrubber>,
     rules: BodyRules,
     max_sse_line_bytes: usize,
     max_response_bytes: usize,
@@ -51,23 +55,26 @@ impl OpenAiUpstream {
         env: Env<'_>,
     ) -> OpenAiUpstream {
         let keys = load_keys(config, env).map(|keys| KeyRing::new(keys, config.key_cooldown));
-        let headers = config
-            .headers
-            .iter()
-            .filter_map(|(name, value)| {
-                Some((
-                    HeaderName::from_bytes(name.as_bytes()).ok()?,
-                    HeaderValue::from_str(value).ok()?,
-                ))
-            })
-            .collect();
+        let headers = load_headers(config, env);
+        let scrubber = Arc::new(Scrubber::new(
+            keys.iter()
+                .flat_map(KeyRing::all)
+                .map(ApiKey::expose)
+                .chain(headers.as_ref().map_or(Vec::new(), |(_, secrets)| {
+                    secrets
+                        .iter()
+                        .flat_map(|value| header_secret_forms(value))
+                        .collect()
+                })),
+        ));
         OpenAiUpstream {
+            scrubber,
             provider,
             client,
             url: reqwest::Url::parse(&format!("{}/chat/completions", config.base_url))
                 .map_err(|error| format!("base_url `{}` is not a URL: {error}", config.base_url)),
             keys,
-            headers,
+            headers: headers.map(|(headers, _)| headers),
             rules: BodyRules {
                 include_usage: config.stream_options,
                 max_tokens_field: config.max_tokens_field,
@@ -79,8 +86,18 @@ impl OpenAiUpstream {
         }
     }
 
+    /// Why calls cannot be made: no key, or a header without its value.
     pub fn key_problem(&self) -> Option<String> {
-        self.keys.as_ref().err().cloned()
+        self.keys
+            .as_ref()
+            .err()
+            .or(self.headers.as_ref().err())
+            .cloned()
+    }
+
+    /// The provider's secrets: its keys and secret header values.
+    pub fn scrubber(&self) -> &Arc<Scrubber> {
+        &self.scrubber
     }
 
     /// `request.stream` must be false (the pipeline sets it once, so that
@@ -94,7 +111,7 @@ impl OpenAiUpstream {
         // A unary answer's headers come only when it is whole: the call's
         // total time bounds this wait, not a headers timeout.
         let response = self.send(request, None, trace).await?;
-        let headers = PassedHeaders::from_upstream(response.headers());
+        let headers = PassedHeaders::from_upstream(response.headers(), &self.scrubber);
         let body = read_capped(response, self.max_response_bytes)
             .await
             .map_err(|error| self.connect_error(&error))?;
@@ -113,7 +130,7 @@ impl OpenAiUpstream {
         trace: &opentelemetry::Context,
     ) -> Result<Reply<ChunkStream>, Error> {
         let response = self.send(request, Some(headers_timeout), trace).await?;
-        let headers = PassedHeaders::from_upstream(response.headers());
+        let headers = PassedHeaders::from_upstream(response.headers(), &self.scrubber);
         let is_event_stream = response
             .headers()
             .get(CONTENT_TYPE)
@@ -137,9 +154,7 @@ impl OpenAiUpstream {
             response.bytes_stream(),
             self.max_sse_line_bytes,
             self.provider.clone(),
-            self.keys
-                .as_ref()
-                .map_or_else(|_| Arc::from([]), KeyRing::shared),
+            self.scrubber.clone(),
         )
         .with_proto(request.proto_chunks.map(|decoder| decoder.0));
         Ok(Reply {
@@ -154,21 +169,13 @@ impl OpenAiUpstream {
         headers_timeout: Option<Duration>,
         trace: &opentelemetry::Context,
     ) -> Result<reqwest::Response, Error> {
-        let ring = self
-            .keys
-            .as_ref()
-            .map_err(|reason| Error::ProviderNotReady {
-                provider: self.provider.to_string(),
-                reason: reason.clone(),
-            })?;
-        let url = self
-            .url
-            .as_ref()
-            .map_err(|reason| Error::ProviderNotReady {
-                provider: self.provider.to_string(),
-                reason: reason.clone(),
-            })?
-            .clone();
+        let not_ready = |reason: &String| Error::ProviderNotReady {
+            provider: self.provider.to_string(),
+            reason: reason.clone(),
+        };
+        let ring = self.keys.as_ref().map_err(not_ready)?;
+        let headers = self.headers.as_ref().map_err(not_ready)?;
+        let url = self.url.as_ref().map_err(not_ready)?.clone();
         let picked = ring.pick();
         let body = serde_json::to_vec(&UpstreamBody {
             request,
@@ -181,8 +188,8 @@ impl OpenAiUpstream {
             .header(CONTENT_TYPE, "application/json")
             .body(body);
         // Most providers configure no extra headers: skip copying the map.
-        if !self.headers.is_empty() {
-            builder = builder.headers(self.headers.clone());
+        if !headers.is_empty() {
+            builder = builder.headers(headers.clone());
         }
         if request.stream {
             builder = builder.header(ACCEPT, "text/event-stream");
@@ -222,20 +229,19 @@ impl OpenAiUpstream {
     async fn status_error(&self, response: reqwest::Response) -> UpstreamError {
         let status = response.status().as_u16();
         let retry_after = retry_after(response.headers(), SystemTime::now());
-        let headers = PassedHeaders::from_upstream(response.headers());
+        let headers = PassedHeaders::from_upstream(response.headers(), &self.scrubber);
         let body = read_capped(response, MAX_ERROR_BODY_BYTES)
             .await
             .unwrap_or_default();
         let parsed = parse_error_body(&body);
-        let scrubbed = |text: Option<String>| text.map(|text| scrub(&text, self.keys()));
         UpstreamError {
             provider: self.provider.to_string(),
             status,
-            object: parsed.scrubbed_object(self.keys()),
-            message: scrub(&parsed.message, self.keys()),
-            error_type: scrubbed(parsed.error_type),
-            error_code: scrubbed(parsed.code),
-            param: scrubbed(parsed.param),
+            object: parsed.object,
+            message: parsed.message,
+            error_type: parsed.error_type,
+            error_code: parsed.code,
+            param: parsed.param,
             retry_after,
             headers,
             in_band: false,
@@ -246,13 +252,8 @@ impl OpenAiUpstream {
     fn in_band(&self, error: &serde_json::Value, headers: PassedHeaders) -> UpstreamError {
         UpstreamError {
             headers,
-            ..error_body::in_band_error(&self.provider, error, self.keys())
+            ..error_body::in_band_error(&self.provider, error)
         }
-    }
-
-    /// Every key, for scrubbing upstream text.
-    fn keys(&self) -> &[ApiKey] {
-        self.keys.as_ref().map_or(&[], KeyRing::all)
     }
 
     fn connect_error(&self, error: &reqwest::Error) -> Error {
@@ -265,7 +266,7 @@ impl OpenAiUpstream {
         }
         Error::Connect {
             provider: self.provider.to_string(),
-            detail: scrub(&describe(error), self.keys()),
+            detail: describe(error),
         }
     }
 
@@ -305,6 +306,42 @@ fn load_keys(config: &ProviderConfig, env: Env<'_>) -> Result<Vec<ApiKey>, Strin
         });
     }
     Ok(keys)
+}
+
+/// The provider's configured headers, and the values of the secret ones.
+fn load_headers(config: &ProviderConfig, env: Env<'_>) -> Result<(HeaderMap, Vec<String>), String> {
+    let mut headers = HeaderMap::new();
+    let mut secrets = Vec::new();
+    for header in &config.headers {
+        let value = match &header.value {
+            HeaderValueSource::Inline(value) => value.clone(),
+            HeaderValueSource::Loaded(source) => match load_key(source, env)
+                .map_err(|problem| format!("header `{}`: {problem}", header.name))?
+            {
+                Some(value) => value.expose().to_owned(),
+                None => {
+                    return Err(format!(
+                        "header `{}` has no value: set the environment variable {}",
+                        header.name,
+                        source.env.as_deref().unwrap_or_default()
+                    ));
+                }
+            },
+        };
+        let name = HeaderName::from_bytes(header.name.as_bytes())
+            .map_err(|_| format!("`{}` is not a valid header name", header.name))?;
+        let parsed = HeaderValue::from_str(&value).map_err(|_| {
+            format!(
+                "the value of header `{}` is not a valid header value",
+                header.name
+            )
+        })?;
+        headers.append(name, parsed);
+        if header.secret {
+            secrets.push(value);
+        }
+    }
+    Ok((headers, secrets))
 }
 
 /// The whole cause chain of a transport error: reqwest's own message alone

@@ -5,8 +5,11 @@
 //! (`x-request-id` or `request-id`), renamed `x-upstream-request-id` because
 //! `x-request-id` is the call's own id.
 //! HTTP callers get them as headers, gRPC callers as response metadata
-//! (or trailers, on an error).
+//! (or trailers, on an error). Their values are scrubbed of the provider's
+//! secrets (a proxy may echo a key into any of them) where the provider
+//! reads them.
 
+use crate::secret::Scrubber;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 /// The name an upstream's request id travels under to the caller.
@@ -17,21 +20,42 @@ pub const UPSTREAM_REQUEST_ID: &str = "x-upstream-request-id";
 pub struct PassedHeaders(Vec<(HeaderName, HeaderValue)>);
 
 impl PassedHeaders {
-    /// Picks the headers a caller should see from an upstream response.
-    pub fn from_upstream(headers: &HeaderMap) -> PassedHeaders {
+    /// Picks the headers a caller should see from an upstream response,
+    /// their values scrubbed of `scrubber`'s secrets.
+    pub fn from_upstream(headers: &HeaderMap, scrubber: &Scrubber) -> PassedHeaders {
         let mut passed = Vec::new();
         for (name, value) in headers {
             let text = name.as_str();
             let rate_limit = ["x-ratelimit-", "ratelimit", "anthropic-ratelimit-"]
                 .iter()
                 .any(|prefix| text.starts_with(prefix));
+            let value = || {
+                scrubber
+                    .scrub_header(value)
+                    .unwrap_or_else(|| value.clone())
+            };
             if rate_limit || text == "retry-after" || text == "retry-after-ms" {
-                passed.push((name.clone(), value.clone()));
+                passed.push((name.clone(), value()));
             } else if text == "x-request-id" || text == "request-id" {
-                passed.push((HeaderName::from_static(UPSTREAM_REQUEST_ID), value.clone()));
+                passed.push((HeaderName::from_static(UPSTREAM_REQUEST_ID), value()));
             }
         }
         PassedHeaders(passed)
+    }
+
+    /// Every value scrubbed of `scrubber`'s secrets.
+    pub fn scrub(&mut self, scrubber: &Scrubber) {
+        for (_, value) in &mut self.0 {
+            if let Some(clean) = scrubber.scrub_header(value) {
+                *value = clean;
+            }
+        }
+    }
+
+    /// [`PassedHeaders::scrub`], by value.
+    pub fn scrubbed(mut self, scrubber: &Scrubber) -> PassedHeaders {
+        self.scrub(scrubber);
+        self
     }
 
     pub fn is_empty(&self) -> bool {
@@ -74,7 +98,7 @@ mod tests {
                 HeaderValue::from_static(value),
             );
         }
-        let passed = PassedHeaders::from_upstream(&upstream);
+        let passed = PassedHeaders::from_upstream(&upstream, &Scrubber::default());
         let names: Vec<&str> = passed.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(
             names,
@@ -92,5 +116,18 @@ mod tests {
         passed.add_to(&mut out);
         assert_eq!(out["retry-after"], "5");
         assert_eq!(out[UPSTREAM_REQUEST_ID], "req_123");
+    }
+
+    #[test]
+    fn passed_values_are_scrubbed() {
+        let mut upstream = HeaderMap::new();
+        upstream.insert(
+            "x-request-id",
+            HeaderValue::from_static("req for secret-value-0123456789"),
+        );
+        let passed =
+            PassedHeaders::from_upstream(&upstream, &Scrubber::new(["secret-value-0123456789"]));
+        let values: Vec<&HeaderValue> = passed.iter().map(|(_, value)| value).collect();
+        assert_eq!(values, ["req for <redacted>"]);
     }
 }

@@ -17,8 +17,19 @@ impl Sidecar {
     /// `llm-sidecar serve ARGS` with `LLM_SIDECAR_LOG=level` (`None`: the
     /// config's level), ready once `socket` accepts connections.
     pub fn serve(args: &[&str], level: Option<&str>, socket: &Path, log: &Path) -> Sidecar {
+        Sidecar::serve_env(args, level, &[], socket, log)
+    }
+
+    /// [`Sidecar::serve`] with variables `env` set for the child.
+    pub fn serve_env(
+        args: &[&str],
+        level: Option<&str>,
+        env: &[(&str, &str)],
+        socket: &Path,
+        log: &Path,
+    ) -> Sidecar {
         let mut command = Command::new(BIN);
-        command.arg("serve").args(args);
+        command.arg("serve").args(args).envs(env.iter().copied());
         match level {
             Some(level) => command.env("LLM_SIDECAR_LOG", level),
             None => command.env_remove("LLM_SIDECAR_LOG"),

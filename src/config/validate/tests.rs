@@ -93,3 +93,57 @@ fn timeouts_merge_and_are_checked_against_each_other() {
     let error = error_of("[server]\nuds = \"/tmp/x\"\n[timeouts]\nidle_ms = 0\n");
     assert_eq!(error.key, "timeouts.idle_ms");
 }
+
+#[test]
+fn headers_are_plain_or_tables_and_secret_by_name_or_mark() {
+    let config = from_toml(
+        r#"[server]
+uds = "/tmp/x"
+[providers.a]
+base_url = "http://x"
+headers = { "X-Title" = "my-app", "X-Api-Key" = "abcdefgh1234", "X-Tenant" = { value = "tenant-0001", secret = true }, "X-Auth-Token" = { env = "TOKEN" }, "X-Signed" = { file = "/run/signed" } }
+"#,
+        "t",
+    )
+    .unwrap();
+    let headers = &config
+        .providers
+        .iter()
+        .find(|p| p.name == "a")
+        .unwrap()
+        .headers;
+    let find = |name: &str| headers.iter().find(|header| header.name == name).unwrap();
+    assert_eq!(
+        find("X-Title").value,
+        HeaderValueSource::Inline("my-app".into())
+    );
+    assert!(!find("X-Title").secret);
+    assert!(find("X-Api-Key").secret);
+    assert!(find("X-Tenant").secret);
+    assert!(find("X-Auth-Token").secret);
+    assert_eq!(
+        find("X-Auth-Token").value,
+        HeaderValueSource::Loaded(KeySource {
+            env: Some("TOKEN".into()),
+            file: None
+        })
+    );
+    // A file is read like a key file; its name does not look secret.
+    assert!(!find("X-Signed").secret);
+}
+
+#[test]
+fn a_header_table_needs_one_source_and_known_keys() {
+    let base = "[server]\nuds = \"/tmp/x\"\n[providers.a]\nbase_url = \"http://x\"\n";
+    let error = error_of(&format!(
+        "{base}headers = {{ \"X-A\" = {{ value = \"v\", env = \"E\" }} }}\n"
+    ));
+    assert_eq!(error.key, "providers.a.headers.X-A");
+    assert!(error.message.contains("exactly one"), "{error}");
+    let error = error_of(&format!(
+        "{base}headers = {{ \"X-A\" = {{ value = \"v\", secrett = true }} }}\n"
+    ));
+    assert!(error.message.contains("secrett"), "{error}");
+    let error = error_of(&format!("{base}headers = {{ \"X-A\" = 3 }}\n"));
+    assert!(error.message.contains("a string, or a table"), "{error}");
+}

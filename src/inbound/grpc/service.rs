@@ -67,7 +67,8 @@ impl ChatServiceImpl {
                     ..crate::model::ChatRequest::default()
                 };
                 let finished = self.observer.begin(arrival, &shown).finish_error(&error);
-                Err(with_request_id(to_status(&error), &finished))
+                let scrubber = self.pipeline.current().scrubber().clone();
+                Err(with_request_id(to_status(&error, &scrubber), &finished))
             }
         }
     }
@@ -235,9 +236,11 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         let (metadata, _, message) = request.into_parts();
         let (observation, chat) = self.begin(&metadata, peer, message, false)?;
         let call = observation.call_context(deadline, max_attempts);
+        let pipeline = self.pipeline.current();
+        let scrubber = pipeline.scrubber();
         // Boxed: the pipeline's future is large, and unboxed it would be
         // copied by every layer tonic wraps around this one.
-        let result = Box::pin(self.pipeline.current().complete(chat, &call))
+        let result = Box::pin(pipeline.complete(chat, &call))
             .instrument(observation.log_span().clone())
             .await;
         // Converted before the call is recorded: an answer the API cannot
@@ -254,14 +257,14 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
                     detail,
                 };
                 let finished = observation.finish_undelivered(&served, &error);
-                return Err(with_request_id(to_status(&error), &finished));
+                return Err(with_request_id(to_status(&error, scrubber), &finished));
             }
             (result, _) => {
                 let finished = observation.finish_unary(&result);
                 let error = result
                     .err()
                     .unwrap_or(Error::Internal("no answer".to_owned()));
-                return Err(with_request_id(to_status(&error), &finished));
+                return Err(with_request_id(to_status(&error, scrubber), &finished));
             }
         };
         let finished = observation.finish_answered(&served);
@@ -283,14 +286,16 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         let (metadata, _, message) = request.into_parts();
         let (observation, chat) = self.begin(&metadata, peer, message, true)?;
         let call = observation.call_context(deadline, max_attempts);
-        let mut served = match Box::pin(self.pipeline.current().stream(chat, &call))
+        let pipeline = self.pipeline.current();
+        let scrubber = pipeline.scrubber().clone();
+        let mut served = match Box::pin(pipeline.stream(chat, &call))
             .instrument(observation.log_span().clone())
             .await
         {
             Ok(served) => served,
             Err(error) => {
                 let finished = observation.finish_error(&error);
-                return Err(with_request_id(to_status(&error), &finished));
+                return Err(with_request_id(to_status(&error, &scrubber), &finished));
             }
         };
         let attempts = served.attempts;
@@ -318,10 +323,10 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
                             detail,
                         };
                         watched.fail(&error);
-                        Poll::Ready(Some(Err(seen.mark(to_status(&error)))))
+                        Poll::Ready(Some(Err(seen.mark(to_status(&error, &scrubber)))))
                     }
                 },
-                Some(Err(error)) => Poll::Ready(Some(Err(seen.mark(to_status(&error))))),
+                Some(Err(error)) => Poll::Ready(Some(Err(seen.mark(to_status(&error, &scrubber))))),
                 // A well-ended stream closes with trailers that say what
                 // it cost: an OK status carrying metadata.
                 None => Poll::Ready(watched.take_end().map(|finished| {

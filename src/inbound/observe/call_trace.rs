@@ -29,10 +29,16 @@ pub(super) fn end(
     tally: &Tally,
     error: Option<&Error>,
 ) {
+    // Scrubbed where the error was made; again here, so a text added
+    // later cannot slip out.
+    let message = error.map(|error| {
+        let text = error.to_string();
+        observation.observer.scrubber().scrub(&text).into_owned()
+    });
     if let Some(attempt) = &observation.attempt {
-        end_attempt(telemetry, attempt, record, tally, error);
+        end_attempt(telemetry, attempt, record, tally, message.as_deref());
     }
-    end_server(&observation.trace, record, error);
+    end_server(&observation.trace, record, error, message.as_deref());
     let metrics = telemetry.metrics();
     if record.stream {
         metrics.record_call_with_chunks(record, tally.chunks);
@@ -48,7 +54,7 @@ fn end_attempt(
     attempt: &Context,
     record: &CallRecord,
     tally: &Tally,
-    error: Option<&Error>,
+    message: Option<&str>,
 ) {
     if attempt.span().is_recording() {
         // An estimate is the ledger's business (flagged there); the span
@@ -65,11 +71,11 @@ fn end_attempt(
             spans::record_output_messages(attempt, &streamed_answer(text, tally), limit);
         }
     }
-    end_span(attempt, record, error);
+    end_span(attempt, record, message);
 }
 
 /// The inbound call: the status its caller saw, then its end.
-fn end_server(server: &Context, record: &CallRecord, error: Option<&Error>) {
+fn end_server(server: &Context, record: &CallRecord, error: Option<&Error>, message: Option<&str>) {
     let (code, http_status) = match (&record.outcome, error) {
         (Outcome::Ok, _) => (tonic::Code::Ok, 200),
         (Outcome::Cancelled { .. }, _) => (tonic::Code::Cancelled, CLIENT_CLOSED),
@@ -83,18 +89,18 @@ fn end_server(server: &Context, record: &CallRecord, error: Option<&Error>) {
         Edge::Grpc => spans::record_grpc_status(server, code),
         Edge::Http => spans::record_http_status(server, http_status),
     }
-    end_span(server, record, error);
+    end_span(server, record, message);
 }
 
-fn end_span(span: &Context, record: &CallRecord, error: Option<&Error>) {
+/// `message`: the error's, scrubbed.
+fn end_span(span: &Context, record: &CallRecord, message: Option<&str>) {
     match error_type(&record.outcome) {
         None => spans::end_ok(span),
         Some(error_type) => {
-            let message = match (&record.outcome, error) {
+            let message = match (&record.outcome, message) {
                 (Outcome::Cancelled { .. }, _) => CANCELLED_MESSAGE.to_owned(),
                 (_, None) => error_type.to_owned(),
-                // Scrubbed of secrets where the error was made.
-                (_, Some(error)) => error.to_string(),
+                (_, Some(message)) => message.to_owned(),
             };
             spans::end_error(span, error_type, message);
         }

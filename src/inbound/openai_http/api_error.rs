@@ -12,8 +12,13 @@
 //! it and `code` = the classification's reason in lower case. Either way
 //! the sidecar's classification rides in the `x-llm-error-reason` header,
 //! and the upstream's rate-limit, retry and request-id headers pass on.
+//!
+//! Everything of a call's error object (message, type, code, param, any
+//! other member the upstream sent) and the headers passed on go through
+//! the pipeline's [`Scrubber`] here, behind the provider's own scrub.
 
 use crate::error::{Class, Error, UpstreamError, classify};
+use crate::secret::Scrubber;
 use crate::upstream::PassedHeaders;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -94,7 +99,48 @@ impl ApiError {
         }
     }
 
-    pub fn from_error(error: &Error) -> ApiError {
+    /// The error a failed call answers with, every text in it scrubbed of
+    /// `scrubber`'s secrets.
+    pub fn from_error(error: &Error, scrubber: &Scrubber) -> ApiError {
+        let mut api_error = ApiError::unscrubbed(error);
+        api_error.scrub(scrubber);
+        api_error
+    }
+
+    /// Every text it carries, scrubbed. Each field is named (no `..`), so
+    /// one added later does not compile until it is decided here.
+    fn scrub(&mut self, scrubber: &Scrubber) {
+        let ApiError {
+            status: _,
+            message,
+            param,
+            code,
+            reason: _,
+            origin,
+        } = self;
+        scrubber.scrub_string(message);
+        for text in [param, code].into_iter().flatten() {
+            scrubber.scrub_string(text);
+        }
+        if let Some(origin) = origin {
+            let Origin {
+                retry_after: _,
+                provider,
+                upstream_type,
+                headers,
+                upstream_object,
+            } = origin.as_mut();
+            for text in [provider, upstream_type].into_iter().flatten() {
+                scrubber.scrub_string(text);
+            }
+            headers.scrub(scrubber);
+            if let Some(object) = upstream_object {
+                scrubber.scrub_json(object);
+            }
+        }
+    }
+
+    fn unscrubbed(error: &Error) -> ApiError {
         let class = classify(error);
         if let Error::Upstream(upstream) = error {
             return ApiError::from_upstream(upstream, class, error);
@@ -321,7 +367,8 @@ mod tests {
             (529, 529, "server_error"),
         ];
         for (upstream_status, status, kind) in cases {
-            let error = ApiError::from_error(&upstream(upstream_status, None));
+            let error =
+                ApiError::from_error(&upstream(upstream_status, None), &Scrubber::default());
             assert_eq!(error.status.as_u16(), status, "upstream {upstream_status}");
             assert_eq!(
                 body(&error)["error"]["type"],
@@ -333,7 +380,7 @@ mod tests {
 
     #[test]
     fn an_upstream_error_keeps_the_upstreams_words() {
-        let error = ApiError::from_error(&Error::from(UpstreamError {
+        let error = ApiError::unscrubbed(&Error::from(UpstreamError {
             provider: "fake".into(),
             status: 400,
             message: "This model's maximum context length is 8192 tokens.".into(),
@@ -361,7 +408,7 @@ mod tests {
 
     #[test]
     fn our_failed_key_is_a_bad_gateway_in_our_words() {
-        let error = ApiError::from_error(&Error::from(UpstreamError {
+        let error = ApiError::unscrubbed(&Error::from(UpstreamError {
             provider: "fake".into(),
             status: 401,
             message: "Incorrect API key provided".into(),
@@ -379,18 +426,24 @@ mod tests {
         assert_eq!(retry_after_seconds(Duration::from_millis(1500)), 2);
         assert_eq!(retry_after_seconds(Duration::from_secs(7)), 7);
         assert_eq!(retry_after_seconds(Duration::ZERO), 0);
-        let response =
-            ApiError::from_error(&upstream(429, Some(Duration::from_millis(1500)))).into_response();
+        let response = ApiError::from_error(
+            &upstream(429, Some(Duration::from_millis(1500))),
+            &Scrubber::default(),
+        )
+        .into_response();
         assert_eq!(response.headers()["retry-after"], "2");
         assert_eq!(response.headers()["retry-after-ms"], "1500");
         assert_eq!(response.headers()["x-llm-provider"], "fake");
-        let response = ApiError::from_error(&upstream(400, None)).into_response();
+        let response =
+            ApiError::from_error(&upstream(400, None), &Scrubber::default()).into_response();
         assert!(response.headers().get("retry-after").is_none());
     }
 
     #[test]
     fn validation_messages_name_their_param() {
-        let param = |message: &str| ApiError::from_error(&Error::invalid(message)).param;
+        let param = |message: &str| {
+            ApiError::from_error(&Error::invalid(message), &Scrubber::default()).param
+        };
         assert_eq!(param("`model` is required").as_deref(), Some("model"));
         assert_eq!(
             param("messages[1]: a user message needs non-empty content").as_deref(),
@@ -405,9 +458,39 @@ mod tests {
             model: "x".into(),
             hint: "h".into(),
         };
-        let error = ApiError::from_error(&not_found);
+        let error = ApiError::from_error(&not_found, &Scrubber::default());
         assert_eq!(error.param.as_deref(), Some("model"));
         assert_eq!(error.code.as_deref(), Some("model_not_routed"));
         assert_eq!(error.status, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn the_whole_error_object_and_the_headers_are_scrubbed() {
+        const SECRET: &str = "secret-value-0123456789";
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-request-id", HeaderValue::from_static(SECRET));
+        let error = Error::from(UpstreamError {
+            provider: "fake".into(),
+            status: 429,
+            message: format!("echo {SECRET}"),
+            error_type: Some(SECRET.into()),
+            error_code: Some(SECRET.into()),
+            param: Some(SECRET.into()),
+            object: Some(json!({
+                "message": SECRET, "type": SECRET, "code": SECRET, "param": SECRET,
+                "metadata": {"raw": SECRET},
+            })),
+            headers: PassedHeaders::from_upstream(&headers, &Scrubber::default()),
+            ..UpstreamError::default()
+        });
+        let api_error = ApiError::from_error(&error, &Scrubber::new([SECRET]));
+        let body = String::from_utf8(api_error.to_json()).unwrap();
+        assert!(!body.contains(SECRET), "{body}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap()["error"]["metadata"]["raw"],
+            "<redacted>"
+        );
+        let response = api_error.into_response();
+        assert!(!format!("{:?}", response.headers()).contains(SECRET));
     }
 }

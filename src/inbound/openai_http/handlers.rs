@@ -99,7 +99,7 @@ async fn unary(
     call: &CallContext,
 ) -> Result<Response, ApiError> {
     let (result, finished) = call::unary(pipeline, observation, parsed.request, call).await;
-    let served = result.map_err(|error| ApiError::from_error(&error))?;
+    let served = result.map_err(|error| ApiError::from_error(&error, pipeline.scrubber()))?;
     let model = HeaderValue::from_str(&served.value.model).ok();
     // The answer is the upstream's body, byte for byte.
     let body = Body::from(served.value.json);
@@ -123,7 +123,7 @@ async fn stream(
 ) -> Result<Response, ApiError> {
     let (served, watched) = call::stream(pipeline, observation, parsed.request, call)
         .await
-        .map_err(|(error, _)| ApiError::from_error(&error))?;
+        .map_err(|(error, _)| ApiError::from_error(&error, pipeline.scrubber()))?;
     // The first chunk is in hand: the sidecar has added all it will add
     // before the caller reads (the rest is the upstream's pace).
     let added = watched.overhead_so_far();
@@ -137,7 +137,11 @@ async fn stream(
             .and_then(|identity| HeaderValue::from_str(&identity.model).ok()),
         _ => None,
     };
-    let body = Body::from_stream(SseBody::new(chunks, parsed.include_usage));
+    let body = Body::from_stream(SseBody::new(
+        chunks,
+        parsed.include_usage,
+        pipeline.scrubber().clone(),
+    ));
     let mut response = (
         [
             (header::CONTENT_TYPE, "text/event-stream"),

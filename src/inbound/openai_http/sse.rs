@@ -17,10 +17,12 @@
 use super::api_error::ApiError;
 use crate::error::Error;
 use crate::model::ChatChunk;
+use crate::secret::Scrubber;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
@@ -90,16 +92,19 @@ pub struct SseBody<S> {
     chunks: Option<S>,
     encoder: Encoder,
     include_usage: bool,
+    /// For the error event a failed stream ends with.
+    scrubber: Arc<Scrubber>,
 }
 
 impl<S> SseBody<S> {
     /// `include_usage`: the caller asked for usage (`stream_options`);
     /// without it the usage-only chunk is left out, as OpenAI does.
-    pub fn new(chunks: S, include_usage: bool) -> Self {
+    pub fn new(chunks: S, include_usage: bool, scrubber: Arc<Scrubber>) -> Self {
         SseBody {
             chunks: Some(chunks),
             encoder: Encoder::default(),
             include_usage,
+            scrubber,
         }
     }
 }
@@ -124,7 +129,9 @@ where
                     let event = this.encoder.chunk(&chunk, !this.include_usage);
                     return Poll::Ready(Some(Ok(event)));
                 }
-                Some(Err(error)) => this.encoder.error(&ApiError::from_error(&error)),
+                Some(Err(error)) => this
+                    .encoder
+                    .error(&ApiError::from_error(&error, &this.scrubber)),
                 None => Bytes::from_static(DONE),
             };
             this.chunks = None;
@@ -155,7 +162,7 @@ mod tests {
 
     /// The body's events, as their data lines.
     async fn events(chunks: Vec<Result<ChatChunk, Error>>, include_usage: bool) -> Vec<String> {
-        let body = SseBody::new(futures::stream::iter(chunks), include_usage);
+        let body = SseBody::new(futures::stream::iter(chunks), include_usage, Arc::default());
         let bytes: Vec<Bytes> = body.map(|event| event.unwrap()).collect().await;
         bytes
             .iter()
@@ -194,7 +201,7 @@ mod tests {
 
     #[test]
     fn an_error_event_is_an_openai_error_object() {
-        let event = Encoder::default().error(&ApiError::from_error(&cut()));
+        let event = Encoder::default().error(&ApiError::from_error(&cut(), &Scrubber::default()));
         let data = std::str::from_utf8(&event).unwrap();
         let error = json_of(data.strip_prefix("data: ").unwrap().trim_end());
         assert_eq!(error["error"]["type"], "server_error");

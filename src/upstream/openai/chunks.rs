@@ -11,7 +11,7 @@
 use super::error_body::in_band_error;
 use crate::error::{Error, UpstreamError};
 use crate::model::{ChatChunk, ProtoChunkDecoder};
-use crate::secret::ApiKey;
+use crate::secret::Scrubber;
 use crate::upstream::sse::{SseEvents, SseStreamError, sse_events};
 use crate::upstream::stream_reader::{EventProblem, StreamReader};
 use bytes::Bytes;
@@ -28,8 +28,9 @@ const DRAIN_AFTER_DONE: Duration = Duration::from_secs(2);
 pub struct UpstreamChunks<S> {
     events: Option<Pin<Box<SseEvents<S, reqwest::Error>>>>,
     provider: Arc<str>,
-    /// The provider's keys, to scrub error frames with.
-    keys: Arc<[ApiKey]>,
+    /// The provider's secrets: every error the stream ends with is
+    /// scrubbed of them (in [`UpstreamChunks::fail`], its one way out).
+    scrubber: Arc<Scrubber>,
     reader: StreamReader,
     /// Set for a gRPC caller: events are decoded into protobuf as they are
     /// read.
@@ -37,14 +38,14 @@ pub struct UpstreamChunks<S> {
 }
 
 impl<S> UpstreamChunks<S> {
-    pub fn new(body: S, max_line_bytes: usize, provider: Arc<str>, keys: Arc<[ApiKey]>) -> Self
+    pub fn new(body: S, max_line_bytes: usize, provider: Arc<str>, scrubber: Arc<Scrubber>) -> Self
     where
         S: Stream<Item = Result<Bytes, reqwest::Error>>,
     {
         UpstreamChunks {
             events: Some(Box::pin(sse_events(body, max_line_bytes))),
             provider,
-            keys,
+            scrubber,
             reader: StreamReader::default(),
             proto: None,
         }
@@ -78,9 +79,7 @@ impl<S> UpstreamChunks<S> {
         Some(self.reader.read_for(data, self.proto).map_err(|problem| {
             match problem {
                 EventProblem::Malformed(detail) => self.malformed(detail),
-                EventProblem::InBand(error) => {
-                    in_band_error(&self.provider, &error, self.keys.iter()).into()
-                }
+                EventProblem::InBand(error) => in_band_error(&self.provider, &error).into(),
                 EventProblem::FinishError => UpstreamError {
                     provider: self.provider.to_string(),
                     message: "the upstream ended the answer with finish_reason \"error\""
@@ -112,14 +111,14 @@ impl<S> UpstreamChunks<S> {
         let value = serde_json::from_str::<serde_json::Value>(data)
             .unwrap_or_else(|_| serde_json::Value::String(data.to_owned()));
         let error = value.get("error").unwrap_or(&value);
-        in_band_error(&self.provider, error, self.keys.iter()).into()
+        in_band_error(&self.provider, error).into()
     }
 
-    /// Ends the stream with `error`; the upstream body is dropped (and so
-    /// the upstream request closed) right here.
+    /// Ends the stream with `error`, scrubbed; the upstream body is dropped
+    /// (and so the upstream request closed) right here.
     fn fail(&mut self, error: Error) -> Poll<Option<Result<ChatChunk, Error>>> {
         self.events = None;
-        Poll::Ready(Some(Err(error)))
+        Poll::Ready(Some(Err(error.scrubbed(&self.scrubber))))
     }
 }
 
@@ -199,7 +198,7 @@ mod tests {
 
     async fn outcome(body: &'static str) -> Vec<Result<ChatChunk, Error>> {
         let body = futures::stream::iter([Ok::<_, reqwest::Error>(Bytes::from(body))]);
-        UpstreamChunks::new(body, 1 << 20, "p".into(), Arc::from([]))
+        UpstreamChunks::new(body, 1 << 20, "p".into(), Arc::default())
             .collect()
             .await
     }

@@ -4,7 +4,6 @@
 //! string codes, or a plain-text or HTML page from a proxy in between.
 
 use crate::error::UpstreamError;
-use crate::secret::{ApiKey, scrub, scrub_json};
 use serde_json::Value;
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -13,17 +12,8 @@ pub struct ErrorBody {
     pub error_type: Option<String>,
     pub code: Option<String>,
     pub param: Option<String>,
-    /// The error object itself, when it has a `message` (not scrubbed).
+    /// The error object itself, when it has a `message`.
     pub object: Option<Value>,
-}
-
-impl ErrorBody {
-    /// [`ErrorBody::object`] with every string scrubbed of `keys`.
-    pub fn scrubbed_object(&self, keys: &[ApiKey]) -> Option<Value> {
-        let mut object = self.object.clone()?;
-        scrub_json(&mut object, keys);
-        Some(object)
-    }
 }
 
 pub fn parse_error_body(body: &[u8]) -> ErrorBody {
@@ -69,11 +59,8 @@ fn from_value(error: &Value) -> ErrorBody {
 
 /// An error object received inside a 200 response. A numeric HTTP-like code
 /// (OpenRouter sends `"code": 502`) classifies it like the status would.
-pub fn in_band_error<'a>(
-    provider: &str,
-    error: &Value,
-    keys: impl IntoIterator<Item = &'a ApiKey>,
-) -> UpstreamError {
+/// Not yet scrubbed: the provider scrubs every error it returns.
+pub fn in_band_error(provider: &str, error: &Value) -> UpstreamError {
     let parsed = from_value(error);
     let status = parsed
         .code
@@ -81,16 +68,14 @@ pub fn in_band_error<'a>(
         .and_then(|code| code.parse::<u16>().ok())
         .filter(|code| (400..600).contains(code))
         .unwrap_or(0);
-    let keys: Vec<ApiKey> = keys.into_iter().cloned().collect();
-    let scrubbed = |text: Option<String>| text.map(|text| scrub(&text, &keys));
     UpstreamError {
         provider: provider.to_owned(),
         status,
-        message: scrub(&parsed.message, &keys),
-        object: parsed.scrubbed_object(&keys),
-        error_type: scrubbed(parsed.error_type),
-        error_code: scrubbed(parsed.code),
-        param: scrubbed(parsed.param),
+        message: parsed.message,
+        object: parsed.object,
+        error_type: parsed.error_type,
+        error_code: parsed.code,
+        param: parsed.param,
         in_band: true,
         ..UpstreamError::default()
     }
@@ -128,8 +113,8 @@ mod tests {
     #[test]
     fn in_band_numeric_codes_become_statuses() {
         let error: Value = serde_json::json!({"message": "overloaded", "code": 502});
-        assert_eq!(in_band_error("p", &error, []).status, 502);
+        assert_eq!(in_band_error("p", &error).status, 502);
         let error: Value = serde_json::json!({"message": "odd", "code": "server_error"});
-        assert_eq!(in_band_error("p", &error, []).status, 0);
+        assert_eq!(in_band_error("p", &error).status, 0);
     }
 }
