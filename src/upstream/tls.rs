@@ -12,7 +12,7 @@
 //! reports no file by name, so the reading is done here.
 
 use crate::config::{ClientIdentity, ConfigError, Env, TlsConfig, TlsOverrides};
-use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -169,8 +169,9 @@ fn read_certificates(file: &Path, what: &str) -> Result<Vec<CertificateDer<'stat
         .collect::<Result<Vec<_>, _>>()
         .map_err(|problem| {
             format!(
-                "`{}` is not a valid PEM file ({problem}); expected {what}",
-                file.display()
+                "`{}` is not a valid PEM file ({}); expected {what}",
+                file.display(),
+                pem_problem(&problem)
             )
         })?;
     if certs.is_empty() {
@@ -181,6 +182,20 @@ fn read_certificates(file: &Path, what: &str) -> Result<Vec<CertificateDer<'stat
         ));
     }
     Ok(certs)
+}
+
+/// The PEM parser's complaint in words (its own prints markers as bytes).
+/// Never the file's contents: a key file's lines are secret.
+fn pem_problem(error: &pem::Error) -> String {
+    match error {
+        pem::Error::MissingSectionEnd { end_marker } => format!(
+            "a `{}` block has no END line",
+            String::from_utf8_lossy(end_marker)
+        ),
+        pem::Error::IllegalSectionStart { .. } => "a BEGIN line is malformed".to_owned(),
+        pem::Error::NoItemsFound => "no block of that kind".to_owned(),
+        other => other.to_string(),
+    }
 }
 
 fn read(file: &Path, what: &str) -> Result<Vec<u8>, String> {
@@ -210,9 +225,10 @@ fn read_identity(
         .and_then(|bytes| {
             PrivateKeyDer::from_pem_slice(&bytes).map_err(|problem| {
                 format!(
-                    "`{}` holds no usable private key ({problem}); expected a PEM \
+                    "`{}` holds no usable private key ({}); expected a PEM \
                      `PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY` block",
-                    key_file.display()
+                    key_file.display(),
+                    pem_problem(&problem)
                 )
             })
         })
