@@ -83,9 +83,14 @@ async fn a_private_ca_upstream_is_refused_until_its_ca_is_trusted() {
             status.message()
         );
     }
-    assert!(fake.requests().is_empty(), "nothing got through the refused handshakes");
+    assert!(
+        fake.requests().is_empty(),
+        "nothing got through the refused handshakes"
+    );
 
-    let answer = call(&mut client, "private").await.expect("trusted through ca_files");
+    let answer = call(&mut client, "private")
+        .await
+        .expect("trusted through ca_files");
     assert!(!answer.choices.is_empty(), "{answer:?}");
     assert_eq!(fake.requests().len(), 1);
     running.shutdown().await;
@@ -113,9 +118,17 @@ async fn upstream_ca_files_serve_every_provider_and_a_provider_may_replace_them(
         &format!("[upstream]\nca_files = [\"{ca}\"]\n[retry]"),
     );
     let (running, mut client, _socket_dir) = sidecar_from(&text).await;
-    call(&mut client, "inherits").await.expect("[upstream] ca_files trusted");
-    let status = call(&mut client, "replaces").await.expect_err("its own CA only");
-    assert!(status.message().contains("UnknownIssuer"), "{}", status.message());
+    call(&mut client, "inherits")
+        .await
+        .expect("[upstream] ca_files trusted");
+    let status = call(&mut client, "replaces")
+        .await
+        .expect_err("its own CA only");
+    assert!(
+        status.message().contains("UnknownIssuer"),
+        "{}",
+        status.message()
+    );
     running.shutdown().await;
 }
 
@@ -148,11 +161,17 @@ async fn an_upstream_that_asks_for_a_client_certificate_answers_only_with_one() 
 
     for refused in ["anonymous", "stranger"] {
         let status = call(&mut client, refused).await.expect_err(refused);
-        assert_eq!(status.code(), tonic::Code::Unavailable, "{refused}: {status:?}");
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unavailable,
+            "{refused}: {status:?}"
+        );
     }
     assert!(fake.requests().is_empty(), "nothing got past the front");
 
-    call(&mut client, "known").await.expect("answered with the client certificate");
+    call(&mut client, "known")
+        .await
+        .expect("answered with the client certificate");
     assert_eq!(fake.requests().len(), 1);
     running.shutdown().await;
 }
@@ -183,7 +202,10 @@ fn serve(dir: &Path, config: &Path, env: &[(&str, Option<&str>)]) -> Sidecar {
 }
 
 async fn connect(dir: &Path) -> ChatServiceClient<Channel> {
-    chat_client(connect_uds(&dir.join("sidecar.sock")).await.unwrap(), 1 << 20)
+    chat_client(
+        connect_uds(&dir.join("sidecar.sock")).await.unwrap(),
+        1 << 20,
+    )
 }
 
 /// Waits (10 s at most) until `ready` holds.
@@ -219,8 +241,14 @@ async fn a_ca_file_replaced_on_disk_is_picked_up_and_a_broken_one_keeps_the_last
     .unwrap();
     let sidecar = serve(dir.path(), &config, &[]);
     let mut client = connect(dir.path()).await;
-    let status = call(&mut client, "internal").await.expect_err("the stale CA");
-    assert!(status.message().contains("UnknownIssuer"), "{}", status.message());
+    let status = call(&mut client, "internal")
+        .await
+        .expect_err("the stale CA");
+    assert!(
+        status.message().contains("UnknownIssuer"),
+        "{}",
+        status.message()
+    );
 
     // The right CA, written the way a Secret or ConfigMap update lands.
     std::fs::write(dir.path().join("ca.pem.new"), &authority.pem).unwrap();
@@ -242,9 +270,17 @@ async fn a_ca_file_replaced_on_disk_is_picked_up_and_a_broken_one_keeps_the_last
     )
     .await;
     let log = sidecar.log();
-    assert!(log.contains(&toml_path(&ca_file)), "the log names the file:\n{log}");
-    assert!(log.contains("providers.internal.ca_files[0]"), "and the key:\n{log}");
-    call(&mut client, "internal").await.expect("still the last good CA");
+    assert!(
+        log.contains(&toml_path(&ca_file)),
+        "the log names the file:\n{log}"
+    );
+    assert!(
+        log.contains("providers.internal.ca_files[0]"),
+        "and the key:\n{log}"
+    );
+    call(&mut client, "internal")
+        .await
+        .expect("still the last good CA");
 }
 
 /// A config file for the binary (`--uds` gives the socket): no retries,
@@ -299,11 +335,21 @@ async fn ssl_cert_file_and_ssl_cert_dir_add_to_the_public_roots() {
     );
     let mut client = connect(dir.path()).await;
     let log = || sidecar.log();
-    call(&mut client, "file").await.unwrap_or_else(|status| panic!("{status:?}\n{}", log()));
-    call(&mut client, "dir").await.unwrap_or_else(|status| panic!("{status:?}\n{}", log()));
+    call(&mut client, "file")
+        .await
+        .unwrap_or_else(|status| panic!("{status:?}\n{}", log()));
+    call(&mut client, "dir")
+        .await
+        .unwrap_or_else(|status| panic!("{status:?}\n{}", log()));
     // public_roots = false leaves out the environment's roots as well.
-    let status = call(&mut client, "strict").await.expect_err("only its own CA");
-    assert!(status.message().contains("UnknownIssuer"), "{}", status.message());
+    let status = call(&mut client, "strict")
+        .await
+        .expect_err("only its own CA");
+    assert!(
+        status.message().contains("UnknownIssuer"),
+        "{}",
+        status.message()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,9 +386,13 @@ async fn https_proxy_carries_upstream_calls_and_no_proxy_skips_it() {
     );
     let mut client = connect(dir.path()).await;
     let log = || sidecar.log();
-    call(&mut client, "proxied").await.unwrap_or_else(|status| panic!("{status:?}\n{}", log()));
+    call(&mut client, "proxied")
+        .await
+        .unwrap_or_else(|status| panic!("{status:?}\n{}", log()));
     assert_eq!(proxy.targets(), [format!("127.0.0.1:{port}")]);
-    call(&mut client, "direct").await.unwrap_or_else(|status| panic!("{status:?}\n{}", log()));
+    call(&mut client, "direct")
+        .await
+        .unwrap_or_else(|status| panic!("{status:?}\n{}", log()));
     assert_eq!(proxy.targets().len(), 1, "NO_PROXY went around the proxy");
     assert_eq!(fake.requests().len(), 2);
 }

@@ -96,7 +96,11 @@ pub struct TlsFront {
 }
 
 impl TlsFront {
-    pub async fn start(backend: SocketAddr, server: &Issued, client_ca: Option<&Authority>) -> Self {
+    pub async fn start(
+        backend: SocketAddr,
+        server: &Issued,
+        client_ca: Option<&Authority>,
+    ) -> Self {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let certs = CertificateDer::pem_slice_iter(server.cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
@@ -112,10 +116,12 @@ impl TlsFront {
                 roots
                     .add(CertificateDer::from_pem_slice(authority.pem.as_bytes()).unwrap())
                     .unwrap();
-                let verifier =
-                    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                        .build()
-                        .unwrap();
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .unwrap();
                 builder.with_client_cert_verifier(verifier)
             }
         };

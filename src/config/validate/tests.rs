@@ -97,7 +97,9 @@ fn timeouts_merge_and_are_checked_against_each_other() {
 #[test]
 fn tls_keys_are_checked_where_they_are_written() {
     let base = "[server]\nuds = \"/tmp/x\"\n";
-    let error = error_of(&format!("{base}[upstream]\nclient_cert_file = \"/c.pem\"\n"));
+    let error = error_of(&format!(
+        "{base}[upstream]\nclient_cert_file = \"/c.pem\"\n"
+    ));
     assert_eq!(error.key, "upstream.client_key_file");
     let error = error_of(&format!(
         "{base}[providers.p]\nbase_url = \"https://p/v1\"\nclient_key_file = \"/k.pem\"\n"
@@ -107,7 +109,12 @@ fn tls_keys_are_checked_where_they_are_written() {
     assert_eq!(error.key, "upstream.ca_files[0]");
     let error = error_of(&format!("{base}[upstream]\npublic_roots = false\n"));
     assert_eq!(error.key, "upstream.public_roots");
-    assert!(error.message.contains("no upstream server would be trusted"), "{error}");
+    assert!(
+        error
+            .message
+            .contains("no upstream server would be trusted"),
+        "{error}"
+    );
     // A provider's `public_roots = false` may rest on [upstream]'s CA files.
     let config = from_toml(
         &format!(
@@ -120,12 +127,18 @@ fn tls_keys_are_checked_where_they_are_written() {
     .unwrap();
     let tls_of = |name: &str| {
         let provider = config.providers.iter().find(|p| p.name == name).unwrap();
-        (provider.tls.is_empty(), provider.tls.over(&config.upstream.tls))
+        (
+            provider.tls.is_empty(),
+            provider.tls.over(&config.upstream.tls),
+        )
     };
     let (shares, p) = tls_of("p");
     assert!(!shares);
     assert!(!p.public_roots);
     assert_eq!(p.ca_files, [PathBuf::from("/ca.pem")]);
-    assert!(tls_of("q").0, "a provider without TLS keys shares the client");
+    assert!(
+        tls_of("q").0,
+        "a provider without TLS keys shares the client"
+    );
     assert_eq!(config.tls_files(), [PathBuf::from("/ca.pem")]);
 }

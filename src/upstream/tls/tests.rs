@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::{from_toml, TlsConfig};
+use crate::config::{TlsConfig, from_toml};
 use crate::upstream::{ClientError, UpstreamClients};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use std::path::Path;
@@ -8,7 +8,10 @@ use std::path::Path;
 fn ca_pem() -> String {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.self_signed(&KeyPair::generate().unwrap()).unwrap().pem()
+    params
+        .self_signed(&KeyPair::generate().unwrap())
+        .unwrap()
+        .pem()
 }
 
 /// A certificate and its key, PEM.
@@ -53,9 +56,17 @@ fn ca_files_are_read_and_each_problem_names_the_key_the_file_and_what_was_expect
     let error = load_error(&upstream_with(&[&good, &missing]));
     assert_eq!(error.file, "test.toml");
     assert_eq!(error.key, "upstream.ca_files[1]");
-    assert!(error.message.contains(&missing.display().to_string()), "{error}");
+    assert!(
+        error.message.contains(&missing.display().to_string()),
+        "{error}"
+    );
     assert!(error.message.contains("cannot be read"), "{error}");
-    assert!(error.message.contains("expected a PEM file of CA certificates"), "{error}");
+    assert!(
+        error
+            .message
+            .contains("expected a PEM file of CA certificates"),
+        "{error}"
+    );
 
     let cases = [
         ("just some text\n", "holds no certificate"),
@@ -74,7 +85,10 @@ fn ca_files_are_read_and_each_problem_names_the_key_the_file_and_what_was_expect
         let error = load_error(&upstream_with(&[&broken]));
         assert_eq!(error.key, "upstream.ca_files[0]");
         assert!(error.message.contains(problem), "{text:?}: {error}");
-        assert!(error.message.contains(&broken.display().to_string()), "{error}");
+        assert!(
+            error.message.contains(&broken.display().to_string()),
+            "{error}"
+        );
     }
 }
 
@@ -104,7 +118,10 @@ fn a_provider_replaces_only_what_it_names() {
     let tls = loader.provider("providers.p", &roots_only).unwrap();
     assert!(!tls.public_roots);
     assert_eq!(tls.roots.len(), 1, "[upstream]'s CA file");
-    assert_eq!(tls.identity.map(|loaded| loaded.key).as_deref(), Some("upstream"));
+    assert_eq!(
+        tls.identity.map(|loaded| loaded.key).as_deref(),
+        Some("upstream")
+    );
 
     let own = TlsOverrides {
         ca_files: Some(vec![own_ca]),
@@ -159,9 +176,19 @@ fn a_client_certificate_needs_its_certificate_and_its_own_key() {
         assert!(error.message.contains(problem), "{error}");
     };
     expect(&key, &key, "client_cert_file", "holds no certificate");
-    expect(&cert, &cert, "client_key_file", "holds no usable private key");
+    expect(
+        &cert,
+        &cert,
+        "client_key_file",
+        "holds no usable private key",
+    );
     expect(&cert, &ca, "client_key_file", "holds no usable private key");
-    expect(&cert, &other_key, "client_key_file", "is not the private key of");
+    expect(
+        &cert,
+        &other_key,
+        "client_key_file",
+        "is not the private key of",
+    );
 }
 
 #[test]
@@ -183,7 +210,10 @@ fn the_environment_adds_its_file_and_directories_without_duplicates() {
         _ => None,
     };
     assert_eq!(env_roots(&env).unwrap().len(), 3);
-    assert_eq!(env_paths(&env), [dir.path().join("bundle.pem"), certs.clone()]);
+    assert_eq!(
+        env_paths(&env),
+        [dir.path().join("bundle.pem"), certs.clone()]
+    );
 
     let loader = TlsLoader::new(&TlsConfig::default(), "test.toml", &env).unwrap();
     assert_eq!(loader.upstream().roots.len(), 3);
@@ -191,10 +221,19 @@ fn the_environment_adds_its_file_and_directories_without_duplicates() {
         public_roots: Some(false),
         ..TlsOverrides::default()
     };
-    assert!(loader.provider("providers.p", &only_own).unwrap().roots.is_empty());
+    assert!(
+        loader
+            .provider("providers.p", &only_own)
+            .unwrap()
+            .roots
+            .is_empty()
+    );
 
     let missing = |name: &str| (name == "SSL_CERT_FILE").then(|| "/nonexistent/ca.pem".to_owned());
     let error = env_roots(&missing).unwrap_err();
-    assert_eq!((error.file.as_str(), error.key.as_str()), ("the environment", "SSL_CERT_FILE"));
+    assert_eq!(
+        (error.file.as_str(), error.key.as_str()),
+        ("the environment", "SSL_CERT_FILE")
+    );
     assert!(error.message.contains("/nonexistent/ca.pem"), "{error}");
 }
