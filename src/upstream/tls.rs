@@ -296,7 +296,9 @@ fn env_roots(env: Env<'_>) -> Result<Vec<CertificateDer<'static>>, ConfigError> 
         message,
     };
     let mut roots = Vec::new();
+    let mut read_files = HashSet::new();
     if let Some(file) = env("SSL_CERT_FILE").filter(|file| !file.is_empty()) {
+        read_files.extend(std::fs::canonicalize(&file));
         roots = read_certificates(Path::new(&file), "CA certificates")
             .map_err(|message| error("SSL_CERT_FILE", message))?;
     }
@@ -310,9 +312,11 @@ fn env_roots(env: Env<'_>) -> Result<Vec<CertificateDer<'static>>, ConfigError> 
                 format!("`{dir}` cannot be read ({problem}); expected a directory of PEM CA certificates"),
             )
         })?;
+        // A system directory names each certificate two or three times
+        // (hash links, file names, a bundle): each real file is read once.
         let mut files: Vec<PathBuf> = entries
-            .filter_map(|entry| Some(entry.ok()?.path()))
-            .filter(|path| path.is_file())
+            .filter_map(|entry| std::fs::canonicalize(entry.ok()?.path()).ok())
+            .filter(|path| path.is_file() && read_files.insert(path.clone()))
             .collect();
         files.sort();
         for file in files {
