@@ -8,8 +8,9 @@
 //! tools follow) add their certificates to the public roots. They are read
 //! leniently, as system stores are: a certificate webpki cannot use, or a
 //! file in the directory that holds none, is skipped. rustls-native-certs
-//! reads the same variables but then *replaces* the store with them and
-//! reports no file by name, so the reading is done here.
+//! reads the same variables, but when they are unset it loads the
+//! platform's store, which the sidecar does not use (its public roots are
+//! compiled in, the same in every image); so the two are read here.
 
 use crate::config::{ClientIdentity, ConfigError, Env, TlsConfig, TlsOverrides};
 use rustls_pki_types::pem::{self, PemObject};
