@@ -6,6 +6,7 @@
 
 pub mod observability;
 mod raw;
+mod tls;
 mod validate;
 
 use crate::pipeline::RetryPolicy;
@@ -16,6 +17,7 @@ use std::time::Duration;
 pub use observability::{
     LedgerSettings, LogFormat, LoggingSettings, PriceSettings, TelemetrySettings,
 };
+pub use tls::{ClientIdentity, TlsConfig, TlsOverrides};
 pub use validate::from_toml;
 
 /// The embedded default, used when no file is given.
@@ -77,6 +79,8 @@ pub struct UpstreamConfig {
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
     pub max_sse_line_bytes: usize,
+    /// Trust and client certificate of upstream connections.
+    pub tls: TlsConfig,
 }
 
 /// The sidecar's own time bounds, each reported as its own error. The
@@ -174,6 +178,9 @@ pub struct ProviderConfig {
     /// Read an abandoned stream to its end in the background, so the
     /// ledger gets the provider's own usage (costs the rest of the answer).
     pub drain_on_cancel: bool,
+    /// Its own trust or client certificate (and so its own HTTP client);
+    /// empty: the `[upstream]` settings and the shared client.
+    pub tls: TlsOverrides,
 }
 
 /// How a provider spells the cap on generated tokens. OpenAI's own API

@@ -38,7 +38,7 @@ use crate::model::{ChatRequest, ChatResponse};
 use crate::routing::{RouteInfo, Router};
 use crate::secret::Scrubber;
 use crate::telemetry::Telemetry;
-use crate::upstream::{ChunkStream, PassedHeaders, Provider, Reply, build_http_client};
+use crate::upstream::{ChunkStream, ClientError, PassedHeaders, Provider, Reply, UpstreamClients};
 use crate::validate::validate;
 use futures::StreamExt;
 use opentelemetry::Context as TraceContext;
@@ -133,13 +133,20 @@ type Failed = (Error, u32);
 type Won<T> = (Reply<T>, u32, TraceContext);
 
 impl Pipeline {
-    pub fn new(config: &Config, env: Env<'_>) -> Result<Pipeline, reqwest::Error> {
-        let client = build_http_client(&config.upstream)?;
+    /// Reads the TLS files the configuration names: a missing or broken one
+    /// is an error naming it, and nothing is built.
+    pub fn new(config: &Config, env: Env<'_>) -> Result<Pipeline, ClientError> {
+        let clients = UpstreamClients::new(config, env)?;
         let providers = config
             .providers
             .iter()
             .map(|provider| ProviderSlot {
-                provider: Provider::new(provider, &config.upstream, &client, env),
+                provider: Provider::new(
+                    provider,
+                    &config.upstream,
+                    clients.for_provider(&provider.name),
+                    env,
+                ),
                 max_attempts: provider.max_attempts,
                 timeouts: provider.timeouts.over(config.timeouts),
                 limit: provider.limit.map(|limit| {

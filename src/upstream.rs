@@ -15,11 +15,13 @@ pub mod openai;
 mod passed_headers;
 pub mod sse;
 pub mod stream_reader;
+mod tls;
 mod trace_header;
 
-pub use http_client::build_http_client;
+pub use http_client::{ClientError, UpstreamClients, build_http_client};
 pub use keys::KeyRing;
 pub use passed_headers::{PassedHeaders, UPSTREAM_REQUEST_ID};
+pub use tls::env_paths as tls_env_paths;
 
 use crate::config::{Env, ProviderConfig, ProviderKind, UpstreamConfig};
 use crate::error::Error;

@@ -1,5 +1,5 @@
 //! Hot reload. SIGHUP, or a change to the config file or to any API key
-//! or header file it names, makes the sidecar load the config again and serve new
+//! or header or TLS file it names (and `SSL_CERT_FILE` / `SSL_CERT_DIR`), makes the sidecar load the config again and serve new
 //! calls by it; calls under way finish as they began. A config that does
 //! not load is rejected with a log line naming the key and the file, and
 //! the one in force keeps serving.
@@ -10,7 +10,7 @@
 //! on the file itself misses, and a poll of the path sees whatever it
 //! resolves to now.
 
-use crate::config::{Config, HeaderValueSource, process_env};
+use crate::config::{Config, Env, HeaderValueSource, process_env};
 use crate::server::Running;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -24,7 +24,7 @@ struct Watched {
 }
 
 impl Watched {
-    fn new(config_file: Option<&PathBuf>, config: &Config) -> Watched {
+    fn new(config_file: Option<&PathBuf>, config: &Config, env: Env<'_>) -> Watched {
         let mut files: Vec<PathBuf> = config_file.into_iter().cloned().collect();
         for provider in &config.providers {
             let sources = std::iter::once(&provider.api_key).chain(&provider.more_api_keys);
@@ -38,6 +38,8 @@ impl Watched {
                 });
             files.extend(header_files);
         }
+        files.extend(config.tls_files());
+        files.extend(crate::upstream::tls_env_paths(env));
         let fingerprint = fingerprint(&files);
         Watched { files, fingerprint }
     }
@@ -49,17 +51,43 @@ impl Watched {
     }
 }
 
-/// The files' contents (or why they cannot be read), hashed.
+/// The files' contents (or why they cannot be read), hashed. A directory
+/// (`SSL_CERT_DIR`) counts by its entries' names, sizes and times: it may
+/// hold hundreds of certificates, too many to read every few seconds.
 fn fingerprint(files: &[PathBuf]) -> u64 {
     let mut hasher = DefaultHasher::new();
     for file in files {
         file.hash(&mut hasher);
+        if file.is_dir() {
+            directory_fingerprint(file, &mut hasher);
+            continue;
+        }
         match std::fs::read(file) {
             Ok(bytes) => bytes.hash(&mut hasher),
             Err(error) => error.kind().hash(&mut hasher),
         }
     }
     hasher.finish()
+}
+
+fn directory_fingerprint(dir: &std::path::Path, hasher: &mut DefaultHasher) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut seen: Vec<(std::ffi::OsString, u64, Option<std::time::SystemTime>)> = entries
+        .filter_map(Result::ok)
+        .map(|entry| {
+            // Through symlinks, as the certificates are read.
+            let metadata = std::fs::metadata(entry.path()).ok();
+            (
+                entry.file_name(),
+                metadata.as_ref().map_or(0, std::fs::Metadata::len),
+                metadata.and_then(|metadata| metadata.modified().ok()),
+            )
+        })
+        .collect();
+    seen.sort();
+    seen.hash(hasher);
 }
 
 /// Reloads on SIGHUP (when `hangup` is listened for) and on file changes
@@ -75,7 +103,7 @@ pub async fn watch<L>(
     L: Fn() -> anyhow::Result<Config>,
 {
     let interval = first.server.watch_interval;
-    let mut watched = Watched::new(config_file.as_ref(), first);
+    let mut watched = Watched::new(config_file.as_ref(), first, &process_env);
     let mut server = first.server.clone();
     let mut tick = tokio::time::interval(interval.unwrap_or(Duration::from_secs(3600)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -119,7 +147,7 @@ pub async fn watch<L>(
                     );
                 }
                 server = config.server.clone();
-                watched = Watched::new(config_file.as_ref(), &config);
+                watched = Watched::new(config_file.as_ref(), &config, &process_env);
             }
             Err(error) => {
                 tracing::error!(

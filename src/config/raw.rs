@@ -74,6 +74,15 @@ pub struct RawUpstream {
     pub pool_idle_timeout_ms: Option<u64>,
     pub pool_max_idle_per_host: Option<usize>,
     pub max_sse_line_bytes: Option<usize>,
+    /// PEM files of CA certificates to trust for upstream servers.
+    pub ca_files: Option<Vec<String>>,
+    /// Whether the public roots (and SSL_CERT_FILE / SSL_CERT_DIR) are
+    /// trusted besides `ca_files` (default true).
+    pub public_roots: Option<bool>,
+    /// A PEM client certificate (chain) for mutual TLS…
+    pub client_cert_file: Option<String>,
+    /// …and its PEM private key.
+    pub client_key_file: Option<String>,
 }
 
 /// Each bound in milliseconds; unset ones come from the level above
@@ -151,6 +160,17 @@ pub struct RawProvider {
     /// When a caller abandons a stream, read it to the end anyway so the
     /// ledger records the provider's true usage (default false: stop at once).
     pub drain_on_cancel: Option<bool>,
+    /// TLS settings of this provider's own client (see [`RawUpstream`]);
+    /// each replaces the `[upstream]` value.
+    /// PEM files of CA certificates to trust for upstream servers.
+    pub ca_files: Option<Vec<String>>,
+    /// Whether the public roots (and SSL_CERT_FILE / SSL_CERT_DIR) are
+    /// trusted besides `ca_files` (default true).
+    pub public_roots: Option<bool>,
+    /// A PEM client certificate (chain) for mutual TLS…
+    pub client_cert_file: Option<String>,
+    /// …and its PEM private key.
+    pub client_key_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,12 +8,13 @@ use super::raw::{
 use super::{
     Config, ConfigError, FallbackConfig, HeaderConfig, HeaderValueSource, KeySource, LimitConfig,
     MOCK_PROVIDER, MOCK_ROUTE, MaxTokensField, ProviderConfig, ProviderKind, RetryConfig,
-    RouteConfig, ServerConfig, TimeoutOverrides, Timeouts, UpstreamConfig,
+    RouteConfig, ServerConfig, TimeoutOverrides, Timeouts, TlsConfig, TlsOverrides, UpstreamConfig,
 };
 use crate::pipeline::RetryPolicy;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use tls::RawTlsKeys;
 
 const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 const DEFAULT_MAX_SSE_LINE_BYTES: usize = 1024 * 1024;
@@ -48,6 +49,7 @@ impl Checker<'_> {
     }
 
     fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let upstream = self.upstream(raw.upstream)?;
         let timeouts = self
             .overrides("timeouts", raw.timeouts.clone())?
             .over(Timeouts::default());
@@ -57,7 +59,7 @@ impl Checker<'_> {
             providers.push(mock_provider());
         }
         for (name, provider) in raw.providers {
-            let provider = self.provider(name, provider)?;
+            let provider = self.provider(name, provider, &upstream.tls)?;
             self.timeouts_agree(
                 &format!("providers.{}.timeouts", provider.name),
                 provider.timeouts.over(timeouts),
@@ -167,7 +169,7 @@ impl Checker<'_> {
         Ok(Config {
             source: self.source.to_owned(),
             server: self.server(raw.server)?,
-            upstream: self.upstream(raw.upstream)?,
+            upstream,
             retry: self.retry(raw.retry)?,
             timeouts,
             providers,
@@ -288,6 +290,12 @@ impl Checker<'_> {
             pool_idle_timeout: Duration::from_millis(raw.pool_idle_timeout_ms.unwrap_or(90_000)),
             pool_max_idle_per_host: raw.pool_max_idle_per_host.unwrap_or(32),
             max_sse_line_bytes,
+            tls: self.upstream_tls(RawTlsKeys {
+                ca_files: raw.ca_files,
+                public_roots: raw.public_roots,
+                client_cert_file: raw.client_cert_file,
+                client_key_file: raw.client_key_file,
+            })?,
         })
     }
 
@@ -373,7 +381,12 @@ impl Checker<'_> {
         })
     }
 
-    fn provider(&self, name: String, raw: RawProvider) -> Result<ProviderConfig, ConfigError> {
+    fn provider(
+        &self,
+        name: String,
+        raw: RawProvider,
+        upstream_tls: &TlsConfig,
+    ) -> Result<ProviderConfig, ConfigError> {
         let key = format!("providers.{name}");
         if name == MOCK_PROVIDER {
             return Err(self.error(
@@ -436,7 +449,18 @@ impl Checker<'_> {
                 ));
             }
         };
+        let tls = self.provider_tls(
+            &key,
+            RawTlsKeys {
+                ca_files: raw.ca_files,
+                public_roots: raw.public_roots,
+                client_cert_file: raw.client_cert_file,
+                client_key_file: raw.client_key_file,
+            },
+            upstream_tls,
+        )?;
         Ok(ProviderConfig {
+            tls,
             name,
             kind,
             base_url,
@@ -561,9 +585,11 @@ fn mock_provider() -> ProviderConfig {
         circuit_failures: 0,
         circuit_cooldown: Duration::ZERO,
         drain_on_cancel: false,
+        tls: TlsOverrides::default(),
     }
 }
 
 mod observability;
 #[cfg(test)]
 mod tests;
+mod tls;

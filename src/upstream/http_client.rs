@@ -1,11 +1,73 @@
-//! The one HTTP client every provider shares, so many local calls ride on
-//! few pooled upstream connections (HTTP/2 where the upstream offers it via
-//! ALPN, keep-alive HTTP/1.1 otherwise).
+//! The HTTP clients of one configuration. Every provider shares one, so
+//! many local calls ride on few pooled upstream connections (HTTP/2 where
+//! the upstream offers it via ALPN, keep-alive HTTP/1.1 otherwise); only a
+//! provider with TLS settings of its own (CA files, public roots, a client
+//! certificate) gets a client of its own, since reqwest holds trust and
+//! client certificate per client.
+//!
+//! Proxies come from the environment, reqwest's default: `HTTPS_PROXY`,
+//! `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` (and their lower-case
+//! spellings), read when a client is built.
 
-use crate::config::UpstreamConfig;
+use super::tls::{ClientTls, TlsLoader};
+use crate::config::{Config, ConfigError, Env, ProviderKind, UpstreamConfig};
+use crate::upstream::openai::describe;
 
-pub fn build_http_client(config: &UpstreamConfig) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+/// Why the clients of a configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A TLS file is missing or broken; the error names key and file.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// reqwest refused the settings (its cause chain).
+    #[error("{0}")]
+    Build(String),
+}
+
+/// The shared client and the providers' own ones, by provider name.
+#[derive(Debug)]
+pub struct UpstreamClients {
+    shared: reqwest::Client,
+    own: Vec<(String, reqwest::Client)>,
+}
+
+impl UpstreamClients {
+    /// Reads every TLS file the configuration names (and those of
+    /// `SSL_CERT_FILE` / `SSL_CERT_DIR` in `env`) and builds the clients.
+    pub fn new(config: &Config, env: Env<'_>) -> Result<UpstreamClients, ClientError> {
+        let loader = TlsLoader::new(&config.upstream.tls, &config.source, env)?;
+        let shared = build_http_client(&config.upstream, &loader.upstream(), &config.source)?;
+        let mut own = Vec::new();
+        for provider in &config.providers {
+            if provider.tls.is_empty() || provider.kind == ProviderKind::Mock {
+                continue;
+            }
+            let key = format!("providers.{}", provider.name);
+            let tls = loader.provider(&key, &provider.tls)?;
+            own.push((
+                provider.name.clone(),
+                build_http_client(&config.upstream, &tls, &config.source)?,
+            ));
+        }
+        Ok(UpstreamClients { shared, own })
+    }
+
+    /// The client that calls `provider`.
+    pub fn for_provider(&self, provider: &str) -> &reqwest::Client {
+        self.own
+            .iter()
+            .find(|(name, _)| name == provider)
+            .map_or(&self.shared, |(_, client)| client)
+    }
+}
+
+/// One client with `tls`; `source` names the configuration in errors.
+pub fn build_http_client(
+    config: &UpstreamConfig,
+    tls: &ClientTls,
+    source: &str,
+) -> Result<reqwest::Client, ClientError> {
+    let mut builder = reqwest::Client::builder()
         .user_agent(concat!("llm-sidecar/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(config.connect_timeout)
         .pool_idle_timeout(config.pool_idle_timeout)
@@ -17,5 +79,26 @@ pub fn build_http_client(config: &UpstreamConfig) -> Result<reqwest::Client, req
         // A redirect would resend the Authorization header to wherever the
         // upstream points; chat APIs do not redirect.
         .redirect(reqwest::redirect::Policy::none())
-        .build()
+        .tls_built_in_root_certs(tls.public_roots);
+    for root in &tls.roots {
+        builder = builder.add_root_certificate(root.clone());
+    }
+    if let Some(loaded) = &tls.identity {
+        builder = builder.identity(loaded.identity.clone());
+    }
+    builder.build().map_err(|error| match &tls.identity {
+        // The roots were checked as they were read: what is left to fail
+        // is a client certificate whose key is not its own.
+        Some(loaded) => ClientError::Config(ConfigError {
+            file: source.to_owned(),
+            key: format!("{}.client_key_file", loaded.key),
+            message: format!(
+                "`{}` is not the private key of `{}`: {}",
+                loaded.files.key_file.display(),
+                loaded.files.cert_file.display(),
+                describe(&error)
+            ),
+        }),
+        None => ClientError::Build(describe(&error)),
+    })
 }

@@ -5,6 +5,7 @@
 
 pub mod corpus;
 pub mod process;
+pub mod tls;
 pub mod wire_json;
 
 use llm_sidecar::client::{chat_client, connect_uds};

@@ -17,7 +17,7 @@ impl Sidecar {
     /// `llm-sidecar serve ARGS` with `LLM_SIDECAR_LOG=level` (`None`: the
     /// config's level), ready once `socket` accepts connections.
     pub fn serve(args: &[&str], level: Option<&str>, socket: &Path, log: &Path) -> Sidecar {
-        Sidecar::serve_env(args, level, &[], socket, log)
+        Sidecar::serve_with_env(args, level, socket, log, &[])
     }
 
     /// [`Sidecar::serve`] with variables `env` set for the child.
@@ -28,8 +28,30 @@ impl Sidecar {
         socket: &Path,
         log: &Path,
     ) -> Sidecar {
+        let env: Vec<(&str, Option<&str>)> = env
+            .iter()
+            .map(|&(name, value)| (name, Some(value)))
+            .collect();
+        Sidecar::serve_with_env(args, level, socket, log, &env)
+    }
+
+    /// [`Sidecar::serve`] with environment changes: `(name, Some(value))`
+    /// sets a variable, `(name, None)` removes it.
+    pub fn serve_with_env(
+        args: &[&str],
+        level: Option<&str>,
+        socket: &Path,
+        log: &Path,
+        env: &[(&str, Option<&str>)],
+    ) -> Sidecar {
         let mut command = Command::new(BIN);
-        command.arg("serve").args(args).envs(env.iter().copied());
+        command.arg("serve").args(args);
+        for (name, value) in env {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
+        }
         match level {
             Some(level) => command.env("LLM_SIDECAR_LOG", level),
             None => command.env_remove("LLM_SIDECAR_LOG"),

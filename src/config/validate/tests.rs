@@ -147,3 +147,52 @@ fn a_header_table_needs_one_source_and_known_keys() {
     let error = error_of(&format!("{base}headers = {{ \"X-A\" = 3 }}\n"));
     assert!(error.message.contains("a string, or a table"), "{error}");
 }
+
+#[test]
+fn tls_keys_are_checked_where_they_are_written() {
+    let base = "[server]\nuds = \"/tmp/x\"\n";
+    let error = error_of(&format!(
+        "{base}[upstream]\nclient_cert_file = \"/c.pem\"\n"
+    ));
+    assert_eq!(error.key, "upstream.client_key_file");
+    let error = error_of(&format!(
+        "{base}[providers.p]\nbase_url = \"https://p/v1\"\nclient_key_file = \"/k.pem\"\n"
+    ));
+    assert_eq!(error.key, "providers.p.client_cert_file");
+    let error = error_of(&format!("{base}[upstream]\nca_files = [\"\"]\n"));
+    assert_eq!(error.key, "upstream.ca_files[0]");
+    let error = error_of(&format!("{base}[upstream]\npublic_roots = false\n"));
+    assert_eq!(error.key, "upstream.public_roots");
+    assert!(
+        error
+            .message
+            .contains("no upstream server would be trusted"),
+        "{error}"
+    );
+    // A provider's `public_roots = false` may rest on [upstream]'s CA files.
+    let config = from_toml(
+        &format!(
+            "{base}[upstream]\nca_files = [\"/ca.pem\"]\n\
+             [providers.p]\nbase_url = \"https://p/v1\"\npublic_roots = false\n\
+             [providers.q]\nbase_url = \"https://q/v1\"\n"
+        ),
+        "t",
+    )
+    .unwrap();
+    let tls_of = |name: &str| {
+        let provider = config.providers.iter().find(|p| p.name == name).unwrap();
+        (
+            provider.tls.is_empty(),
+            provider.tls.over(&config.upstream.tls),
+        )
+    };
+    let (shares, p) = tls_of("p");
+    assert!(!shares);
+    assert!(!p.public_roots);
+    assert_eq!(p.ca_files, [PathBuf::from("/ca.pem")]);
+    assert!(
+        tls_of("q").0,
+        "a provider without TLS keys shares the client"
+    );
+    assert_eq!(config.tls_files(), [PathBuf::from("/ca.pem")]);
+}
