@@ -3,6 +3,7 @@
 
 mod http;
 mod side_channels;
+pub mod socket_dir;
 mod uds;
 pub mod uds_authority;
 
@@ -127,7 +128,7 @@ pub async fn start_with_telemetry(
     tokio::spawn(crate::heap::release_after_bursts(stopped.clone()));
     let mut running_uds = None;
     if let Some(path) = &config.server.uds {
-        let listener = bind_uds(path, config.server.uds_mode).await?;
+        let listener = bind_uds(path, config.server.uds_mode, config.server.uds_dir_mode).await?;
         // Stock gRPC clients send the socket path as :authority, which h2
         // refuses; TCP clients send a host and need no such reading.
         let incoming = UnixListenerStream::new(listener).map_ok(uds_authority::AuthorityFix::new);
@@ -165,7 +166,7 @@ pub async fn start_with_telemetry(
     }
     let mut running_http_uds = None;
     if let Some(path) = &config.server.http_uds {
-        let listener = bind_uds(path, config.server.uds_mode).await?;
+        let listener = bind_uds(path, config.server.uds_mode, config.server.uds_dir_mode).await?;
         servers.spawn(http::serve_uds(listener, facade, stopped.clone()));
         tracing::info!(path = %path.display(), "serving the OpenAI-compatible HTTP API on the Unix socket");
         running_http_uds = Some(path.clone());
