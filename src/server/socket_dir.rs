@@ -108,8 +108,10 @@ pub enum SocketDirError {
 /// A directory that fails [`judge`], with what to do about it.
 #[derive(Debug)]
 pub struct UnsafeDir {
-    /// The directory that failed: the socket's own or one above it.
+    /// The directory that failed: the socket's own (`above` false) or one
+    /// above it.
     pub dir: PathBuf,
+    pub above: bool,
     /// The socket's (or ledger's) directory.
     pub socket_dir: PathBuf,
     pub purpose: Purpose,
@@ -121,14 +123,17 @@ pub struct UnsafeDir {
 impl fmt::Display for UnsafeDir {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let dir = self.dir.display();
-        write!(
-            f,
-            "refusing the {} {}: {dir} (owner uid {}, mode {:04o}) ",
-            self.purpose.noun(),
-            self.socket_dir.display(),
-            self.facts.owner,
-            self.facts.mode,
-        )?;
+        let (owner, mode) = (self.facts.owner, self.facts.mode);
+        write!(f, "refusing the {} ", self.purpose.noun())?;
+        if self.above {
+            write!(
+                f,
+                "{}: {dir} above it (owner uid {owner}, mode {mode:04o}) ",
+                self.socket_dir.display()
+            )?;
+        } else {
+            write!(f, "{dir} (owner uid {owner}, mode {mode:04o}): it ")?;
+        }
         match self.problem {
             Problem::OwnedByAnotherUser => write!(
                 f,
@@ -162,11 +167,12 @@ pub fn prepare(dir: &Path, create_mode: u32, purpose: Purpose) -> Result<(), Soc
     };
     let real = dir.canonicalize().map_err(inspect(dir))?;
     let uid = rustix::process::geteuid().as_raw();
-    for ancestor in real.ancestors() {
+    for (depth, ancestor) in real.ancestors().enumerate() {
         let facts = facts_of(ancestor).map_err(inspect(ancestor))?;
         if let Err(problem) = judge(facts, uid) {
             return Err(SocketDirError::Unsafe(Box::new(UnsafeDir {
                 dir: ancestor.to_owned(),
+                above: depth > 0,
                 socket_dir: dir.to_owned(),
                 purpose,
                 facts,

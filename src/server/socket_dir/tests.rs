@@ -80,11 +80,10 @@ fn a_directory_of_another_user_is_refused_naming_owner_mode_and_fix() {
     assert_eq!(
         found.to_string(),
         format!(
-            "refusing the socket directory {given}: {shown} (owner uid 65534, mode 0755) \
-             belongs to another user (this process runs as uid 0), who could replace the socket \
-             and receive the app's prompts. Use a directory owned by uid 0 or by root \
-             (`chown 0 {shown}`), or choose another socket path (--uds, [server] uds)",
-            given = dir.display(),
+            "refusing the socket directory {shown} (owner uid 65534, mode 0755): it belongs to \
+             another user (this process runs as uid 0), who could replace the socket and receive \
+             the app's prompts. Use a directory owned by uid 0 or by root (`chown 0 {shown}`), \
+             or choose another socket path (--uds, [server] uds)",
         )
     );
 }
@@ -103,6 +102,13 @@ fn a_directory_above_that_belongs_to_another_user_is_refused_too() {
     let found = unsafe_dir(prepare(&mine, 0o700, Purpose::Socket));
     assert_eq!(found.dir, theirs.canonicalize().unwrap());
     assert_eq!(found.socket_dir, mine);
+    let message = found.to_string();
+    let expected = format!(
+        "refusing the socket directory {}: {} above it (owner uid 65534, mode ",
+        mine.display(),
+        found.dir.display()
+    );
+    assert!(message.starts_with(&expected), "{message}");
 }
 
 #[test]
