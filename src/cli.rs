@@ -8,9 +8,6 @@ mod signals;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-/// The socket the embedded default configuration serves on.
-pub const DEFAULT_UDS: &str = "/tmp/llm-sidecar/llm-sidecar.sock";
-
 #[derive(Debug, Parser)]
 #[command(
     name = "llm-sidecar",

@@ -18,7 +18,7 @@ pub use observability::{
     LedgerSettings, LogFormat, LoggingSettings, PriceSettings, TelemetrySettings,
 };
 pub use tls::{ClientIdentity, TlsConfig, TlsOverrides};
-pub use validate::from_toml;
+pub use validate::{from_toml, from_toml_in};
 
 /// The embedded default, used when no file is given.
 pub const DEFAULT_TOML: &str = include_str!("config/default.toml");
@@ -54,6 +54,9 @@ pub struct Config {
 pub struct ServerConfig {
     pub uds: Option<PathBuf>,
     pub uds_mode: u32,
+    /// The mode of a socket directory the sidecar makes (default 0700);
+    /// never writable by group or others (`server::socket_dir`).
+    pub uds_dir_mode: u32,
     pub tcp: Option<SocketAddr>,
     pub allow_non_loopback: bool,
     pub max_message_bytes: usize,
@@ -275,10 +278,14 @@ pub const MOCK_PROVIDER: &str = "mock";
 pub const MOCK_ROUTE: &str = "mock/*";
 
 impl Config {
-    /// The embedded default.
+    /// The embedded default: its socket and ledger in this process's
+    /// runtime directory ([`crate::runtime_dir`]).
     pub fn embedded() -> Config {
-        from_toml(DEFAULT_TOML, DEFAULT_SOURCE)
-            .expect("the embedded default configuration is valid")
+        let runtime_dir = crate::runtime_dir::default_dir(&process_env);
+        let mut config = from_toml_in(DEFAULT_TOML, DEFAULT_SOURCE, &runtime_dir)
+            .expect("the embedded default configuration is valid");
+        config.server.uds = Some(runtime_dir.join(crate::runtime_dir::SOCKET_FILE));
+        config
     }
 
     /// Reads and validates a file.

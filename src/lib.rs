@@ -15,6 +15,7 @@
 //! - [`config`]: file → typed, validated configuration.
 //! - [`server`]: listeners (Unix socket, loopback TCP), health, reflection.
 //! - [`client`], [`cli`]: the `llm-sidecar` command line, including `chat`.
+//! - [`runtime_dir`]: where the default socket and ledger go.
 //! - [`fake_upstream`]: a scriptable OpenAI-compatible server for tests,
 //!   benchmarks and demos.
 
@@ -32,6 +33,7 @@ pub mod logging;
 pub mod model;
 pub mod pipeline;
 pub mod routing;
+pub mod runtime_dir;
 pub mod secret;
 pub mod server;
 pub mod telemetry;

@@ -3,7 +3,9 @@
 
 mod http;
 mod side_channels;
+pub mod socket_dir;
 mod uds;
+pub mod uds_authority;
 
 pub use uds::{BindError, bind_uds};
 
@@ -18,6 +20,7 @@ use crate::proto::v1::admin_service_server::AdminServiceServer;
 use crate::proto::v1::chat_service_server::ChatServiceServer;
 use crate::telemetry::Telemetry;
 use anyhow::Context as _;
+use futures::TryStreamExt as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -126,8 +129,10 @@ pub async fn start_with_telemetry(
     tokio::spawn(crate::heap::release_after_bursts(stopped.clone()));
     let mut running_uds = None;
     if let Some(path) = &config.server.uds {
-        let listener = bind_uds(path, config.server.uds_mode).await?;
-        let incoming = UnixListenerStream::new(listener);
+        let listener = bind_uds(path, config.server.uds_mode, config.server.uds_dir_mode).await?;
+        // Stock gRPC clients send the socket path as :authority, which h2
+        // refuses; TCP clients send a host and need no such reading.
+        let incoming = UnixListenerStream::new(listener).map_ok(uds_authority::AuthorityFix::new);
         let server = server_builder()
             .add_routes(routes.clone())
             .serve_with_incoming_shutdown(incoming, signalled(stopped.clone()));
@@ -162,7 +167,7 @@ pub async fn start_with_telemetry(
     }
     let mut running_http_uds = None;
     if let Some(path) = &config.server.http_uds {
-        let listener = bind_uds(path, config.server.uds_mode).await?;
+        let listener = bind_uds(path, config.server.uds_mode, config.server.uds_dir_mode).await?;
         servers.spawn(http::serve_uds(listener, facade, stopped.clone()));
         tracing::info!(path = %path.display(), "serving the OpenAI-compatible HTTP API on the Unix socket");
         running_http_uds = Some(path.clone());

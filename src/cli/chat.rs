@@ -1,7 +1,6 @@
 //! `chat` and `models`: a friendly client for trying the sidecar, and for
 //! debugging inside a pod with `kubectl exec`.
 
-use super::DEFAULT_UDS;
 use crate::client::{chat_client, connect_tcp, connect_uds};
 use crate::proto::v1 as pb;
 use anyhow::Context as _;
@@ -13,9 +12,10 @@ use tonic::transport::Channel;
 
 #[derive(Debug, clap::Args)]
 pub struct Target {
-    /// The sidecar's Unix socket.
-    #[arg(long, env = "LLM_SIDECAR_UDS", default_value = DEFAULT_UDS, conflicts_with = "tcp")]
-    pub uds: PathBuf,
+    /// The sidecar's Unix socket [default: llm-sidecar.sock in the runtime
+    /// directory, as `serve` uses it].
+    #[arg(long, env = "LLM_SIDECAR_UDS", conflicts_with = "tcp")]
+    pub uds: Option<PathBuf>,
     /// The sidecar's TCP address, e.g. 127.0.0.1:50051, instead of the socket.
     #[arg(long)]
     pub tcp: Option<String>,
@@ -49,9 +49,15 @@ async fn connect(target: &Target) -> anyhow::Result<Channel> {
         Some(addr) => connect_tcp(addr)
             .await
             .with_context(|| format!("cannot connect to the sidecar at {addr}")),
-        None => connect_uds(&target.uds)
-            .await
-            .with_context(|| format!("cannot connect to the sidecar at {}", target.uds.display())),
+        None => {
+            let uds = match &target.uds {
+                Some(uds) => uds.clone(),
+                None => crate::runtime_dir::default_socket(&crate::config::process_env),
+            };
+            connect_uds(&uds)
+                .await
+                .with_context(|| format!("cannot connect to the sidecar at {}", uds.display()))
+        }
     }
 }
 

@@ -1,11 +1,9 @@
 //! Typed settings for what watches the calls rather than serves them: the
 //! usage ledger, prices, telemetry export and logging.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Where the embedded default keeps the ledger: beside its socket.
-pub const DEFAULT_LEDGER_PATH: &str = "/tmp/llm-sidecar/ledger.sqlite3";
 /// The metadata key (gRPC) or header (HTTP) a caller names itself with.
 pub const DEFAULT_CALLER_HEADER: &str = "x-llm-caller";
 
@@ -19,11 +17,13 @@ pub struct LedgerSettings {
     pub caller_header: String,
 }
 
-impl Default for LedgerSettings {
-    fn default() -> Self {
+impl LedgerSettings {
+    /// The defaults, the ledger kept in `runtime_dir` (beside the default
+    /// socket; [`crate::runtime_dir`]).
+    pub fn in_dir(runtime_dir: &Path) -> Self {
         LedgerSettings {
             enabled: true,
-            path: PathBuf::from(DEFAULT_LEDGER_PATH),
+            path: runtime_dir.join(crate::runtime_dir::LEDGER_FILE),
             retention_max_age: None,
             retention_max_rows: None,
             queue_capacity: 65_536,

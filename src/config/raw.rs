@@ -44,6 +44,8 @@ pub struct RawServer {
     pub uds: Option<String>,
     /// Socket file mode as an octal string, e.g. "0660".
     pub uds_mode: Option<String>,
+    /// Mode of a socket directory the sidecar makes, e.g. "0750".
+    pub uds_dir_mode: Option<String>,
     /// Loopback TCP address, e.g. "127.0.0.1:50051"; empty turns it off.
     pub tcp: Option<String>,
     pub allow_non_loopback: Option<bool>,

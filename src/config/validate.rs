@@ -12,12 +12,14 @@ use super::{
 };
 use crate::pipeline::RetryPolicy;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tls::RawTlsKeys;
 
 const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 const DEFAULT_MAX_SSE_LINE_BYTES: usize = 1024 * 1024;
+/// Only this uid may reach a socket in a directory the sidecar makes.
+const DEFAULT_UDS_DIR_MODE: u32 = 0o700;
 /// Inside Kubernetes' default 30 s termination grace, leaving time for the
 /// ledger and telemetry to flush after the calls end.
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -26,17 +28,31 @@ const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Parses and validates configuration text; `source` names it in errors.
+/// Paths left unset default into this process's runtime directory
+/// ([`crate::runtime_dir`], which reads `XDG_RUNTIME_DIR`).
 pub fn from_toml(text: &str, source: &str) -> Result<Config, ConfigError> {
+    let runtime_dir = crate::runtime_dir::default_dir(&super::process_env);
+    from_toml_in(text, source, &runtime_dir)
+}
+
+/// [`from_toml`] with the runtime directory given.
+pub fn from_toml_in(text: &str, source: &str, runtime_dir: &Path) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError {
         file: source.to_owned(),
         key: String::new(),
         message: error.to_string().trim_end().to_owned(),
     })?;
-    Checker { source }.config(raw)
+    Checker {
+        source,
+        runtime_dir,
+    }
+    .config(raw)
 }
 
 struct Checker<'a> {
     source: &'a str,
+    /// Where the ledger goes when `ledger.path` is unset.
+    runtime_dir: &'a Path,
 }
 
 impl Checker<'_> {
@@ -183,6 +199,33 @@ impl Checker<'_> {
         })
     }
 
+    /// `server.uds_dir_mode`: octal, and closed to writers other than the
+    /// owner, which the socket directory check would refuse anyway.
+    fn uds_dir_mode(&self, text: Option<&str>) -> Result<u32, ConfigError> {
+        let Some(text) = text else {
+            return Ok(DEFAULT_UDS_DIR_MODE);
+        };
+        let mode = u32::from_str_radix(text.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|mode| *mode <= 0o777)
+            .ok_or_else(|| {
+                self.error(
+                    "server.uds_dir_mode",
+                    format!("`{text}` is not an octal directory mode such as \"0750\""),
+                )
+            })?;
+        if mode & 0o022 != 0 {
+            return Err(self.error(
+                "server.uds_dir_mode",
+                format!(
+                    "`{text}` lets group or others write in the socket directory, and so replace \
+                     the socket; use a mode without their write bits, such as \"0750\""
+                ),
+            ));
+        }
+        Ok(mode)
+    }
+
     fn server(&self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
         let uds = raw.uds.filter(|path| !path.is_empty()).map(PathBuf::from);
         let uds_mode = match raw.uds_mode.as_deref() {
@@ -197,6 +240,7 @@ impl Checker<'_> {
                     )
                 })?,
         };
+        let uds_dir_mode = self.uds_dir_mode(raw.uds_dir_mode.as_deref())?;
         let allow_non_loopback = raw.allow_non_loopback.unwrap_or(false);
         let tcp = self.listen_addr("server.tcp", raw.tcp.as_deref(), allow_non_loopback)?;
         let http = self.listen_addr("server.http", raw.http.as_deref(), allow_non_loopback)?;
@@ -230,6 +274,7 @@ impl Checker<'_> {
         Ok(ServerConfig {
             uds,
             uds_mode,
+            uds_dir_mode,
             tcp,
             allow_non_loopback,
             max_message_bytes,

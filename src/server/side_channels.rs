@@ -90,8 +90,15 @@ fn open_ledger(config: &Config) -> Ledger {
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())
     {
-        // A missing directory is reported by the open below if this fails.
-        let _ = std::fs::create_dir_all(parent);
+        // Made private if missing; refused, like a socket's, when another
+        // user could swap or read the file.
+        use super::socket_dir::{Purpose, prepare};
+        if let Err(error) = prepare(parent, 0o700, Purpose::Ledger) {
+            tracing::error!(
+                "usage ledger unavailable ({error}); serving on, every call's record will be counted as dropped"
+            );
+            return Ledger::unavailable(error.to_string());
+        }
     }
     let ledger_config = LedgerConfig {
         path: settings.path.clone(),

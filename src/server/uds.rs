@@ -1,6 +1,7 @@
-//! Binding the Unix socket safely. A socket file left behind by a crash is
-//! replaced; one that a live process still answers on is not stolen; a path
-//! that is not a socket is never deleted.
+//! Binding the Unix socket safely. Its directory is made if missing and
+//! checked first ([`socket_dir`](super::socket_dir)). A socket file left
+//! behind by a crash is replaced; one that a live process still answers on
+//! is not stolen; a path that is not a socket is never deleted.
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -13,6 +14,8 @@ pub enum BindError {
     InUse { path: String },
     #[error("{path}: exists and is not a socket; refusing to replace it")]
     NotASocket { path: String },
+    #[error(transparent)]
+    Directory(#[from] super::socket_dir::SocketDirError),
     #[error("{path}: {action}: {source}")]
     Io {
         path: String,
@@ -21,7 +24,9 @@ pub enum BindError {
     },
 }
 
-pub async fn bind_uds(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
+/// Binds `path` with the socket file mode `mode`; a missing directory is
+/// made with `dir_mode`.
+pub async fn bind_uds(path: &Path, mode: u32, dir_mode: u32) -> Result<UnixListener, BindError> {
     let shown = path.display().to_string();
     let io_error = |action: &'static str| {
         let path = shown.clone();
@@ -31,12 +36,11 @@ pub async fn bind_uds(path: &Path, mode: u32) -> Result<UnixListener, BindError>
             source,
         }
     };
-    if let Some(parent) = path
+    let parent = path
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(parent).map_err(io_error("cannot create the socket directory"))?;
-    }
+        .unwrap_or(Path::new("."));
+    super::socket_dir::prepare(parent, dir_mode, super::socket_dir::Purpose::Socket)?;
     match std::fs::symlink_metadata(path) {
         Ok(metadata) if !metadata.file_type().is_socket() => {
             return Err(BindError::NotASocket { path: shown });
@@ -65,14 +69,14 @@ mod tests {
     async fn a_stale_socket_is_replaced_and_a_live_one_is_not_stolen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sock");
-        let live = bind_uds(&path, 0o600).await.unwrap();
+        let live = bind_uds(&path, 0o600, 0o700).await.unwrap();
         assert!(matches!(
-            bind_uds(&path, 0o600).await,
+            bind_uds(&path, 0o600, 0o700).await,
             Err(BindError::InUse { .. })
         ));
         drop(live); // the file stays behind, like after a crash
         assert!(path.exists());
-        let _again = bind_uds(&path, 0o600).await.unwrap();
+        let _again = bind_uds(&path, 0o600, 0o700).await.unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
@@ -83,7 +87,7 @@ mod tests {
         let path = dir.path().join("not-a-socket");
         std::fs::write(&path, "data").unwrap();
         assert!(matches!(
-            bind_uds(&path, 0o600).await,
+            bind_uds(&path, 0o600, 0o700).await,
             Err(BindError::NotASocket { .. })
         ));
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "data");

@@ -81,10 +81,9 @@ def sidecar():
 
 @pytest.fixture()
 def channel(sidecar):
-    # h2 (under tonic) rejects the socket path that grpc-core sends as
-    # :authority over a Unix socket; "localhost" is the UDS convention.
-    options = [("grpc.default_authority", "localhost")]
-    with grpc.insecure_channel(f"unix://{sidecar}", options=options) as channel:
+    # No options, as an app would write it: grpc-core sends the socket path
+    # as :authority, which the sidecar takes.
+    with grpc.insecure_channel(f"unix://{sidecar}") as channel:
         grpc.channel_ready_future(channel).result(timeout=10)
         yield channel
 

@@ -61,11 +61,7 @@ function loadChatService() {
 }
 
 function connect(ChatService, target) {
-  // Over a Unix socket send "localhost" as :authority, the convention the
-  // sidecar's HTTP/2 server expects.
-  return new ChatService(target, grpc.credentials.createInsecure(), {
-    'grpc.default_authority': 'localhost',
-  });
+  return new ChatService(target, grpc.credentials.createInsecure());
 }
 
 function requestFor(model, prompt) {

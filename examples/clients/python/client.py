@@ -39,9 +39,7 @@ ADVICE = {
 
 
 def connect(target):
-    # Over a Unix socket grpc-core sends the socket path as :authority, which
-    # the sidecar's HTTP/2 server rejects; "localhost" is the convention.
-    return grpc.insecure_channel(target, options=[("grpc.default_authority", "localhost")])
+    return grpc.insecure_channel(target)
 
 
 def request_for(model, prompt):

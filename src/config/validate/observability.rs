@@ -11,7 +11,7 @@ use std::time::Duration;
 
 impl Checker<'_> {
     pub(super) fn ledger(&self, raw: RawLedger) -> Result<LedgerSettings, ConfigError> {
-        let defaults = LedgerSettings::default();
+        let defaults = LedgerSettings::in_dir(self.runtime_dir);
         let path = match raw.path.as_deref() {
             None => defaults.path,
             Some("") => {

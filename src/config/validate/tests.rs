@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::Config;
 
 fn error_of(text: &str) -> ConfigError {
     from_toml(text, "test.toml").expect_err("should be rejected")
@@ -6,12 +7,53 @@ fn error_of(text: &str) -> ConfigError {
 
 #[test]
 fn the_embedded_default_is_valid_and_offers_mock() {
-    let config = from_toml(super::super::DEFAULT_TOML, "default").unwrap();
+    let config = Config::embedded();
     assert_eq!(config.routes[0].model, MOCK_ROUTE);
-    assert!(config.server.uds.is_some());
     assert!(config.server.tcp.unwrap().ip().is_loopback());
     assert_eq!(config.server.uds_mode, 0o660);
+    assert_eq!(config.server.uds_dir_mode, 0o700);
     assert_eq!(config.server.max_message_bytes, 16 * 1024 * 1024);
+    // Socket and ledger side by side in the runtime directory, never in a
+    // fixed directory of /tmp that another user could make first.
+    let dir = crate::runtime_dir::default_dir(&crate::config::process_env);
+    assert_eq!(config.server.uds, Some(dir.join("llm-sidecar.sock")));
+    assert_eq!(config.ledger.path, dir.join("ledger.sqlite3"));
+    assert_ne!(dir, Path::new("/tmp/llm-sidecar"));
+}
+
+#[test]
+fn an_unset_ledger_path_is_in_the_runtime_directory() {
+    let config = from_toml_in(
+        "[server]\ntcp = \"127.0.0.1:1\"\n",
+        "t",
+        Path::new("/r/llm-sidecar"),
+    )
+    .unwrap();
+    assert_eq!(
+        config.ledger.path,
+        Path::new("/r/llm-sidecar/ledger.sqlite3")
+    );
+    assert_eq!(
+        config.server.uds, None,
+        "a file's socket is only the one it names"
+    );
+}
+
+#[test]
+fn uds_dir_mode_is_octal_and_closed_to_other_writers() {
+    let config = from_toml("[server]\nuds = \"/tmp/x\"\nuds_dir_mode = \"0750\"\n", "t").unwrap();
+    assert_eq!(config.server.uds_dir_mode, 0o750);
+    let error = error_of("[server]\nuds = \"/tmp/x\"\nuds_dir_mode = \"0770\"\n");
+    assert_eq!(error.key, "server.uds_dir_mode");
+    assert!(
+        error.message.contains("group or others"),
+        "{}",
+        error.message
+    );
+    assert_eq!(
+        error_of("[server]\nuds = \"/tmp/x\"\nuds_dir_mode = \"rwx\"\n").key,
+        "server.uds_dir_mode"
+    );
 }
 
 #[test]
