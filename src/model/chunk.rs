@@ -55,7 +55,7 @@ pub type ProtoChunkDecoder = fn(&str) -> Option<ProtoChunk>;
 pub struct ProtoChunk {
     /// The event; each choice's `index` is its place in the list when the
     /// upstream sent none.
-    pub message: pb::ChatChunk,
+    pub message: Box<pb::ChatChunk>,
     /// `(choice position, tool-call position)` of each tool-call piece that
     /// came without an `index` (its `index` reads 0 until the reader
     /// places it).

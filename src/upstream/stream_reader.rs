@@ -87,7 +87,7 @@ impl StreamReader {
         // Multi-line `data:` arrives joined by line breaks. A JSON string
         // cannot hold a raw one, so each is whitespace between tokens: a
         // space keeps the event on one line for the caller (same length).
-        if data.bytes().any(|byte| byte == b'\n' || byte == b'\r') {
+        if memchr::memchr2(b'\n', b'\r', data.as_bytes()).is_some() {
             data = data.replace(['\n', '\r'], " ");
         }
         if let Some(decoded) = proto.and_then(|decode| decode(&data)) {
@@ -267,7 +267,7 @@ impl StreamReader {
             }));
         }
         chunk.json = Bytes::from(data.into_bytes());
-        chunk.proto = Some(Box::new(message));
+        chunk.proto = Some(message);
         Ok(chunk)
     }
 

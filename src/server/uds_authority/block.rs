@@ -11,9 +11,10 @@
 //!   with an empty table. Nothing the client indexed is lost: we send the
 //!   decoded field, not the index.
 //!
-//! Every block is written again, not only those with a bad authority:
-//! passing one block through unchanged would hand h2 indexes into a table
-//! it never built.
+//! Once one block is written again, every later block must be too: passing
+//! one through unchanged would hand h2 indexes into a table it never built.
+//! Before that, a connection whose first block names a valid authority
+//! passes whole (see `frames.rs`).
 
 use loona_hpack::Decoder;
 use loona_hpack::encoder::encode_integer_into;
@@ -45,7 +46,8 @@ impl BlockRewriter {
     }
 
     /// Decodes `block` (the client's next header block, whole) and appends
-    /// it to `out` as literals without indexing, fields in the same order.
+    /// it to `out` as literals without indexing, fields in the same order;
+    /// `Ok(true)` when an `:authority` was replaced.
     /// Once `out` is over `limit` bytes nothing more is appended (a small
     /// block can name a large table entry many times), but the block is
     /// still decoded to its end. The error is the decoder's, for the message.
@@ -54,21 +56,24 @@ impl BlockRewriter {
         block: &[u8],
         out: &mut Vec<u8>,
         limit: usize,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         out.reserve(block.len() + block.len() / 2);
+        let mut replaced = false;
         self.decoder
             .decode_with_cb(block, |name, value| {
                 if out.len() > limit {
                     return;
                 }
                 let value: &[u8] = if &*name == b":authority" && !is_authority(&value) {
+                    replaced = true;
                     LOCAL_AUTHORITY
                 } else {
                     &value
                 };
                 write_literal(out, &name, value);
             })
-            .map_err(|error| error.to_string())
+            .map_err(|error| error.to_string())?;
+        Ok(replaced)
     }
 }
 

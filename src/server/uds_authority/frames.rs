@@ -97,9 +97,12 @@ impl FrameHead {
 pub(super) struct Rewriter {
     /// Bytes of the client preface not yet seen.
     preface_left: usize,
-    /// Not HTTP/2 with prior knowledge: everything passes as it is, and h2
-    /// refuses the connection in its own words.
+    /// Everything passes as it is: the connection is not HTTP/2 with prior
+    /// knowledge (h2 refuses it in its own words), or its first header
+    /// block named a valid authority.
     off: bool,
+    /// A header block has been written again: every later one must be.
+    rewriting: bool,
     /// Payload bytes of the frame being handed on that have not been read.
     skip: usize,
     /// Bytes read but not yet handed on, from a frame boundary: a frame
@@ -120,6 +123,7 @@ impl Rewriter {
         Rewriter {
             preface_left: PREFACE.len(),
             off: false,
+            rewriting: false,
             skip: 0,
             pending: BytesMut::new(),
             out: BytesMut::new(),
@@ -194,6 +198,11 @@ impl Rewriter {
     /// Moves the next frame or header block from pending to ready. False
     /// when pending holds too little of it: read more, then call again.
     pub(super) fn process(&mut self) -> Result<bool, RewriteError> {
+        if self.off {
+            let rest = self.pending.split();
+            self.out.extend_from_slice(&rest);
+            return Ok(!rest.is_empty());
+        }
         if self.pending.len() < FRAME_HEADER_LEN {
             return Ok(false);
         }
@@ -212,12 +221,25 @@ impl Rewriter {
             return Ok(false);
         };
         self.rewritten.clear();
-        self.block
+        let replaced = self
+            .block
             .rewrite(&self.fragments, &mut self.rewritten, MAX_HEADER_BLOCK)
             .map_err(|message| RewriteError::Hpack {
                 stream: head.stream(),
                 message,
             })?;
+        if !replaced && !self.rewriting {
+            // A client that names a valid authority in its first request
+            // (tonic, grpc-go, a grpcio channel given one) names it in
+            // every request of the connection: its frames pass as they
+            // are from here on, h2's table follows the client's as it
+            // would without us, and no later block costs a decode.
+            let frames = self.pending.split_to(gathered.consumed);
+            self.out.extend_from_slice(&frames);
+            self.off = true;
+            return Ok(true);
+        }
+        self.rewriting = true;
         if self.rewritten.len() > MAX_HEADER_BLOCK {
             return Err(RewriteError::BlockTooLarge {
                 stream: head.stream(),

@@ -348,3 +348,33 @@ fn frames_before_a_headers_frame_pass_in_the_read_buffer() {
     assert_eq!(rewriter.scan(&bytes[before - 50..]), 50);
     assert!(rewriter.has_pending());
 }
+
+/// A connection whose first request names a valid authority passes byte
+/// for byte, indexed blocks included (h2's table follows the client's);
+/// one whose first request names a socket path is written again to its
+/// end, even when a later request names a valid authority.
+#[tokio::test]
+async fn a_connection_that_starts_valid_passes_whole_and_one_that_does_not_is_rewritten() {
+    let mut encoder = Encoder::new();
+    let mut valid_first = PREFACE.to_vec();
+    valid_first.extend(frame(SETTINGS, 0, 0, &[]));
+    for (stream, authority) in [(1, "localhost"), (3, "localhost"), (5, "/run/llm/x.sock")] {
+        let block = encode(&mut encoder, &request_fields(authority, "same"));
+        valid_first.extend(frame(HEADERS, END_HEADERS | END_STREAM, stream, &block));
+    }
+    for read_size in [1, 7, 4096] {
+        assert_eq!(output_of(&valid_first, read_size).await.unwrap(), valid_first);
+    }
+
+    let rewritten = output_of(&client_bytes(), 4096).await.unwrap();
+    let blocks: Vec<_> = frames_of(&rewritten)
+        .into_iter()
+        .filter(|(kind, ..)| *kind == HEADERS)
+        .collect();
+    assert_eq!(blocks.len(), 3);
+    // The valid third request is written as literals too: its block names
+    // the authority in full, where the client's indexed it.
+    let third = &blocks[2].3;
+    let found = third.windows(16).any(|window| window == b"example.com:8080");
+    assert!(found, "the third block is written again as literals");
+}

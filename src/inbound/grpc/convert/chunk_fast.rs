@@ -38,7 +38,7 @@ pub fn chunk_to_proto_fast(
     };
     let (mut chunk, _) = decode(text, seed)?;
     chunk.provider = provider.to_owned();
-    Some(chunk)
+    Some(*chunk)
 }
 
 /// The event read in one pass, for the stream reader to judge (a
@@ -62,7 +62,7 @@ pub fn decode_chunk(text: &str) -> Option<ProtoChunk> {
 /// `(choice position, tool-call position)` of the pieces without an index.
 type Unindexed = RefCell<Vec<(usize, usize)>>;
 
-fn decode(text: &str, seed: ChunkSeed) -> Option<(pb::ChatChunk, Option<Usage>)> {
+fn decode(text: &str, seed: ChunkSeed) -> Option<(Box<pb::ChatChunk>, Option<Usage>)> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let decoded = seed.deserialize(&mut deserializer).ok()?;
     deserializer.end().ok()?;
@@ -77,14 +77,14 @@ struct ChunkSeed<'u> {
 }
 
 impl<'de> DeserializeSeed<'de> for ChunkSeed<'_> {
-    type Value = (pb::ChatChunk, Option<Usage>);
+    type Value = (Box<pb::ChatChunk>, Option<Usage>);
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
 impl<'de> Visitor<'de> for ChunkSeed<'_> {
-    type Value = (pb::ChatChunk, Option<Usage>);
+    type Value = (Box<pb::ChatChunk>, Option<Usage>);
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a chat.completion.chunk object")
     }
@@ -112,7 +112,8 @@ impl<'de> Visitor<'de> for ChunkSeed<'_> {
                 _ => envelope.read(key, &mut map, "chat.completion.chunk")?,
             }
         }
-        let chunk = pb::ChatChunk {
+        // Boxed where it is built: the message is large and moves far.
+        let chunk = Box::new(pb::ChatChunk {
             usage: envelope.usage(usage),
             id: envelope.id,
             model: envelope.model,
@@ -122,7 +123,7 @@ impl<'de> Visitor<'de> for ChunkSeed<'_> {
             system_fingerprint: envelope.system_fingerprint,
             service_tier: envelope.service_tier,
             extra: envelope.extra.into_struct(),
-        };
+        });
         Ok((chunk, usage))
     }
 }

@@ -10,6 +10,7 @@ use crate::model::Usage;
 use crate::proto::v1 as pb;
 use prost_types::value::Kind;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -166,7 +167,8 @@ where
         Ok(Vec::new())
     }
     fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut items = Vec::new();
+        // Most lists here hold one item (a choice, a tool call).
+        let mut items = Vec::with_capacity(1);
         while let Some(item) = seq.next_element_seed((self.make)(items.len()))? {
             items.push(item);
         }
@@ -202,10 +204,21 @@ impl Envelope {
             "system_fingerprint" => self.system_fingerprint = text(map)?,
             "service_tier" => self.service_tier = text(map)?,
             "created" => self.created = whole(map)?.unwrap_or(0),
-            "object" => match map.next_value::<Value>()? {
-                Value::String(kind) if kind == object => {}
-                other => self.extra.put(key.into_owned(), &other),
-            },
+            // Compared as written: the usual value costs no allocation.
+            "object" => {
+                let raw = map.next_value::<&'de RawValue>()?;
+                let implied = raw
+                    .get()
+                    .strip_prefix('"')
+                    .and_then(|rest| rest.strip_suffix('"'));
+                if implied != Some(object) {
+                    let other = serde_json::from_str::<Value>(raw.get())
+                        .map_err(|_| unusual::<A::Error>())?;
+                    if other.as_str() != Some(object) {
+                        self.extra.put(key.into_owned(), &other);
+                    }
+                }
+            }
             "usage" => match map.next_value_seed(ProtoValueSeed)?.kind {
                 Some(Kind::StructValue(raw)) => self.raw_usage = Some(raw),
                 Some(Kind::NullValue(_)) => {}
@@ -217,10 +230,7 @@ impl Envelope {
     }
 
     /// Keeps a `usage` member read as raw JSON (`null`: none), as sent.
-    pub(super) fn read_usage<E: de::Error>(
-        &mut self,
-        raw: &serde_json::value::RawValue,
-    ) -> Result<(), E> {
+    pub(super) fn read_usage<E: de::Error>(&mut self, raw: &RawValue) -> Result<(), E> {
         let mut deserializer = serde_json::Deserializer::from_str(raw.get());
         match ProtoValueSeed
             .deserialize(&mut deserializer)
