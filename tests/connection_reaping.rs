@@ -93,8 +93,11 @@ fn silent_connections_are_closed_on_every_listener() {
     let mut facade = TcpStream::connect(("127.0.0.1", ports.http)).unwrap();
     let mut grpc = TcpStream::connect(("127.0.0.1", ports.tcp)).unwrap();
     let mut uds = UnixStream::connect(dir.path().join("sidecar.sock")).unwrap();
-    facade.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    grpc.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    facade
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    grpc.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     uds.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     // Read in turn: each was opened at the same moment, so each later wait
     // is shorter; the bound is on the first.
@@ -108,7 +111,8 @@ fn a_grpc_connection_after_its_preface_but_with_no_call_is_closed() {
     let dir = tempfile::tempdir().unwrap();
     let (_sidecar, ports) = start(dir.path());
     let mut grpc = TcpStream::connect(("127.0.0.1", ports.tcp)).unwrap();
-    grpc.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    grpc.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     // The client preface and an empty SETTINGS frame: a live HTTP/2
     // connection with no stream on it.
     grpc.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
@@ -121,7 +125,9 @@ fn a_body_sent_a_byte_at_a_time_gets_408() {
     let dir = tempfile::tempdir().unwrap();
     let (sidecar, ports) = start(dir.path());
     let mut stream = TcpStream::connect(("127.0.0.1", ports.http)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     stream
         .write_all(
             b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n\
@@ -173,7 +179,9 @@ fn models_answered(port: u16) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
-    stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
     let request = b"GET /v1/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
     if stream.write_all(request).is_err() {
         return false;
@@ -189,7 +197,9 @@ fn out_of_file_descriptors_the_accept_loops_wait_and_then_serve_again() {
     let dir = tempfile::tempdir().unwrap();
     let (sidecar, ports) = start(dir.path());
     let pid = sidecar.child.id();
-    let open_now = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u64;
+    let open_now = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64;
     // The child inherited our hard limit; only its soft limit goes down.
     let hard = rustix::process::getrlimit(Resource::Nofile).maximum;
     prlimit(
@@ -212,9 +222,11 @@ fn out_of_file_descriptors_the_accept_loops_wait_and_then_serve_again() {
             .filter(|line| line.contains("cannot accept connections") && line.contains(listener))
             .count()
     };
-    wait_for("the accept errors in the log", Duration::from_secs(10), || {
-        errors("HTTP facade") > 0 && errors("gRPC TCP") > 0
-    });
+    wait_for(
+        "the accept errors in the log",
+        Duration::from_secs(10),
+        || errors("HTTP facade") > 0 && errors("gRPC TCP") > 0,
+    );
     let before = cpu_ticks(pid);
     let measured = Instant::now();
     // Measuring, not waiting for a state: CPU time needs a stretch of time.
@@ -230,7 +242,9 @@ fn out_of_file_descriptors_the_accept_loops_wait_and_then_serve_again() {
     assert_eq!(errors("gRPC TCP"), 1, "{log}");
     assert!(log.contains("Too many open files"), "{log}");
     clients.clear();
-    wait_for("the facade to answer again", Duration::from_secs(10), || {
-        models_answered(ports.http)
-    });
+    wait_for(
+        "the facade to answer again",
+        Duration::from_secs(10),
+        || models_answered(ports.http),
+    );
 }

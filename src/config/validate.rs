@@ -1,6 +1,7 @@
 //! From the file as written to typed, checked values. Every error names the
 //! file and the key, and says what would be accepted.
 
+use super::ConnectionTimeouts;
 use super::raw::{
     RawConfig, RawHeader, RawHeaderTable, RawProvider, RawRetry, RawServer, RawTimeouts,
     RawUpstream,
@@ -10,7 +11,6 @@ use super::{
     MOCK_PROVIDER, MOCK_ROUTE, MaxTokensField, ProviderConfig, ProviderKind, RetryConfig,
     RouteConfig, ServerConfig, TimeoutOverrides, Timeouts, TlsConfig, TlsOverrides, UpstreamConfig,
 };
-use super::ConnectionTimeouts;
 use crate::pipeline::RetryPolicy;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -309,7 +309,11 @@ impl Checker<'_> {
         };
         Ok(ConnectionTimeouts {
             idle: read("idle_timeout_ms", raw.idle_timeout_ms, default.idle)?,
-            grpc_idle: read("grpc_idle_timeout_ms", raw.grpc_idle_timeout_ms, default.grpc_idle)?,
+            grpc_idle: read(
+                "grpc_idle_timeout_ms",
+                raw.grpc_idle_timeout_ms,
+                default.grpc_idle,
+            )?,
             keepalive_interval: read(
                 "keepalive_interval_ms",
                 raw.keepalive_interval_ms,
@@ -320,7 +324,11 @@ impl Checker<'_> {
                 raw.keepalive_timeout_ms,
                 default.keepalive_timeout,
             )?,
-            body_read: read("body_read_timeout_ms", raw.body_read_timeout_ms, default.body_read)?,
+            body_read: read(
+                "body_read_timeout_ms",
+                raw.body_read_timeout_ms,
+                default.body_read,
+            )?,
         })
     }
 
