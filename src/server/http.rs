@@ -64,7 +64,8 @@ where
     S: Stream<Item = io::Result<IO>>,
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut incoming = std::pin::pin!(incoming);
+    // Boxed so that dropping it closes the listener before the drain.
+    let mut incoming = Box::pin(incoming);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
