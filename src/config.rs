@@ -74,6 +74,38 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// How often to look for changed config and key files; `None`: never.
     pub watch_interval: Option<Duration>,
+    /// When quiet connections are closed (`server::reaping`).
+    pub connections: ConnectionTimeouts,
+}
+
+/// How long a connection may stay quiet, from the `[server]` keys of the
+/// same names (milliseconds, each at least 1). A connection with a request
+/// or call open is never idle; keepalive pings find a peer that is gone
+/// even then.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConnectionTimeouts {
+    /// HTTP listeners (the facade, the admin port): no request open.
+    pub idle: Duration,
+    /// gRPC listeners (Unix socket, TCP, health port): no call open.
+    pub grpc_idle: Duration,
+    /// HTTP/2 ping interval on every listener.
+    pub keepalive_interval: Duration,
+    /// How long an HTTP/2 ping may go unanswered before the connection closes.
+    pub keepalive_timeout: Duration,
+    /// The facade's bound on receiving a whole request body (408 after it).
+    pub body_read: Duration,
+}
+
+impl Default for ConnectionTimeouts {
+    fn default() -> Self {
+        ConnectionTimeouts {
+            idle: Duration::from_secs(30),
+            grpc_idle: Duration::from_secs(300),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+            body_read: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

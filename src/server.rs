@@ -1,7 +1,9 @@
 //! Serving: the gRPC services (chat, health, reflection) on the Unix socket
 //! and the optional loopback TCP port, and an orderly stop.
 
+mod accept;
 mod http;
+pub mod reaping;
 mod side_channels;
 pub mod socket_dir;
 mod uds;
@@ -11,7 +13,7 @@ pub use uds::{BindError, bind_uds};
 
 use crate::admin::Admin;
 use crate::admin::grpc::AdminServiceImpl;
-use crate::config::{Config, Env};
+use crate::config::{Config, ConnectionTimeouts, Env};
 use crate::inbound::grpc::ChatServiceImpl;
 use crate::inbound::observe::{Observer, Rules};
 use crate::pipeline::{Pipeline, PipelineHandle};
@@ -30,7 +32,7 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{TcpConnectInfo, TcpIncoming, UdsConnectInfo};
 
 /// A started sidecar. Dropping it does not stop it; call [`Running::shutdown`].
 #[derive(Debug)]
@@ -119,6 +121,7 @@ pub async fn start_with_telemetry(
         routes = routes.add_service(admin_grpc.clone());
     }
 
+    let timeouts = config.server.connections;
     let (stop, stopped) = watch::channel(false);
     let mut servers = JoinSet::new();
     tokio::spawn(report_provider_health(
@@ -132,8 +135,10 @@ pub async fn start_with_telemetry(
         let listener = bind_uds(path, config.server.uds_mode, config.server.uds_dir_mode).await?;
         // Stock gRPC clients send the socket path as :authority, which h2
         // refuses; TCP clients send a host and need no such reading.
-        let incoming = UnixListenerStream::new(listener).map_ok(uds_authority::AuthorityFix::new);
-        let server = server_builder()
+        let incoming = accept::resilient(UnixListenerStream::new(listener), "gRPC Unix socket")
+            .map_ok(uds_authority::AuthorityFix::new)
+            .map_ok(move |io| reaping::IdleClose::new(io, timeouts.grpc_idle));
+        let server = grpc_server::<UdsConnectInfo>(timeouts)
             .add_routes(routes.clone())
             .serve_with_incoming_shutdown(incoming, signalled(stopped.clone()));
         servers.spawn(async move { Ok(server.await?) });
@@ -147,28 +152,45 @@ pub async fn start_with_telemetry(
         })?;
         let bound = listener.local_addr()?;
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let server = server_builder()
+        let incoming = accept::resilient(incoming, "gRPC TCP")
+            .map_ok(move |io| reaping::IdleClose::new(io, timeouts.grpc_idle));
+        let server = grpc_server::<TcpConnectInfo>(timeouts)
             .add_routes(routes.clone())
             .serve_with_incoming_shutdown(incoming, signalled(stopped.clone()));
         servers.spawn(async move { Ok(server.await?) });
         tracing::info!(%bound, "serving gRPC on loopback TCP");
         running_tcp = Some(bound);
     }
-    let facade = crate::inbound::openai_http::router(pipeline.clone(), observer.clone());
+    let facade = crate::inbound::openai_http::bound_body_reads(
+        crate::inbound::openai_http::router(pipeline.clone(), observer.clone()),
+        timeouts.body_read,
+    );
     let mut running_http = None;
     if let Some(addr) = config.server.http {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!("cannot listen on {addr} (server.http in {})", config.source)
         })?;
         let bound = listener.local_addr()?;
-        servers.spawn(http::serve_tcp(listener, facade.clone(), stopped.clone()));
+        servers.spawn(http::serve_tcp(
+            listener,
+            facade.clone(),
+            stopped.clone(),
+            timeouts,
+            "HTTP facade",
+        ));
         tracing::info!(%bound, "serving the OpenAI-compatible HTTP API on TCP");
         running_http = Some(bound);
     }
     let mut running_http_uds = None;
     if let Some(path) = &config.server.http_uds {
         let listener = bind_uds(path, config.server.uds_mode, config.server.uds_dir_mode).await?;
-        servers.spawn(http::serve_uds(listener, facade, stopped.clone()));
+        servers.spawn(http::serve_uds(
+            listener,
+            facade,
+            stopped.clone(),
+            timeouts,
+            "HTTP facade Unix socket",
+        ));
         tracing::info!(path = %path.display(), "serving the OpenAI-compatible HTTP API on the Unix socket");
         running_http_uds = Some(path.clone());
     }
@@ -187,7 +209,13 @@ pub async fn start_with_telemetry(
             .prepare()
             .into_axum_router();
         let router = crate::admin::http::router(admin).merge(grpc);
-        servers.spawn(http::serve_tcp(listener, router, stopped.clone()));
+        servers.spawn(http::serve_tcp(
+            listener,
+            router,
+            stopped.clone(),
+            timeouts,
+            "admin port",
+        ));
         tracing::info!(%bound, "serving the admin port (metrics, usage, health)");
         running_admin = Some(bound);
     }
@@ -203,9 +231,11 @@ pub async fn start_with_telemetry(
         })?;
         let bound = listener.local_addr()?;
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = accept::resilient(incoming, "gRPC health port")
+            .map_ok(move |io| reaping::IdleClose::new(io, timeouts.grpc_idle));
         // Stopped last: while calls drain, probes still get an answer,
         // NOT_SERVING, rather than a refused connection.
-        let server = server_builder()
+        let server = grpc_server::<TcpConnectInfo>(timeouts)
             .add_service(health_service)
             .serve_with_incoming_shutdown(incoming, signalled(health_stopped));
         health_server = Some(tokio::spawn(async move { Ok(server.await?) }));
@@ -288,10 +318,19 @@ async fn report_provider_health(
     }
 }
 
-fn server_builder() -> tonic::transport::Server {
+/// A gRPC server whose connections are pinged (a peer that is gone is
+/// found even mid-call) and counted busy while a call is open, for the
+/// idle reaping of connections whose connect info is `I`.
+fn grpc_server<I>(
+    timeouts: ConnectionTimeouts,
+) -> tonic::transport::Server<
+    tower::layer::util::Stack<reaping::HoldOpenLayer<I>, tower::layer::util::Identity>,
+> {
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_interval(Some(timeouts.keepalive_interval))
+        .http2_keepalive_timeout(Some(timeouts.keepalive_timeout))
+        .layer(reaping::HoldOpenLayer::<I>::new())
 }
 
 /// How long calls ended at the end of the grace period get to send their

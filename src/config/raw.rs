@@ -67,6 +67,16 @@ pub struct RawServer {
     /// How often the config file and key files are checked for changes
     /// (hot reload); 0 turns the check off (SIGHUP still reloads).
     pub watch_interval_ms: Option<u64>,
+    /// HTTP listeners: close a connection with no request open this long.
+    pub idle_timeout_ms: Option<u64>,
+    /// gRPC listeners: close a connection with no call open this long.
+    pub grpc_idle_timeout_ms: Option<u64>,
+    /// HTTP/2 keepalive: ping an open connection this often.
+    pub keepalive_interval_ms: Option<u64>,
+    /// HTTP/2 keepalive: close a connection whose ping is unanswered this long.
+    pub keepalive_timeout_ms: Option<u64>,
+    /// HTTP facade: the longest a request body may take to arrive.
+    pub body_read_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

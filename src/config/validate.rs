@@ -1,6 +1,7 @@
 //! From the file as written to typed, checked values. Every error names the
 //! file and the key, and says what would be accepted.
 
+use super::ConnectionTimeouts;
 use super::raw::{
     RawConfig, RawHeader, RawHeaderTable, RawProvider, RawRetry, RawServer, RawTimeouts,
     RawUpstream,
@@ -227,6 +228,7 @@ impl Checker<'_> {
     }
 
     fn server(&self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
+        let connections = self.connection_timeouts(&raw)?;
         let uds = raw.uds.filter(|path| !path.is_empty()).map(PathBuf::from);
         let uds_mode = match raw.uds_mode.as_deref() {
             None => 0o660,
@@ -289,6 +291,44 @@ impl Checker<'_> {
                 Some(ms) => Some(Duration::from_millis(ms)),
                 None => Some(DEFAULT_WATCH_INTERVAL),
             },
+            connections,
+        })
+    }
+
+    /// The `[server]` connection timeouts; 0 is refused, since it would
+    /// close every connection at once rather than turn the bound off.
+    fn connection_timeouts(&self, raw: &RawServer) -> Result<ConnectionTimeouts, ConfigError> {
+        let default = ConnectionTimeouts::default();
+        let read = |key: &str, value: Option<u64>, default: Duration| match value {
+            None => Ok(default),
+            Some(0) => Err(self.error(
+                format!("server.{key}"),
+                "must be a number of milliseconds of at least 1",
+            )),
+            Some(ms) => Ok(Duration::from_millis(ms)),
+        };
+        Ok(ConnectionTimeouts {
+            idle: read("idle_timeout_ms", raw.idle_timeout_ms, default.idle)?,
+            grpc_idle: read(
+                "grpc_idle_timeout_ms",
+                raw.grpc_idle_timeout_ms,
+                default.grpc_idle,
+            )?,
+            keepalive_interval: read(
+                "keepalive_interval_ms",
+                raw.keepalive_interval_ms,
+                default.keepalive_interval,
+            )?,
+            keepalive_timeout: read(
+                "keepalive_timeout_ms",
+                raw.keepalive_timeout_ms,
+                default.keepalive_timeout,
+            )?,
+            body_read: read(
+                "body_read_timeout_ms",
+                raw.body_read_timeout_ms,
+                default.body_read,
+            )?,
         })
     }
 

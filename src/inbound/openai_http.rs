@@ -39,9 +39,11 @@
 //! unit-tested: `request.rs` (body → request), `context.rs` (headers → call
 //! context, request id), `api_error.rs` (error → status + body),
 //! `wire.rs` (answers → OpenAI JSON), `sse.rs` (chunks → events),
-//! `models.rs`; `handlers.rs` strings them together.
+//! `models.rs`; `handlers.rs` strings them together; `body_deadline.rs`
+//! bounds how long a request body may take to arrive (408).
 
 mod api_error;
+mod body_deadline;
 mod call;
 mod context;
 mod handlers;
@@ -49,6 +51,7 @@ mod models;
 mod request;
 mod sse;
 
+pub use body_deadline::{body_timeouts, bound_body_reads};
 pub use handlers::RequestId;
 
 use crate::inbound::observe::Observer;

@@ -4,62 +4,92 @@
 //! Our own accept loop rather than `axum::serve`, which gives hyper no
 //! timer: with it, a connection idle between requests, or one sending its
 //! headers a byte at a time, stayed open (and held its buffers) for good.
+//! Its accept errors are waited out (`server::accept`), and connections
+//! with no request open are closed (`server::reaping`).
 
+use super::accept::resilient;
+use super::reaping::{HoldOpen, IdleClose};
+use crate::config::ConnectionTimeouts;
 use axum::Router;
-use axum::serve::{Listener, ListenerExt as _};
+use futures::{Stream, StreamExt as _};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use std::time::Duration;
+use std::io;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
-
-/// How long a connection may wait for a request's headers, which is also
-/// how long it may sit idle between requests. Longer than the client SDKs
-/// keep idle connections (4–5 s in httpx and Node), so they close first.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 
 pub async fn serve_tcp(
     listener: TcpListener,
     router: Router,
     stopped: watch::Receiver<bool>,
+    timeouts: ConnectionTimeouts,
+    name: &'static str,
 ) -> anyhow::Result<()> {
     // Streams are written chunk by chunk: Nagle would hold small SSE events.
-    let listener = listener.tap_io(|stream| {
-        let _ = stream.set_nodelay(true);
+    let incoming = TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            let _ = stream.set_nodelay(true);
+        })
     });
-    serve(listener, router, stopped, IDLE_TIMEOUT).await
+    serve(resilient(incoming, name), router, stopped, timeouts).await
 }
 
 pub async fn serve_uds(
     listener: UnixListener,
     router: Router,
     stopped: watch::Receiver<bool>,
+    timeouts: ConnectionTimeouts,
+    name: &'static str,
 ) -> anyhow::Result<()> {
-    serve(listener, router, stopped, IDLE_TIMEOUT).await
+    let incoming = UnixListenerStream::new(listener);
+    serve(resilient(incoming, name), router, stopped, timeouts).await
 }
 
 /// Accepts until `stopped`, then lets the open connections finish their
 /// requests (the pipeline's shutdown grace bounds how long) and returns.
-async fn serve<L: Listener>(
-    mut listener: L,
+/// A connection with no request open for `timeouts.idle` is closed
+/// (`server::reaping`), which also bounds a client slow to send its
+/// headers; HTTP/2 connections are pinged to find peers that are gone.
+async fn serve<S, IO>(
+    incoming: S,
     router: Router,
     mut stopped: watch::Receiver<bool>,
-    idle_timeout: Duration,
-) -> anyhow::Result<()> {
+    timeouts: ConnectionTimeouts,
+) -> anyhow::Result<()>
+where
+    S: Stream<Item = io::Result<IO>>,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // Boxed so that dropping it closes the listener before the drain.
+    let mut incoming = Box::pin(incoming);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(idle_timeout);
+        .header_read_timeout(timeouts.idle);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(timeouts.keepalive_interval)
+        .keep_alive_timeout(timeouts.keepalive_timeout);
     let connections = GracefulShutdown::new();
     loop {
-        let (io, _) = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let io = tokio::select! {
+            accepted = incoming.next() => match accepted {
+                Some(Ok(io)) => io,
+                // `resilient` waits errors out and yields none.
+                Some(Err(_)) => continue,
+                None => break,
+            },
             _ = stopped.wait_for(|stop| *stop) => break,
         };
-        let service = TowerToHyperService::new(router.clone());
+        let io = IdleClose::new(io, timeouts.idle);
+        let service = HoldOpen::per_connection(router.clone(), io.activity());
+        let service = TowerToHyperService::new(service);
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
@@ -70,7 +100,7 @@ async fn serve<L: Listener>(
             let _ = connection.await;
         });
     }
-    drop(listener);
+    drop(incoming);
     connections.shutdown().await;
     Ok(())
 }
@@ -78,7 +108,7 @@ async fn serve<L: Listener>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
@@ -87,7 +117,11 @@ mod tests {
         let address = listener.local_addr().unwrap();
         let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(serve(listener, router, stopped, idle));
+        let timeouts = ConnectionTimeouts {
+            idle,
+            ..ConnectionTimeouts::default()
+        };
+        tokio::spawn(serve_tcp(listener, router, stopped, timeouts, "test"));
         (address, stop)
     }
 
@@ -115,6 +149,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_that_never_sends_a_byte_is_closed() {
+        let (address, _stop) = started(Duration::from_millis(200)).await;
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let began = Instant::now();
+        let seen = until_closed(&mut stream).await;
+        assert_eq!(seen, "");
+        assert!(began.elapsed() >= Duration::from_millis(150));
+    }
+
+    #[tokio::test]
     async fn headers_that_never_finish_close_the_connection() {
         let (address, _stop) = started(Duration::from_millis(200)).await;
         let mut stream = TcpStream::connect(address).await.unwrap();
@@ -135,7 +179,8 @@ mod tests {
             }),
         );
         let (stop, stopped) = watch::channel(false);
-        let server = tokio::spawn(serve(listener, router, stopped, IDLE_TIMEOUT));
+        let timeouts = ConnectionTimeouts::default();
+        let server = tokio::spawn(serve_tcp(listener, router, stopped, timeouts, "test"));
         let mut stream = TcpStream::connect(address).await.unwrap();
         stream
             .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
