@@ -277,6 +277,7 @@ impl Pipeline {
     fn route(&self, request: &ChatRequest, call: &CallContext) -> Result<Vec<Routed<'_>>, Error> {
         validate(request)?;
         let route = self.router.resolve(&request.model)?;
+        call.progress.routed(&route.route);
         let target = |provider: usize, upstream_model: String| {
             let slot = &self.providers[provider];
             let max_attempts = call

@@ -138,6 +138,7 @@ impl Observer {
             caller,
             tags: request.metadata.clone(),
             requested_model: request.model.clone(),
+            route: None,
             served_model: None,
             provider: None,
             outcome: Outcome::Ok,

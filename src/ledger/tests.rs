@@ -184,6 +184,7 @@ fn record_at(id: usize, started_at_ms: u64) -> CallRecord {
         caller: Caller::default(),
         tags: BTreeMap::new(),
         requested_model: "m".to_owned(),
+        route: None,
         served_model: None,
         provider: None,
         outcome: Outcome::Ok,

@@ -25,6 +25,7 @@ pub(super) fn complete(
         other => other,
     };
     record.provider = progress.provider.as_deref().map(str::to_owned);
+    record.route = progress.route.clone();
     record.attempts = progress.attempts;
     record.queue_wait = progress.queue_wait;
     record.latency = latency;
