@@ -165,7 +165,8 @@ impl Router {
         let Some((target, upstream_model)) = self.lookup(model) else {
             return match self.default_provider {
                 Some(provider) => Ok(Resolved {
-                    route: alias.map_or_else(|| self.default_route.clone(), |(name, _)| name.clone()),
+                    route: alias
+                        .map_or_else(|| self.default_route.clone(), |(name, _)| name.clone()),
                     provider,
                     upstream_model: model.to_owned(),
                     max_attempts: None,
