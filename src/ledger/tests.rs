@@ -396,7 +396,7 @@ fn rows_from_before_the_limits_are_read_within_them() {
             "substr(caller_name, 1, {})",
             crate::validate::MAX_CALLER_BYTES
         ),
-        format!("octet_length(tags) <= {}", row::MAX_READ_TAGS_BYTES),
+        format!("octet_length(tags) <= {}", MAX_READ_TAGS_BYTES),
     ] {
         assert!(row::SELECT_COLUMNS.contains(&bound), "{bound}");
     }
