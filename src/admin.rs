@@ -132,9 +132,17 @@ impl Admin {
         Ok(rows)
     }
 
+    /// The newest calls, at most `limit` (default [`DEFAULT_RECENT_LIMIT`],
+    /// capped at [`RECENT_LIMIT_MAX`]) and at most
+    /// [`RECENT_BYTES_MAX`](crate::ledger::RECENT_BYTES_MAX) of rows.
     pub async fn recent(&self, question: RecentQuestion) -> Result<Vec<LedgerRow>, AdminError> {
-        let limit = question.limit.unwrap_or(DEFAULT_RECENT_LIMIT);
-        if limit == 0 || limit > RECENT_LIMIT_MAX {
+        // Above the most, the most: a dashboard asking for "all" gets
+        // what one answer may hold rather than an error.
+        let limit = question
+            .limit
+            .unwrap_or(DEFAULT_RECENT_LIMIT)
+            .min(RECENT_LIMIT_MAX);
+        if limit == 0 {
             return Err(AdminError::Invalid(format!(
                 "`limit` must be between 1 and {RECENT_LIMIT_MAX}"
             )));

@@ -4,6 +4,7 @@
 
 use crate::model::Usage;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Who made the call, as far as we can tell.
@@ -80,6 +81,10 @@ pub struct CallRecord {
     pub tags: BTreeMap<String, String>,
     /// The model the caller asked for (before aliases and rewrites).
     pub requested_model: String,
+    /// The configured route the call matched (alias, exact model, pattern
+    /// or `*` for the default provider); `None` when none did. The
+    /// metrics' label, never the caller's own words; not in the ledger.
+    pub route: Option<Arc<str>>,
     /// The model that answered, as the upstream named it.
     pub served_model: Option<String>,
     /// The provider that served the call (or the last one tried).

@@ -37,8 +37,9 @@ mod tests;
 
 pub use error::LedgerError;
 pub use pricing::{PriceEntry, Pricing};
-pub use recent::{OutcomeFilter, RECENT_LIMIT_MAX, RecentQuery};
+pub use recent::{OutcomeFilter, RECENT_BYTES_MAX, RECENT_LIMIT_MAX, RecentQuery};
 pub use row::LedgerRow;
+pub use row::MAX_READ_TAGS_BYTES;
 pub use summary::{GroupBy, SummaryQuery, SummaryRow};
 
 use crate::call_record::CallRecord;

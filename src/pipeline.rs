@@ -39,7 +39,7 @@ use crate::routing::{RouteInfo, Router};
 use crate::secret::Scrubber;
 use crate::telemetry::Telemetry;
 use crate::upstream::{ChunkStream, ClientError, PassedHeaders, Provider, Reply, UpstreamClients};
-use crate::validate::validate;
+use crate::validate::{check_caller, validate};
 use futures::StreamExt;
 use opentelemetry::Context as TraceContext;
 use std::future::Future;
@@ -64,6 +64,17 @@ pub struct CallContext {
     /// The call's trace (the edge's server span): attempts become its
     /// children and carry it upstream in `traceparent`.
     pub trace: opentelemetry::Context,
+    /// Who the caller says it is, as its header said it (validated here,
+    /// since the ledger keeps it).
+    pub caller: Option<CallerName>,
+}
+
+/// A caller's name and the header that carried it (`x-llm-caller` unless
+/// `ledger.caller_header` says otherwise).
+#[derive(Debug, Clone)]
+pub struct CallerName {
+    pub header: http::HeaderName,
+    pub name: Arc<str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,7 +287,11 @@ impl Pipeline {
     /// The primary target and its fallbacks, in the order to try them.
     fn route(&self, request: &ChatRequest, call: &CallContext) -> Result<Vec<Routed<'_>>, Error> {
         validate(request)?;
+        if let Some(caller) = &call.caller {
+            check_caller(caller.header.as_str(), Some(&caller.name))?;
+        }
         let route = self.router.resolve(&request.model)?;
+        call.progress.routed(&route.route);
         let target = |provider: usize, upstream_model: String| {
             let slot = &self.providers[provider];
             let max_attempts = call

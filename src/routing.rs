@@ -7,10 +7,21 @@ use crate::config::{Config, FallbackConfig, RouteConfig, TimeoutOverrides};
 use crate::error::Error;
 use globset::{Glob, GlobMatcher};
 use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The route name of a call the default provider took: it acts as a last
+/// `*` pattern (a configured `*` route leaves it nothing to take).
+pub const DEFAULT_ROUTE: &str = "*";
+/// The route name of a call no route took (invalid, or not routable).
+pub const UNROUTED: &str = "unrouted";
 
 /// Where a model goes: the provider's index and the name to send upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
+    /// The name of the route that matched, as configured: the alias, the
+    /// exact model, the pattern, or [`DEFAULT_ROUTE`]. A bounded set, so
+    /// it can label metrics where the caller's model name cannot.
+    pub route: Arc<str>,
     pub provider: usize,
     pub upstream_model: String,
     /// The route's own `max_attempts`, if it sets one.
@@ -55,6 +66,8 @@ impl MatchKind {
 
 #[derive(Debug)]
 struct Target {
+    /// The route's `model` as configured.
+    name: Arc<str>,
     provider: usize,
     rewrite: Option<String>,
     max_attempts: Option<u32>,
@@ -67,10 +80,11 @@ struct Target {
 #[derive(Debug)]
 pub struct Router {
     provider_names: Vec<String>,
-    aliases: HashMap<String, String>,
+    aliases: HashMap<Arc<str>, String>,
     exact: HashMap<String, Target>,
     patterns: Vec<(GlobMatcher, Target)>,
     default_provider: Option<usize>,
+    default_route: Arc<str>,
     table: Vec<RouteInfo>,
 }
 
@@ -81,10 +95,15 @@ impl Router {
         let provider_names: Vec<String> = config.providers.iter().map(|p| p.name.clone()).collect();
         let index_of = |name: &str| provider_names.iter().position(|known| known == name);
         let mut router = Router {
-            aliases: config.aliases.iter().cloned().collect(),
+            aliases: config
+                .aliases
+                .iter()
+                .map(|(alias, target)| (Arc::from(alias.as_str()), target.clone()))
+                .collect(),
             exact: HashMap::new(),
             patterns: Vec::new(),
             default_provider: config.default_provider.as_deref().and_then(index_of),
+            default_route: Arc::from(DEFAULT_ROUTE),
             table: Vec::new(),
             provider_names: provider_names.clone(),
         };
@@ -112,6 +131,7 @@ impl Router {
     fn add(&mut self, route: &RouteConfig, provider: usize) {
         let is_pattern = route.model.contains(['*', '?', '[', '{']);
         let target = Target {
+            name: Arc::from(route.model.as_str()),
             provider,
             rewrite: route.rewrite.clone(),
             max_attempts: route.max_attempts,
@@ -140,13 +160,13 @@ impl Router {
     }
 
     pub fn resolve(&self, requested: &str) -> Result<Resolved, Error> {
-        let model = self
-            .aliases
-            .get(requested)
-            .map_or(requested, String::as_str);
+        let alias = self.aliases.get_key_value(requested);
+        let model = alias.map_or(requested, |(_, target)| target.as_str());
         let Some((target, upstream_model)) = self.lookup(model) else {
             return match self.default_provider {
                 Some(provider) => Ok(Resolved {
+                    route: alias
+                        .map_or_else(|| self.default_route.clone(), |(name, _)| name.clone()),
                     provider,
                     upstream_model: model.to_owned(),
                     max_attempts: None,
@@ -165,6 +185,7 @@ impl Router {
             .filter_map(|fallback| self.fallback(fallback, &upstream_model))
             .collect();
         Ok(Resolved {
+            route: alias.map_or_else(|| target.name.clone(), |(name, _)| name.clone()),
             provider: target.provider,
             upstream_model,
             max_attempts: target.max_attempts,
@@ -196,7 +217,7 @@ impl Router {
                 upstream_model: model.clone().unwrap_or_else(|| primary_model.to_owned()),
             }),
             (None, Some(model)) => {
-                let model = self.aliases.get(model).unwrap_or(model);
+                let model = self.aliases.get(model.as_str()).unwrap_or(model);
                 match self.lookup(model) {
                     Some((target, upstream_model)) => Some(Fallback {
                         provider: target.provider,
@@ -314,5 +335,19 @@ mod tests {
     fn default_provider_takes_the_rest() {
         let router = router_with("default_provider = \"b\"\n", "");
         assert_eq!(provider_of(&router, "anything").as_deref(), Some("b"));
+        assert_eq!(&*router.resolve("anything").unwrap().route, DEFAULT_ROUTE);
+    }
+
+    #[test]
+    fn the_route_is_named_as_configured_never_as_requested() {
+        let router = router_with(
+            "default_provider = \"b\"\n",
+            "[aliases]\nfast = \"gpt-4o-mini\"\n[[routes]]\nmodel = \"gpt-*\"\nprovider = \"a\"\n[[routes]]\nmodel = \"x/exact\"\nprovider = \"a\"\n",
+        );
+        let route = |model: &str| router.resolve(model).unwrap().route.to_string();
+        assert_eq!(route("gpt-4o-2024-08-06"), "gpt-*");
+        assert_eq!(route("x/exact"), "x/exact");
+        assert_eq!(route("fast"), "fast");
+        assert_eq!(route(&"y".repeat(1000)), DEFAULT_ROUTE);
     }
 }

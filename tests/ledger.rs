@@ -35,6 +35,7 @@ fn call(request_id: &str, started_at: SystemTime) -> CallRecord {
         caller: Caller::default(),
         tags: BTreeMap::new(),
         requested_model: "gpt-4o".to_owned(),
+        route: None,
         served_model: Some("gpt-4o".to_owned()),
         provider: Some("openai".to_owned()),
         outcome: Outcome::Ok,

@@ -149,7 +149,8 @@ async fn metrics_count_every_call_whatever_became_of_it() {
             "gen_ai_client_operation_duration_seconds_count",
             &[
                 ("gen_ai_provider_name", "fake"),
-                ("gen_ai_request_model", "fake-model")
+                // The harness routes by its default provider.
+                ("llm_sidecar_route", "*")
             ]
         ),
         6.0

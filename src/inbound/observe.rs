@@ -18,10 +18,11 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::ledger::{Ledger, PriceEntry, Pricing};
 use crate::model::{ChatRequest, ChatResponse};
-use crate::pipeline::{CallContext, CallProgress, Served, estimate_prompt_tokens};
+use crate::pipeline::{CallContext, CallProgress, CallerName, Served, estimate_prompt_tokens};
 use crate::secret::Scrubber;
 use crate::telemetry::{self, Telemetry, spans};
 use crate::upstream::ChunkStream;
+use crate::validate::{MAX_CALLER_BYTES, MAX_MODEL_BYTES, bounded_tags, truncated};
 use arc_swap::ArcSwap;
 use http::HeaderMap;
 use opentelemetry::trace::TraceContextExt;
@@ -108,12 +109,21 @@ impl Observer {
     /// Starts watching a call; `request` is as the caller sent it.
     pub fn begin(self: &Arc<Self>, arrival: Arrival<'_>, request: &ChatRequest) -> Observation {
         crate::heap::note_activity();
+        let caller_header = self.rules.load().caller_header.clone();
+        let claimed = arrival
+            .headers
+            .get(&caller_header)
+            .and_then(|value| value.to_str().ok())
+            .map(|name| CallerName {
+                header: caller_header,
+                name: Arc::from(name),
+            });
+        // What is kept is bounded even for a request validation will
+        // refuse: the refusal is recorded too.
         let caller = Caller {
-            name: arrival
-                .headers
-                .get(&self.rules.load().caller_header)
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_owned),
+            name: claimed
+                .as_ref()
+                .map(|claimed| truncated(&claimed.name, MAX_CALLER_BYTES).to_owned()),
             uid: arrival.peer.map(|(uid, _)| uid),
             pid: arrival.peer.and_then(|(_, pid)| pid),
         };
@@ -136,8 +146,9 @@ impl Observer {
             edge: arrival.edge,
             stream: request.stream,
             caller,
-            tags: request.metadata.clone(),
-            requested_model: request.model.clone(),
+            tags: bounded_tags(&request.metadata),
+            requested_model: truncated(&request.model, MAX_MODEL_BYTES).to_owned(),
+            route: None,
             served_model: None,
             provider: None,
             outcome: Outcome::Ok,
@@ -158,6 +169,7 @@ impl Observer {
             attempt: None,
             log_span,
             prompt_estimate: estimate_prompt_tokens(request),
+            caller: claimed,
         }
     }
 
@@ -241,6 +253,8 @@ pub struct Observation {
     log_span: tracing::Span,
     /// For the usage estimate when the upstream reports none.
     prompt_estimate: u32,
+    /// The caller's name as sent, for the pipeline's validation.
+    caller: Option<CallerName>,
 }
 
 /// What the edge tells the caller about a finished call.
@@ -285,6 +299,7 @@ impl Observation {
             max_attempts,
             progress: self.progress.clone(),
             trace: self.trace.clone(),
+            caller: self.caller.clone(),
         }
     }
 

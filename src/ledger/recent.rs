@@ -9,6 +9,11 @@ use std::time::SystemTime;
 
 /// The most rows one query returns, whatever `limit` asks for.
 pub const RECENT_LIMIT_MAX: usize = 1000;
+/// The most one query returns, in bytes of its rows
+/// ([`LedgerRow::approximate_size`]): rows past it are left out (the
+/// first row always comes), so an answer stays a few MiB whatever the
+/// rows hold.
+pub const RECENT_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecentQuery {
@@ -101,5 +106,15 @@ pub(super) fn recent(conn: &Connection, query: &RecentQuery) -> rusqlite::Result
     );
     let mut statement = conn.prepare(&sql)?;
     let rows = statement.query_map(rusqlite::params_from_iter(values), LedgerRow::from_row)?;
-    rows.collect()
+    let mut kept = Vec::new();
+    let mut bytes = 0;
+    for row in rows {
+        let row = row?;
+        bytes += row.approximate_size();
+        if bytes > RECENT_BYTES_MAX && !kept.is_empty() {
+            break;
+        }
+        kept.push(row);
+    }
+    Ok(kept)
 }

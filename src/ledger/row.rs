@@ -102,15 +102,51 @@ pub struct LedgerRow {
     pub cost_usd: Option<f64>,
 }
 
-/// The columns [`LedgerRow::from_row`] reads, in its order.
+/// The largest stored `tags` JSON a query reads; a larger one (only rows
+/// written before the tag limits, see [`crate::validate`]) reads as no
+/// tags. New rows stay under it: 64 tags of 128 + 1024 bytes, escaped.
+pub const MAX_READ_TAGS_BYTES: usize = 512 * 1024;
+
+/// The columns [`LedgerRow::from_row`] reads, in its order. The caller's
+/// strings are read cut to the validation limits (by characters, so at
+/// most 4 bytes each), so a row written before the limits cannot make one
+/// query hold its megabytes.
 pub(super) const SELECT_COLUMNS: &str = "
-    request_id, started_at_ms, edge, stream, caller_name, caller_uid, caller_pid, tags,
-    requested_model, served_model, provider, outcome, attempts,
+    request_id, started_at_ms, edge, stream, substr(caller_name, 1, 256), caller_uid,
+    caller_pid, CASE WHEN octet_length(tags) <= 524288 THEN tags ELSE '{}' END,
+    substr(requested_model, 1, 256), substr(served_model, 1, 256), provider, outcome, attempts,
     queue_wait_ms, latency_ms, time_to_first_chunk_ms,
     prompt_tokens, completion_tokens, total_tokens, cached_prompt_tokens, reasoning_tokens,
     usage_estimated, cost_usd, cache_write_tokens";
 
 impl LedgerRow {
+    /// Roughly the bytes the row takes as JSON: its strings and tags, plus
+    /// a fixed allowance for the numbers and names.
+    pub fn approximate_size(&self) -> usize {
+        let strings = [
+            Some(&self.request_id),
+            Some(&self.started_at),
+            Some(&self.edge),
+            self.caller_name.as_ref(),
+            Some(&self.requested_model),
+            self.served_model.as_ref(),
+            self.provider.as_ref(),
+            Some(&self.outcome),
+        ];
+        let tags: usize = self
+            .tags
+            .iter()
+            .map(|(key, value)| key.len() + value.len() + 6)
+            .sum();
+        strings
+            .into_iter()
+            .flatten()
+            .map(String::len)
+            .sum::<usize>()
+            + tags
+            + 600
+    }
+
     pub(super) fn from_row(row: &Row<'_>) -> rusqlite::Result<LedgerRow> {
         let started_at_ms: i64 = row.get(1)?;
         let tags: String = row.get(7)?;

@@ -184,6 +184,7 @@ fn record_at(id: usize, started_at_ms: u64) -> CallRecord {
         caller: Caller::default(),
         tags: BTreeMap::new(),
         requested_model: "m".to_owned(),
+        route: None,
         served_model: None,
         provider: None,
         outcome: Outcome::Ok,
@@ -338,4 +339,100 @@ fn a_file_from_before_cache_writes_gains_the_column_and_keeps_its_rows() {
         .unwrap();
     assert_eq!(writes.len(), 2);
     assert_eq!(writes[0], None, "unknown in an old row, not zero");
+}
+
+#[test]
+fn rows_from_before_the_limits_are_read_within_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = schema::open_writer(&dir.path().join("ledger.sqlite3")).unwrap();
+    let huge = "x".repeat(1 << 20);
+    {
+        let mut insert = conn.prepare(row::INSERT).unwrap();
+        for id in 0..8 {
+            let record = CallRecord {
+                requested_model: huge.clone(),
+                served_model: Some(huge.clone()),
+                caller: Caller {
+                    name: Some(huge.clone()),
+                    ..Caller::default()
+                },
+                tags: [("k".to_owned(), huge.clone())].into(),
+                ..record_at(id, id as u64 * 1000)
+            };
+            row::insert(&mut insert, &record).unwrap();
+        }
+    }
+    let rows = recent::recent(
+        &conn,
+        &RecentQuery {
+            limit: 8,
+            ..RecentQuery::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 8);
+    for row in &rows {
+        assert_eq!(row.requested_model.len(), crate::validate::MAX_MODEL_BYTES);
+        assert_eq!(
+            row.served_model.as_ref().unwrap().len(),
+            crate::validate::MAX_MODEL_BYTES
+        );
+        assert_eq!(
+            row.caller_name.as_ref().unwrap().len(),
+            crate::validate::MAX_CALLER_BYTES
+        );
+        assert!(
+            row.tags.is_empty(),
+            "a legacy tag set over the bound reads as none"
+        );
+    }
+    // The SQL's literal bounds are the validation's.
+    for bound in [
+        format!(
+            "substr(requested_model, 1, {})",
+            crate::validate::MAX_MODEL_BYTES
+        ),
+        format!(
+            "substr(caller_name, 1, {})",
+            crate::validate::MAX_CALLER_BYTES
+        ),
+        format!("octet_length(tags) <= {}", MAX_READ_TAGS_BYTES),
+    ] {
+        assert!(row::SELECT_COLUMNS.contains(&bound), "{bound}");
+    }
+}
+
+#[test]
+fn one_answer_holds_at_most_its_byte_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = schema::open_writer(&dir.path().join("ledger.sqlite3")).unwrap();
+    let tags: BTreeMap<String, String> = (0..crate::validate::MAX_TAGS)
+        .map(|index| (format!("{index:0>128}"), "v".repeat(1024)))
+        .collect();
+    {
+        let mut insert = conn.prepare(row::INSERT).unwrap();
+        for id in 0..100 {
+            let record = CallRecord {
+                tags: tags.clone(),
+                ..record_at(id, id as u64 * 1000)
+            };
+            row::insert(&mut insert, &record).unwrap();
+        }
+    }
+    let rows = recent::recent(
+        &conn,
+        &RecentQuery {
+            limit: RECENT_LIMIT_MAX,
+            ..RecentQuery::default()
+        },
+    )
+    .unwrap();
+    let bytes: usize = rows.iter().map(LedgerRow::approximate_size).sum();
+    assert!(rows.len() < 100 && !rows.is_empty(), "{} rows", rows.len());
+    assert!(bytes <= RECENT_BYTES_MAX, "{bytes} bytes");
+    assert_eq!(
+        rows[0].tags.len(),
+        crate::validate::MAX_TAGS,
+        "tags at the limits are kept"
+    );
 }

@@ -4,7 +4,7 @@
 //! writer is the call's own task and the reader comes after it.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 #[derive(Debug, Default)]
@@ -14,6 +14,7 @@ pub struct CallProgress {
     upstream_us: AtomicU64,
     backoff_us: AtomicU64,
     provider: Mutex<Option<Arc<str>>>,
+    route: OnceLock<Arc<str>>,
 }
 
 /// A copy of the progress at one moment.
@@ -28,6 +29,10 @@ pub struct ProgressSnapshot {
     pub backoff: Duration,
     /// The provider tried last (the one that served, on success).
     pub provider: Option<Arc<str>>,
+    /// The configured route the call matched (see
+    /// [`Resolved::route`](crate::routing::Resolved::route)); `None` when
+    /// none did.
+    pub route: Option<Arc<str>>,
 }
 
 fn micros(duration: Duration) -> u64 {
@@ -44,6 +49,13 @@ impl CallProgress {
         if last.as_deref() != Some(&**provider) {
             *last = Some(provider.clone());
         }
+    }
+
+    /// The call matched `route`; set once, when it is resolved.
+    pub(super) fn routed(&self, route: &Arc<str>) {
+        // A second resolution of one call cannot happen; if it did, the
+        // first route named is the one the call went by.
+        let _ = self.route.set(route.clone());
     }
 
     pub(super) fn add_queue_wait(&self, wait: Duration) {
@@ -70,6 +82,7 @@ impl CallProgress {
                 .lock()
                 .unwrap_or_else(|poison| poison.into_inner())
                 .clone(),
+            route: self.route.get().cloned(),
         }
     }
 }

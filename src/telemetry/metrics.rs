@@ -8,11 +8,11 @@
 //! pre-aggregated instruments; nothing here blocks or does I/O.
 
 use super::genai::{
-    ERROR_TYPE, GEN_AI_OPERATION_NAME, GEN_AI_PROVIDER_NAME, GEN_AI_REQUEST_MODEL,
-    GEN_AI_RESPONSE_MODEL, GEN_AI_TOKEN_TYPE, HTTP_RESPONSE_STATUS_CODE, OPERATION_CHAT,
-    TOKEN_TYPE_INPUT, TOKEN_TYPE_OUTPUT,
+    ERROR_TYPE, GEN_AI_OPERATION_NAME, GEN_AI_PROVIDER_NAME, GEN_AI_TOKEN_TYPE,
+    HTTP_RESPONSE_STATUS_CODE, OPERATION_CHAT, TOKEN_TYPE_INPUT, TOKEN_TYPE_OUTPUT,
 };
 use crate::call_record::{CallRecord, Outcome};
+use crate::routing::UNROUTED;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
 use std::sync::Arc;
@@ -29,6 +29,14 @@ pub const CIRCUIT_STATE: &str = "llm_sidecar.circuit.state";
 pub const RETRIES: &str = "llm_sidecar.retries";
 pub const UPSTREAM_RESPONSES: &str = "llm_sidecar.upstream.responses";
 pub const LEDGER_DROPPED: &str = "llm_sidecar.ledger.dropped";
+
+/// The label naming a call's route as configured (alias, exact model,
+/// pattern, `*` for the default provider, or `unrouted`). It stands where
+/// the conventions put `gen_ai.request.model` / `gen_ai.response.model`:
+/// those are the caller's and the upstream's strings, and a label taken
+/// from them would let any caller add series (and memory) without bound.
+/// The spans and the ledger keep the models themselves.
+pub const ROUTE: &str = "llm_sidecar.route";
 
 /// `error.type` of a call the caller abandoned.
 pub const ERROR_TYPE_CANCELLED: &str = "cancelled";
@@ -252,17 +260,15 @@ fn provider_attribute(provider: String) -> KeyValue {
 
 /// The attributes every GenAI metric of a call carries.
 fn call_attributes(record: &CallRecord) -> Vec<KeyValue> {
-    let mut attributes = Vec::with_capacity(6);
+    let mut attributes = Vec::with_capacity(5);
     attributes.push(KeyValue::new(GEN_AI_OPERATION_NAME, OPERATION_CHAT));
-    attributes.push(KeyValue::new(
-        GEN_AI_REQUEST_MODEL,
-        record.requested_model.clone(),
-    ));
+    let route = match &record.route {
+        Some(route) => opentelemetry::StringValue::from(route.clone()),
+        None => opentelemetry::StringValue::from(UNROUTED),
+    };
+    attributes.push(KeyValue::new(ROUTE, route));
     if let Some(provider) = &record.provider {
         attributes.push(KeyValue::new(GEN_AI_PROVIDER_NAME, provider.clone()));
-    }
-    if let Some(model) = &record.served_model {
-        attributes.push(KeyValue::new(GEN_AI_RESPONSE_MODEL, model.clone()));
     }
     if let Some(error_type) = error_type(&record.outcome) {
         attributes.push(KeyValue::new(ERROR_TYPE, error_type.to_owned()));

@@ -6,6 +6,7 @@ use super::tally::Tally;
 use super::{Finished, Observation};
 use crate::call_record::{CallRecord, Outcome};
 use crate::error::Error;
+use crate::validate::{MAX_MODEL_BYTES, truncated};
 
 pub(super) fn complete(
     observation: &Observation,
@@ -25,11 +26,16 @@ pub(super) fn complete(
         other => other,
     };
     record.provider = progress.provider.as_deref().map(str::to_owned);
+    record.route = progress.route.clone();
     record.attempts = progress.attempts;
     record.queue_wait = progress.queue_wait;
     record.latency = latency;
     record.time_to_first_chunk = tally.time_to_first_chunk;
-    record.served_model = tally.served_model.clone();
+    // The upstream's words, kept within the caller's bound.
+    record.served_model = tally
+        .served_model
+        .as_deref()
+        .map(|model| truncated(model, MAX_MODEL_BYTES).to_owned());
     record.usage = usage;
     record.usage_estimated = usage_estimated;
     record.cost_usd = usage.and_then(|usage| {

@@ -15,6 +15,7 @@ fn record(outcome: Outcome) -> CallRecord {
         caller: Caller::default(),
         tags: BTreeMap::new(),
         requested_model: "gpt-4o-mini".into(),
+        route: Some("gpt-*".into()),
         served_model: Some("gpt-4o-mini-2024".into()),
         provider: Some("openai".into()),
         outcome,
@@ -108,8 +109,9 @@ fn families_render_with_prometheus_names() {
     assert!(duration.iter().any(|line| line.contains("le=\"81.92\"")));
     assert!(duration[0].contains("gen_ai_operation_name=\"chat\""));
     assert!(duration[0].contains("gen_ai_provider_name=\"openai\""));
-    assert!(duration[0].contains("gen_ai_request_model=\"gpt-4o-mini\""));
-    assert!(duration[0].contains("gen_ai_response_model=\"gpt-4o-mini-2024\""));
+    assert!(duration[0].contains("llm_sidecar_route=\"gpt-*\""));
+    // The models are the caller's and the upstream's words: spans only.
+    assert!(!text.contains("gpt-4o-mini"));
     assert!(!duration[0].contains("error_type"));
 
     let tokens = samples(&text, "gen_ai_client_token_usage_sum");
