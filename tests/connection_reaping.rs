@@ -211,10 +211,6 @@ fn out_of_file_descriptors_the_accept_loops_wait_and_then_serve_again() {
         },
     )
     .unwrap();
-    let mut clients: Vec<TcpStream> = (0..16)
-        .map(|_| TcpStream::connect(("127.0.0.1", ports.http)).unwrap())
-        .collect();
-    clients.push(TcpStream::connect(("127.0.0.1", ports.tcp)).unwrap());
     let errors = |listener: &str| {
         sidecar
             .log()
@@ -222,11 +218,18 @@ fn out_of_file_descriptors_the_accept_loops_wait_and_then_serve_again() {
             .filter(|line| line.contains("cannot accept connections") && line.contains(listener))
             .count()
     };
-    wait_for(
-        "the accept errors in the log",
-        Duration::from_secs(10),
-        || errors("HTTP facade") > 0 && errors("gRPC TCP") > 0,
-    );
+    let mut clients: Vec<TcpStream> = (0..16)
+        .map(|_| TcpStream::connect(("127.0.0.1", ports.http)).unwrap())
+        .collect();
+    wait_for("the facade's accept error", Duration::from_secs(10), || {
+        errors("HTTP facade") > 0
+    });
+    // Only once the descriptors are gone: a gRPC connection accepted
+    // before the facade's took the last one would meet no error.
+    clients.extend((0..4).map(|_| TcpStream::connect(("127.0.0.1", ports.tcp)).unwrap()));
+    wait_for("the gRPC accept error", Duration::from_secs(10), || {
+        errors("gRPC TCP") > 0
+    });
     let before = cpu_ticks(pid);
     let measured = Instant::now();
     // Measuring, not waiting for a state: CPU time needs a stretch of time.

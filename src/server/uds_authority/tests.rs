@@ -363,7 +363,10 @@ async fn a_connection_that_starts_valid_passes_whole_and_one_that_does_not_is_re
         valid_first.extend(frame(HEADERS, END_HEADERS | END_STREAM, stream, &block));
     }
     for read_size in [1, 7, 4096] {
-        assert_eq!(output_of(&valid_first, read_size).await.unwrap(), valid_first);
+        assert_eq!(
+            output_of(&valid_first, read_size).await.unwrap(),
+            valid_first
+        );
     }
 
     let rewritten = output_of(&client_bytes(), 4096).await.unwrap();
@@ -375,6 +378,8 @@ async fn a_connection_that_starts_valid_passes_whole_and_one_that_does_not_is_re
     // The valid third request is written as literals too: its block names
     // the authority in full, where the client's indexed it.
     let third = &blocks[2].3;
-    let found = third.windows(16).any(|window| window == b"example.com:8080");
+    let found = third
+        .windows(16)
+        .any(|window| window == b"example.com:8080");
     assert!(found, "the third block is written again as literals");
 }
