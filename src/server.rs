@@ -8,6 +8,7 @@ mod side_channels;
 pub mod socket_dir;
 mod uds;
 pub mod uds_authority;
+mod write_through;
 
 pub use uds::{BindError, bind_uds};
 

@@ -13,7 +13,6 @@ use super::one_pass::{
     Carrier, ChoiceCommon, Envelope, ListSeed, next_key, reasoning, text, text_value, unusual,
     whole,
 };
-use crate::model::view::is_null;
 use crate::model::{ProtoChunk, Usage};
 use crate::proto::v1 as pb;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
@@ -33,7 +32,7 @@ pub fn chunk_to_proto_fast(
     let text = std::str::from_utf8(json).ok()?;
     let unindexed = RefCell::default();
     let seed = ChunkSeed {
-        usage: Some(usage),
+        counts: Counts::Given(usage),
         unindexed: &unindexed,
     };
     let (mut chunk, _) = decode(text, seed)?;
@@ -48,7 +47,7 @@ pub fn chunk_to_proto_fast(
 pub fn decode_chunk(text: &str) -> Option<ProtoChunk> {
     let unindexed = RefCell::default();
     let seed = ChunkSeed {
-        usage: None,
+        counts: Counts::Read,
         unindexed: &unindexed,
     };
     let (message, usage) = decode(text, seed)?;
@@ -70,10 +69,18 @@ fn decode(text: &str, seed: ChunkSeed) -> Option<(Box<pb::ChatChunk>, Option<Usa
 }
 
 struct ChunkSeed<'u> {
-    /// The counts the reader read, or `None` to read them here from
-    /// `usage` (the event then must not carry `x_groq`).
-    usage: Option<Option<Usage>>,
+    counts: Counts,
     unindexed: &'u Unindexed,
+}
+
+/// Where the typed token counts come from.
+enum Counts {
+    /// The stream reader read them, in any spelling (Groq's `x_groq.usage`
+    /// included).
+    Given(Option<Usage>),
+    /// Read here from `usage`; an event with `x_groq` or `error` is left to
+    /// the reader's view.
+    Read,
 }
 
 impl<'de> DeserializeSeed<'de> for ChunkSeed<'_> {
@@ -91,24 +98,28 @@ impl<'de> Visitor<'de> for ChunkSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut envelope = Envelope::default();
         let mut choices = Vec::new();
-        let mut usage = self.usage.flatten();
+        let reading = matches!(self.counts, Counts::Read);
+        let mut usage = match self.counts {
+            Counts::Given(usage) => usage,
+            Counts::Read => None,
+        };
         let unindexed = self.unindexed;
         while let Some(key) = next_key(&mut map)? {
             match key.as_ref() {
                 "choices" => {
+                    // A list given twice: the last one is the event's.
+                    unindexed.borrow_mut().clear();
                     choices = map.next_value_seed(ListSeed::new(|position| ChoiceSeed {
                         position,
                         unindexed,
                     }))?;
                 }
-                "usage" if self.usage.is_none() => {
+                "usage" if reading => {
                     let raw = map.next_value::<&'de RawValue>()?;
-                    if !is_null(raw) {
-                        usage = Usage::from_json_text(raw.get());
-                    }
+                    usage = Usage::from_json_text(raw.get());
                     envelope.read_usage(raw)?;
                 }
-                "error" | "x_groq" if self.usage.is_none() => return Err(unusual()),
+                "error" | "x_groq" if reading => return Err(unusual()),
                 _ => envelope.read(key, &mut map, "chat.completion.chunk")?,
             }
         }
@@ -151,11 +162,15 @@ impl<'de> Visitor<'de> for ChoiceSeed<'_> {
         while let Some(key) = next_key(&mut map)? {
             match key.as_ref() {
                 "delta" => {
-                    delta = map.next_value_seed(DeltaSeed)?;
-                    let position = self.position;
+                    let choice = self.position;
+                    // A delta given twice: only the last one's pieces count.
                     self.unindexed
                         .borrow_mut()
-                        .extend(delta.unindexed.iter().map(|&call| (position, call)));
+                        .retain(|&(seen, _)| seen != choice);
+                    delta = map.next_value_seed(DeltaSeed {
+                        choice,
+                        unindexed: self.unindexed,
+                    })?;
                 }
                 _ => common.read(key, &mut map)?,
             }
@@ -189,21 +204,24 @@ struct Delta {
     /// As sent (a string or `null`), since it may go to the carrier.
     reasoning: Option<Value>,
     tool_calls: Vec<pb::ToolCallDelta>,
-    /// Positions of the tool-call pieces that came without an `index`.
-    unindexed: Vec<usize>,
     extra: Carrier,
 }
 
-struct DeltaSeed;
+/// A choice's delta; its tool-call pieces without an `index` are noted in
+/// `unindexed` under the choice's position.
+struct DeltaSeed<'u> {
+    choice: usize,
+    unindexed: &'u Unindexed,
+}
 
-impl<'de> DeserializeSeed<'de> for DeltaSeed {
+impl<'de> DeserializeSeed<'de> for DeltaSeed<'_> {
     type Value = Delta;
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for DeltaSeed {
+impl<'de> Visitor<'de> for DeltaSeed<'_> {
     type Value = Delta;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a delta object")
@@ -221,16 +239,13 @@ impl<'de> Visitor<'de> for DeltaSeed {
                 "reasoning_content" => delta.reasoning_content = text(&mut map)?,
                 "reasoning" => delta.reasoning = Some(text_value(&mut map)?),
                 "tool_calls" => {
-                    let pieces: Vec<(pb::ToolCallDelta, bool)> =
-                        map.next_value_seed(ListSeed::new(|_| ToolCallSeed))?;
-                    delta.unindexed.clear();
-                    delta.tool_calls = Vec::with_capacity(pieces.len());
-                    for (call, (piece, indexed)) in pieces.into_iter().enumerate() {
-                        if !indexed {
-                            delta.unindexed.push(call);
-                        }
-                        delta.tool_calls.push(piece);
-                    }
+                    let (choice, unindexed) = (self.choice, self.unindexed);
+                    unindexed.borrow_mut().retain(|&(seen, _)| seen != choice);
+                    delta.tool_calls = map.next_value_seed(ListSeed::new(|call| ToolCallSeed {
+                        choice,
+                        call,
+                        unindexed,
+                    }))?;
                 }
                 _ => delta.extra.read(key, &mut map)?,
             }
@@ -239,18 +254,23 @@ impl<'de> Visitor<'de> for DeltaSeed {
     }
 }
 
-struct ToolCallSeed;
+/// A tool-call piece at `(choice, call)`; one without an `index` is noted
+/// in `unindexed`.
+struct ToolCallSeed<'u> {
+    choice: usize,
+    call: usize,
+    unindexed: &'u Unindexed,
+}
 
-/// A piece, and whether it came with an `index`.
-impl<'de> DeserializeSeed<'de> for ToolCallSeed {
-    type Value = (pb::ToolCallDelta, bool);
+impl<'de> DeserializeSeed<'de> for ToolCallSeed<'_> {
+    type Value = pb::ToolCallDelta;
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for ToolCallSeed {
-    type Value = (pb::ToolCallDelta, bool);
+impl<'de> Visitor<'de> for ToolCallSeed<'_> {
+    type Value = pb::ToolCallDelta;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a tool call object")
     }
@@ -291,6 +311,9 @@ impl<'de> Visitor<'de> for ToolCallSeed {
             }
         }
         call.extra = extra.into_struct();
-        Ok((call, indexed))
+        if !indexed {
+            self.unindexed.borrow_mut().push((self.choice, self.call));
+        }
+        Ok(call)
     }
 }

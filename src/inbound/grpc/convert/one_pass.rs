@@ -221,7 +221,7 @@ impl Envelope {
             }
             "usage" => match map.next_value_seed(ProtoValueSeed)?.kind {
                 Some(Kind::StructValue(raw)) => self.raw_usage = Some(raw),
-                Some(Kind::NullValue(_)) => {}
+                Some(Kind::NullValue(_)) => self.raw_usage = None,
                 _ => return Err(unusual()),
             },
             _ => self.extra.read(key, map)?,
@@ -238,7 +238,7 @@ impl Envelope {
             .kind
         {
             Some(Kind::StructValue(raw)) => self.raw_usage = Some(raw),
-            Some(Kind::NullValue(_)) => {}
+            Some(Kind::NullValue(_)) => self.raw_usage = None,
             _ => return Err(unusual()),
         }
         Ok(())

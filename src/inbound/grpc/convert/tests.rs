@@ -437,6 +437,9 @@ fn decoding_while_reading_agrees_with_reading_then_converting() {
         r#"{"choices": [{"delta": {"content": "a"}, "finish_reason": "error"}]}"#,
         r#"{"id": "i", "id": "j", "model": "m", "choices": [{"delta": {"content": "\ud800"}}]}"#,
         r#"{"choices": [{"index": 0, "delta": {"content": "two"}}], "usage": null}"#,
+        r#"{"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}, "usage": null}"#,
+        r#"{"choices": [{"delta": {"tool_calls": [{"id": "x", "function": {"name": "f"}}], "tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}}]}"#,
+        r#"{"choices": [{"delta": {"tool_calls": [{"function": {"arguments": "1"}}]}}], "choices": [{"delta": {"content": "c"}}]}"#,
     ];
     streams.push(odd.iter().map(ToString::to_string).collect());
     assert!(streams.len() > 10, "the corpus has streams");
