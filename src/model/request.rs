@@ -38,8 +38,8 @@ pub struct ChatRequest {
     pub proto_chunks: Option<ProtoChunks>,
 }
 
-/// A [`ProtoChunkDecoder`](super::chunk::ProtoChunkDecoder), compared and
-/// printed by name only (a function pointer has no meaningful equality).
+/// A [`ProtoChunkDecoder`](super::chunk::ProtoChunkDecoder); printed by
+/// its type's name, compared by address.
 #[derive(Clone, Copy)]
 pub struct ProtoChunks(pub super::chunk::ProtoChunkDecoder);
 
@@ -50,8 +50,8 @@ impl std::fmt::Debug for ProtoChunks {
 }
 
 impl PartialEq for ProtoChunks {
-    fn eq(&self, _: &Self) -> bool {
-        true
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::fn_addr_eq(self.0, other.0)
     }
 }
 

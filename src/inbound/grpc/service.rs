@@ -83,8 +83,6 @@ fn peer_of<T>(request: &Request<T>) -> Option<(u32, Option<i32>)> {
     Some((cred.uid(), cred.pid()))
 }
 
-/// The request id, the provider and model that served the call, and the
-/// time the sidecar itself added (the rest was upstream, queue or backoff).
 /// The event as the caller's message: decoded already when the reader
 /// read it (the usual case), converted from its JSON otherwise.
 fn deliverable(
@@ -101,6 +99,8 @@ fn deliverable(
     }
 }
 
+/// The request id, the provider and model that served the call, and the
+/// time the sidecar itself added (the rest was upstream, queue or backoff).
 fn describe_call(metadata: &mut tonic::metadata::MetadataMap, finished: &Finished) {
     if let Ok(value) = finished.request_id.parse() {
         metadata.insert("x-request-id", value);
