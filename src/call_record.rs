@@ -10,8 +10,13 @@ use std::time::{Duration, SystemTime};
 /// Who made the call, as far as we can tell.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller {
-    /// What the caller says it is (`x-llm-caller` metadata or header).
+    /// Who the caller is: the name of its caller token when it came with
+    /// one (`crate::auth`), else what it says it is (`x-llm-caller`
+    /// metadata or header).
     pub name: Option<String>,
+    /// What a caller with a token says it is besides (`x-llm-caller`),
+    /// kept apart: a token's holder cannot pass for another caller.
+    pub claimed: Option<String>,
     /// The peer process on the Unix socket (SO_PEERCRED).
     pub uid: Option<u32>,
     pub pid: Option<i32>,

@@ -1,4 +1,5 @@
-//! The `llm-sidecar` command line: `serve`, `check-config`, `chat`, `models`.
+//! The `llm-sidecar` command line: `serve`, `check-config`, `chat`,
+//! `models`, `token`.
 
 mod chat;
 mod reload;
@@ -43,6 +44,20 @@ pub enum Command {
     Chat(chat::ChatArgs),
     /// List the models a running sidecar routes.
     Models(chat::Target),
+    /// Print the caller token (or the admin token) a sidecar with no token
+    /// configured wrote at its first start, e.g. for an OpenAI SDK's api_key.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// The admin token (for the admin port's write endpoints) instead.
+    #[arg(long)]
+    pub admin: bool,
+    /// The file [default: `token` (or `admin-token`) in the runtime
+    /// directory, where `serve` keeps them beside its default socket].
+    #[arg(long)]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -82,5 +97,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig { file } => serve::check_config(&file),
         Command::Chat(args) => chat::chat(args).await,
         Command::Models(target) => chat::models(target).await,
+        Command::Token(args) => {
+            let file = args.file.unwrap_or_else(|| {
+                crate::runtime_dir::default_dir(&crate::config::process_env).join(if args.admin {
+                    crate::auth::ADMIN_TOKEN_FILE
+                } else {
+                    crate::auth::TOKEN_FILE
+                })
+            });
+            println!("{}", chat::read_token(&file)?);
+            Ok(())
+        }
     }
 }

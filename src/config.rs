@@ -4,6 +4,7 @@
 //! Nothing here reads the process environment directly: API keys are looked
 //! up through an [`Env`] seam so tests never depend on the real environment.
 
+pub mod auth;
 pub mod observability;
 mod raw;
 mod tls;
@@ -14,6 +15,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use auth::{AuthConfig, DEFAULT_TOKEN_NAME, NamedToken};
 pub use observability::{
     LedgerSettings, LogFormat, LoggingSettings, PriceSettings, TelemetrySettings,
 };
@@ -48,6 +50,7 @@ pub struct Config {
     pub prices: Vec<PriceSettings>,
     pub telemetry: TelemetrySettings,
     pub logging: LoggingSettings,
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]

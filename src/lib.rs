@@ -20,6 +20,7 @@
 //!   benchmarks and demos.
 
 pub mod admin;
+pub mod auth;
 pub mod call_record;
 pub mod cli;
 pub mod client;

@@ -14,6 +14,7 @@ pub use uds::{BindError, bind_uds};
 
 use crate::admin::Admin;
 use crate::admin::grpc::AdminServiceImpl;
+use crate::auth::{Access, Gate, Listener, RequireToken};
 use crate::config::{Config, ConnectionTimeouts, Env};
 use crate::inbound::grpc::ChatServiceImpl;
 use crate::inbound::observe::{Observer, Rules};
@@ -53,6 +54,8 @@ pub struct Running {
     pub pipeline: Arc<PipelineHandle>,
     pub observer: Arc<Observer>,
     pub telemetry: Arc<Telemetry>,
+    /// Who may call the TCP and HTTP listeners (`crate::auth`).
+    gate: Arc<Gate>,
     health: tonic_health::server::HealthReporter,
     stop: watch::Sender<bool>,
     /// Ends the calls still in flight when the grace period is over.
@@ -87,6 +90,7 @@ pub async fn start_with_telemetry(
     )?));
     side_channels::observe_providers(&telemetry, &pipeline);
     let observer = side_channels::observer(config, &telemetry)?;
+    let gate = Gate::new(Access::load(config, env)?, Some(telemetry.meter()));
     observer.set_scrubber(pipeline.current().scrubber().clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -156,6 +160,7 @@ pub async fn start_with_telemetry(
         let incoming = accept::resilient(incoming, "gRPC TCP")
             .map_ok(move |io| reaping::IdleClose::new(io, timeouts.grpc_idle));
         let server = grpc_server::<TcpConnectInfo>(timeouts)
+            .layer(RequireToken::layer(gate.clone()))
             .add_routes(routes.clone())
             .serve_with_incoming_shutdown(incoming, signalled(stopped.clone()));
         servers.spawn(async move { Ok(server.await?) });
@@ -174,7 +179,7 @@ pub async fn start_with_telemetry(
         let bound = listener.local_addr()?;
         servers.spawn(http::serve_tcp(
             listener,
-            facade.clone(),
+            guarded(facade.clone(), &gate, Listener::Http),
             stopped.clone(),
             timeouts,
             "HTTP facade",
@@ -187,7 +192,7 @@ pub async fn start_with_telemetry(
         let listener = bind_uds(path, config.server.uds_mode, config.server.uds_dir_mode).await?;
         servers.spawn(http::serve_uds(
             listener,
-            facade,
+            guarded(facade, &gate, Listener::HttpUds),
             stopped.clone(),
             timeouts,
             "HTTP facade Unix socket",
@@ -209,7 +214,12 @@ pub async fn start_with_telemetry(
             .add_service(health_service.clone())
             .prepare()
             .into_axum_router();
-        let router = crate::admin::http::router(admin).merge(grpc);
+        let router = crate::admin::http::router(admin).merge(grpc).layer(
+            axum::middleware::from_fn_with_state(
+                (gate.clone(), Listener::Admin),
+                crate::auth::guard,
+            ),
+        );
         servers.spawn(http::serve_tcp(
             listener,
             router,
@@ -243,7 +253,11 @@ pub async fn start_with_telemetry(
         tracing::info!(%bound, "serving gRPC health for probes");
         running_health = Some(bound);
     }
+    for path in gate.written_files() {
+        tracing::info!(path = %path.display(), "token for TCP and HTTP callers (or the admin port's writes) kept in this file");
+    }
     Ok(Running {
+        gate,
         uds: running_uds,
         admin: running_admin,
         health_port: running_health,
@@ -334,6 +348,17 @@ fn grpc_server<I>(
         .layer(reaping::HoldOpenLayer::<I>::new())
 }
 
+/// The facade's routes behind `listener`'s checks (and CORS for the
+/// configured browser origins).
+fn guarded(facade: axum::Router, gate: &Arc<Gate>, listener: Listener) -> axum::Router {
+    facade
+        .layer(axum::middleware::from_fn_with_state(
+            (gate.clone(), listener),
+            crate::auth::guard,
+        ))
+        .layer(crate::auth::cors(gate.clone()))
+}
+
 /// How long calls ended at the end of the grace period get to send their
 /// UNAVAILABLE before their connections are closed.
 const AFTER_GRACE: Duration = Duration::from_secs(2);
@@ -416,12 +441,14 @@ impl Running {
     /// Listener settings (`[server]`) take effect only at a restart.
     pub fn reload(&self, config: &Config, env: Env<'_>) -> anyhow::Result<()> {
         let pipeline = build_pipeline(config, env, &self.telemetry, &self.stop_calls)?;
+        let access = Access::load(config, env)?;
         let rules = Rules::new(config)
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("in {}", config.source))?;
         self.observer.set_scrubber(pipeline.scrubber().clone());
         self.pipeline.replace(pipeline);
         self.observer.set_rules(rules);
+        self.gate.replace(access);
         Ok(())
     }
 

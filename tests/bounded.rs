@@ -187,7 +187,7 @@ async fn an_over_long_caller_name_is_refused_on_both_edges() {
         "{status:?}"
     );
 
-    let response = reqwest::Client::new()
+    let response = common::http_client()
         .post(format!("{}/chat/completions", harness.http_base()))
         .header("x-llm-caller", &name)
         .json(&facade_body("fake-model", json!({})))

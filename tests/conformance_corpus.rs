@@ -134,7 +134,7 @@ async fn replay(client: &reqwest::Client, fake: &FakeUpstream, case: &Case) -> V
 #[tokio::test]
 async fn the_fake_upstream_replays_every_case_verbatim() {
     let fake = FakeUpstream::start().await.expect("fake upstream");
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     for case in load_all() {
         let recorded = match (&case.response, &case.events) {
             (Some(body), _) => vec![body.clone()],

@@ -128,10 +128,15 @@ fn a_body_sent_a_byte_at_a_time_gets_408() {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    let token = caller_token(dir.path());
     stream
         .write_all(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n\
-              content-type: application/json\r\ncontent-length: 1000\r\n\r\n{",
+            format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\n\
+                 authorization: Bearer {token}\r\n\
+                 content-type: application/json\r\ncontent-length: 1000\r\n\r\n{{"
+            )
+            .as_bytes(),
         )
         .unwrap();
     let mut writer = stream.try_clone().unwrap();
@@ -175,15 +180,27 @@ fn wait_for(what: &str, deadline: Duration, done: impl Fn() -> bool) {
     }
 }
 
-fn models_answered(port: u16) -> bool {
+/// The caller token the sidecar wrote beside its socket in `dir` (the
+/// test config names none).
+fn caller_token(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("token"))
+        .expect("the sidecar wrote its caller token beside the socket")
+        .trim()
+        .to_owned()
+}
+
+fn models_answered(port: u16, token: &str) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
     stream
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
-    let request = b"GET /v1/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
-    if stream.write_all(request).is_err() {
+    let request = format!(
+        "GET /v1/models HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}\r\n\
+         connection: close\r\n\r\n"
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
         return false;
     }
     let mut answer = Vec::new();
@@ -245,9 +262,10 @@ fn out_of_file_descriptors_the_accept_loops_wait_and_then_serve_again() {
     assert_eq!(errors("gRPC TCP"), 1, "{log}");
     assert!(log.contains("Too many open files"), "{log}");
     clients.clear();
+    let token = caller_token(dir.path());
     wait_for(
         "the facade to answer again",
         Duration::from_secs(10),
-        || models_answered(ports.http),
+        || models_answered(ports.http, &token),
     );
 }

@@ -63,8 +63,7 @@ fn usage(prompt: u32, completion: u32, cached: u32, reasoning: u32) -> Option<Us
 fn named(name: &str) -> Caller {
     Caller {
         name: Some(name.to_owned()),
-        uid: None,
-        pid: None,
+        ..Caller::default()
     }
 }
 
@@ -114,6 +113,7 @@ async fn every_outcome_round_trips_exactly() {
         stream: true,
         caller: Caller {
             name: Some("indexer".to_owned()),
+            claimed: Some("nightly-job".to_owned()),
             uid: Some(1000),
             pid: Some(4242),
         },
@@ -172,6 +172,7 @@ async fn every_outcome_round_trips_exactly() {
             edge: "http".to_owned(),
             stream: true,
             caller_name: Some("indexer".to_owned()),
+            caller_claimed: Some("nightly-job".to_owned()),
             caller_uid: Some(1000),
             caller_pid: Some(4242),
             tags: tags(&[("job", "nightly"), ("team", "search")]),
@@ -520,9 +521,9 @@ async fn summary_groups_unnamed_callers_by_uid() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = open(&dir);
     let peer = Caller {
-        name: None,
         uid: Some(1000),
         pid: Some(7),
+        ..Caller::default()
     };
     ledger.record(CallRecord {
         caller: peer,

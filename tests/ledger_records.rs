@@ -307,7 +307,7 @@ async fn the_ledger_survives_a_restart() {
 #[tokio::test]
 async fn calls_through_the_http_facade_are_recorded_the_same_way() {
     let harness = Harness::start_full("", PRICES).await;
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     let response = client
         .post(format!("{}/chat/completions", harness.http_base()))
         .header("x-llm-caller", "sdk-user")
@@ -350,7 +350,10 @@ async fn calls_through_the_http_facade_are_recorded_the_same_way() {
     assert_eq!(row.request_id, request_id);
     assert_eq!(row.edge, "http");
     assert_eq!(row.outcome, "ok");
-    assert_eq!(row.caller_name.as_deref(), Some("sdk-user"));
+    // The caller token names the caller; what the caller says it is
+    // is kept beside it.
+    assert_eq!(row.caller_name.as_deref(), Some("app"));
+    assert_eq!(row.caller_claimed.as_deref(), Some("sdk-user"));
     assert_eq!(row.tags.get("team").map(String::as_str), Some("web"));
     assert_eq!(row.prompt_tokens, Some(5));
     assert!(row.cost_usd.is_some());

@@ -69,7 +69,7 @@ async fn the_log_level_changes_at_run_time_on_the_admin_port() {
         &socket,
         &log,
     );
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let level_url = format!("http://{admin}/admin/log-level");
     let level = || async {
         http.get(&level_url)
@@ -86,7 +86,18 @@ async fn the_log_level_changes_at_run_time_on_the_admin_port() {
     echo(&socket, "quiet").await;
     assert!(request_lines(&log).is_empty(), "info is off at warn");
 
-    let changed = http.put(&level_url).body("info").send().await.unwrap();
+    // A write needs the admin token; the caller token is not it.
+    let refused = http.put(&level_url).body("info").send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let admin_token = std::fs::read_to_string(socket.with_file_name("admin-token"))
+        .expect("the sidecar wrote its admin token beside the socket");
+    let changed = http
+        .put(&level_url)
+        .bearer_auth(admin_token.trim())
+        .body("info")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(changed.status(), 200);
     echo(&socket, "loud").await;
     let started = Instant::now();
@@ -105,7 +116,13 @@ async fn the_log_level_changes_at_run_time_on_the_admin_port() {
     );
     assert!(lines[0]["span"]["request_id"].is_string());
 
-    let refused = http.put(&level_url).body("info,[").send().await.unwrap();
+    let refused = http
+        .put(&level_url)
+        .bearer_auth(admin_token.trim())
+        .body("info,[")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refused.status(), 400);
     let shown = level().await;
     assert!(shown.contains("\"info\""), "{shown}");

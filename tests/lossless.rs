@@ -686,7 +686,7 @@ async fn an_answer_protobuf_cannot_carry_is_an_error_never_an_empty_answer() {
         }
         // The facade forwards the upstream's bytes as they are.
         let http = running.http.expect("the facade");
-        let text = reqwest::Client::new()
+        let text = common::http_client()
             .post(format!("http://{http}/v1/chat/completions"))
             .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
             .send()

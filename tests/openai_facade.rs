@@ -41,7 +41,7 @@ async fn post_with(
 }
 
 async fn post_raw(base: &str, body: String, headers: &[(&'static str, &str)]) -> reqwest::Response {
-    let mut request = reqwest::Client::new()
+    let mut request = common::http_client()
         .post(format!("{base}/chat/completions"))
         .header("content-type", "application/json")
         .body(body);
@@ -493,7 +493,7 @@ async fn a_caller_that_goes_away_mid_stream_closes_the_upstream_request() {
 #[tokio::test]
 async fn models_list_the_routing_table() {
     let harness = Harness::start().await;
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     let response = client
         .get(format!("{}/models", harness.http_base()))
         .send()
@@ -539,7 +539,7 @@ async fn models_list_the_routing_table() {
 #[tokio::test]
 async fn unknown_paths_are_404_and_wrong_methods_405() {
     let harness = Harness::start().await;
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     let base = harness.http_base();
     let response = client
         .post(format!("{base}/completions"))

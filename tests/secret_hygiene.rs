@@ -8,14 +8,13 @@
 
 mod common;
 
-use common::{Harness, Options, UPSTREAM_KEY, collect, request};
+use common::{CALLER_TOKEN, Harness, Options, UPSTREAM_KEY, collect, request};
 use llm_sidecar::telemetry::Telemetry;
 use opentelemetry_sdk::trace::InMemorySpanExporter;
 use serde_json::{Value, json};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-const CALLER_TOKEN: &str = "caller-secret-token-5f1e2d3c";
 const CALLER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 
 /// The log, as written: JSON lines in memory.
@@ -116,7 +115,7 @@ async fn no_secret_reaches_spans_metrics_logs_or_errors() {
             .expect_err("refused");
         errors.push(format!("{refused:?}"));
     }
-    let facade = reqwest::Client::new();
+    let facade = common::http_client();
     for scenario in [json!({}), json!({"status": 401, "error_message": rejected})] {
         let response = facade
             .post(format!("{}/chat/completions", harness.http_base()))

@@ -218,7 +218,7 @@ async fn grpc_stream(client: &mut ChatServiceClient<Channel>, scenario: &Value) 
 
 /// Status, every header and the whole body of a facade call.
 async fn http(base: &str, scenario: &Value, stream: bool) -> String {
-    let response = reqwest::Client::new()
+    let response = common::http_client()
         .post(format!("{base}/v1/chat/completions"))
         .json(&json!({
             "model": "fake-model",

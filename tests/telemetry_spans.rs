@@ -346,7 +346,7 @@ async fn a_cancelled_stream_still_ends_its_spans() {
 #[tokio::test]
 async fn the_http_facade_joins_the_callers_trace_too() {
     let (harness, exporter) = traced("", None).await;
-    let response = reqwest::Client::new()
+    let response = common::http_client()
         .post(format!("{}/chat/completions", harness.http_base()))
         .header("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
         .json(&json!({"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}))

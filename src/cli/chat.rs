@@ -19,6 +19,64 @@ pub struct Target {
     /// The sidecar's TCP address, e.g. 127.0.0.1:50051, instead of the socket.
     #[arg(long)]
     pub tcp: Option<String>,
+    /// The caller token for `--tcp` [default: `LLM_SIDECAR_TOKEN`, else the
+    /// token file in the runtime directory, as `serve` writes it].
+    #[arg(long, env = "LLM_SIDECAR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Read the caller token for `--tcp` from this file.
+    #[arg(long, conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl Target {
+    /// The `authorization` value a TCP call carries; none on the socket,
+    /// which needs no token, and none when no token can be found (the
+    /// sidecar's refusal then says what to do).
+    fn authorization(
+        &self,
+    ) -> anyhow::Result<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>> {
+        if self.tcp.is_none() {
+            return Ok(None);
+        }
+        let token = match (&self.token, &self.token_file) {
+            (Some(token), _) => Some(token.trim().to_owned()),
+            (None, Some(file)) => Some(read_token(file)?),
+            (None, None) => {
+                let file = crate::runtime_dir::default_dir(&crate::config::process_env)
+                    .join(crate::auth::TOKEN_FILE);
+                read_token(&file).ok()
+            }
+        };
+        token
+            .map(|token| {
+                format!("Bearer {token}")
+                    .parse()
+                    .context("the caller token is not printable ASCII")
+            })
+            .transpose()
+    }
+
+    /// `request` with the caller token, when the target needs one.
+    fn authorize<T>(&self, message: T) -> anyhow::Result<tonic::Request<T>> {
+        let mut request = tonic::Request::new(message);
+        if let Some(value) = self.authorization()? {
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
+}
+
+/// The token in `file` (surrounding whitespace dropped).
+pub fn read_token(file: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the token file {}", file.display()))?;
+    let token = text.trim();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the token file {} is empty",
+        file.display()
+    );
+    Ok(token.to_owned())
 }
 
 #[derive(Debug, clap::Args)]
@@ -72,11 +130,11 @@ pub async fn chat(args: ChatArgs) -> anyhow::Result<()> {
         messages.push(text_message(pb::Role::System, system));
     }
     messages.push(text_message(pb::Role::User, &args.prompt));
-    let mut request = tonic::Request::new(pb::ChatRequest {
+    let mut request = args.target.authorize(pb::ChatRequest {
         model: args.model.clone(),
         messages,
         ..pb::ChatRequest::default()
-    });
+    })?;
     request.set_timeout(Duration::from_secs(args.timeout));
     let mut out = std::io::stdout().lock();
     let usage = if args.no_stream {
@@ -130,7 +188,7 @@ fn text_message(role: pb::Role, text: &str) -> pb::Message {
 pub async fn models(target: Target) -> anyhow::Result<()> {
     let mut client = chat_client(connect(&target).await?, 4 * 1024 * 1024);
     let response = client
-        .list_models(pb::ListModelsRequest {})
+        .list_models(target.authorize(pb::ListModelsRequest {})?)
         .await
         .map_err(status_error)?
         .into_inner();

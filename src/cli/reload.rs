@@ -1,8 +1,9 @@
-//! Hot reload. SIGHUP, or a change to the config file or to any API key
-//! or header or TLS file it names (and `SSL_CERT_FILE` / `SSL_CERT_DIR`), makes the sidecar load the config again and serve new
-//! calls by it; calls under way finish as they began. A config that does
-//! not load is rejected with a log line naming the key and the file, and
-//! the one in force keeps serving.
+//! Hot reload. SIGHUP, or a change to the config file, to any API key,
+//! header or TLS file it names, to a caller or admin token file, or to
+//! `SSL_CERT_FILE` / `SSL_CERT_DIR`, makes the sidecar load the config
+//! again and serve new calls by it; calls under way finish as they began.
+//! A config that does not load is rejected with a log line naming the key
+//! and the file, and the one in force keeps serving.
 //!
 //! Files are polled (a small read every `server.watch_interval_ms`) rather
 //! than watched with inotify: Kubernetes updates mounted ConfigMaps and
@@ -39,6 +40,7 @@ impl Watched {
             files.extend(header_files);
         }
         files.extend(config.tls_files());
+        files.extend(crate::auth::token_files(config, env));
         files.extend(crate::upstream::tls_env_paths(env));
         let fingerprint = fingerprint(&files);
         Watched { files, fingerprint }

@@ -32,6 +32,8 @@ pub struct RawConfig {
     pub telemetry: RawTelemetry,
     #[serde(default)]
     pub logging: RawLogging,
+    #[serde(default)]
+    pub auth: RawAuth,
     /// Prices per million tokens, by model name or glob.
     #[serde(default)]
     pub prices: Vec<RawPrice>,
@@ -254,6 +256,24 @@ impl<'de> Deserialize<'de> for RawHeader {
 pub struct RawKeySource {
     pub env: Option<String>,
     pub file: Option<String>,
+}
+
+/// `[auth]`: caller tokens, the admin token, allowed hosts and origins.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// TCP listeners ask for a caller token (default true).
+    pub require_token: Option<bool>,
+    /// Name → where the token is (`{ env = ... }` or `{ file = ... }`).
+    #[serde(default)]
+    pub tokens: BTreeMap<String, RawKeySource>,
+    pub admin_token: Option<RawKeySource>,
+    pub token_file: Option<String>,
+    pub admin_token_file: Option<String>,
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

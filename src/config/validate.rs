@@ -197,6 +197,7 @@ impl Checker<'_> {
             prices: self.prices(raw.prices)?,
             telemetry: self.telemetry(raw.telemetry)?,
             logging: self.logging(raw.logging)?,
+            auth: self.auth(raw.auth)?,
         })
     }
 
@@ -674,6 +675,7 @@ fn mock_provider() -> ProviderConfig {
     }
 }
 
+mod auth;
 mod observability;
 #[cfg(test)]
 mod tests;

@@ -65,6 +65,9 @@ pub struct Arrival<'a> {
     pub headers: &'a HeaderMap,
     /// The peer process on a Unix socket: (uid, pid).
     pub peer: Option<(u32, Option<i32>)>,
+    /// The name of the caller token the call came with (`crate::auth`):
+    /// the caller, whatever the caller header claims.
+    pub authenticated: Option<&'a str>,
     /// The id the edge already gave the call; else one is chosen here.
     pub request_id: Option<&'a str>,
 }
@@ -120,10 +123,16 @@ impl Observer {
             });
         // What is kept is bounded even for a request validation will
         // refuse: the refusal is recorded too.
+        let claimed_name = claimed
+            .as_ref()
+            .map(|claimed| truncated(&claimed.name, MAX_CALLER_BYTES).to_owned());
+        let (name, claimed_beside) = match arrival.authenticated {
+            Some(token_name) => (Some(token_name.to_owned()), claimed_name),
+            None => (claimed_name, None),
+        };
         let caller = Caller {
-            name: claimed
-                .as_ref()
-                .map(|claimed| truncated(&claimed.name, MAX_CALLER_BYTES).to_owned()),
+            name,
+            claimed: claimed_beside,
             uid: arrival.peer.map(|(uid, _)| uid),
             pid: arrival.peer.and_then(|(_, pid)| pid),
         };

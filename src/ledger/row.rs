@@ -13,9 +13,9 @@ INSERT INTO requests (
     requested_model, served_model, provider, outcome, attempts,
     queue_wait_ms, latency_ms, time_to_first_chunk_ms,
     prompt_tokens, completion_tokens, total_tokens, cached_prompt_tokens, reasoning_tokens,
-    usage_estimated, cost_usd, cache_write_tokens
+    usage_estimated, cost_usd, cache_write_tokens, caller_claimed
 ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-          ?19, ?20, ?21, ?22, ?23, ?24)";
+          ?19, ?20, ?21, ?22, ?23, ?24, ?25)";
 
 /// Binds `record` to a prepared [`INSERT`] and runs it.
 pub(super) fn insert(statement: &mut Statement<'_>, record: &CallRecord) -> rusqlite::Result<()> {
@@ -45,6 +45,7 @@ pub(super) fn insert(statement: &mut Statement<'_>, record: &CallRecord) -> rusq
         record.usage_estimated,
         record.cost_usd,
         usage.map(|usage| usage.cache_write_tokens.unwrap_or(0)),
+        record.caller.claimed,
     ])?;
     Ok(())
 }
@@ -78,6 +79,9 @@ pub struct LedgerRow {
     pub caller_name: Option<String>,
     pub caller_uid: Option<u32>,
     pub caller_pid: Option<i32>,
+    /// What a caller that came with a token said it was (`x-llm-caller`);
+    /// `caller_name` is then the token's name.
+    pub caller_claimed: Option<String>,
     pub tags: BTreeMap<String, String>,
     pub requested_model: String,
     pub served_model: Option<String>,
@@ -117,7 +121,7 @@ pub(super) const SELECT_COLUMNS: &str = "
     substr(requested_model, 1, 256), substr(served_model, 1, 256), provider, outcome, attempts,
     queue_wait_ms, latency_ms, time_to_first_chunk_ms,
     prompt_tokens, completion_tokens, total_tokens, cached_prompt_tokens, reasoning_tokens,
-    usage_estimated, cost_usd, cache_write_tokens";
+    usage_estimated, cost_usd, cache_write_tokens, substr(caller_claimed, 1, 256)";
 
 impl LedgerRow {
     /// Roughly the bytes the row takes as JSON: its strings and tags, plus
@@ -128,6 +132,7 @@ impl LedgerRow {
             Some(&self.started_at),
             Some(&self.edge),
             self.caller_name.as_ref(),
+            self.caller_claimed.as_ref(),
             Some(&self.requested_model),
             self.served_model.as_ref(),
             self.provider.as_ref(),
@@ -159,6 +164,7 @@ impl LedgerRow {
             caller_name: row.get(4)?,
             caller_uid: row.get(5)?,
             caller_pid: row.get(6)?,
+            caller_claimed: row.get(24)?,
             tags: parse_tags(&tags),
             requested_model: row.get(8)?,
             served_model: row.get(9)?,

@@ -14,7 +14,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Step `i` takes the schema from version `i` to `i + 1`. Append only:
 /// a released step is never edited, files in the field already ran it.
-const MIGRATIONS: &[&str] = &[V1_REQUESTS, V2_CACHE_WRITE];
+const MIGRATIONS: &[&str] = &[V1_REQUESTS, V2_CACHE_WRITE, V3_CALLER_CLAIMED];
 
 /// The schema version this build writes and understands.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -59,6 +59,10 @@ CREATE INDEX requests_caller ON requests (caller_name, started_at_ms);
 /// Prompt tokens written to the provider's cache (Anthropic-style cache
 /// creation), priced apart: NULL in rows written before this step.
 const V2_CACHE_WRITE: &str = "ALTER TABLE requests ADD COLUMN cache_write_tokens INTEGER;";
+
+/// What a caller with a token said it was (`x-llm-caller`), beside the
+/// token's name in `caller_name`: NULL for callers without a token.
+const V3_CALLER_CLAIMED: &str = "ALTER TABLE requests ADD COLUMN caller_claimed TEXT;";
 
 /// The writer's connection: creates the file if needed and brings the
 /// schema up to date.

@@ -61,6 +61,8 @@ pub enum Purpose {
     Socket,
     /// The usage ledger (who called, which models, what it cost).
     Ledger,
+    /// The caller and admin tokens the sidecar writes itself.
+    Token,
 }
 
 impl Purpose {
@@ -68,6 +70,7 @@ impl Purpose {
         match self {
             Purpose::Socket => "socket directory",
             Purpose::Ledger => "ledger directory",
+            Purpose::Token => "token directory",
         }
     }
 
@@ -75,6 +78,7 @@ impl Purpose {
         match self {
             Purpose::Socket => "replace the socket and receive the app's prompts",
             Purpose::Ledger => "replace or read the usage ledger",
+            Purpose::Token => "replace the caller token and spend the provider keys",
         }
     }
 
@@ -82,6 +86,9 @@ impl Purpose {
         match self {
             Purpose::Socket => "another socket path (--uds, [server] uds)",
             Purpose::Ledger => "another ledger path (--ledger, [ledger] path)",
+            Purpose::Token => {
+                "another token path ([auth] token_file) or a token of your own ([auth.tokens], LLM_SIDECAR_TOKEN)"
+            }
         }
     }
 }

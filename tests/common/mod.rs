@@ -19,6 +19,26 @@ use tonic::transport::Channel;
 
 /// The key the sidecar sends upstream; tests assert it never leaks.
 pub const UPSTREAM_KEY: &str = "sk-test-0123456789abcdef";
+/// The caller token the harness's sidecar knows (`LLM_SIDECAR_TOKEN`):
+/// TCP and HTTP callers present it, and are recorded as `app`.
+pub const CALLER_TOKEN: &str = "llm-sidecar-test-caller-token-0123456789";
+/// The admin token the harness's sidecar knows (`LLM_SIDECAR_ADMIN_TOKEN`).
+pub const ADMIN_TOKEN: &str = "llm-sidecar-test-admin-token-0123456789";
+
+/// An HTTP client that presents [`CALLER_TOKEN`], as an OpenAI SDK given
+/// it as `api_key` does.
+pub fn http_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {CALLER_TOKEN}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("the HTTP client builds")
+}
+
 /// A second key, for tests that configure `api_keys = [{ env = "FAKE_KEY_2" }]`.
 pub const UPSTREAM_KEY_2: &str = "sk-test-second-key-98765";
 
@@ -104,6 +124,8 @@ circuit_failures = 0
         let env = |name: &str| match name {
             "FAKE_KEY" => Some(UPSTREAM_KEY.to_owned()),
             "FAKE_KEY_2" => Some(UPSTREAM_KEY_2.to_owned()),
+            "LLM_SIDECAR_TOKEN" => Some(CALLER_TOKEN.to_owned()),
+            "LLM_SIDECAR_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_owned()),
             _ => extra_env
                 .iter()
                 .find(|(key, _)| *key == name)
@@ -169,7 +191,7 @@ circuit_failures = 0
 
     /// `POST /v1/chat/completions` on the facade with a JSON body.
     pub async fn post_facade(&self, body: &serde_json::Value) -> reqwest::Response {
-        reqwest::Client::new()
+        http_client()
             .post(format!("{}/chat/completions", self.http_base()))
             .header("x-llm-max-attempts", "1")
             .json(body)
@@ -236,13 +258,19 @@ pub fn text_of(chunks: &[pb::ChatChunk]) -> String {
 }
 
 /// A sidecar from a whole configuration (`{socket}` is replaced by a fresh
-/// socket path), with no environment, and a client connected to it.
+/// socket path), with no environment but the harness's tokens, and a
+/// client connected to it.
 pub async fn sidecar_from(toml: &str) -> (Running, ChatServiceClient<Channel>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("sidecar.sock");
     let toml = toml.replace("{socket}", &socket.display().to_string());
     let config = from_toml(&toml, "test.toml").expect("the test config is valid");
-    let running = start(&config, &|_| None).await.expect("the sidecar starts");
+    let env = |name: &str| match name {
+        "LLM_SIDECAR_TOKEN" => Some(CALLER_TOKEN.to_owned()),
+        "LLM_SIDECAR_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_owned()),
+        _ => None,
+    };
+    let running = start(&config, &env).await.expect("the sidecar starts");
     let channel = connect_uds(&socket).await.expect("the client connects");
     (running, chat_client(channel, 16 * 1024 * 1024), dir)
 }

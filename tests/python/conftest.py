@@ -102,21 +102,33 @@ def wait_until(ready, process, what):
         time.sleep(0.05)
 
 
-def answers(url):
+def answers(url, token=None):
+    request = urllib.request.Request(url)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(url, timeout=1) as response:
+        with urllib.request.urlopen(request, timeout=1) as response:
             return response.status == 200
     except OSError:
         return False
 
 
+def written_token(path, process):
+    """The caller token the sidecar writes at its first start (none is
+    configured), as an app in the pod reads it."""
+    wait_until(lambda: path.exists() and path.read_text().strip(), process, "llm-sidecar")
+    return path.read_text().strip()
+
+
 @dataclasses.dataclass(frozen=True)
 class Stack:
     """Base URLs of a running sidecar facade and of the fake upstream
-    behind it (the latter for talking to the upstream directly)."""
+    behind it (the latter for talking to the upstream directly), and the
+    caller token the facade asks for."""
 
     facade: str
     upstream: str
+    token: str
 
 
 @pytest.fixture(scope="module")
@@ -168,8 +180,9 @@ provider = "fake"
         )
         processes.append(sidecar)
         base = f"http://127.0.0.1:{http_port}/v1"
-        wait_until(lambda: answers(f"{base}/models"), sidecar, "llm-sidecar")
-        yield Stack(facade=base, upstream=upstream)
+        token = written_token(workdir / "token", sidecar)
+        wait_until(lambda: answers(f"{base}/models", token), sidecar, "llm-sidecar")
+        yield Stack(facade=base, upstream=upstream, token=token)
         sidecar.terminate()
         assert sidecar.wait(timeout=20) == 0
     finally:
@@ -191,13 +204,20 @@ def upstream_key():
     return UPSTREAM_KEY
 
 
+@pytest.fixture(scope="module")
+def token(stack):
+    """The caller token: what the app gives its OpenAI SDK as api_key."""
+    return stack.token
+
+
 @pytest.fixture()
-def client(facade):
-    # The sidecar holds the real keys; the SDK insists on one of its own.
-    # One attempt on each side: these tests are about what one call returns.
+def client(facade, token):
+    # The sidecar holds the provider keys; the SDK's api_key is the
+    # sidecar's caller token. One attempt on each side: these tests are
+    # about what one call returns.
     with openai.OpenAI(
         base_url=facade,
-        api_key="unused-by-the-sidecar",
+        api_key=token,
         max_retries=0,
         default_headers={"x-llm-max-attempts": "1"},
     ) as client:

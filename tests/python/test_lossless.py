@@ -340,13 +340,13 @@ def test_rate_limit_keeps_the_upstreams_headers(client):
     assert headers["x-request-id"] != "req_abc"
 
 
-def langchain_error(base_url):
+def langchain_error(base_url, api_key):
     """What LangChain raises for the context-length 400 from `base_url`."""
     from langchain_openai import ChatOpenAI
 
     model = ChatOpenAI(
         base_url=base_url,
-        api_key="unused",
+        api_key=api_key,
         model=MODEL,
         max_retries=0,
         extra_body={"fake": CONTEXT_LENGTH_SCENARIO},
@@ -357,8 +357,8 @@ def langchain_error(base_url):
 
 
 def test_langchain_sees_the_same_context_overflow_as_without_the_sidecar(stack):
-    through_sidecar = langchain_error(stack.facade)
-    direct = langchain_error(stack.upstream)
+    through_sidecar = langchain_error(stack.facade, stack.token)
+    direct = langchain_error(stack.upstream, "unused-by-the-fake")
     # Whatever class this LangChain version maps context overflow to, the
     # sidecar must not change it (it is chosen from the upstream's words).
     assert type(through_sidecar) is type(direct)

@@ -15,19 +15,32 @@ const MAX_MESSAGE_BYTES: usize = 1 << 24;
 pub struct GrpcCaller {
     client: ChatServiceClient<Channel>,
     request: pb::ChatRequest,
+    /// `authorization: Bearer <caller token>` for loopback TCP.
+    authorization: Option<tonic::metadata::AsciiMetadataValue>,
 }
 
 impl GrpcCaller {
     pub async fn uds(path: &Path, model: &str) -> anyhow::Result<Self> {
-        Ok(Self::new(connect_uds(path).await?, model))
+        Ok(Self::new(connect_uds(path).await?, model, None))
     }
 
-    pub async fn tcp(addr: &str, model: &str) -> anyhow::Result<Self> {
-        Ok(Self::new(connect_tcp(addr).await?, model))
+    /// Over loopback TCP, presenting the sidecar's caller `token`.
+    pub async fn tcp(addr: &str, model: &str, token: &str) -> anyhow::Result<Self> {
+        let authorization = format!("Bearer {token}").parse()?;
+        Ok(Self::new(
+            connect_tcp(addr).await?,
+            model,
+            Some(authorization),
+        ))
     }
 
-    fn new(channel: Channel, model: &str) -> Self {
+    fn new(
+        channel: Channel,
+        model: &str,
+        authorization: Option<tonic::metadata::AsciiMetadataValue>,
+    ) -> Self {
         GrpcCaller {
+            authorization,
             client: chat_client(channel, MAX_MESSAGE_BYTES),
             request: pb::ChatRequest {
                 model: model.to_owned(),
@@ -41,10 +54,20 @@ impl GrpcCaller {
         }
     }
 
+    fn call_request(&self) -> tonic::Request<pb::ChatRequest> {
+        let mut request = tonic::Request::new(self.request.clone());
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        request
+    }
+
     pub async fn unary(&self) -> Result<(), String> {
         let mut client = self.client.clone();
         client
-            .complete(self.request.clone())
+            .complete(self.call_request())
             .await
             .map(drop)
             .map_err(|status| format!("{:?}: {}", status.code(), status.message()))
@@ -59,7 +82,7 @@ impl GrpcCaller {
     pub async fn stream(&self, deadline: Instant) -> StreamTrace {
         let mut trace = StreamTrace::start();
         let mut client = self.client.clone();
-        let call = client.stream_complete(self.request.clone());
+        let call = client.stream_complete(self.call_request());
         let mut stream = match timeout_at(deadline, call).await {
             Ok(Ok(response)) => response.into_inner(),
             Ok(Err(status)) => {

@@ -140,8 +140,17 @@ async fn ours(
     let sidecar = sidecar::start(paths, name, upstream, ledger).await?;
     let caller = match edge {
         Edge::Uds => Caller::Grpc(Box::new(GrpcCaller::uds(&sidecar.uds, MODEL).await?)),
-        Edge::Tcp => Caller::Grpc(Box::new(GrpcCaller::tcp(&sidecar.tcp, MODEL).await?)),
-        Edge::Http => Caller::Http(HttpCaller::new(&sidecar.http, MODEL, Vec::new())?),
+        Edge::Tcp => Caller::Grpc(Box::new(
+            GrpcCaller::tcp(&sidecar.tcp, MODEL, &sidecar.token).await?,
+        )),
+        Edge::Http => Caller::Http(HttpCaller::new(
+            &sidecar.http,
+            MODEL,
+            vec![(
+                "authorization".to_owned(),
+                format!("Bearer {}", sidecar.token),
+            )],
+        )?),
     };
     let description = match (edge, ledger) {
         (Edge::Uds, true) => "llm-sidecar, gRPC over its Unix socket (ledger on, as installed)",

@@ -3,6 +3,7 @@
 use super::convert::{chunk_to_proto, decode_chunk, request_from_proto, response_to_proto};
 use super::status::to_status;
 use super::timeout::parse_grpc_timeout;
+use crate::auth::AuthenticatedCaller;
 use crate::call_record::Edge;
 use crate::error::Error;
 use crate::inbound::observe::{Arrival, Finished, Observation, Observer};
@@ -36,7 +37,7 @@ impl ChatServiceImpl {
     fn begin(
         &self,
         metadata: &tonic::metadata::MetadataMap,
-        peer: Option<(u32, Option<i32>)>,
+        extensions: &tonic::Extensions,
         message: pb::ChatRequest,
         stream: bool,
     ) -> Result<(Observation, crate::model::ChatRequest), Status> {
@@ -48,7 +49,10 @@ impl ChatServiceImpl {
                 COMPLETE_METHOD
             },
             headers: metadata.as_ref(),
-            peer,
+            peer: peer_of(extensions),
+            authenticated: extensions
+                .get::<AuthenticatedCaller>()
+                .map(|caller| &*caller.0),
             request_id: None,
         };
         let model = message.model.clone();
@@ -75,10 +79,8 @@ impl ChatServiceImpl {
 }
 
 /// The calling process on the Unix socket (SO_PEERCRED), for the ledger.
-fn peer_of<T>(request: &Request<T>) -> Option<(u32, Option<i32>)> {
-    let info = request
-        .extensions()
-        .get::<tonic::transport::server::UdsConnectInfo>()?;
+fn peer_of(extensions: &tonic::Extensions) -> Option<(u32, Option<i32>)> {
+    let info = extensions.get::<tonic::transport::server::UdsConnectInfo>()?;
     let cred = info.peer_cred?;
     Some((cred.uid(), cred.pid()))
 }
@@ -232,9 +234,8 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<pb::ChatResponse>, Status> {
         let (deadline, max_attempts) = call_limits(&request)?;
-        let peer = peer_of(&request);
-        let (metadata, _, message) = request.into_parts();
-        let (observation, chat) = self.begin(&metadata, peer, message, false)?;
+        let (metadata, extensions, message) = request.into_parts();
+        let (observation, chat) = self.begin(&metadata, &extensions, message, false)?;
         let call = observation.call_context(deadline, max_attempts);
         let pipeline = self.pipeline.current();
         let scrubber = pipeline.scrubber();
@@ -282,9 +283,8 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<Self::StreamCompleteStream>, Status> {
         let (deadline, max_attempts) = call_limits(&request)?;
-        let peer = peer_of(&request);
-        let (metadata, _, message) = request.into_parts();
-        let (observation, chat) = self.begin(&metadata, peer, message, true)?;
+        let (metadata, extensions, message) = request.into_parts();
+        let (observation, chat) = self.begin(&metadata, &extensions, message, true)?;
         let call = observation.call_context(deadline, max_attempts);
         let pipeline = self.pipeline.current();
         let scrubber = pipeline.scrubber().clone();

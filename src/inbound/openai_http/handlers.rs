@@ -8,6 +8,7 @@ use super::context::{self, REQUEST_ID_HEADER};
 use super::request::{self, Parsed};
 use super::sse::SseBody;
 use super::{call, models};
+use crate::auth::AuthenticatedCaller;
 use crate::call_record::Edge;
 use crate::error::Error;
 use crate::inbound::observe::{Arrival, Observation};
@@ -46,6 +47,7 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
 pub async fn chat_completions(
     State(facade): State<Facade>,
     Extension(RequestId(id)): Extension<RequestId>,
+    caller: Option<Extension<AuthenticatedCaller>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -55,6 +57,7 @@ pub async fn chat_completions(
         method: "POST /v1/chat/completions",
         headers: &headers,
         peer: None,
+        authenticated: caller.as_ref().map(|Extension(caller)| &*caller.0),
         request_id: Some(&id),
     };
     // The body is dropped once parsed: a large one (images) is not held

@@ -14,6 +14,8 @@ pub struct Sidecar {
     pub uds: PathBuf,
     pub tcp: String,
     pub http: String,
+    /// The caller token it wrote beside its socket, for TCP and HTTP.
+    pub token: String,
     /// From spawning the process to its first answered gRPC call.
     pub cold_start: Duration,
 }
@@ -86,11 +88,17 @@ pub async fn start(
     )
     .await?;
     let cold_start = started.elapsed();
+    // Empty for builds older than caller tokens (`--sidecar`), which ask
+    // for none.
+    let token = std::fs::read_to_string(dir.join("token"))
+        .map(|text| text.trim().to_owned())
+        .unwrap_or_default();
     Ok(Sidecar {
         service,
         uds,
         tcp,
         http: format!("http://{http}/v1"),
+        token,
         cold_start,
     })
 }
