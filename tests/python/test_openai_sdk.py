@@ -227,3 +227,14 @@ def test_models(client):
     assert client.models.retrieve("fake-*").owned_by == "fake"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("no-such-model")
+
+
+def test_an_api_key_that_is_not_the_caller_token_is_an_authentication_error(facade):
+    # An app still configured with a placeholder key, as before caller
+    # tokens: the SDK's own class, with the reason, and nothing sent on.
+    with openai.OpenAI(base_url=facade, api_key="unused", max_retries=0) as stranger:
+        with pytest.raises(openai.AuthenticationError) as error:
+            stranger.chat.completions.create(model="fake-model", messages=user("hi"))
+    assert error.value.status_code == 401
+    assert error.value.code == "token_invalid"
+    assert "caller token" in error.value.message
