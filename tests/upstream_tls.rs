@@ -283,6 +283,51 @@ async fn a_ca_file_replaced_on_disk_is_picked_up_and_a_broken_one_keeps_the_last
         .expect("still the last good CA");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_replaced_on_disk_is_presented_from_then_on() {
+    let fake = FakeUpstream::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = Authority::new("server test CA");
+    let client_ca = Authority::new("client test CA");
+    let front = TlsFront::start(fake.addr(), &server_ca.server(), Some(&client_ca)).await;
+    let ca = toml_path(&server_ca.write(dir.path(), "ca.pem"));
+    // At first a certificate the upstream does not accept (an expired or
+    // revoked one, in life), in the files a cert-manager Secret updates.
+    let (cert, key) = Authority::new("retired client CA")
+        .client("llm-sidecar")
+        .write(dir.path(), "client");
+    let config = dir.path().join("sidecar.toml");
+    std::fs::write(
+        &config,
+        config_for_binary(&format!(
+            "[providers.mutual]\nbase_url = \"{}\"\nca_files = [\"{ca}\"]\n\
+             client_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+            front.base_url(),
+            toml_path(&cert),
+            toml_path(&key),
+        )),
+    )
+    .unwrap();
+    let sidecar = serve(dir.path(), &config, &[]);
+    let mut client = connect(dir.path()).await;
+    call(&mut client, "mutual")
+        .await
+        .expect_err("the retired certificate");
+    assert!(fake.requests().is_empty());
+
+    // The renewed pair, each file swapped in whole.
+    let (renewed_cert, renewed_key) = client_ca.client("llm-sidecar").write(dir.path(), "renewed");
+    std::fs::rename(&renewed_key, &key).unwrap();
+    std::fs::rename(&renewed_cert, &cert).unwrap();
+    eventually(
+        "presenting the renewed certificate",
+        async || call(&mut client, "mutual").await.is_ok(),
+        || sidecar.log(),
+    )
+    .await;
+    assert!(!fake.requests().is_empty());
+}
+
 /// A config file for the binary (`--uds` gives the socket): no retries,
 /// files checked every 100 ms, a route `model = NAME` per provider.
 fn config_for_binary(providers: &str) -> String {
