@@ -60,8 +60,9 @@ pub struct Access {
     require_token: bool,
     hosts: Vec<String>,
     origins: Vec<String>,
-    /// Files this sidecar wrote a token to, for the start-up log line.
-    written: Vec<PathBuf>,
+    /// Files this sidecar keeps a token in, for the start-up log lines:
+    /// what the token is for, and where.
+    written: Vec<(&'static str, PathBuf)>,
 }
 
 impl Access {
@@ -100,7 +101,7 @@ impl Access {
                 )
                 .context("the caller token ([auth] in the README)")?;
                 callers.push((DEFAULT_TOKEN_NAME.to_owned(), value));
-                written.push(token_path.clone());
+                written.push(("caller token (TCP and HTTP callers)", token_path.clone()));
             }
         }
         let admin = match &auth.admin_token {
@@ -130,7 +131,7 @@ impl Access {
                         config.server.uds_dir_mode,
                     )
                     .context("the admin token ([auth] in the README)")?;
-                    written.push(path);
+                    written.push(("admin token (the admin port's writes)", path));
                     Some(value)
                 }
                 None => None,
@@ -312,7 +313,7 @@ impl Gate {
 
     /// The files this sidecar keeps the tokens in force in, when it made
     /// them (for the start-up log line).
-    pub fn written_files(&self) -> Vec<PathBuf> {
+    pub fn written_files(&self) -> Vec<(&'static str, PathBuf)> {
         self.access.load().written.clone()
     }
 

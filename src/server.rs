@@ -253,8 +253,8 @@ pub async fn start_with_telemetry(
         tracing::info!(%bound, "serving gRPC health for probes");
         running_health = Some(bound);
     }
-    for path in gate.written_files() {
-        tracing::info!(path = %path.display(), "token for TCP and HTTP callers (or the admin port's writes) kept in this file");
+    for (token, path) in gate.written_files() {
+        tracing::info!(path = %path.display(), "{token} kept in this file");
     }
     Ok(Running {
         gate,
