@@ -32,14 +32,41 @@ fn file_id(path: &Path) -> Option<FileId> {
     })
 }
 
+/// SQLite's file beside the database: `-wal` or `-shm`.
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// The files the connections have open.
+#[derive(Debug, Clone, Copy, Default)]
+struct Opened {
+    db: Option<FileId>,
+    wal: Option<FileId>,
+    shm: Option<FileId>,
+}
+
+impl Opened {
+    /// What `path` and its `-wal` and `-shm` name now.
+    fn at(path: &Path) -> Opened {
+        Opened {
+            db: file_id(path),
+            wal: file_id(&beside(path, "-wal")),
+            shm: file_id(&beside(path, "-shm")),
+        }
+    }
+}
+
 pub(super) struct LedgerFile {
     path: PathBuf,
     /// `None` after the file went away and could not be opened again; each
     /// batch tries once more.
     writer: Option<Connection>,
     reader: SharedReader,
-    /// What `path` named when the connections were opened.
-    opened: Option<FileId>,
+    /// What the path (and its `-wal`, `-shm`) named when the connections
+    /// were opened.
+    opened: Opened,
 }
 
 impl LedgerFile {
@@ -47,8 +74,8 @@ impl LedgerFile {
     /// needed), then the queries' one.
     pub(super) fn open(path: &Path) -> Result<LedgerFile, LedgerError> {
         let writer = schema::open_writer(path)?;
-        let opened = file_id(path);
         let reader = schema::open_reader(path)?;
+        let opened = Opened::at(path);
         Ok(LedgerFile {
             path: path.to_owned(),
             writer: Some(writer),
@@ -72,7 +99,7 @@ impl LedgerFile {
     /// counted).
     pub(super) fn connection(&mut self, counters: &Counters) -> Result<&mut Connection, String> {
         let now = file_id(&self.path);
-        if self.writer.is_none() || now.is_none() || now != self.opened {
+        if self.writer.is_none() || now.is_none() || now != self.opened.db {
             self.reopen(now.is_some(), counters)?;
         }
         self.writer
@@ -80,19 +107,41 @@ impl LedgerFile {
             .ok_or_else(|| "the ledger file is not open".to_owned())
     }
 
+    /// Closes the connection to a file moved or deleted under it. Its last
+    /// commits are in the WAL, which is still at the path: checkpointed
+    /// first, they land in the file they belong to (the rotated one).
+    /// SQLite leaves the `-wal` and `-shm` of a moved file where they are
+    /// when it closes; a connection opened at the path would read them as
+    /// its own, so they go too, when they are still the ones it had open.
+    fn close_moved(&mut self, writer: Connection) {
+        if let Err(error) = writer.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+            tracing::warn!(
+                path = %self.path.display(),
+                "ledger: cannot checkpoint the old file's last rows into it: {error}"
+            );
+        }
+        drop(writer);
+        for (suffix, opened) in [("-wal", self.opened.wal), ("-shm", self.opened.shm)] {
+            let side = beside(&self.path, suffix);
+            if opened.is_some() && file_id(&side) == opened {
+                let _ = std::fs::remove_file(&side);
+            }
+        }
+        self.opened = Opened::default();
+    }
+
     fn reopen(&mut self, replaced: bool, counters: &Counters) -> Result<(), String> {
         let was_open = self.writer.is_some();
-        // Both old connections close before the path is opened again: the
-        // last one to close checkpoints its WAL into the file it had open
-        // (moved or deleted) and removes the `-wal` and `-shm` files at the
-        // path, which a new connection would otherwise read as its own.
-        let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
+        // Queries wait (or fail, see `Ledger::read`) until both are open.
+        let shared = Arc::clone(&self.reader);
+        let mut reader = shared.lock().unwrap_or_else(PoisonError::into_inner);
         drop(reader.take());
-        drop(self.writer.take());
-        self.opened = None;
+        if let Some(writer) = self.writer.take() {
+            self.close_moved(writer);
+        }
         let writer = schema::open_writer(&self.path).map_err(|error| error.to_string())?;
-        self.opened = file_id(&self.path);
         *reader = Some(schema::open_reader(&self.path).map_err(|error| error.to_string())?);
+        self.opened = Opened::at(&self.path);
         self.writer = Some(writer);
         counters.add_reopened();
         if was_open {
