@@ -89,8 +89,8 @@ impl Default for LedgerConfig {
             path: PathBuf::from("llm-sidecar-ledger.sqlite3"),
             queue_capacity: 65_536,
             batch_max: 512,
-            // Measured on a 2-core VM: 5 ms batches commit about as many
-            // rows per second as 250 ms ones under load (README, "Ledger").
+            // What a SIGKILL may cost (README, "Durability"); more, smaller
+            // transactions cost the writer some CPU per row, not the calls.
             flush_interval: Duration::from_millis(5),
             retention_max_age: None,
             retention_max_rows: None,

@@ -132,6 +132,9 @@ async fn a_rotated_ledger_file_keeps_its_rows_and_the_new_one_takes_the_next() {
     ledger.close().await;
 }
 
+/// Clients calling one call at a time each.
+const CLIENTS: usize = 4;
+
 /// Calls completed by the client: request id and when its answer arrived.
 type Completed = Arc<Mutex<Vec<(String, Instant)>>>;
 
@@ -193,7 +196,10 @@ async fn drive(socket: std::path::PathBuf, completed: Completed) {
             return;
         };
         let done = Instant::now();
-        let id = response.metadata().get("x-request-id").expect("a request id")
+        let id = response
+            .metadata()
+            .get("x-request-id")
+            .expect("a request id")
             .to_str()
             .unwrap()
             .to_owned();
@@ -205,7 +211,7 @@ async fn kill_during_calls() -> KillRun {
     let dir = tempfile::tempdir().unwrap();
     let mut sidecar = start(dir.path());
     let completed: Completed = Arc::default();
-    let clients: Vec<_> = (0..4)
+    let clients: Vec<_> = (0..CLIENTS)
         .map(|_| tokio::spawn(drive(dir.path().join("sidecar.sock"), completed.clone())))
         .collect();
     // A steady stream: wait until calls have been completing for a while.
@@ -219,13 +225,12 @@ async fn kill_during_calls() -> KillRun {
     for client in clients {
         client.await.unwrap();
     }
-    let rows: HashSet<String> = ids_in(&dir.path().join("ledger.sqlite3"))
-        .into_iter()
-        .collect();
+    let ids = ids_in(&dir.path().join("ledger.sqlite3"));
+    let rows: HashSet<&String> = ids.iter().collect();
     let completed = completed.lock().unwrap();
     let mut run = KillRun {
         completed: completed.len(),
-        rows: rows.len(),
+        rows: ids.len(),
         lost_recent: 0,
         lost_older: Vec::new(),
     };
@@ -254,6 +259,9 @@ async fn a_sigkill_loses_at_most_the_last_10_ms_of_rows() {
         let run = kill_during_calls().await;
         eprintln!("kill {number}: {run:?}");
         assert!(run.completed >= 100, "too few calls to judge: {run:?}");
+        // A row per call: those completed, and at most one in flight per
+        // client.
+        assert!(run.rows <= run.completed + CLIENTS, "{run:?}");
         assert!(
             run.lost_older.is_empty(),
             "rows of calls completed more than {LOSS_BOUND:?} before the kill are missing: {run:?}"

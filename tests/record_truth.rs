@@ -37,7 +37,9 @@ async fn raw_call(socket: &Path, method: &str, headers: &[(&str, &str)], body: V
     let mut client = client.ready().await.unwrap();
     let mut builder = http::Request::builder()
         .method("POST")
-        .uri(format!("http://localhost/llmsidecar.v1.ChatService/{method}"))
+        .uri(format!(
+            "http://localhost/llmsidecar.v1.ChatService/{method}"
+        ))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .header("x-llm-caller", CALLER);
@@ -110,7 +112,9 @@ async fn undecodable_protobuf_is_invalid_argument_and_recorded() {
     .await;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(
-        status.message().contains("not a valid llmsidecar.v1.ChatRequest")
+        status
+            .message()
+            .contains("not a valid llmsidecar.v1.ChatRequest")
             && status.message().contains("wire type"),
         "{}",
         status.message()
@@ -200,7 +204,13 @@ async fn malformed_call_metadata_is_refused_and_recorded() {
         frame(&request("hi", json!({})).encode_to_vec())
     };
     for (name, value) in [("grpc-timeout", "soon"), ("x-llm-max-attempts", "many")] {
-        let status = raw_call(&socket(&harness), "Complete", &[(name, value)], body.clone()).await;
+        let status = raw_call(
+            &socket(&harness),
+            "Complete",
+            &[(name, value)],
+            body.clone(),
+        )
+        .await;
         assert_eq!(status.code(), Code::InvalidArgument, "{name}: {status:?}");
         assert!(status.message().contains(name), "{}", status.message());
         let row = row_of(&harness, &status).await;
@@ -270,7 +280,12 @@ async fn facade_bodies_it_cannot_read_are_recorded_with_their_reason() {
 
 /// A sidecar whose messages may be at most 64 KiB either way (the least
 /// it takes).
-async fn small_messages() -> (FakeUpstream, Running, pb::chat_service_client::ChatServiceClient<tonic::transport::Channel>, tempfile::TempDir) {
+async fn small_messages() -> (
+    FakeUpstream,
+    Running,
+    pb::chat_service_client::ChatServiceClient<tonic::transport::Channel>,
+    tempfile::TempDir,
+) {
     let fake = FakeUpstream::start().await.unwrap();
     let toml = format!(
         r#"default_provider = "fake"
@@ -349,7 +364,8 @@ async fn a_stream_chunk_too_large_to_send_ends_the_stream_and_is_recorded() {
 
 /// A model name written to forge a log line of its own and colour the
 /// rest red.
-const FORGED_MODEL: &str = "mock/echo\n2099-01-01T00:00:00.000000Z  INFO forged: all is well\x1b[31m";
+const FORGED_MODEL: &str =
+    "mock/echo\n2099-01-01T00:00:00.000000Z  INFO forged: all is well\x1b[31m";
 
 #[tokio::test]
 async fn caller_strings_cannot_forge_or_colour_text_log_lines() {
@@ -407,7 +423,10 @@ async fn caller_strings_cannot_forge_or_colour_text_log_lines() {
         .filter(|line| line.contains(" request ") || line.contains("request edge"))
         .collect();
     assert_eq!(request_lines.len(), 2, "{log}");
-    assert!(!log.contains('\x1b'), "no terminal escape reaches the log: {log:?}");
+    assert!(
+        !log.contains('\x1b'),
+        "no terminal escape reaches the log: {log:?}"
+    );
     for line in log.lines() {
         assert!(
             !line.contains("forged") || line.contains("model=\"mock/echo\\n2099"),
