@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Harness, collect, request, sidecar_from};
+use common::{Harness, collect, http_client, request, sidecar_from};
 use llm_sidecar::fake_upstream::FakeUpstream;
 use llm_sidecar::ledger::{LedgerRow, RecentQuery};
 use llm_sidecar::proto::v1 as pb;
@@ -241,7 +241,7 @@ async fn a_well_formed_call_still_leaves_exactly_one_row() {
 async fn facade_bodies_it_cannot_read_are_recorded_with_their_reason() {
     let harness = Harness::start().await;
     let url = format!("{}/chat/completions", harness.http_base());
-    let client = reqwest::Client::new();
+    let client = http_client();
     let not_json = client
         .post(&url)
         .header("x-llm-caller", CALLER)
@@ -270,7 +270,9 @@ async fn facade_bodies_it_cannot_read_are_recorded_with_their_reason() {
     let outcome = |id: &str| {
         let found: Vec<&LedgerRow> = rows.iter().filter(|row| row.request_id == id).collect();
         assert_eq!(found.len(), 1, "{rows:?}");
-        assert_eq!(found[0].caller_name.as_deref(), Some(CALLER));
+        // The caller token's name is the caller; what it claimed is kept.
+        assert_eq!(found[0].caller_name.as_deref(), Some("app"));
+        assert_eq!(found[0].caller_claimed.as_deref(), Some(CALLER));
         found[0].outcome.clone()
     };
     assert_eq!(outcome(&ids[0]), "error:undecodable_request");
@@ -382,7 +384,7 @@ async fn caller_strings_cannot_forge_or_colour_text_log_lines() {
         ),
     )
     .unwrap();
-    let sidecar = Sidecar::serve(
+    let sidecar = Sidecar::serve_env(
         &[
             "--config",
             config.to_str().unwrap(),
@@ -392,6 +394,7 @@ async fn caller_strings_cannot_forge_or_colour_text_log_lines() {
             "",
         ],
         Some("info"),
+        &[("LLM_SIDECAR_TOKEN", common::CALLER_TOKEN)],
         &socket,
         &dir.path().join("sidecar.log"),
     );
@@ -408,7 +411,7 @@ async fn caller_strings_cannot_forge_or_colour_text_log_lines() {
         .insert("x-llm-caller", "team a (ops) \"quoted\"".parse().unwrap());
     // No route serves it: refused, and logged.
     client.complete(call).await.unwrap_err();
-    let answer = reqwest::Client::new()
+    let answer = http_client()
         .post(format!("http://127.0.0.1:{http}/v1/chat/completions"))
         .json(&json!({"model": FORGED_MODEL, "messages": [{"role": "user", "content": "hi"}]}))
         .send()
