@@ -80,6 +80,29 @@ pub enum Error {
     /// A bug or an unexpected local failure.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The edge itself could not read the caller's request or send the
+    /// answer back in the caller's protocol (see [`EdgeFault`]); `message`
+    /// says what was wrong.
+    #[error("{message}")]
+    Edge { fault: EdgeFault, message: String },
+}
+
+/// What an edge found wrong with the bytes of a call, outside anything the
+/// pipeline judges: each its own reason in the ledger and in ErrorInfo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgeFault {
+    /// The request message is not a message of the method's type (gRPC:
+    /// not protobuf of it, cut short, or missing).
+    UndecodableRequest,
+    /// The request message is larger than the edge accepts.
+    RequestTooLarge,
+    /// The request is compressed in an encoding the edge does not accept.
+    UnsupportedEncoding,
+    /// The request body did not arrive within `server.body_read_timeout_ms`.
+    RequestBodyTimeout,
+    /// The answer is larger than the caller's protocol may carry
+    /// (`server.max_message_bytes`); the upstream has answered (and billed).
+    ResponseTooLarge,
 }
 
 /// Which of a provider's limits held a call back.

@@ -9,10 +9,20 @@
 //! counted in [`Ledger::dropped`] and a rate-limited warning says so: a
 //! slow disk costs ledger rows, never request latency, and never silently.
 //!
+//! A batch is committed at most [`LedgerConfig::flush_interval`] (5 ms)
+//! after its first record arrived, so a process killed outright (SIGKILL,
+//! OOM) loses only the records of the last few milliseconds: a committed
+//! transaction is in the WAL, which outlives the process. Before each
+//! batch the writer checks that the path still names the file it has
+//! open; a file deleted or replaced is opened again at the path (counted
+//! in [`Ledger::reopened`]).
+//!
 //! # Layout
 //!
 //! - `schema`: opening the file, pragmas, the numbered migrations.
 //! - `writer`: the writer thread: batches, one transaction each, flushes.
+//! - `file`: the two connections, and opening the path again when the
+//!   file under it was deleted or replaced.
 //! - `retention`: deleting rows past the age or row-count limit.
 //! - `row`: a [`CallRecord`] as a table row, and [`LedgerRow`] read back.
 //! - `summary`, `recent`: the two queries, on their own read connection.
@@ -23,6 +33,7 @@
 
 mod counters;
 mod error;
+mod file;
 mod pricing;
 mod recent;
 mod retention;
@@ -44,6 +55,7 @@ pub use summary::{GroupBy, SummaryQuery, SummaryRow};
 
 use crate::call_record::CallRecord;
 use counters::Counters;
+use file::{LedgerFile, SharedReader};
 use retention::{RetentionPolicy, RetentionSchedule};
 use rusqlite::Connection;
 use std::fmt;
@@ -62,7 +74,8 @@ pub struct LedgerConfig {
     pub queue_capacity: usize,
     /// Most rows per transaction.
     pub batch_max: usize,
-    /// The longest a record waits in a batch before it is committed.
+    /// The longest a record waits in a batch before it is committed: what
+    /// a SIGKILL can cost, besides the commit under way.
     pub flush_interval: Duration,
     /// Rows older than this are deleted (at open, then every few minutes).
     pub retention_max_age: Option<Duration>,
@@ -76,7 +89,9 @@ impl Default for LedgerConfig {
             path: PathBuf::from("llm-sidecar-ledger.sqlite3"),
             queue_capacity: 65_536,
             batch_max: 512,
-            flush_interval: Duration::from_millis(250),
+            // What a SIGKILL may cost (README, "Durability"); more, smaller
+            // transactions cost the writer some CPU per row, not the calls.
+            flush_interval: Duration::from_millis(5),
             retention_max_age: None,
             retention_max_rows: None,
         }
@@ -104,8 +119,9 @@ enum Store {
     Open {
         path: PathBuf,
         /// A connection of its own so that queries read beside the writer
-        /// (WAL), never behind it.
-        reader: Arc<Mutex<Connection>>,
+        /// (WAL), never behind it. The writer replaces it when the file is
+        /// opened again (`None` meanwhile).
+        reader: SharedReader,
     },
     Unavailable {
         reason: String,
@@ -119,21 +135,23 @@ impl Ledger {
     /// that is missing or not writable, a schema newer than this build.
     pub fn open(config: &LedgerConfig) -> Result<Ledger, LedgerError> {
         let path = config.path.clone();
-        let conn = schema::open_writer(&path)?;
+        let file = LedgerFile::open(&path)?;
         let policy = RetentionPolicy {
             max_age: config.retention_max_age,
             max_rows: config.retention_max_rows,
         };
-        retention::enforce(&conn, &policy, SystemTime::now(), retention::CHUNK_ROWS)
-            .map_err(|error| LedgerError::from_sqlite(&path, error))?;
-        let reader = schema::open_reader(&path)?;
+        if let Some(conn) = file.current() {
+            retention::enforce(conn, &policy, SystemTime::now(), retention::CHUNK_ROWS)
+                .map_err(|error| LedgerError::from_sqlite(&path, error))?;
+        }
+        let reader = file.reader();
 
         // A zero-capacity std channel only hands over to a waiting receiver,
         // which `try_send` would almost never find.
         let (sender, receiver) = mpsc::sync_channel(config.queue_capacity.max(1));
         let counters = Arc::new(Counters::default());
         let writer = Writer {
-            conn,
+            file,
             queue: receiver,
             counters: Arc::clone(&counters),
             batch_max: config.batch_max.max(1),
@@ -150,10 +168,7 @@ impl Ledger {
                 queue: RwLock::new(Some(sender)),
                 writer: Mutex::new(Some(handle)),
                 counters,
-                store: Store::Open {
-                    path,
-                    reader: Arc::new(Mutex::new(reader)),
-                },
+                store: Store::Open { path, reader },
             }),
         })
     }
@@ -209,6 +224,12 @@ impl Ledger {
     /// Records that could not be queued or written.
     pub fn dropped(&self) -> u64 {
         self.inner.counters.dropped()
+    }
+
+    /// Times the writer opened the configured path again because the file
+    /// under it had been deleted or replaced (or could not be opened).
+    pub fn reopened(&self) -> u64 {
+        self.inner.counters.reopened()
     }
 
     /// Waits until every record handed over before this call is committed
@@ -282,7 +303,16 @@ impl Ledger {
         };
         tokio::task::spawn_blocking(move || {
             let conn = reader.lock().unwrap_or_else(PoisonError::into_inner);
-            query(&conn).map_err(|error| LedgerError::from_sqlite(&path, error))
+            let Some(conn) = conn.as_ref() else {
+                return Err(LedgerError::Unavailable {
+                    reason: format!(
+                        "the ledger file {} is being opened again after it was deleted or \
+                         replaced; try again",
+                        path.display()
+                    ),
+                });
+            };
+            query(conn).map_err(|error| LedgerError::from_sqlite(&path, error))
         })
         .await
         .map_err(LedgerError::QueryTask)?

@@ -2,9 +2,14 @@
 //! stderr, with a filter that can be changed while the sidecar runs (the
 //! admin port's `/admin/log-level`), because turning on debug logs should
 //! not need a restart that drops every stream in flight.
+//!
+//! A log line is one line whatever a caller sends: JSON escapes every
+//! control character in a string, and the text format writes string
+//! fields quoted and escaped; [`OneLine`] escapes what is left (a caller's
+//! string in a message or a Display field) before it reaches stderr.
 
 use crate::config::{LogFormat, LoggingSettings};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::OnceLock;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -63,19 +68,76 @@ pub fn init(settings: &LoggingSettings) {
                     .with_writer(std::io::stderr),
             )
             .try_init(),
-        LogFormat::Text => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(std::io::stderr().is_terminal())
-                    .with_writer(std::io::stderr),
-            )
-            .try_init(),
+        LogFormat::Text => {
+            let ansi = std::io::stderr().is_terminal();
+            registry
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_ansi(ansi)
+                        .with_writer(move || OneLine {
+                            inner: std::io::stderr(),
+                            ansi,
+                        }),
+                )
+                .try_init()
+        }
     };
     if installed.is_ok() {
         let _ = CONTROL.set(Control {
             handle,
             current: std::sync::Mutex::new(shown),
         });
+    }
+}
+
+/// The text format's writer: each event arrives whole, ending in a line
+/// break, and any other line break, carriage return or control character
+/// in it is written as `\xNN`, so no caller's string can start a line of
+/// its own or (when stderr is not a terminal, which gets colours) send a
+/// terminal escape sequence. Events without one, nearly all, pass as
+/// they are.
+struct OneLine<W> {
+    inner: W,
+    /// Colours on: ESC is the formatter's own.
+    ansi: bool,
+}
+
+impl<W: Write> Write for OneLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let (line, end) = match buf.strip_suffix(b"\n") {
+            Some(line) => (line, &b"\n"[..]),
+            None => (buf, &b""[..]),
+        };
+        if !line.iter().any(|&byte| self.escapes(byte)) {
+            self.inner.write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let mut escaped = Vec::with_capacity(buf.len() + 32);
+        for &byte in line {
+            if self.escapes(byte) {
+                write!(escaped, "\\x{byte:02x}")?;
+            } else {
+                escaped.push(byte);
+            }
+        }
+        escaped.extend_from_slice(end);
+        self.inner.write_all(&escaped)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W> OneLine<W> {
+    fn escapes(&self, byte: u8) -> bool {
+        match byte {
+            b'\t' => false,
+            0x1b => !self.ansi,
+            0x00..=0x1f | 0x7f => true,
+            _ => false,
+        }
     }
 }
 
@@ -108,4 +170,34 @@ pub fn set_level(filter: &str) -> Result<(), String> {
         .unwrap_or_else(|poison| poison.into_inner()) = filter.to_owned();
     tracing::info!(filter, "log filter changed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OneLine;
+    use std::io::Write as _;
+
+    fn written(event: &[u8], ansi: bool) -> String {
+        let mut line = OneLine {
+            inner: Vec::new(),
+            ansi,
+        };
+        line.write_all(event).unwrap();
+        String::from_utf8(line.inner).unwrap()
+    }
+
+    #[test]
+    fn an_event_stays_one_line_without_terminal_escapes() {
+        let event = b"INFO request model=x\nINFO forged\r\x1b[31m red\tok\n";
+        assert_eq!(
+            written(event, false),
+            "INFO request model=x\\x0aINFO forged\\x0d\\x1b[31m red\tok\n"
+        );
+        // On a terminal the formatter colours with ESC itself.
+        assert_eq!(
+            written(b"\x1b[32mINFO\x1b[0m a\nb\n", true),
+            "\x1b[32mINFO\x1b[0m a\\x0ab\n"
+        );
+        assert_eq!(written(b"plain line\n", false), "plain line\n");
+    }
 }

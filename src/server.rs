@@ -96,9 +96,11 @@ pub async fn start_with_telemetry(
     health
         .set_serving::<ChatServiceServer<ChatServiceImpl>>()
         .await;
-    let chat = ChatServiceServer::new(ChatServiceImpl::new(pipeline.clone(), observer.clone()))
-        .max_decoding_message_size(config.server.max_message_bytes)
-        .max_encoding_message_size(config.server.max_message_bytes);
+    let chat = crate::inbound::grpc::chat_service(
+        pipeline.clone(),
+        observer.clone(),
+        config.server.max_message_bytes,
+    );
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

@@ -4,7 +4,7 @@
 //! they become FAILED_PRECONDITION (an operator must act), never
 //! UNAUTHENTICATED, which would send the caller looking at its own auth.
 
-use super::{Error, OverloadKind, TimeoutKind, UpstreamError};
+use super::{EdgeFault, Error, OverloadKind, TimeoutKind, UpstreamError};
 use tonic::Code;
 
 /// How one error presents at the edges.
@@ -79,6 +79,25 @@ pub fn classify(error: &Error) -> Class {
         }
         Error::ShuttingDown => class(Code::Unavailable, 503, true, "SIDECAR_SHUTTING_DOWN"),
         Error::Internal(_) => class(Code::Internal, 500, false, "INTERNAL"),
+        // gRPC's own table: a message over the limit is RESOURCE_EXHAUSTED
+        // (either way), an encoding not accepted UNIMPLEMENTED.
+        Error::Edge { fault, .. } => match fault {
+            EdgeFault::UndecodableRequest => {
+                class(Code::InvalidArgument, 400, false, "UNDECODABLE_REQUEST")
+            }
+            EdgeFault::RequestTooLarge => {
+                class(Code::ResourceExhausted, 413, false, "REQUEST_TOO_LARGE")
+            }
+            EdgeFault::UnsupportedEncoding => {
+                class(Code::Unimplemented, 415, false, "UNSUPPORTED_ENCODING")
+            }
+            EdgeFault::RequestBodyTimeout => {
+                class(Code::DeadlineExceeded, 408, false, "REQUEST_BODY_TIMEOUT")
+            }
+            EdgeFault::ResponseTooLarge => {
+                class(Code::ResourceExhausted, 500, false, "RESPONSE_TOO_LARGE")
+            }
+        },
     }
 }
 

@@ -19,7 +19,12 @@ impl Error {
     pub fn scrub(&mut self, scrubber: &Scrubber) {
         let s = |text: &mut String| scrub_and_bound(scrubber, text);
         match self {
-            Error::InvalidRequest(text) | Error::Internal(text) => s(text),
+            Error::InvalidRequest(text)
+            | Error::Internal(text)
+            | Error::Edge {
+                fault: _,
+                message: text,
+            } => s(text),
             Error::ModelNotFound { model, hint } => {
                 s(model);
                 s(hint);

@@ -1,4 +1,5 @@
-//! What became of the records handed to the ledger: written or dropped.
+//! What became of the records handed to the ledger: written or dropped
+//! (and how often its file had to be opened again).
 //! Every lost record is counted here and announced in a warning, so a slow
 //! or failing disk shows up in the logs instead of as quietly missing rows.
 
@@ -15,6 +16,7 @@ const WARN_INTERVAL: Duration = Duration::from_secs(5);
 pub(super) struct Counters {
     written: AtomicU64,
     dropped: AtomicU64,
+    reopened: AtomicU64,
     not_queued_warning: RateLimit,
     write_failed_warning: RateLimit,
 }
@@ -26,6 +28,15 @@ impl Counters {
 
     pub(super) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Times the file was opened again after it was deleted or replaced.
+    pub(super) fn reopened(&self) -> u64 {
+        self.reopened.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn add_reopened(&self) {
+        self.reopened.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) fn add_written(&self, rows: u64) {

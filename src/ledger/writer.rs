@@ -3,6 +3,7 @@
 //! transaction, so the cost of a commit is shared by many records.
 
 use super::counters::Counters;
+use super::file::LedgerFile;
 use super::retention::{self, RetentionSchedule};
 use super::row;
 use crate::call_record::CallRecord;
@@ -29,7 +30,7 @@ const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(3600);
 const GATHER_TICK: Duration = Duration::from_millis(10);
 
 pub(super) struct Writer {
-    pub(super) conn: Connection,
+    pub(super) file: LedgerFile,
     pub(super) queue: Receiver<Message>,
     pub(super) counters: Arc<Counters>,
     pub(super) batch_max: usize,
@@ -59,7 +60,6 @@ impl Writer {
         while let Some(batch) = self.next_batch() {
             if !batch.records.is_empty() {
                 self.commit(&batch.records);
-                self.retention.after_batch(&self.conn);
             }
             for done in batch.flushes {
                 // The flusher may have stopped waiting; nothing to tell then.
@@ -77,7 +77,11 @@ impl Writer {
             // Waking up when idle lets retention run on a quiet ledger too.
             match self.queue.recv_timeout(retention::EVERY) {
                 Ok(message) => break message,
-                Err(RecvTimeoutError::Timeout) => self.retention.run_if_due(&self.conn),
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Some(conn) = self.file.current() {
+                        self.retention.run_if_due(conn);
+                    }
+                }
                 Err(RecvTimeoutError::Disconnected) => return None,
             }
         };
@@ -106,26 +110,33 @@ impl Writer {
 
     fn commit(&mut self, records: &[CallRecord]) {
         let rows = records.len() as u64;
-        match self.insert_all(records) {
-            Ok(()) => self.counters.add_written(rows),
-            // Disk full, file deleted, locked too long: these rows are lost,
-            // but counted and logged, and the next batch tries again.
+        // The file the path names now: one deleted or replaced since the
+        // last batch is opened again first (a `stat` per batch).
+        let conn = match self.file.connection(&self.counters) {
+            Ok(conn) => conn,
+            Err(error) => return self.counters.write_failed(rows, &error),
+        };
+        match insert_all(conn, records) {
+            Ok(()) => {
+                self.counters.add_written(rows);
+                self.retention.after_batch(conn);
+            }
+            // Disk full, directory gone, locked too long: these rows are
+            // lost, but counted and logged, and the next batch tries again.
             Err(error) => self.counters.write_failed(rows, &error),
         }
     }
+}
 
-    fn insert_all(&mut self, records: &[CallRecord]) -> rusqlite::Result<()> {
-        // IMMEDIATE takes the write lock up front, so a busy file makes us
-        // wait for the lock (busy_timeout) instead of failing mid-batch.
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut insert = tx.prepare_cached(row::INSERT)?;
-            for record in records {
-                row::insert(&mut insert, record)?;
-            }
+fn insert_all(conn: &mut Connection, records: &[CallRecord]) -> rusqlite::Result<()> {
+    // IMMEDIATE takes the write lock up front, so a busy file makes us
+    // wait for the lock (busy_timeout) instead of failing mid-batch.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut insert = tx.prepare_cached(row::INSERT)?;
+        for record in records {
+            row::insert(&mut insert, record)?;
         }
-        tx.commit()
     }
+    tx.commit()
 }

@@ -45,10 +45,14 @@ pub fn telemetry(config: &Config, env: Env<'_>) -> anyhow::Result<Arc<Telemetry>
 pub fn observer(config: &Config, telemetry: &Arc<Telemetry>) -> anyhow::Result<Arc<Observer>> {
     let ledger = config.ledger.enabled.then(|| open_ledger(config));
     if let Some(ledger) = &ledger {
+        let reopens = ledger.clone();
         let ledger = ledger.clone();
         telemetry
             .metrics()
             .observe_ledger_dropped(telemetry.meter(), move || ledger.dropped());
+        telemetry
+            .metrics()
+            .observe_ledger_reopened(telemetry.meter(), move || reopens.reopened());
     }
     let observer = Observer::new(config, ledger)
         .map_err(anyhow::Error::msg)

@@ -29,6 +29,7 @@ pub const CIRCUIT_STATE: &str = "llm_sidecar.circuit.state";
 pub const RETRIES: &str = "llm_sidecar.retries";
 pub const UPSTREAM_RESPONSES: &str = "llm_sidecar.upstream.responses";
 pub const LEDGER_DROPPED: &str = "llm_sidecar.ledger.dropped";
+pub const LEDGER_REOPENED: &str = "llm_sidecar.ledger.reopened";
 
 /// The label naming a call's route as configured (alias, exact model,
 /// pattern, `*` for the default provider, or `unrouted`). It stands where
@@ -219,6 +220,23 @@ impl Metrics {
             .with_unit("{record}")
             .with_description("Usage records that could not be queued or written to the ledger.")
             .with_callback(move |observer| observer.observe(dropped(), &[]))
+            .build();
+    }
+
+    /// Registers `llm_sidecar.ledger.reopened`, read from `reopened` (the
+    /// times the ledger opened its path again after the file under it was
+    /// deleted or replaced) at each collection. Call once per meter.
+    pub fn observe_ledger_reopened<F>(&self, meter: &Meter, reopened: F)
+    where
+        F: Fn() -> u64 + Send + Sync + 'static,
+    {
+        meter
+            .u64_observable_counter(LEDGER_REOPENED)
+            .with_unit("{reopen}")
+            .with_description(
+                "Times the ledger file was opened again after it was deleted or replaced.",
+            )
+            .with_callback(move |observer| observer.observe(reopened(), &[]))
             .build();
     }
 

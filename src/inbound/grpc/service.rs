@@ -1,11 +1,12 @@
 //! `llmsidecar.v1.ChatService` on top of the pipeline.
 
 use super::convert::{chunk_to_proto, decode_chunk, request_from_proto, response_to_proto};
+use super::refusals::HandlerReached;
 use super::status::to_status;
 use super::timeout::parse_grpc_timeout;
 use crate::auth::AuthenticatedCaller;
 use crate::call_record::Edge;
-use crate::error::Error;
+use crate::error::{EdgeFault, Error};
 use crate::inbound::observe::{Arrival, Finished, Observation, Observer};
 use crate::pipeline::PipelineHandle;
 use crate::proto::v1 as pb;
@@ -18,22 +19,37 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 /// The server spans' names: the full gRPC method, as the conventions ask.
-const COMPLETE_METHOD: &str = "llmsidecar.v1.ChatService/Complete";
-const STREAM_COMPLETE_METHOD: &str = "llmsidecar.v1.ChatService/StreamComplete";
+pub(super) const COMPLETE_METHOD: &str = "llmsidecar.v1.ChatService/Complete";
+pub(super) const STREAM_COMPLETE_METHOD: &str = "llmsidecar.v1.ChatService/StreamComplete";
 
 #[derive(Debug, Clone)]
 pub struct ChatServiceImpl {
     pipeline: Arc<PipelineHandle>,
     observer: Arc<Observer>,
+    /// The server's encoding limit (`server.max_message_bytes`), when set.
+    max_message_bytes: Option<usize>,
 }
 
 impl ChatServiceImpl {
     pub fn new(pipeline: Arc<PipelineHandle>, observer: Arc<Observer>) -> Self {
-        ChatServiceImpl { pipeline, observer }
+        ChatServiceImpl {
+            pipeline,
+            observer,
+            max_message_bytes: None,
+        }
+    }
+
+    /// The limit the server encodes messages with: an answer or chunk
+    /// larger than it fails the call here, recorded, instead of at send
+    /// time in tonic, after the call was recorded as delivered.
+    pub fn with_max_message_bytes(mut self, limit: usize) -> Self {
+        self.max_message_bytes = Some(limit);
+        self
     }
 
     /// Starts watching the call and converts its request; a request that
-    /// cannot be converted is recorded as invalid too.
+    /// cannot be converted is recorded as invalid too. From here on the
+    /// handler records the call (the refusal layer no longer does).
     fn begin(
         &self,
         metadata: &tonic::metadata::MetadataMap,
@@ -41,6 +57,9 @@ impl ChatServiceImpl {
         message: pb::ChatRequest,
         stream: bool,
     ) -> Result<(Observation, crate::model::ChatRequest), Status> {
+        if let Some(reached) = extensions.get::<HandlerReached>() {
+            reached.mark();
+        }
         let arrival = Arrival {
             edge: Edge::Grpc,
             method: if stream {
@@ -76,6 +95,22 @@ impl ChatServiceImpl {
             }
         }
     }
+}
+
+/// The error for a message the server could not send: larger than its
+/// encoding limit. tonic compares the encoded length with that limit
+/// (uncompressed: the server sends no compressed messages), which is what
+/// `encoded_len` gives.
+fn too_large(message: &impl prost::Message, limit: Option<usize>) -> Option<Error> {
+    let limit = limit?;
+    let size = message.encoded_len();
+    (size > limit).then(|| Error::Edge {
+        fault: EdgeFault::ResponseTooLarge,
+        message: format!(
+            "the answer is {size} bytes as protobuf, more than the {limit} bytes the sidecar may \
+             send (server.max_message_bytes); the upstream answered, but it cannot be delivered"
+        ),
+    })
 }
 
 /// The calling process on the Unix socket (SO_PEERCRED), for the ledger.
@@ -120,7 +155,7 @@ fn describe_call(metadata: &mut tonic::metadata::MetadataMap, finished: &Finishe
 
 /// The request id, and how many upstream attempts the sidecar already
 /// made, so a caller does not stack its own retries on ours.
-fn with_request_id(mut status: Status, finished: &Finished) -> Status {
+pub(super) fn with_request_id(mut status: Status, finished: &Finished) -> Status {
     let metadata = status.metadata_mut();
     if let Ok(value) = finished.request_id.parse() {
         metadata.insert("x-request-id", value);
@@ -144,9 +179,11 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
 const MAX_ATTEMPTS_HEADER: &str = "x-llm-max-attempts";
 
 /// The caller's deadline and attempt cap, from metadata and the request.
+/// A malformed `grpc-timeout` is refused, as gRPC servers do, rather than
+/// read as no deadline at all.
 fn call_limits(
     request: &Request<pb::ChatRequest>,
-) -> Result<(Option<tokio::time::Instant>, Option<u32>), Status> {
+) -> Result<(Option<tokio::time::Instant>, Option<u32>), Error> {
     let header = match request.metadata().get(MAX_ATTEMPTS_HEADER) {
         None => None,
         Some(value) => Some(
@@ -155,21 +192,29 @@ fn call_limits(
                 .ok()
                 .and_then(|text| text.trim().parse::<u32>().ok())
                 .ok_or_else(|| {
-                    Status::invalid_argument(format!(
+                    Error::invalid(format!(
                         "metadata `{MAX_ATTEMPTS_HEADER}` must be a whole number (0 or 1: no retries)"
                     ))
                 })?,
         ),
     };
-    let deadline = request
-        .metadata()
-        .get("grpc-timeout")
-        .and_then(|value| value.to_str().ok())
-        .and_then(parse_grpc_timeout)
-        .map(|timeout| {
+    let deadline = match request.metadata().get("grpc-timeout") {
+        None => None,
+        Some(value) => {
+            let timeout = value
+                .to_str()
+                .ok()
+                .and_then(parse_grpc_timeout)
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "metadata `grpc-timeout` must be 1 to 8 digits and a unit \
+                         (H, M, S, m, u or n), e.g. `250m`",
+                    )
+                })?;
             let margin = DEADLINE_MARGIN.min(timeout / 10);
-            tokio::time::Instant::now() + timeout.saturating_sub(margin)
-        });
+            Some(tokio::time::Instant::now() + timeout.saturating_sub(margin))
+        }
+    };
     Ok((deadline, request.get_ref().max_attempts.or(header)))
 }
 
@@ -233,12 +278,19 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         &self,
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<pb::ChatResponse>, Status> {
-        let (deadline, max_attempts) = call_limits(&request)?;
+        let limits = call_limits(&request);
         let (metadata, extensions, message) = request.into_parts();
         let (observation, chat) = self.begin(&metadata, &extensions, message, false)?;
-        let call = observation.call_context(deadline, max_attempts);
         let pipeline = self.pipeline.current();
         let scrubber = pipeline.scrubber();
+        let (deadline, max_attempts) = match limits {
+            Ok(limits) => limits,
+            Err(error) => {
+                let finished = observation.finish_error(&error);
+                return Err(with_request_id(to_status(&error, scrubber), &finished));
+            }
+        };
+        let call = observation.call_context(deadline, max_attempts);
         // Boxed: the pipeline's future is large, and unboxed it would be
         // copied by every layer tonic wraps around this one.
         let result = Box::pin(pipeline.complete(chat, &call))
@@ -251,7 +303,13 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
             Err(_) => None,
         };
         let (served, answer) = match (result, converted) {
-            (Ok(served), Some(Ok(answer))) => (served, answer),
+            (Ok(served), Some(Ok(answer))) => match too_large(&answer, self.max_message_bytes) {
+                None => (served, answer),
+                Some(error) => {
+                    let finished = observation.finish_undelivered(&served, &error);
+                    return Err(with_request_id(to_status(&error, scrubber), &finished));
+                }
+            },
             (Ok(served), Some(Err(detail))) => {
                 let error = Error::MalformedResponse {
                     provider: served.provider.to_string(),
@@ -282,12 +340,19 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         &self,
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<Self::StreamCompleteStream>, Status> {
-        let (deadline, max_attempts) = call_limits(&request)?;
+        let limits = call_limits(&request);
         let (metadata, extensions, message) = request.into_parts();
         let (observation, chat) = self.begin(&metadata, &extensions, message, true)?;
-        let call = observation.call_context(deadline, max_attempts);
         let pipeline = self.pipeline.current();
         let scrubber = pipeline.scrubber().clone();
+        let (deadline, max_attempts) = match limits {
+            Ok(limits) => limits,
+            Err(error) => {
+                let finished = observation.finish_error(&error);
+                return Err(with_request_id(to_status(&error, &scrubber), &finished));
+            }
+        };
+        let call = observation.call_context(deadline, max_attempts);
         let mut served = match Box::pin(pipeline.stream(chat, &call))
             .instrument(observation.log_span().clone())
             .await
@@ -308,14 +373,21 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         // read, and a cancelled call drops the whole chain at once.
         let mut seen = PartialOutput::default();
         let chunk_provider = provider.clone();
+        let limit = self.max_message_bytes;
         let stream = futures::stream::poll_fn(move |cx| {
             use std::task::Poll;
             match std::task::ready!(watched.poll_next_unpin(cx)) {
                 Some(Ok(mut chunk)) => match deliverable(&mut chunk, &chunk_provider) {
-                    Ok(proto) => {
-                        seen.note(&chunk);
-                        Poll::Ready(Some(Ok(proto)))
-                    }
+                    Ok(proto) => match too_large(&proto, limit) {
+                        None => {
+                            seen.note(&chunk);
+                            Poll::Ready(Some(Ok(proto)))
+                        }
+                        Some(error) => {
+                            watched.fail(&error);
+                            Poll::Ready(Some(Err(seen.mark(to_status(&error, &scrubber)))))
+                        }
+                    },
                     // Never an empty chunk in its place: the stream ends.
                     Err(detail) => {
                         let error = Error::MalformedResponse {

@@ -74,6 +74,11 @@ pub(super) fn complete(
 
 /// One concise line per call at info; failures at warn so they stand out.
 /// The request id and trace id come from the `call` span it is written in.
+/// The caller's strings (its name, the model it asked for) and the
+/// upstream's (the served model) are string fields, never `%` (Display):
+/// the text format writes those quoted with control characters escaped,
+/// the JSON format as JSON strings, so a name holding a line break or a
+/// terminal escape cannot forge or recolour a log line.
 fn log_line(record: &CallRecord, overhead: std::time::Duration) {
     let usage = record.usage.unwrap_or_default();
     let outcome = record.outcome.label();
@@ -84,7 +89,7 @@ fn log_line(record: &CallRecord, overhead: std::time::Duration) {
                 edge = record.edge.as_str(),
                 caller = record.caller.name.as_deref().unwrap_or(""),
                 caller_uid = record.caller.uid,
-                model = %record.requested_model,
+                model = record.requested_model.as_str(),
                 served_model = record.served_model.as_deref().unwrap_or(""),
                 provider = record.provider.as_deref().unwrap_or(""),
                 stream = record.stream,

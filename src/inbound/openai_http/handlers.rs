@@ -10,7 +10,7 @@ use super::sse::SseBody;
 use super::{call, models};
 use crate::auth::AuthenticatedCaller;
 use crate::call_record::Edge;
-use crate::error::Error;
+use crate::error::{EdgeFault, Error};
 use crate::inbound::observe::{Arrival, Observation};
 use crate::model::ChatRequest;
 use crate::pipeline::{CallContext, Pipeline};
@@ -70,7 +70,7 @@ pub async fn chat_completions(
         Err(error) => {
             // Recorded too: one ledger row per caller request.
             let observation = facade.observer.begin(arrival, &ChatRequest::default());
-            drop(observation.finish_unary(&Err(Error::InvalidRequest(error.message.clone()))));
+            drop(observation.finish_unary(&Err(recorded(&error))));
             return error.into_response();
         }
     };
@@ -192,7 +192,43 @@ fn body_error(rejection: BytesRejection) -> ApiError {
             format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
         );
     }
+    if timed_out(&rejection) {
+        // What `body_deadline` answers in its place; here for the record.
+        return ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_body_timeout",
+            "the request body did not arrive in time (server.body_read_timeout_ms)",
+        );
+    }
     ApiError::new(status, "invalid_body", rejection.body_text())
+}
+
+/// Whether the body read failed because its time ran out.
+fn timed_out(rejection: &BytesRejection) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(error) = cause {
+        if error.is::<super::body_deadline::BodyTimedOut>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
+/// How a request the facade could not take is recorded: the reason names
+/// what was wrong with the body (not JSON, too large, too slow), or it is
+/// an invalid request like any the pipeline refuses.
+fn recorded(error: &ApiError) -> Error {
+    let fault = match error.reason {
+        "invalid_json" | "invalid_body" => EdgeFault::UndecodableRequest,
+        "request_too_large" => EdgeFault::RequestTooLarge,
+        "request_body_timeout" => EdgeFault::RequestBodyTimeout,
+        _ => return Error::InvalidRequest(error.message.clone()),
+    };
+    Error::Edge {
+        fault,
+        message: error.message.clone(),
+    }
 }
 
 pub async fn list_models(State(facade): State<Facade>) -> Response {
