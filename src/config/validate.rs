@@ -3,8 +3,8 @@
 
 use super::ConnectionTimeouts;
 use super::raw::{
-    RawConfig, RawHeader, RawHeaderTable, RawProvider, RawRetry, RawServer, RawTimeouts,
-    RawUpstream,
+    RawConfig, RawHeader, RawHeaderTable, RawKeySource, RawProvider, RawRetry, RawServer,
+    RawTimeouts, RawUpstream,
 };
 use super::{
     Config, ConfigError, FallbackConfig, HeaderConfig, HeaderValueSource, KeySource, LimitConfig,
@@ -198,6 +198,17 @@ impl Checker<'_> {
             telemetry: self.telemetry(raw.telemetry)?,
             logging: self.logging(raw.logging)?,
             auth: self.auth(raw.auth)?,
+        })
+    }
+
+    /// A secret's `{ env = ... }` or `{ file = ... }`: exactly one.
+    fn key_source(&self, key: &str, source: RawKeySource) -> Result<KeySource, ConfigError> {
+        if source.env.is_none() == source.file.is_none() {
+            return Err(self.error(key, "give either `env` or `file`"));
+        }
+        Ok(KeySource {
+            env: source.env,
+            file: source.file.map(PathBuf::from),
         })
     }
 
@@ -561,18 +572,7 @@ impl Checker<'_> {
                 .api_keys
                 .into_iter()
                 .enumerate()
-                .map(|(at, source)| {
-                    if source.env.is_none() == source.file.is_none() {
-                        return Err(self.error(
-                            format!("{key}.api_keys[{at}]"),
-                            "give either `env` or `file`",
-                        ));
-                    }
-                    Ok(KeySource {
-                        env: source.env,
-                        file: source.file.map(PathBuf::from),
-                    })
-                })
+                .map(|(at, source)| self.key_source(&format!("{key}.api_keys[{at}]"), source))
                 .collect::<Result<_, _>>()?,
             key_cooldown: Duration::from_millis(raw.key_cooldown_ms.unwrap_or(60_000)),
             headers,

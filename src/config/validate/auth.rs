@@ -2,9 +2,8 @@
 
 use super::Checker;
 use crate::config::ConfigError;
-use crate::config::KeySource;
 use crate::config::auth::{AuthConfig, NamedToken};
-use crate::config::raw::{RawAuth, RawKeySource};
+use crate::config::raw::RawAuth;
 use std::path::PathBuf;
 
 /// A token name goes into the ledger and logs as the caller: short, plain.
@@ -31,13 +30,13 @@ impl Checker<'_> {
                         ),
                     ));
                 }
-                let source = self.token_source(&key, source)?;
+                let source = self.key_source(&key, source)?;
                 Ok(NamedToken { name, source })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let admin_token = raw
             .admin_token
-            .map(|source| self.token_source("auth.admin_token", source))
+            .map(|source| self.key_source("auth.admin_token", source))
             .transpose()?;
         let allowed_hosts = raw
             .allowed_hosts
@@ -92,16 +91,6 @@ impl Checker<'_> {
                 .map(PathBuf::from),
             allowed_hosts,
             allowed_origins,
-        })
-    }
-
-    fn token_source(&self, key: &str, source: RawKeySource) -> Result<KeySource, ConfigError> {
-        if source.env.is_none() == source.file.is_none() {
-            return Err(self.error(key, "give either `env` or `file`"));
-        }
-        Ok(KeySource {
-            env: source.env,
-            file: source.file.map(PathBuf::from),
         })
     }
 }

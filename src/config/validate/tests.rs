@@ -238,3 +238,49 @@ fn tls_keys_are_checked_where_they_are_written() {
     );
     assert_eq!(config.tls_files(), [PathBuf::from("/ca.pem")]);
 }
+
+#[test]
+fn auth_defaults_to_required_tokens_and_checks_its_keys() {
+    let config = Config::embedded();
+    assert!(config.auth.require_token);
+    assert!(config.auth.tokens.is_empty());
+    let base = "[server]\ntcp = \"127.0.0.1:1\"\n";
+    for (table, key, says) in [
+        (
+            "[auth.tokens]\n\"a b\" = { env = \"T\" }",
+            "auth.tokens.a b",
+            "letters",
+        ),
+        (
+            "[auth.tokens]\napp = { env = \"T\", file = \"/t\" }",
+            "auth.tokens.app",
+            "either",
+        ),
+        ("[auth]\nadmin_token = {}", "auth.admin_token", "either"),
+        (
+            "[auth]\nallowed_hosts = [\"host:8080\"]",
+            "auth.allowed_hosts[0]",
+            "no port",
+        ),
+        (
+            "[auth]\nallowed_origins = [\"app.example.com\"]",
+            "auth.allowed_origins[0]",
+            "scheme",
+        ),
+    ] {
+        let error = error_of(&format!("{base}{table}\n"));
+        assert_eq!(error.key, key, "{table}");
+        assert!(error.message.contains(says), "{table}: {}", error.message);
+    }
+    let config = from_toml(
+        &format!(
+            "{base}[auth]\nallowed_hosts = [\"LLM.Svc\"]\nallowed_origins = [\"https://App.example/\"]\n\
+             [auth.tokens]\nweb = {{ file = \"/t\" }}\n"
+        ),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(config.auth.allowed_hosts, ["llm.svc"]);
+    assert_eq!(config.auth.allowed_origins, ["https://app.example"]);
+    assert_eq!(config.auth.tokens[0].name, "web");
+}
