@@ -112,8 +112,15 @@ async fn stop_during_streams(grace_ms: u64, scenario: serde_json::Value) -> Stop
     }
     let signalled = Instant::now();
     sidecar.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let health_while_draining = overall_health(health).await;
+    // The first answer that is no longer SERVING (bounded): NOT_SERVING is
+    // what the probes must see while the calls drain.
+    let health_while_draining = loop {
+        let seen = overall_health(health).await;
+        if !matches!(seen, Ok(1)) || signalled.elapsed() > Duration::from_secs(5) {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     let readers = streams.into_iter().map(|mut stream| async move {
         let (chunks, status) = collect(&mut stream).await;
         Ended {

@@ -8,6 +8,26 @@ use std::time::Duration;
 use tonic::Code;
 use tonic_types::StatusExt;
 
+/// Waits (5 s at most) until `n` calls wait in the fake provider's queue.
+async fn wait_until_queued(harness: &Harness, n: usize) {
+    let pipeline = harness.running.as_ref().unwrap().pipeline.clone();
+    let began = std::time::Instant::now();
+    let queued = || {
+        pipeline
+            .current()
+            .provider_states()
+            .find(|state| state.name == "fake")
+            .map_or(0, |state| state.queued)
+    };
+    while queued() < n {
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "{n} calls never queued"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_full_queue_is_refused_at_once_and_queued_calls_go_in_order() {
     let mut harness =
@@ -23,7 +43,7 @@ async fn a_full_queue_is_refused_at_once_and_queued_calls_go_in_order() {
     let mut queued_client = harness.client.clone();
     let queued =
         tokio::spawn(async move { queued_client.complete(request("queued", json!({}))).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until_queued(&harness, 1).await;
     // The next finds the queue full and is refused with RetryInfo.
     let refused = harness
         .client

@@ -123,9 +123,25 @@ async fn metrics_count_every_call_whatever_became_of_it() {
         .into_inner();
     abandoned.message().await.unwrap();
     drop(abandoned);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-
-    let metrics = scrape(&harness).await;
+    // The abandoned call is recorded when the sidecar sees the caller
+    // gone: scrape until it is (bounded), then check everything.
+    let began = std::time::Instant::now();
+    let metrics = loop {
+        let metrics = scrape(&harness).await;
+        let recorded = metrics
+            .get("gen_ai_client_operation_duration_seconds_count")
+            .is_some_and(|_| {
+                total(
+                    &metrics,
+                    "gen_ai_client_operation_duration_seconds_count",
+                    &[("error_type", "cancelled")],
+                ) > 0.0
+            });
+        if recorded || began.elapsed() > Duration::from_secs(5) {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let chat = [("gen_ai_operation_name", "chat")];
     assert_eq!(
         total(
