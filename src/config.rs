@@ -10,7 +10,6 @@ mod raw;
 mod tls;
 mod validate;
 
-use crate::pipeline::RetryPolicy;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -172,11 +171,32 @@ impl TimeoutOverrides {
     }
 }
 
+/// `[retry]`, as plain settings: `pipeline::retry::RetryPolicy` acts on
+/// them (its backoff and the decision to retry live there).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryConfig {
-    pub policy: RetryPolicy,
+    /// Attempts in all, the first included; 1 means no retries (default 3).
+    pub max_attempts: u32,
+    /// The first backoff's cap (default 500 ms), doubled per retry.
+    pub base_delay: Duration,
+    /// No backoff is longer (default 30 s).
+    pub max_delay: Duration,
+    /// Retries per provider at most this share of first attempts (0.2).
     pub budget_ratio: f64,
+    /// ... plus this many per window, so a quiet provider can retry (10).
     pub budget_floor: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            budget_ratio: 0.2,
+            budget_floor: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -190,7 +190,7 @@ impl Pipeline {
             router: Router::new(config),
             scrubber,
             providers,
-            retry: config.retry.policy,
+            retry: RetryPolicy::from(&config.retry),
             telemetry: None,
             stop: CancellationToken::new(),
         })

@@ -11,7 +11,6 @@ use super::{
     MOCK_PROVIDER, MOCK_ROUTE, MaxTokensField, ProviderConfig, ProviderKind, RetryConfig,
     RouteConfig, ServerConfig, TimeoutOverrides, Timeouts, TlsConfig, TlsOverrides, UpstreamConfig,
 };
-use crate::pipeline::RetryPolicy;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -446,7 +445,7 @@ impl Checker<'_> {
     }
 
     fn retry(&self, raw: RawRetry) -> Result<RetryConfig, ConfigError> {
-        let defaults = RetryPolicy::default();
+        let defaults = RetryConfig::default();
         self.attempts("retry.max_attempts", raw.max_attempts)?;
         let base_delay = raw
             .base_delay_ms
@@ -460,7 +459,7 @@ impl Checker<'_> {
                 "must not be more than retry.max_delay_ms",
             ));
         }
-        let budget_ratio = raw.budget_ratio.unwrap_or(0.2);
+        let budget_ratio = raw.budget_ratio.unwrap_or(defaults.budget_ratio);
         if !(0.0..=10.0).contains(&budget_ratio) {
             return Err(self.error(
                 "retry.budget_ratio",
@@ -468,13 +467,11 @@ impl Checker<'_> {
             ));
         }
         Ok(RetryConfig {
-            policy: RetryPolicy {
-                max_attempts: raw.max_attempts.unwrap_or(defaults.max_attempts),
-                base_delay,
-                max_delay,
-            },
+            max_attempts: raw.max_attempts.unwrap_or(defaults.max_attempts),
+            base_delay,
+            max_delay,
             budget_ratio,
-            budget_floor: raw.budget_floor.unwrap_or(10),
+            budget_floor: raw.budget_floor.unwrap_or(defaults.budget_floor),
         })
     }
 

@@ -21,10 +21,16 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
+        RetryPolicy::from(&crate::config::RetryConfig::default())
+    }
+}
+
+impl From<&crate::config::RetryConfig> for RetryPolicy {
+    fn from(config: &crate::config::RetryConfig) -> Self {
         RetryPolicy {
-            max_attempts: 3,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(30),
+            max_attempts: config.max_attempts,
+            base_delay: config.base_delay,
+            max_delay: config.max_delay,
         }
     }
 }
