@@ -90,11 +90,6 @@ impl Observer {
         self
     }
 
-    /// The cap on calls in flight.
-    pub fn call_limit(&self) -> usize {
-        self.slots.limit()
-    }
-
     /// Calls that finish from now on scrub their spans of `scrubber`'s
     /// secrets (the pipeline's, set with each pipeline).
     pub fn set_scrubber(&self, scrubber: Arc<Scrubber>) {
@@ -122,10 +117,10 @@ impl Observer {
         self.ledger.as_ref()
     }
 
-    /// Starts watching a call; `request` is as the caller sent it.
-    /// A call that finds every slot taken is watched too (its refusal is
-    /// recorded), and the pipeline refuses it at once (see
-    /// [`CallContext::over_capacity`]).
+    /// Starts watching a call; `request` is as the caller sent it. The
+    /// call takes a slot among those in flight; one that finds none free
+    /// is watched too, so its refusal is recorded, and the pipeline
+    /// refuses it at once ([`CallContext::over_capacity`]).
     pub fn begin(self: &Arc<Self>, arrival: Arrival<'_>, request: &ChatRequest) -> Observation {
         crate::heap::note_activity();
         let slot = self.slots.take();

@@ -31,10 +31,6 @@ impl CallSlots {
             .try_acquire_owned()
             .map_err(|_| self.limit)
     }
-
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
 }
 
 #[cfg(test)]
