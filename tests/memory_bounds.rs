@@ -15,7 +15,7 @@ use common::process::{Sidecar, free_port};
 use h2_client::{Connection, HUGE, Windows};
 use llm_sidecar::fake_upstream::FakeUpstream;
 use llm_sidecar::proto::v1 as pb;
-use process_memory::{rss_bytes, wait_until_quiet};
+use process_memory::{peak_rss_bytes, rss_bytes, wait_until_quiet};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -329,6 +329,23 @@ async fn measure_unread_streams() {
         let measured = growth_for_unread_streams(streams, huge, Reading::Stopped).await;
         report("huge windows, socket unread", streams, measured);
     }
+    let fake = FakeUpstream::start().await.unwrap();
+    let child = Child::start(&fake, "");
+    let idle = idle_rss(&child).await;
+    let answer = child
+        .grpc()
+        .await
+        .complete(common::request(
+            "big",
+            json!({ "reply": "x".repeat(100), "repeat": 600_000 }),
+        ))
+        .await;
+    eprintln!(
+        "a 60 MB unary answer ({:?}): RSS idle {:.1} MiB, peak {:.1} MiB",
+        answer.map(drop).map_err(|status| status.code()),
+        idle as f64 / MIB as f64,
+        peak_rss_bytes(child.pid()) as f64 / MIB as f64
+    );
 }
 
 /// Every listener tells its clients how many streams one connection may
