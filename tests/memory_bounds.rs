@@ -536,6 +536,14 @@ async fn too_large_answers_are_refused(split: bool) {
         }
     }
 
+    if split {
+        // Both reads stopped at the limit and closed their connection.
+        assert!(
+            fake.wait_for_disconnects(2, Duration::from_secs(10)).await,
+            "the upstream saw {} of 2 answers abandoned",
+            fake.client_disconnects()
+        );
+    }
     let rows = child.rows_with("error:response_too_large", 2).await;
     for row in &rows {
         assert_eq!(row["prompt_tokens"], Value::Null, "usage unknown: {row}");
