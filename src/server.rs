@@ -122,6 +122,7 @@ pub async fn start_with_telemetry(
     if config.server.admin_on_app_socket {
         routes = routes.add_service(admin_grpc.clone());
     }
+    let app_grpc = routes.prepare().into_axum_router();
 
     let timeouts = config.server.connections;
     let grpc_serving = http::Serving::grpc(timeouts, config.server.limits);
@@ -143,7 +144,7 @@ pub async fn start_with_telemetry(
             .map_ok(uds_authority::AuthorityFix::new);
         servers.spawn(http::serve(
             incoming,
-            routes.clone().prepare().into_axum_router(),
+            app_grpc.clone(),
             stopped.clone(),
             grpc_serving,
         ));
@@ -158,7 +159,7 @@ pub async fn start_with_telemetry(
         let bound = listener.local_addr()?;
         servers.spawn(http::serve_tcp(
             listener,
-            routes.clone().prepare().into_axum_router(),
+            app_grpc.clone(),
             stopped.clone(),
             grpc_serving,
             "gRPC TCP",

@@ -15,11 +15,11 @@ use crate::upstream::openai::describe;
 
 /// The HTTP/2 window of each upstream stream, bytes: about a second of a
 /// fast model's output, and 2.5 MB/s of a large answer over 100 ms.
-pub const UPSTREAM_STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+const UPSTREAM_STREAM_WINDOW_BYTES: u32 = 256 * 1024;
 
 /// The HTTP/2 window of a whole upstream connection, bytes: 64 stalled
 /// streams' windows before the connection's others wait.
-pub const UPSTREAM_CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+const UPSTREAM_CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 
 /// Why the clients of a configuration could not be built.
 #[derive(Debug, thiserror::Error)]
