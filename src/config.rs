@@ -78,6 +78,41 @@ pub struct ServerConfig {
     pub watch_interval: Option<Duration>,
     /// When quiet connections are closed (`server::reaping`).
     pub connections: ConnectionTimeouts,
+    /// What one connection, and one stream on it, may hold (`server::limits`).
+    pub limits: ConnectionLimits,
+    /// Chat calls in flight at once, over every edge; `None`: derived from
+    /// the memory limit at start (`server::memory_limit`).
+    pub max_calls_in_flight: Option<usize>,
+}
+
+/// What one connection and one stream may hold, on every listener, from
+/// the `[server]` keys of the same names. The windows bound what a client
+/// may send before the sidecar reads it; the send buffer bounds what is
+/// queued for a client that does not read, whatever window it advertises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// HTTP/2 streams open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 initial window of each stream, bytes (RFC 9113 §6.9.2).
+    pub stream_window_bytes: u32,
+    /// HTTP/2 initial window of the whole connection, bytes.
+    pub connection_window_bytes: u32,
+    /// Bytes queued for one HTTP/2 stream, or one HTTP/1.1 connection's
+    /// writes, before the answer is read no further.
+    pub send_buffer_bytes: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            // A few hundred: a pod's app that wants more opens another
+            // connection, as gRPC channels and load generators do.
+            max_concurrent_streams: 256,
+            stream_window_bytes: 256 * 1024,
+            connection_window_bytes: 1024 * 1024,
+            send_buffer_bytes: 64 * 1024,
+        }
+    }
 }
 
 /// How long a connection may stay quiet, from the `[server]` keys of the
@@ -116,6 +151,9 @@ pub struct UpstreamConfig {
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
     pub max_sse_line_bytes: usize,
+    /// The largest unary answer read: what a caller can receive
+    /// (`server.max_message_bytes`); a larger one is refused unread.
+    pub max_response_bytes: usize,
     /// Trust and client certificate of upstream connections.
     pub tls: TlsConfig,
 }

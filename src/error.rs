@@ -73,6 +73,23 @@ pub enum Error {
         stage: &'static str,
         elapsed: Duration,
     },
+    /// The sidecar already has its most calls in flight
+    /// (`server.max_calls_in_flight`): refused at once, nothing sent
+    /// upstream.
+    #[error(
+        "the sidecar already has {limit} calls in flight (server.max_calls_in_flight); try again shortly"
+    )]
+    TooManyCalls { limit: usize },
+    /// A unary answer larger than a caller can receive
+    /// (`server.max_message_bytes`): refused from its `Content-Length`, or
+    /// as soon as the read passed the limit, so it is never held whole.
+    /// `size` is the upstream's `Content-Length` when it sent one.
+    #[error("{}", too_large(provider, *limit, *size))]
+    ResponseTooLarge {
+        provider: String,
+        limit: usize,
+        size: Option<u64>,
+    },
     /// The sidecar is stopping and its grace period for calls in flight is
     /// over; the caller may try again (on the restarted sidecar).
     #[error("the sidecar is shutting down; try again")]
@@ -180,6 +197,18 @@ pub struct UpstreamError {
     pub in_band: bool,
 }
 
+/// The words of [`Error::ResponseTooLarge`]: the limit, and the size when
+/// it is known.
+fn too_large(provider: &str, limit: usize, size: Option<u64>) -> String {
+    let size = match size {
+        Some(bytes) => format!("{bytes} bytes, "),
+        None => String::new(),
+    };
+    format!(
+        "provider `{provider}` answered with {size}more than the {limit} bytes a caller can receive (server.max_message_bytes)"
+    )
+}
+
 /// How an upstream error is introduced: its status, or none in band.
 fn answered(status: u16) -> String {
     if status == 0 {
@@ -232,7 +261,8 @@ impl Error {
             | Error::RetryBudgetExhausted { provider, .. }
             | Error::Timeout { provider, .. }
             | Error::Overloaded { provider, .. }
-            | Error::CircuitOpen { provider, .. } => Some(provider),
+            | Error::CircuitOpen { provider, .. }
+            | Error::ResponseTooLarge { provider, .. } => Some(provider),
             Error::Upstream(upstream) => Some(&upstream.provider),
             _ => None,
         }

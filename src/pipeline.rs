@@ -67,6 +67,9 @@ pub struct CallContext {
     /// Who the caller says it is, as its header said it (validated here,
     /// since the ledger keeps it).
     pub caller: Option<CallerName>,
+    /// Set to the cap when the call came with that many already in flight
+    /// (`server.max_calls_in_flight`): it is refused before anything else.
+    pub over_capacity: Option<usize>,
 }
 
 /// A caller's name and the header that carried it (`x-llm-caller` unless
@@ -286,6 +289,9 @@ impl Pipeline {
 
     /// The primary target and its fallbacks, in the order to try them.
     fn route(&self, request: &ChatRequest, call: &CallContext) -> Result<Vec<Routed<'_>>, Error> {
+        if let Some(limit) = call.over_capacity {
+            return Err(Error::TooManyCalls { limit });
+        }
         validate(request)?;
         if let Some(caller) = &call.caller {
             check_caller(caller.header.as_str(), Some(&caller.name))?;

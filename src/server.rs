@@ -3,6 +3,8 @@
 
 mod accept;
 mod http;
+mod limits;
+pub mod memory_limit;
 pub mod reaping;
 mod side_channels;
 pub mod socket_dir;
@@ -15,7 +17,7 @@ pub use uds::{BindError, bind_uds};
 use crate::admin::Admin;
 use crate::admin::grpc::AdminServiceImpl;
 use crate::auth::{Access, Gate, Listener, RequireToken};
-use crate::config::{Config, ConnectionTimeouts, Env};
+use crate::config::{Config, Env};
 use crate::inbound::grpc::ChatServiceImpl;
 use crate::inbound::observe::{Observer, Rules};
 use crate::pipeline::{Pipeline, PipelineHandle};
@@ -34,7 +36,6 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
-use tonic::transport::server::{TcpConnectInfo, TcpIncoming, UdsConnectInfo};
 
 /// A started sidecar. Dropping it does not stop it; call [`Running::shutdown`].
 #[derive(Debug)]
@@ -127,8 +128,11 @@ pub async fn start_with_telemetry(
     if config.server.admin_on_app_socket {
         routes = routes.add_service(admin_grpc.clone());
     }
+    let app_grpc = routes.prepare().into_axum_router();
 
     let timeouts = config.server.connections;
+    let grpc_serving = http::Serving::grpc(timeouts, config.server.limits);
+    let http_serving = http::Serving::http(timeouts, config.server.limits);
     let (stop, stopped) = watch::channel(false);
     let mut servers = JoinSet::new();
     tokio::spawn(report_provider_health(
@@ -143,12 +147,13 @@ pub async fn start_with_telemetry(
         // Stock gRPC clients send the socket path as :authority, which h2
         // refuses; TCP clients send a host and need no such reading.
         let incoming = accept::resilient(UnixListenerStream::new(listener), "gRPC Unix socket")
-            .map_ok(uds_authority::AuthorityFix::new)
-            .map_ok(move |io| reaping::IdleClose::new(io, timeouts.grpc_idle));
-        let server = grpc_server::<UdsConnectInfo>(timeouts)
-            .add_routes(routes.clone())
-            .serve_with_incoming_shutdown(incoming, signalled(stopped.clone()));
-        servers.spawn(async move { Ok(server.await?) });
+            .map_ok(uds_authority::AuthorityFix::new);
+        servers.spawn(http::serve(
+            incoming,
+            app_grpc.clone(),
+            stopped.clone(),
+            grpc_serving,
+        ));
         tracing::info!(path = %path.display(), "serving gRPC on the Unix socket");
         running_uds = Some(path.clone());
     }
@@ -158,14 +163,13 @@ pub async fn start_with_telemetry(
             format!("cannot listen on {addr} (server.tcp in {})", config.source)
         })?;
         let bound = listener.local_addr()?;
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let incoming = accept::resilient(incoming, "gRPC TCP")
-            .map_ok(move |io| reaping::IdleClose::new(io, timeouts.grpc_idle));
-        let server = grpc_server::<TcpConnectInfo>(timeouts)
-            .layer(RequireToken::layer(gate.clone()))
-            .add_routes(routes.clone())
-            .serve_with_incoming_shutdown(incoming, signalled(stopped.clone()));
-        servers.spawn(async move { Ok(server.await?) });
+        servers.spawn(http::serve_tcp(
+            listener,
+            app_grpc.clone().layer(RequireToken::layer(gate.clone())),
+            stopped.clone(),
+            grpc_serving,
+            "gRPC TCP",
+        ));
         tracing::info!(%bound, "serving gRPC on loopback TCP");
         running_tcp = Some(bound);
     }
@@ -183,7 +187,7 @@ pub async fn start_with_telemetry(
             listener,
             guarded(facade.clone(), &gate, Listener::Http),
             stopped.clone(),
-            timeouts,
+            http_serving,
             "HTTP facade",
         ));
         tracing::info!(%bound, "serving the OpenAI-compatible HTTP API on TCP");
@@ -196,7 +200,7 @@ pub async fn start_with_telemetry(
             listener,
             guarded(facade, &gate, Listener::HttpUds),
             stopped.clone(),
-            timeouts,
+            http_serving,
             "HTTP facade Unix socket",
         ));
         tracing::info!(path = %path.display(), "serving the OpenAI-compatible HTTP API on the Unix socket");
@@ -226,7 +230,7 @@ pub async fn start_with_telemetry(
             listener,
             router,
             stopped.clone(),
-            timeouts,
+            http_serving,
             "admin port",
         ));
         tracing::info!(%bound, "serving the admin port (metrics, usage, health)");
@@ -243,15 +247,15 @@ pub async fn start_with_telemetry(
             )
         })?;
         let bound = listener.local_addr()?;
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let incoming = accept::resilient(incoming, "gRPC health port")
-            .map_ok(move |io| reaping::IdleClose::new(io, timeouts.grpc_idle));
         // Stopped last: while calls drain, probes still get an answer,
         // NOT_SERVING, rather than a refused connection.
-        let server = grpc_server::<TcpConnectInfo>(timeouts)
-            .add_service(health_service)
-            .serve_with_incoming_shutdown(incoming, signalled(health_stopped));
-        health_server = Some(tokio::spawn(async move { Ok(server.await?) }));
+        health_server = Some(tokio::spawn(http::serve_tcp(
+            listener,
+            Routes::new(health_service).prepare().into_axum_router(),
+            health_stopped,
+            grpc_serving,
+            "gRPC health port",
+        )));
         tracing::info!(%bound, "serving gRPC health for probes");
         running_health = Some(bound);
     }
@@ -335,21 +339,6 @@ async fn report_provider_health(
     }
 }
 
-/// A gRPC server whose connections are pinged (a peer that is gone is
-/// found even mid-call) and counted busy while a call is open, for the
-/// idle reaping of connections whose connect info is `I`.
-fn grpc_server<I>(
-    timeouts: ConnectionTimeouts,
-) -> tonic::transport::Server<
-    tower::layer::util::Stack<reaping::HoldOpenLayer<I>, tower::layer::util::Identity>,
-> {
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(timeouts.keepalive_interval))
-        .http2_keepalive_timeout(Some(timeouts.keepalive_timeout))
-        .layer(reaping::HoldOpenLayer::<I>::new())
-}
-
 /// The facade's routes behind `listener`'s checks (and CORS for the
 /// configured browser origins).
 fn guarded(facade: axum::Router, gate: &Arc<Gate>, listener: Listener) -> axum::Router {
@@ -364,10 +353,6 @@ fn guarded(facade: axum::Router, gate: &Arc<Gate>, listener: Listener) -> axum::
 /// How long calls ended at the end of the grace period get to send their
 /// UNAVAILABLE before their connections are closed.
 const AFTER_GRACE: Duration = Duration::from_secs(2);
-
-async fn signalled(mut stopped: watch::Receiver<bool>) {
-    let _ = stopped.wait_for(|stop| *stop).await;
-}
 
 impl Running {
     /// Reports NOT_SERVING, stops accepting calls, lets the calls in flight

@@ -288,7 +288,26 @@ async fn small_messages() -> (
     pb::chat_service_client::ChatServiceClient<tonic::transport::Channel>,
     tempfile::TempDir,
 ) {
-    let fake = FakeUpstream::start().await.unwrap();
+    small_messages_answering(json!({})).await
+}
+
+/// [`small_messages`] in front of an upstream that answers every request
+/// without a scenario of its own by `scenario` (so a large scripted answer
+/// needs no large request).
+async fn small_messages_answering(
+    scenario: serde_json::Value,
+) -> (
+    FakeUpstream,
+    Running,
+    pb::chat_service_client::ChatServiceClient<tonic::transport::Channel>,
+    tempfile::TempDir,
+) {
+    let fake = FakeUpstream::start_with(
+        "127.0.0.1:0".parse().unwrap(),
+        serde_json::from_value(scenario).unwrap(),
+    )
+    .await
+    .unwrap();
     let toml = format!(
         r#"default_provider = "fake"
 [server]
@@ -305,6 +324,15 @@ path = "{{socket}}.ledger"
     (fake, running, client, dir)
 }
 
+/// A request with no scenario: the upstream's defaults answer it.
+fn plain_request() -> pb::ChatRequest {
+    pb::ChatRequest {
+        model: "fake-model".to_owned(),
+        messages: vec![common::user("hi")],
+        ..pb::ChatRequest::default()
+    }
+}
+
 async fn rows_of(running: &Running) -> Vec<LedgerRow> {
     let ledger = running.observer.ledger().unwrap();
     ledger.flush().await;
@@ -319,9 +347,20 @@ async fn rows_of(running: &Running) -> Vec<LedgerRow> {
 
 #[tokio::test]
 async fn an_answer_too_large_to_send_is_recorded_as_failed_not_ok() {
-    let (_fake, running, mut client, _dir) = small_messages().await;
-    // 80,000 bytes of answer to a request of a few dozen.
-    let big = request("hi", json!({"reply": "ab", "repeat": 40000}));
+    // 20 KB of JSON (under the 64 KiB limit, so it is read whole) that is
+    // some 110 KB as protobuf: each small number of an extra member becomes
+    // a `Value` of its own.
+    let numbers = vec![1; 10_000];
+    let answer = json!({
+        "id": "chatcmpl-big", "object": "chat.completion", "created": 1, "model": "fake-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+        "numbers": numbers,
+    });
+    let (_fake, running, mut client, _dir) =
+        small_messages_answering(json!({"raw_body": answer})).await;
+    let big = plain_request();
     let status = client.complete(big).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(
@@ -341,12 +380,19 @@ async fn an_answer_too_large_to_send_is_recorded_as_failed_not_ok() {
 
 #[tokio::test]
 async fn a_stream_chunk_too_large_to_send_ends_the_stream_and_is_recorded() {
-    let (_fake, running, mut client, _dir) = small_messages().await;
-    // A small reasoning chunk goes out; the 80,000-byte content cannot.
-    let big = request(
-        "hi",
-        json!({"reasoning": "thinking", "reply": "ab", "repeat": 40000, "chunks": 1}),
-    );
+    // A small chunk goes out; the next, 20 KB of JSON, is some 110 KB as
+    // protobuf (each small number of an extra member a `Value`).
+    let chunk = |delta: serde_json::Value, extra: serde_json::Value| {
+        json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fake-model",
+               "choices": [{"index": 0, "delta": delta, "finish_reason": null}], "numbers": extra})
+    };
+    let (_fake, running, mut client, _dir) = small_messages_answering(json!({"raw_events": [
+        chunk(json!({"role": "assistant", "content": "small"}), json!([])),
+        chunk(json!({"content": "big"}), json!(vec![1; 10_000])),
+        "[DONE]",
+    ]}))
+    .await;
+    let big = plain_request();
     let mut stream = client.stream_complete(big).await.unwrap().into_inner();
     let (chunks, status) = collect(&mut stream).await;
     let status = status.expect("the stream ends with an error");

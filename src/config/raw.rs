@@ -79,6 +79,20 @@ pub struct RawServer {
     pub keepalive_timeout_ms: Option<u64>,
     /// HTTP facade: the longest a request body may take to arrive.
     pub body_read_timeout_ms: Option<u64>,
+    /// Every listener: streams one HTTP/2 connection may have open at once.
+    pub max_concurrent_streams: Option<u32>,
+    /// Every listener: the HTTP/2 window each stream is given for what the
+    /// client sends (bytes).
+    pub stream_window_bytes: Option<u32>,
+    /// Every listener: the HTTP/2 window a whole connection is given for
+    /// what the client sends (bytes).
+    pub connection_window_bytes: Option<u32>,
+    /// Every listener: what one stream (HTTP/2) or connection (HTTP/1.1)
+    /// may have queued for a client that does not read (bytes).
+    pub send_buffer_bytes: Option<usize>,
+    /// Chat calls in flight at once, over every edge; more are refused at
+    /// once (default: the memory limit over the bound of one call).
+    pub max_calls_in_flight: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,15 +1,15 @@
 //! From the file as written to typed, checked values. Every error names the
 //! file and the key, and says what would be accepted.
 
-use super::ConnectionTimeouts;
 use super::raw::{
     RawConfig, RawHeader, RawHeaderTable, RawKeySource, RawProvider, RawRetry, RawServer,
     RawTimeouts, RawUpstream,
 };
 use super::{
-    Config, ConfigError, FallbackConfig, HeaderConfig, HeaderValueSource, KeySource, LimitConfig,
-    MOCK_PROVIDER, MOCK_ROUTE, MaxTokensField, ProviderConfig, ProviderKind, RetryConfig,
-    RouteConfig, ServerConfig, TimeoutOverrides, Timeouts, TlsConfig, TlsOverrides, UpstreamConfig,
+    Config, ConfigError, ConnectionLimits, ConnectionTimeouts, FallbackConfig, HeaderConfig,
+    HeaderValueSource, KeySource, LimitConfig, MOCK_PROVIDER, MOCK_ROUTE, MaxTokensField,
+    ProviderConfig, ProviderKind, RetryConfig, RouteConfig, ServerConfig, TimeoutOverrides,
+    Timeouts, TlsConfig, TlsOverrides, UpstreamConfig,
 };
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,8 @@ use tls::RawTlsKeys;
 
 const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 const DEFAULT_MAX_SSE_LINE_BYTES: usize = 1024 * 1024;
+/// The least send buffer: one HTTP/2 frame at its default size.
+const MIN_SEND_BUFFER_BYTES: usize = 16 * 1024;
 /// Only this uid may reach a socket in a directory the sidecar makes.
 const DEFAULT_UDS_DIR_MODE: u32 = 0o700;
 /// Inside Kubernetes' default 30 s termination grace, leaving time for the
@@ -65,7 +67,8 @@ impl Checker<'_> {
     }
 
     fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
-        let upstream = self.upstream(raw.upstream)?;
+        let server = self.server(raw.server)?;
+        let upstream = self.upstream(raw.upstream, server.max_message_bytes)?;
         let timeouts = self
             .overrides("timeouts", raw.timeouts.clone())?
             .over(Timeouts::default());
@@ -184,7 +187,7 @@ impl Checker<'_> {
 
         Ok(Config {
             source: self.source.to_owned(),
-            server: self.server(raw.server)?,
+            server,
             upstream,
             retry: self.retry(raw.retry)?,
             timeouts,
@@ -240,6 +243,7 @@ impl Checker<'_> {
 
     fn server(&self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
         let connections = self.connection_timeouts(&raw)?;
+        let limits = self.connection_limits(&raw)?;
         let uds = raw.uds.filter(|path| !path.is_empty()).map(PathBuf::from);
         let uds_mode = match raw.uds_mode.as_deref() {
             None => 0o660,
@@ -284,6 +288,12 @@ impl Checker<'_> {
         if max_message_bytes < 64 * 1024 {
             return Err(self.error("server.max_message_bytes", "must be at least 65536"));
         }
+        if raw.max_calls_in_flight == Some(0) {
+            return Err(self.error(
+                "server.max_calls_in_flight",
+                "must be at least 1 (leave it out for the default from the memory limit)",
+            ));
+        }
         Ok(ServerConfig {
             uds,
             uds_mode,
@@ -303,6 +313,56 @@ impl Checker<'_> {
                 None => Some(DEFAULT_WATCH_INTERVAL),
             },
             connections,
+            limits,
+            max_calls_in_flight: raw.max_calls_in_flight,
+        })
+    }
+
+    /// The `[server]` HTTP/2 windows, stream limit and send buffer, each
+    /// within what HTTP/2 allows (windows up to 2^31 - 1, RFC 9113 §6.9.1)
+    /// and large enough to carry a frame.
+    fn connection_limits(&self, raw: &RawServer) -> Result<ConnectionLimits, ConfigError> {
+        const MAX_WINDOW: u32 = (1 << 31) - 1;
+        const DEFAULT_WINDOW: u32 = 65_535;
+        let default = ConnectionLimits::default();
+        let max_concurrent_streams = raw
+            .max_concurrent_streams
+            .unwrap_or(default.max_concurrent_streams);
+        if max_concurrent_streams == 0 {
+            return Err(self.error("server.max_concurrent_streams", "must be at least 1"));
+        }
+        let window = |key: &str, value: Option<u32>, default: u32, least: u32| match value {
+            None => Ok(default),
+            Some(bytes) if (least..=MAX_WINDOW).contains(&bytes) => Ok(bytes),
+            Some(_) => Err(self.error(
+                format!("server.{key}"),
+                format!("must be a number of bytes from {least} to {MAX_WINDOW}"),
+            )),
+        };
+        let stream_window_bytes = window(
+            "stream_window_bytes",
+            raw.stream_window_bytes,
+            default.stream_window_bytes,
+            DEFAULT_WINDOW,
+        )?;
+        let connection_window_bytes = window(
+            "connection_window_bytes",
+            raw.connection_window_bytes,
+            default.connection_window_bytes.max(stream_window_bytes),
+            stream_window_bytes,
+        )?;
+        let send_buffer_bytes = raw.send_buffer_bytes.unwrap_or(default.send_buffer_bytes);
+        if send_buffer_bytes < MIN_SEND_BUFFER_BYTES {
+            return Err(self.error(
+                "server.send_buffer_bytes",
+                format!("must be at least {MIN_SEND_BUFFER_BYTES} (one HTTP/2 frame)"),
+            ));
+        }
+        Ok(ConnectionLimits {
+            max_concurrent_streams,
+            stream_window_bytes,
+            connection_window_bytes,
+            send_buffer_bytes,
         })
     }
 
@@ -372,20 +432,39 @@ impl Checker<'_> {
         Ok(Some(addr))
     }
 
-    fn upstream(&self, raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+    /// `[upstream]`; a unary answer may be as large as a caller can
+    /// receive, `max_message_bytes`.
+    fn upstream(
+        &self,
+        raw: RawUpstream,
+        max_message_bytes: usize,
+    ) -> Result<UpstreamConfig, ConfigError> {
         let connect_timeout_ms = raw.connect_timeout_ms.unwrap_or(10_000);
         if connect_timeout_ms == 0 {
             return Err(self.error("upstream.connect_timeout_ms", "must be more than 0"));
         }
-        let max_sse_line_bytes = raw.max_sse_line_bytes.unwrap_or(DEFAULT_MAX_SSE_LINE_BYTES);
+        // One event becomes one message to a gRPC caller: it must fit.
+        let max_sse_line_bytes = raw
+            .max_sse_line_bytes
+            .unwrap_or(DEFAULT_MAX_SSE_LINE_BYTES.min(max_message_bytes));
         if max_sse_line_bytes < 1024 {
             return Err(self.error("upstream.max_sse_line_bytes", "must be at least 1024"));
+        }
+        if max_sse_line_bytes > max_message_bytes {
+            return Err(self.error(
+                "upstream.max_sse_line_bytes",
+                format!(
+                    "must be at most server.max_message_bytes ({max_message_bytes}): \
+                     an event larger than a caller can receive could not be delivered"
+                ),
+            ));
         }
         Ok(UpstreamConfig {
             connect_timeout: Duration::from_millis(connect_timeout_ms),
             pool_idle_timeout: Duration::from_millis(raw.pool_idle_timeout_ms.unwrap_or(90_000)),
             pool_max_idle_per_host: raw.pool_max_idle_per_host.unwrap_or(32),
             max_sse_line_bytes,
+            max_response_bytes: max_message_bytes,
             tls: self.upstream_tls(RawTlsKeys {
                 ca_files: raw.ca_files,
                 public_roots: raw.public_roots,

@@ -77,6 +77,15 @@ pub fn classify(error: &Error) -> Class {
         Error::DeadlineExceeded { .. } => {
             class(Code::DeadlineExceeded, 504, false, "DEADLINE_EXCEEDED")
         }
+        // The sidecar's own cap, like its queues: the caller decides
+        // when to come back.
+        Error::TooManyCalls { .. } => {
+            class(Code::ResourceExhausted, 429, false, "CALLS_IN_FLIGHT_LIMIT")
+        }
+        // The same answer again would be as large.
+        Error::ResponseTooLarge { .. } => {
+            class(Code::ResourceExhausted, 502, false, "RESPONSE_TOO_LARGE")
+        }
         Error::ShuttingDown => class(Code::Unavailable, 503, true, "SIDECAR_SHUTTING_DOWN"),
         Error::Internal(_) => class(Code::Internal, 500, false, "INTERNAL"),
         // gRPC's own table: a message over the limit is RESOURCE_EXHAUSTED

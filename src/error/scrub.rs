@@ -62,10 +62,16 @@ impl Error {
                 kind: _,
                 after: _,
             } => s(provider),
+            Error::ResponseTooLarge {
+                provider,
+                limit: _,
+                size: _,
+            } => s(provider),
             Error::DeadlineExceeded {
                 stage: _,
                 elapsed: _,
             }
+            | Error::TooManyCalls { limit: _ }
             | Error::ShuttingDown => {}
         }
     }

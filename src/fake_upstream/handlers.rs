@@ -145,12 +145,29 @@ fn respond(
 ) -> Response {
     let streaming = body.get("stream").and_then(Value::as_bool) == Some(true);
     if !streaming {
-        guard.disarm();
         if let Some(raw) = &scenario.raw_body {
+            guard.disarm();
             return json_response(StatusCode::OK, raw.to_string());
         }
         let answer = Answer::build(body, scenario, shared.next_id(), unix_now());
-        return json_response(StatusCode::OK, answer.completion_json(!scenario.no_usage));
+        let json = answer.completion_json(!scenario.no_usage);
+        return match scenario.split_bytes {
+            None => {
+                guard.disarm();
+                json_response(StatusCode::OK, json)
+            }
+            // In pieces, with no Content-Length (chunked).
+            Some(piece) => {
+                let steps = vec![sse::Step::Frame(json)];
+                let stream = sse::body_stream(steps, Some(piece), false, guard);
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    Body::from_stream(stream),
+                )
+                    .into_response()
+            }
+        };
     }
     let steps = match &scenario.raw_events {
         Some(events) => sse::raw_script(events, scenario),

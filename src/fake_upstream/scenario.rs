@@ -83,7 +83,8 @@ pub struct Scenario {
     pub comments: bool,
     /// Use `\r\n` line ends in the SSE body.
     pub crlf: bool,
-    /// Write the SSE body in body frames of at most this many bytes.
+    /// Write the SSE body in body frames of at most this many bytes; a
+    /// unary answer too, then with no `Content-Length` (chunked).
     pub split_bytes: Option<usize>,
     /// `usage.prompt_tokens` (default: word count of all messages).
     pub prompt_tokens: Option<u32>,

@@ -6,6 +6,7 @@
 //! [`Observation`] that is dropped unfinished (the caller went away) is
 //! recorded as cancelled, so no call escapes the books.
 
+mod call_slots;
 mod call_trace;
 mod finish;
 mod stream_watch;
@@ -43,6 +44,8 @@ pub struct Observer {
     /// The pipeline's secrets, scrubbed from the span messages of the call;
     /// swapped with the pipeline.
     scrubber: ArcSwap<Scrubber>,
+    /// The cap on calls in flight over every edge.
+    slots: call_slots::CallSlots,
 }
 
 /// The config's part in recording a call.
@@ -79,7 +82,15 @@ impl Observer {
             rules: ArcSwap::from_pointee(Rules::new(config)?),
             telemetry: None,
             scrubber: ArcSwap::default(),
+            slots: call_slots::CallSlots::new(usize::MAX),
         })
+    }
+
+    /// At most `limit` calls in flight at once over every edge; more are
+    /// refused at once (`Error::TooManyCalls`).
+    pub fn with_call_limit(mut self, limit: usize) -> Observer {
+        self.slots = call_slots::CallSlots::new(limit);
+        self
     }
 
     /// Calls that finish from now on scrub their spans of `scrubber`'s
@@ -109,9 +120,13 @@ impl Observer {
         self.ledger.as_ref()
     }
 
-    /// Starts watching a call; `request` is as the caller sent it.
+    /// Starts watching a call; `request` is as the caller sent it. The
+    /// call takes a slot among those in flight; one that finds none free
+    /// is watched too, so its refusal is recorded, and the pipeline
+    /// refuses it at once ([`CallContext::over_capacity`]).
     pub fn begin(self: &Arc<Self>, arrival: Arrival<'_>, request: &ChatRequest) -> Observation {
         crate::heap::note_activity();
+        let slot = self.slots.take();
         let caller_header = self.rules.load().caller_header.clone();
         let claimed = arrival
             .headers
@@ -179,6 +194,7 @@ impl Observer {
             log_span,
             prompt_estimate: estimate_prompt_tokens(request),
             caller: claimed,
+            slot,
         }
     }
 
@@ -264,6 +280,9 @@ pub struct Observation {
     prompt_estimate: u32,
     /// The caller's name as sent, for the pipeline's validation.
     caller: Option<CallerName>,
+    /// The call's slot among those in flight, given back when the
+    /// observation ends; `Err(limit)` when none was free.
+    slot: Result<tokio::sync::OwnedSemaphorePermit, usize>,
 }
 
 /// What the edge tells the caller about a finished call.
@@ -309,6 +328,7 @@ impl Observation {
             progress: self.progress.clone(),
             trace: self.trace.clone(),
             caller: self.caller.clone(),
+            over_capacity: self.slot.as_ref().err().copied(),
         }
     }
 

@@ -1,32 +1,72 @@
-//! Serving an axum router (the OpenAI-compatible facade, the admin port)
-//! on TCP or a Unix socket, stopping with the rest of the sidecar.
+//! Serving a router on TCP or a Unix socket, stopping with the rest of the
+//! sidecar: the OpenAI-compatible facade and the admin port (HTTP/1.1 and
+//! HTTP/2), and the gRPC listeners (HTTP/2 only, tonic's routes as a
+//! router).
 //!
-//! Our own accept loop rather than `axum::serve`, which gives hyper no
-//! timer: with it, a connection idle between requests, or one sending its
-//! headers a byte at a time, stayed open (and held its buffers) for good.
-//! Its accept errors are waited out (`server::accept`), and connections
-//! with no request open are closed (`server::reaping`).
+//! Our own accept loop rather than `axum::serve` or tonic's server: the
+//! first gives hyper no timer, so a connection idle between requests, or
+//! one sending its headers a byte at a time, stayed open (and held its
+//! buffers) for good; the second cannot bound what hyper queues for a
+//! stream whose client does not read (`server::limits`). Accept errors are
+//! waited out (`server::accept`), and connections with no request open are
+//! closed (`server::reaping`).
 
 use super::accept::resilient;
+use super::limits::{Protocols, connection_builder};
 use super::reaping::{HoldOpen, IdleClose};
-use crate::config::ConnectionTimeouts;
+use crate::config::{ConnectionLimits, ConnectionTimeouts};
 use axum::Router;
 use futures::{Stream, StreamExt as _};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::io;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::transport::server::Connected;
+use tower::ServiceExt as _;
+
+/// How one listener serves its connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Serving {
+    /// HTTP/1.1 and HTTP/2, or HTTP/2 alone (gRPC).
+    pub protocols: Protocols,
+    /// A connection with no request open this long is closed.
+    pub idle: Duration,
+    pub timeouts: ConnectionTimeouts,
+    pub limits: ConnectionLimits,
+}
+
+impl Serving {
+    /// The facade and the admin port: both protocols, `timeouts.idle`.
+    pub fn http(timeouts: ConnectionTimeouts, limits: ConnectionLimits) -> Self {
+        Serving {
+            protocols: Protocols::Both,
+            idle: timeouts.idle,
+            timeouts,
+            limits,
+        }
+    }
+
+    /// A gRPC listener: HTTP/2 only, `timeouts.grpc_idle`.
+    pub fn grpc(timeouts: ConnectionTimeouts, limits: ConnectionLimits) -> Self {
+        Serving {
+            protocols: Protocols::Http2,
+            idle: timeouts.grpc_idle,
+            timeouts,
+            limits,
+        }
+    }
+}
 
 pub async fn serve_tcp(
     listener: TcpListener,
     router: Router,
     stopped: watch::Receiver<bool>,
-    timeouts: ConnectionTimeouts,
+    serving: Serving,
     name: &'static str,
 ) -> anyhow::Result<()> {
     // Streams are written chunk by chunk: Nagle would hold small SSE events.
@@ -35,47 +75,46 @@ pub async fn serve_tcp(
             let _ = stream.set_nodelay(true);
         })
     });
-    serve(resilient(incoming, name), router, stopped, timeouts).await
+    serve(resilient(incoming, name), router, stopped, serving).await
 }
 
 pub async fn serve_uds(
     listener: UnixListener,
     router: Router,
     stopped: watch::Receiver<bool>,
-    timeouts: ConnectionTimeouts,
+    serving: Serving,
     name: &'static str,
 ) -> anyhow::Result<()> {
     let incoming = UnixListenerStream::new(listener);
-    serve(resilient(incoming, name), router, stopped, timeouts).await
+    serve(resilient(incoming, name), router, stopped, serving).await
 }
 
 /// Accepts until `stopped`, then lets the open connections finish their
 /// requests (the pipeline's shutdown grace bounds how long) and returns.
-/// A connection with no request open for `timeouts.idle` is closed
+/// A connection with no request open for `serving.idle` is closed
 /// (`server::reaping`), which also bounds a client slow to send its
 /// headers; HTTP/2 connections are pinged to find peers that are gone.
-async fn serve<S, IO>(
+/// Each request carries its connection's info (tonic's `UdsConnectInfo`
+/// with the peer's credentials, or `TcpConnectInfo`), as tonic's own
+/// server gives it.
+pub async fn serve<S, IO>(
     incoming: S,
     router: Router,
     mut stopped: watch::Receiver<bool>,
-    timeouts: ConnectionTimeouts,
+    serving: Serving,
 ) -> anyhow::Result<()>
 where
     S: Stream<Item = io::Result<IO>>,
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
 {
     // Boxed so that dropping it closes the listener before the drain.
     let mut incoming = Box::pin(incoming);
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.idle);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(timeouts.keepalive_interval)
-        .keep_alive_timeout(timeouts.keepalive_timeout);
+    let builder = connection_builder(
+        TokioExecutor::new(),
+        serving.protocols,
+        &serving.timeouts,
+        &serving.limits,
+    );
     let connections = GracefulShutdown::new();
     loop {
         let io = tokio::select! {
@@ -87,8 +126,16 @@ where
             },
             _ = stopped.wait_for(|stop| *stop) => break,
         };
-        let io = IdleClose::new(io, timeouts.idle);
-        let service = HoldOpen::per_connection(router.clone(), io.activity());
+        let info = io.connect_info();
+        let io = IdleClose::new(io, serving.idle);
+        let service =
+            router
+                .clone()
+                .map_request(move |mut request: http::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(info.clone());
+                    request
+                });
+        let service = HoldOpen::per_connection(service, io.activity());
         let service = TowerToHyperService::new(service);
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)
@@ -121,7 +168,8 @@ mod tests {
             idle,
             ..ConnectionTimeouts::default()
         };
-        tokio::spawn(serve_tcp(listener, router, stopped, timeouts, "test"));
+        let serving = Serving::http(timeouts, ConnectionLimits::default());
+        tokio::spawn(serve_tcp(listener, router, stopped, serving, "test"));
         (address, stop)
     }
 
@@ -179,8 +227,8 @@ mod tests {
             }),
         );
         let (stop, stopped) = watch::channel(false);
-        let timeouts = ConnectionTimeouts::default();
-        let server = tokio::spawn(serve_tcp(listener, router, stopped, timeouts, "test"));
+        let serving = Serving::http(ConnectionTimeouts::default(), ConnectionLimits::default());
+        let server = tokio::spawn(serve_tcp(listener, router, stopped, serving, "test"));
         let mut stream = TcpStream::connect(address).await.unwrap();
         stream
             .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")

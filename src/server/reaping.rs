@@ -10,12 +10,9 @@
 //! - [`IdleClose`] wraps the connection's IO. When the connection has had
 //!   no request open for the timeout, its next read reports the end of the
 //!   stream, and hyper closes the connection as if the client had.
-//! - [`HoldOpen`] wraps the service: a request holds the connection open
-//!   from its headers to the end of its response body (a stream's last
-//!   chunk). Under tonic the service is shared by every connection, so it
-//!   finds its connection's [`Activity`] in the request's [`Watched`]
-//!   connect info (and puts the inner connect info back for the handlers,
-//!   e.g. the Unix socket's peer credentials).
+//! - [`HoldOpen`] wraps the connection's service: a request holds the
+//!   connection open from its headers to the end of its response body (a
+//!   stream's last chunk).
 //!
 //! A peer that vanished while a request is open is the HTTP/2 keepalive
 //! ping's job, set on each listener's builder.
@@ -24,7 +21,7 @@ mod hold_open;
 #[cfg(test)]
 mod tests;
 
-pub use hold_open::{HoldOpen, HoldOpenLayer};
+pub use hold_open::HoldOpen;
 
 use std::future::Future;
 use std::io;
@@ -35,7 +32,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::{Instant, Sleep};
-use tonic::transport::server::Connected;
 
 /// What one connection is doing: how many requests are open on it, and
 /// since when none has been.
@@ -81,14 +77,6 @@ impl Drop for RequestOpen {
         *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         self.0.open.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// A connection's connect info under tonic, with its [`Activity`] for
-/// [`HoldOpen`], which takes it out of the request again.
-#[derive(Debug, Clone)]
-pub struct Watched<I> {
-    pub info: I,
-    pub activity: Arc<Activity>,
 }
 
 /// An accepted connection that ends (reads as closed by the peer) once it
@@ -150,14 +138,3 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleClose<S> {
 }
 
 super::write_through::write_through!(IdleClose);
-
-impl<S: Connected> Connected for IdleClose<S> {
-    type ConnectInfo = Watched<S::ConnectInfo>;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        Watched {
-            info: self.inner.connect_info(),
-            activity: self.activity.clone(),
-        }
-    }
-}

@@ -57,8 +57,32 @@ pub fn observer(config: &Config, telemetry: &Arc<Telemetry>) -> anyhow::Result<A
     let observer = Observer::new(config, ledger)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("in {}", config.source))?
-        .with_telemetry(telemetry.clone());
+        .with_telemetry(telemetry.clone())
+        .with_call_limit(calls_in_flight(config));
     Ok(Arc::new(observer))
+}
+
+/// `server.max_calls_in_flight`, or the cgroup's memory limit over the
+/// bound of one call (`server::memory_limit`).
+fn calls_in_flight(config: &Config) -> usize {
+    use super::memory_limit::{cgroup_memory_limit, default_calls_in_flight};
+    if let Some(limit) = config.server.max_calls_in_flight {
+        return limit;
+    }
+    let memory = cgroup_memory_limit();
+    let limit = default_calls_in_flight(memory);
+    match memory {
+        Some(bytes) => tracing::info!(
+            limit,
+            memory_limit_mib = bytes / (1024 * 1024),
+            "at most {limit} calls in flight, from the memory limit (server.max_calls_in_flight)"
+        ),
+        None => tracing::info!(
+            limit,
+            "at most {limit} calls in flight: no memory limit (server.max_calls_in_flight)"
+        ),
+    }
+    limit
 }
 
 /// Queue depth and circuit state per provider, read at each collection.

@@ -13,6 +13,14 @@ use super::tls::{ClientTls, TlsLoader};
 use crate::config::{Config, ConfigError, Env, ProviderKind, UpstreamConfig};
 use crate::upstream::openai::describe;
 
+/// The HTTP/2 window of each upstream stream, bytes: about a second of a
+/// fast model's output, and 2.5 MB/s of a large answer over 100 ms.
+const UPSTREAM_STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+
+/// The HTTP/2 window of a whole upstream connection, bytes: 64 stalled
+/// streams' windows before the connection's others wait.
+const UPSTREAM_CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+
 /// Why the clients of a configuration could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -73,7 +81,15 @@ pub fn build_http_client(
         .pool_idle_timeout(config.pool_idle_timeout)
         .pool_max_idle_per_host(config.pool_max_idle_per_host)
         .tcp_nodelay(true)
-        .http2_adaptive_window(true)
+        // What one stream may have received and not yet read: a caller
+        // that reads slowly holds at most this, and slows the upstream
+        // rather than piling up its answer. (A window grown from the
+        // measured bandwidth reaches 16 MiB a stream.) The connection's
+        // window is larger, so a few stalled streams do not stall the
+        // others sharing it.
+        .http2_adaptive_window(false)
+        .http2_initial_stream_window_size(UPSTREAM_STREAM_WINDOW_BYTES)
+        .http2_initial_connection_window_size(UPSTREAM_CONNECTION_WINDOW_BYTES)
         .http2_keep_alive_interval(std::time::Duration::from_secs(30))
         .http2_keep_alive_while_idle(false)
         // A redirect would resend the Authorization header to wherever the

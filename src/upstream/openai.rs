@@ -81,7 +81,7 @@ impl OpenAiUpstream {
                 forward_metadata: config.forward_metadata,
             },
             max_sse_line_bytes: upstream.max_sse_line_bytes,
-            max_response_bytes: 64 * 1024 * 1024,
+            max_response_bytes: upstream.max_response_bytes,
             connect_timeout: upstream.connect_timeout,
         }
     }
@@ -112,14 +112,41 @@ impl OpenAiUpstream {
         // total time bounds this wait, not a headers timeout.
         let response = self.send(request, None, trace).await?;
         let headers = PassedHeaders::from_upstream(response.headers(), &self.scrubber);
-        let body = read_capped(response, self.max_response_bytes)
-            .await
-            .map_err(|error| self.connect_error(&error))?;
+        let body = self.read_answer(response).await?;
         match ChatResponse::read(Bytes::from(body)) {
             Ok(value) => Ok(Reply { value, headers }),
             Err(AnswerProblem::InBand(error)) => Err(self.in_band(&error, headers).into()),
             Err(AnswerProblem::Malformed(detail)) => Err(self.malformed(detail)),
         }
+    }
+
+    /// A unary answer's body, at most `max_response_bytes` (what a caller
+    /// can receive): a larger `Content-Length` is refused before a byte is
+    /// read, a body without one as soon as the read passes the limit.
+    /// Either way the connection is closed, not drained.
+    async fn read_answer(&self, mut response: reqwest::Response) -> Result<Vec<u8>, Error> {
+        let limit = self.max_response_bytes;
+        let too_large = |size| Error::ResponseTooLarge {
+            provider: self.provider.to_string(),
+            limit,
+            size,
+        };
+        let length = response.content_length();
+        if let Some(size) = length.filter(|size| *size > limit as u64) {
+            return Err(too_large(Some(size)));
+        }
+        let mut body = Vec::with_capacity(length.map_or(0, |size| size as usize));
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|error| self.connect_error(&error))?
+        {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large(None));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     /// `request.stream` must be true.

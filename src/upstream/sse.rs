@@ -209,6 +209,12 @@ pub enum SseStreamError<E> {
     Body(E),
 }
 
+/// How much of a body read is parsed at a time. A read may hold hundreds
+/// of events (an HTTP/1.1 read buffer reaches 400 KiB); parsing it a piece
+/// at a time keeps the parsed events waiting for a slow reader to this
+/// much, instead of a copy of the whole read.
+const PARSE_BYTES: usize = 16 * 1024;
+
 /// Events from a byte stream. Pulled: the body is read only when no parsed
 /// event is waiting, so backpressure reaches the network read.
 pub fn sse_events<S, E>(body: S, max_line_bytes: usize) -> SseEvents<S, E>
@@ -218,6 +224,7 @@ where
     SseEvents {
         body: Box::pin(body),
         parser: SseParser::new(max_line_bytes),
+        unparsed: Bytes::new(),
         ended: false,
         error: None,
     }
@@ -227,6 +234,8 @@ where
 pub struct SseEvents<S, E> {
     body: Pin<Box<S>>,
     parser: SseParser,
+    /// What is left of the last read, parsed [`PARSE_BYTES`] at a time.
+    unparsed: Bytes,
     /// No more body reads: the body ended or failed.
     ended: bool,
     /// Reported after the events that completed before it.
@@ -248,6 +257,15 @@ where
             if let Some(event) = this.parser.next_event() {
                 return Poll::Ready(Some(Ok(event)));
             }
+            if !this.unparsed.is_empty() {
+                let piece = this.unparsed.split_to(this.unparsed.len().min(PARSE_BYTES));
+                if let Err(error) = this.parser.feed(&piece) {
+                    this.unparsed = Bytes::new();
+                    this.ended = true;
+                    this.error = Some(SseStreamError::Parse(error));
+                }
+                continue;
+            }
             if let Some(error) = this.error.take() {
                 return Poll::Ready(Some(Err(error)));
             }
@@ -255,12 +273,7 @@ where
                 return Poll::Ready(None);
             }
             match ready!(this.body.as_mut().poll_next(cx)) {
-                Some(Ok(bytes)) => {
-                    if let Err(error) = this.parser.feed(&bytes) {
-                        this.ended = true;
-                        this.error = Some(SseStreamError::Parse(error));
-                    }
-                }
+                Some(Ok(bytes)) => this.unparsed = bytes,
                 Some(Err(error)) => {
                     this.ended = true;
                     this.error = Some(SseStreamError::Body(error));

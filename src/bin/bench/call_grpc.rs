@@ -1,19 +1,29 @@
 //! Calls to the sidecar over gRPC, on its Unix socket or loopback TCP, with
-//! the crate's own client (one channel: HTTP/2 multiplexes every call).
+//! the crate's own client: a few channels, calls spread over them in turn,
+//! as an app that runs more streams than one connection may open
+//! (`[server] max_concurrent_streams`, 256 by default) would.
 
 use crate::trace::StreamTrace;
 use llm_sidecar::client::{chat_client, connect_tcp, connect_uds};
 use llm_sidecar::proto::v1 as pb;
 use llm_sidecar::proto::v1::chat_service_client::ChatServiceClient;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::time::{Instant, timeout_at};
 use tonic::transport::Channel;
 
 const MAX_MESSAGE_BYTES: usize = 1 << 24;
 
+/// Channels (HTTP/2 connections) per caller: room for 1,024 streams at the
+/// sidecar's default of 256 a connection.
+const CHANNELS: usize = 4;
+
 #[derive(Debug, Clone)]
 pub struct GrpcCaller {
-    client: ChatServiceClient<Channel>,
+    clients: Vec<ChatServiceClient<Channel>>,
+    /// The channel of the next call.
+    next: Arc<AtomicUsize>,
     request: pb::ChatRequest,
     /// `authorization: Bearer <caller token>` for loopback TCP.
     authorization: Option<tonic::metadata::AsciiMetadataValue>,
@@ -21,27 +31,35 @@ pub struct GrpcCaller {
 
 impl GrpcCaller {
     pub async fn uds(path: &Path, model: &str) -> anyhow::Result<Self> {
-        Ok(Self::new(connect_uds(path).await?, model, None))
+        let mut channels = Vec::new();
+        for _ in 0..CHANNELS {
+            channels.push(connect_uds(path).await?);
+        }
+        Ok(Self::new(channels, model, None))
     }
 
     /// Over loopback TCP, presenting the sidecar's caller `token`.
     pub async fn tcp(addr: &str, model: &str, token: &str) -> anyhow::Result<Self> {
         let authorization = format!("Bearer {token}").parse()?;
-        Ok(Self::new(
-            connect_tcp(addr).await?,
-            model,
-            Some(authorization),
-        ))
+        let mut channels = Vec::new();
+        for _ in 0..CHANNELS {
+            channels.push(connect_tcp(addr).await?);
+        }
+        Ok(Self::new(channels, model, Some(authorization)))
     }
 
     fn new(
-        channel: Channel,
+        channels: Vec<Channel>,
         model: &str,
         authorization: Option<tonic::metadata::AsciiMetadataValue>,
     ) -> Self {
         GrpcCaller {
             authorization,
-            client: chat_client(channel, MAX_MESSAGE_BYTES),
+            clients: channels
+                .into_iter()
+                .map(|channel| chat_client(channel, MAX_MESSAGE_BYTES))
+                .collect(),
+            next: Arc::default(),
             request: pb::ChatRequest {
                 model: model.to_owned(),
                 messages: vec![pb::Message {
@@ -52,6 +70,12 @@ impl GrpcCaller {
                 ..pb::ChatRequest::default()
             },
         }
+    }
+
+    /// A client on the next channel in turn.
+    fn client(&self) -> ChatServiceClient<Channel> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
+        self.clients[index].clone()
     }
 
     fn call_request(&self) -> tonic::Request<pb::ChatRequest> {
@@ -65,7 +89,7 @@ impl GrpcCaller {
     }
 
     pub async fn unary(&self) -> Result<(), String> {
-        let mut client = self.client.clone();
+        let mut client = self.client();
         client
             .complete(self.call_request())
             .await
@@ -75,13 +99,13 @@ impl GrpcCaller {
 
     /// Lists the models: the cheapest call that proves the sidecar serves.
     pub async fn ping(&self) -> bool {
-        let mut client = self.client.clone();
+        let mut client = self.client();
         client.list_models(pb::ListModelsRequest {}).await.is_ok()
     }
 
     pub async fn stream(&self, deadline: Instant) -> StreamTrace {
         let mut trace = StreamTrace::start();
-        let mut client = self.client.clone();
+        let mut client = self.client();
         let call = client.stream_complete(self.call_request());
         let mut stream = match timeout_at(deadline, call).await {
             Ok(Ok(response)) => response.into_inner(),

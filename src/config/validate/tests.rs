@@ -284,3 +284,63 @@ fn auth_defaults_to_required_tokens_and_checks_its_keys() {
     assert_eq!(config.auth.allowed_origins, ["https://app.example"]);
     assert_eq!(config.auth.tokens[0].name, "web");
 }
+
+#[test]
+fn connection_limits_have_defaults_and_stay_within_http2() {
+    let config = from_toml("[server]\ntcp = \"127.0.0.1:1\"\n", "t").unwrap();
+    assert_eq!(config.server.limits, ConnectionLimits::default());
+    assert_eq!(config.server.max_calls_in_flight, None);
+    let config = from_toml(
+        "[server]\ntcp = \"127.0.0.1:1\"\nmax_concurrent_streams = 500\n\
+         stream_window_bytes = 1048576\nsend_buffer_bytes = 32768\nmax_calls_in_flight = 40\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(config.server.limits.max_concurrent_streams, 500);
+    assert_eq!(config.server.limits.stream_window_bytes, 1 << 20);
+    // The connection's window is never smaller than a stream's.
+    assert_eq!(config.server.limits.connection_window_bytes, 1 << 20);
+    assert_eq!(config.server.limits.send_buffer_bytes, 32 * 1024);
+    assert_eq!(config.server.max_calls_in_flight, Some(40));
+    for (line, key) in [
+        (
+            "max_concurrent_streams = 0",
+            "server.max_concurrent_streams",
+        ),
+        ("stream_window_bytes = 1000", "server.stream_window_bytes"),
+        (
+            "stream_window_bytes = 2147483648",
+            "server.stream_window_bytes",
+        ),
+        (
+            "stream_window_bytes = 1048576\nconnection_window_bytes = 65535",
+            "server.connection_window_bytes",
+        ),
+        ("send_buffer_bytes = 4096", "server.send_buffer_bytes"),
+        ("max_calls_in_flight = 0", "server.max_calls_in_flight"),
+    ] {
+        let error = error_of(&format!("[server]\ntcp = \"127.0.0.1:1\"\n{line}\n"));
+        assert_eq!(error.key, key, "{line}: {}", error.message);
+    }
+}
+
+#[test]
+fn an_sse_event_must_fit_in_a_message() {
+    let config = from_toml(
+        "[server]\ntcp = \"127.0.0.1:1\"\nmax_message_bytes = 100000\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(config.upstream.max_sse_line_bytes, 100_000);
+    assert_eq!(config.upstream.max_response_bytes, 100_000);
+    let error = error_of(
+        "[server]\ntcp = \"127.0.0.1:1\"\nmax_message_bytes = 100000\n\
+         [upstream]\nmax_sse_line_bytes = 200000\n",
+    );
+    assert_eq!(error.key, "upstream.max_sse_line_bytes");
+    assert!(
+        error.message.contains("server.max_message_bytes"),
+        "{}",
+        error.message
+    );
+}

@@ -166,12 +166,12 @@ pub(super) fn with_request_id(mut status: Status, finished: &Finished) -> Status
     status
 }
 
-/// tonic's server also watches `grpc-timeout` until the response headers,
-/// and reports CANCELLED when it fires. We end the call a little earlier so
-/// the caller gets DEADLINE_EXCEEDED (and our own record of the call)
-/// instead. tonic's clock starts when the request arrives, ours when the
-/// handler runs: the margin must also cover that wait, which on a busy
-/// 2-core machine has exceeded 20 ms. (At most a tenth of the deadline.)
+/// The caller's own client gives up at its deadline (tonic's reports
+/// CANCELLED). We end the call a little earlier so the caller gets
+/// DEADLINE_EXCEEDED (and our own record of the call) instead. The
+/// caller's clock starts when it sends the request, ours when the handler
+/// runs: the margin must also cover that wait, which on a busy 2-core
+/// machine has exceeded 20 ms. (At most a tenth of the deadline.)
 const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
 
 /// Attempts the caller allows, from `x-llm-max-attempts` (the request

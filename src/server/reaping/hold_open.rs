@@ -1,87 +1,33 @@
 //! The service side of idle reaping: each request holds its connection
 //! open until its response body ends.
 
-use super::{Activity, RequestOpen, Watched};
+use super::{Activity, RequestOpen};
 use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use std::future::Future;
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-/// Makes [`HoldOpen`] services that find the connection in the request's
-/// [`Watched<I>`] connect info (tonic's listeners).
-#[derive(Debug)]
-pub struct HoldOpenLayer<I>(PhantomData<fn() -> I>);
-
-impl<I> HoldOpenLayer<I> {
-    pub fn new() -> Self {
-        HoldOpenLayer(PhantomData)
-    }
-}
-
-impl<I> Default for HoldOpenLayer<I> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<I> Clone for HoldOpenLayer<I> {
-    fn clone(&self) -> Self {
-        Self::new()
-    }
-}
-
-impl<S, I> tower::Layer<S> for HoldOpenLayer<I> {
-    type Service = HoldOpen<S, I>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        HoldOpen {
-            inner,
-            activity: None,
-            info: PhantomData,
-        }
-    }
-}
-
-/// `inner`, with each request counted as open on its connection from the
-/// call until its response body has ended or been dropped.
-#[derive(Debug)]
-pub struct HoldOpen<S, I> {
+/// `inner` serving one connection, with each request counted as open on
+/// it from the call until its response body has ended or been dropped.
+#[derive(Debug, Clone)]
+pub struct HoldOpen<S> {
     inner: S,
-    /// The connection, when the service is made per connection; otherwise
-    /// it comes with each request, in [`Watched<I>`].
-    activity: Option<Arc<Activity>>,
-    info: PhantomData<fn() -> I>,
+    activity: Arc<Activity>,
 }
 
-impl<S: Clone, I> Clone for HoldOpen<S, I> {
-    fn clone(&self) -> Self {
-        HoldOpen {
-            inner: self.inner.clone(),
-            activity: self.activity.clone(),
-            info: PhantomData,
-        }
-    }
-}
-
-impl<S> HoldOpen<S, ()> {
-    /// `inner` serving one connection, whose activity is known.
+impl<S> HoldOpen<S> {
+    /// `inner` serving the connection whose activity this is.
     pub fn per_connection(inner: S, activity: Arc<Activity>) -> Self {
-        HoldOpen {
-            inner,
-            activity: Some(activity),
-            info: PhantomData,
-        }
+        HoldOpen { inner, activity }
     }
 }
 
-impl<S, I, B, R> tower::Service<http::Request<B>> for HoldOpen<S, I>
+impl<S, B, R> tower::Service<http::Request<B>> for HoldOpen<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<R>>,
-    I: Clone + Send + Sync + 'static,
 {
     type Response = http::Response<Guarded<R>>;
     type Error = S::Error;
@@ -91,16 +37,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let activity = match request.extensions_mut().remove::<Watched<I>>() {
-            Some(watched) => {
-                request.extensions_mut().insert(watched.info);
-                Some(watched.activity)
-            }
-            None => self.activity.clone(),
-        };
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
         Opened {
-            open: activity.map(RequestOpen::new),
+            open: Some(RequestOpen::new(self.activity.clone())),
             inner: self.inner.call(request),
         }
     }
