@@ -281,19 +281,9 @@ async fn facade_bodies_it_cannot_read_are_recorded_with_their_reason() {
 }
 
 /// A sidecar whose messages may be at most 64 KiB either way (the least
-/// it takes).
-async fn small_messages() -> (
-    FakeUpstream,
-    Running,
-    pb::chat_service_client::ChatServiceClient<tonic::transport::Channel>,
-    tempfile::TempDir,
-) {
-    small_messages_answering(json!({})).await
-}
-
-/// [`small_messages`] in front of an upstream that answers every request
-/// without a scenario of its own by `scenario` (so a large scripted answer
-/// needs no large request).
+/// it takes), in front of an upstream that answers every request without
+/// a scenario of its own by `scenario` (so a large scripted answer needs
+/// no large request).
 async fn small_messages_answering(
     scenario: serde_json::Value,
 ) -> (
