@@ -334,6 +334,15 @@ async fn http_listeners_answer_only_their_hosts_and_refuse_browsers() {
         assert_eq!(status, 415, "{content_type}: {error}");
         assert_eq!(error["error"]["code"], "unsupported_content_type");
     }
+    // An untyped body (a browser's Blob) is no more JSON than text is.
+    let untyped = client
+        .post(format!("{}/chat/completions", stack.facade()))
+        .bearer_auth("caller-token-0005")
+        .body(body().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(untyped.status(), 415);
     assert!(stack.fake.requests().is_empty(), "nothing went upstream");
     // What is served: loopback names, IP literals, configured names and
     // origins (with CORS).
@@ -434,6 +443,15 @@ async fn admin_writes_need_the_admin_token() {
     assert_eq!(refused.status(), 401);
     assert_eq!(refused.headers()["www-authenticate"], "Bearer");
     assert_eq!(put(Some("caller-token-0006")).await.status(), 401);
+    // Saying it is gRPC does not make a write a read.
+    let disguised = client
+        .put(format!("{}/admin/log-level", stack.admin()))
+        .header("content-type", "application/grpc")
+        .body("off")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disguised.status(), 401);
     // Past the gate: this process's logging is not the sidecar's to change
     // (the test harness owns it), which the endpoint says itself.
     let passed = put(Some(&admin_token)).await;

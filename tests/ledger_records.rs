@@ -337,6 +337,7 @@ async fn calls_through_the_http_facade_are_recorded_the_same_way() {
 
     let bad = client
         .post(format!("{}/chat/completions", harness.http_base()))
+        .header("content-type", "application/json")
         .body("{not json")
         .send()
         .await

@@ -8,6 +8,9 @@ use axum::response::{IntoResponse, Response};
 use http::{Method, header};
 use std::sync::Arc;
 
+/// The admin port's gRPC services, which only read: no admin token.
+const READ_ONLY_GRPC: [&str; 2] = ["/llmsidecar.v1.AdminService/", "/grpc.health.v1.Health/"];
+
 /// Refuses what `listener` does not serve (see the module doc of
 /// [`crate::auth`]), and marks a chat request's caller token.
 pub async fn guard(
@@ -52,18 +55,25 @@ fn check(gate: &Gate, listener: Listener, request: &Request) -> Result<Option<Ar
         .map(|value| value.to_str().unwrap_or("<not text>"));
     match listener {
         Listener::Admin => {
-            // Its gRPC services (usage, health) only read.
-            let grpc = content_type.is_some_and(|kind| kind.starts_with("application/grpc"));
-            if !reads && !grpc {
+            // Its gRPC services (usage, health) only read; known by path,
+            // not by what the request says it is.
+            let path = request.uri().path();
+            let read_only_grpc = READ_ONLY_GRPC.iter().any(|prefix| path.starts_with(prefix));
+            if !reads && !read_only_grpc {
                 gate.admin(headers)?;
             }
             Ok(None)
         }
         Listener::Http | Listener::HttpUds | Listener::GrpcTcp => {
-            if let Some(kind) = content_type.filter(|kind| !super::host::is_json(kind))
-                && !reads
-            {
-                return Err(gate.refused(listener, Refusal::NotJson(kind.to_owned())));
+            // A body must say it is JSON: browsers send text, forms and
+            // untyped bodies (a Blob) across origins without asking first.
+            let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+                || headers
+                    .get(header::CONTENT_LENGTH)
+                    .is_some_and(|length| length.as_bytes() != b"0");
+            if !reads && has_body && !content_type.is_some_and(super::host::is_json) {
+                let kind = content_type.unwrap_or("none").to_owned();
+                return Err(gate.refused(listener, Refusal::NotJson(kind)));
             }
             gate.caller(listener, headers)
         }

@@ -29,9 +29,10 @@ pub enum TokenFileError {
     #[error("cannot read or create the token file {path}: {source}")]
     Io { path: String, source: io::Error },
     #[error(
-        "refusing the token file {path} (mode {mode:04o}, owner uid {owner}): anyone who can \
-         read or change it may spend the provider keys. Fix it with `chmod {want:04o} {path}` \
-         and `chown {uid} {path}`, or remove it to have a new one made"
+        "refusing the token file {path} (mode {mode:04o}, owner uid {owner}): it must be a \
+         regular file of this uid ({uid}) that others cannot read or change, or anyone who can \
+         may spend the provider keys. Fix it with `chmod {want:04o} {path}` and \
+         `chown {uid} {path}`, or remove it to have a new one made"
     )]
     Unsafe {
         path: String,
@@ -46,8 +47,8 @@ pub enum TokenFileError {
 
 /// The token in `path`, made (random, mode `mode`, its directory made and
 /// checked like the socket's with `dir_mode`) when the file is missing.
-/// An existing file must belong to this uid (or root) and give others no
-/// access, nor group more than `mode` does.
+/// An existing file must be a regular file (not a symlink, not a FIFO)
+/// of this uid and give others no access, nor group more than `mode` does.
 pub fn ensure(path: &Path, mode: u32, dir_mode: u32) -> Result<String, TokenFileError> {
     let shown = || path.display().to_string();
     let io_error = |source| TokenFileError::Io {
@@ -73,10 +74,21 @@ pub fn ensure(path: &Path, mode: u32, dir_mode: u32) -> Result<String, TokenFile
         Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
         Err(error) => return Err(io_error(error)),
     }
-    let metadata = std::fs::metadata(path).map_err(io_error)?;
+    // Opened without following a symlink and without blocking (a FIFO
+    // planted at the path), then judged by what was opened: in a sticky
+    // shared directory another user may create the name first.
+    use rustix::fs::{Mode, OFlags};
+    let opened = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|errno| io_error(io::Error::from(errno)))?;
+    let file = std::fs::File::from(opened);
+    let metadata = file.metadata().map_err(io_error)?;
     let uid = rustix::process::geteuid().as_raw();
     let file_mode = metadata.mode() & 0o777;
-    if (metadata.uid() != uid && metadata.uid() != 0) || file_mode & !mode & 0o077 != 0 {
+    if !metadata.is_file() || metadata.uid() != uid || file_mode & !mode & 0o077 != 0 {
         return Err(TokenFileError::Unsafe {
             path: shown(),
             mode: file_mode,
@@ -85,7 +97,8 @@ pub fn ensure(path: &Path, mode: u32, dir_mode: u32) -> Result<String, TokenFile
             uid,
         });
     }
-    let text = std::fs::read_to_string(path).map_err(io_error)?;
+    let mut text = String::new();
+    io::Read::read_to_string(&mut &file, &mut text).map_err(io_error)?;
     let token = text.trim();
     if token.is_empty() {
         return Err(TokenFileError::Empty { path: shown() });
@@ -140,6 +153,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("chmod 0600"), "{error}");
+    }
+
+    #[test]
+    fn a_planted_symlink_or_fifo_is_refused_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("known");
+        std::fs::write(&target, "00000000\n").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = dir.path().join("token");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let error = ensure(&path, CALLER_TOKEN_MODE, 0o700).unwrap_err();
+        assert!(matches!(error, TokenFileError::Io { .. }), "{error}");
+        std::fs::remove_file(&path).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        let error = ensure(&path, CALLER_TOKEN_MODE, 0o700).unwrap_err();
+        assert!(matches!(error, TokenFileError::Unsafe { .. }), "{error}");
     }
 
     #[test]
