@@ -389,6 +389,10 @@ async fn http_listeners_answer_only_their_hosts_and_refuse_browsers() {
     )
     .await;
     assert_eq!(status, 200);
+    // The calling process is recorded, as on the gRPC socket.
+    let newest = stack.ledger().await.remove(0);
+    assert_eq!(newest.caller_uid, Some(rustix::process::geteuid().as_raw()));
+    assert_eq!(newest.caller_pid, Some(std::process::id() as i32));
     let (status, answer) = over_uds(
         &socket,
         &format!("{post}\r\nhost: evil.example\r\n{json}"),

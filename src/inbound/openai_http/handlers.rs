@@ -48,6 +48,7 @@ pub async fn chat_completions(
     State(facade): State<Facade>,
     Extension(RequestId(id)): Extension<RequestId>,
     caller: Option<Extension<AuthenticatedCaller>>,
+    unix_peer: Option<Extension<tonic::transport::server::UdsConnectInfo>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -56,7 +57,11 @@ pub async fn chat_completions(
         edge: Edge::Http,
         method: "POST /v1/chat/completions",
         headers: &headers,
-        peer: None,
+        // On the facade's Unix socket, the calling process (SO_PEERCRED),
+        // as on the gRPC socket.
+        peer: unix_peer
+            .and_then(|Extension(info)| info.peer_cred)
+            .map(|cred| (cred.uid(), cred.pid())),
         authenticated: caller.as_ref().map(|Extension(caller)| &*caller.0),
         request_id: Some(&id),
     };
