@@ -342,12 +342,14 @@ async fn report_provider_health(
 /// The facade's routes behind `listener`'s checks (and CORS for the
 /// configured browser origins).
 fn guarded(facade: axum::Router, gate: &Arc<Gate>, listener: Listener) -> axum::Router {
+    // The checks first, preflights included (a foreign Host gets no CORS
+    // answer either); then CORS for the origins they let through.
     facade
+        .layer(crate::auth::cors(gate.clone()))
         .layer(axum::middleware::from_fn_with_state(
             (gate.clone(), listener),
             crate::auth::guard,
         ))
-        .layer(crate::auth::cors(gate.clone()))
 }
 
 /// How long calls ended at the end of the grace period get to send their

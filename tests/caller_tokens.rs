@@ -371,6 +371,18 @@ async fn http_listeners_answer_only_their_hosts_and_refuse_browsers() {
         .await
         .unwrap();
     assert!(preflight.status().is_success());
+    let rebound_preflight = client
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/chat/completions", stack.facade()),
+        )
+        .header("host", "evil.example")
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound_preflight.status(), 403);
     assert_eq!(
         preflight.headers()["access-control-allow-origin"],
         "https://app.example"

@@ -26,8 +26,10 @@ pub const ADMIN_TOKEN_MODE: u32 = 0o600;
 pub enum TokenFileError {
     #[error("{0}")]
     Directory(#[from] crate::server::socket_dir::SocketDirError),
-    #[error("cannot read or create the token file {path}: {source}")]
-    Io { path: String, source: io::Error },
+    /// Not a `#[source]`: the message says it already, and a report that
+    /// walks the chain would say it twice.
+    #[error("cannot read or create the token file {path}: {cause}")]
+    Io { path: String, cause: io::Error },
     #[error(
         "refusing the token file {path} (mode {mode:04o}, owner uid {owner}): it must be a \
          regular file of this uid ({uid}) that others cannot read or change, or anyone who can \
@@ -51,9 +53,9 @@ pub enum TokenFileError {
 /// of this uid and give others no access, nor group more than `mode` does.
 pub fn ensure(path: &Path, mode: u32, dir_mode: u32) -> Result<String, TokenFileError> {
     let shown = || path.display().to_string();
-    let io_error = |source| TokenFileError::Io {
+    let io_error = |cause| TokenFileError::Io {
         path: shown(),
-        source,
+        cause,
     };
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         prepare(dir, dir_mode, Purpose::Token)?;

@@ -72,8 +72,13 @@ impl CallerTokens {
 /// the OpenAI SDKs send as their `api_key`) or `x-llm-token: <token>`.
 /// `None` when neither is there.
 pub fn presented(headers: &HeaderMap) -> Option<&[u8]> {
-    if let Some(value) = headers.get(TOKEN_HEADER) {
-        return Some(value.as_bytes());
+    // An empty `x-llm-token` (a client's unset variable) hides nothing.
+    if let Some(token) = headers
+        .get(TOKEN_HEADER)
+        .map(|value| value.as_bytes().trim_ascii())
+        .filter(|token| !token.is_empty())
+    {
+        return Some(token);
     }
     let value = headers.get(http::header::AUTHORIZATION)?.as_bytes();
     let scheme = b"bearer ";
@@ -109,6 +114,8 @@ mod tests {
         assert_eq!(presented(&lower), Some(&b"abc"[..]));
         let own = headers(&[("x-llm-token", "xyz"), ("authorization", "Bearer abc")]);
         assert_eq!(presented(&own), Some(&b"xyz"[..]));
+        let empty = headers(&[("x-llm-token", ""), ("authorization", "Bearer abc")]);
+        assert_eq!(presented(&empty), Some(&b"abc"[..]));
         assert_eq!(presented(&HeaderMap::new()), None);
     }
 
