@@ -6,7 +6,7 @@
 //! Layout: `plan` (how much load), `services/` (starting what is measured),
 //! `caller`, `call_http`, `call_grpc`, `trace` (one call and what it saw),
 //! `load` (phases), `hist`, `procfs` (CPU and memory from /proc),
-//! `report/` (JSON, Markdown, the targets), `suite` (the run).
+//! `report/` (JSON, Markdown, the performance targets), `suite` (the run).
 
 mod call_grpc;
 mod call_http;

@@ -14,7 +14,7 @@ pub struct Plan {
     pub streams: Vec<(usize, usize)>,
     /// Higher levels, each tried while the previous one held.
     pub search: Vec<usize>,
-    /// The concurrency whose figures the targets are judged on.
+    /// The concurrency whose figures the performance targets are judged on.
     pub judged_unary: usize,
     pub judged_streams: usize,
     pub loaded_streams: usize,

@@ -1,4 +1,4 @@
-//! The targets, judged on this run's figures. "Added" figures are
+//! The performance targets (BENCHMARKS.md), judged on this run's figures. "Added" figures are
 //! the target's percentile minus the floor's (the fake upstream called
 //! directly) at the same concurrency, in the same run.
 

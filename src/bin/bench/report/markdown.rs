@@ -1,5 +1,5 @@
 //! The Markdown report: the summary table (for the README), the peers as
-//! ratios to ours, the issue's targets, then every phase in detail.
+//! ratios to ours, the performance targets, then every phase in detail.
 
 use super::goals::{self, Pct, Series, added, value};
 use super::{Report, Role, TargetReport};
@@ -369,7 +369,7 @@ pub fn render(report: &Report) -> String {
     }
     out.push_str("\n## Summary\n\n");
     summary(&mut out, report);
-    out.push_str("\n## Targets from the issue\n\n");
+    out.push_str("\n## Targets\n\n");
     goals_table(&mut out, report);
     let mut ratio_table = String::new();
     ratios(&mut ratio_table, report);

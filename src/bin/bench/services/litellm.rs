@@ -1,5 +1,5 @@
 //! LiteLLM proxy, the Python gateway most teams run, installed by the suite
-//! into target/bench/litellm (a venv) the way shared/PEERS.md found to work
+//! into target/bench/litellm (a venv) the way found to work
 //! here: uv with a certifi override, plus the two packages without which it
 //! is needlessly slow; one worker, logging at ERROR.
 
