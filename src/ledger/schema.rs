@@ -68,6 +68,7 @@ const V3_CALLER_CLAIMED: &str = "ALTER TABLE requests ADD COLUMN caller_claimed 
 /// schema up to date.
 pub(super) fn open_writer(path: &Path) -> Result<Connection, LedgerError> {
     let fail = |error| LedgerError::from_sqlite(path, error);
+    create_private(path);
     let mut conn = Connection::open(path).map_err(fail)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
     // WAL: the writer appends while the usage queries read a stable
@@ -92,6 +93,19 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, LedgerError> {
     conn.pragma_update(None, "cache_size", -256).map_err(fail)?;
     migrate(&mut conn, path)?;
     Ok(conn)
+}
+
+/// Makes a missing ledger file readable by this uid only (SQLite gives its
+/// `-wal` and `-shm` files the same mode): it names callers and what they
+/// spent, and `[ledger] path` may point into a shared directory. An
+/// existing file keeps its mode; a failure here is SQLite's to report.
+fn create_private(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
 }
 
 /// A connection for the usage queries, which must never write.

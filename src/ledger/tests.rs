@@ -270,6 +270,13 @@ fn opening_migrates_once_and_records_the_version() {
             .unwrap();
         assert_eq!(mode, "wal");
     }
+    // Made readable by this uid only, its write-ahead log too.
+    use std::os::unix::fs::PermissionsExt as _;
+    let _open = schema::open_writer(&path).unwrap();
+    for file in [path.clone(), path.with_extension("sqlite3-wal")] {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
 }
 
 #[test]
