@@ -532,6 +532,16 @@ async fn summary_groups_unnamed_callers_by_uid() {
     ledger.flush().await;
     let by_caller = summarize(&ledger, GroupBy::Caller).await;
     assert_eq!(counts(&by_caller), [("uid:1000", 1, 0, 0)]);
+    // The group's key finds its calls.
+    let found = ledger
+        .recent(RecentQuery {
+            limit: 10,
+            caller: Some("uid:1000".to_owned()),
+            ..RecentQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(request_ids(&found), ["peer"]);
 }
 
 #[tokio::test]

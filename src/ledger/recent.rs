@@ -24,7 +24,8 @@ pub struct RecentQuery {
     /// Matches the served or the requested model.
     pub model: Option<String>,
     pub provider: Option<String>,
-    /// Matches the caller's name.
+    /// Matches the caller's name, or `uid:<uid>` for a peer with none (the
+    /// key of `group_by=caller`).
     pub caller: Option<String>,
     pub outcome: Option<OutcomeFilter>,
 }
@@ -82,8 +83,23 @@ pub(super) fn recent(conn: &Connection, query: &RecentQuery) -> rusqlite::Result
         values.push(Value::Text(provider.clone()));
     }
     if let Some(caller) = &query.caller {
-        conditions.push("caller_name = ?");
-        values.push(Value::Text(caller.clone()));
+        // The same key the usage summary groups by: the name, else
+        // `uid:<uid>` of a nameless peer. Written so the caller index serves
+        // a name.
+        match caller
+            .strip_prefix("uid:")
+            .and_then(|uid| uid.parse::<u32>().ok())
+        {
+            Some(uid) => {
+                conditions.push("(caller_name = ? OR (caller_name IS NULL AND caller_uid = ?))");
+                values.push(Value::Text(caller.clone()));
+                values.push(Value::Integer(i64::from(uid)));
+            }
+            None => {
+                conditions.push("caller_name = ?");
+                values.push(Value::Text(caller.clone()));
+            }
+        }
     }
     match &query.outcome {
         None => {}
