@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::process::Sidecar;
+use common::process::{SOCKET_ONLY, Sidecar};
 use common::user;
 use llm_sidecar::call_record::{CallRecord, Caller, Edge, Outcome};
 use llm_sidecar::client::{chat_client, connect_uds};
@@ -163,16 +163,7 @@ fn start(dir: &Path) -> Sidecar {
     )
     .unwrap();
     Sidecar::serve(
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--tcp",
-            "",
-            "--http",
-            "",
-            "--admin",
-            "",
-        ],
+        &[&["--config", config.to_str().unwrap()], &SOCKET_ONLY[..]].concat(),
         Some("warn"),
         &socket,
         &dir.join("sidecar.log"),

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::process::Sidecar;
+use common::process::{SOCKET_ONLY, Sidecar};
 use common::{collect, request, sidecar_from};
 use llm_sidecar::client::{chat_client, connect_uds};
 use llm_sidecar::config::from_toml;
@@ -100,19 +100,11 @@ fn serve(dir: &Path, config: &Path) -> Sidecar {
     let socket = dir.join("sidecar.sock");
     Sidecar::serve(
         &[
-            "--config",
-            config.to_str().unwrap(),
-            "--uds",
-            socket.to_str().unwrap(),
-            "--tcp",
-            "",
-            "--http",
-            "",
-            "--admin",
-            "",
-            "--ledger",
-            "",
-        ],
+            &["--config", config.to_str().unwrap()][..],
+            &["--uds", socket.to_str().unwrap(), "--ledger", ""],
+            &SOCKET_ONLY,
+        ]
+        .concat(),
         Some("info"),
         &socket,
         &dir.join("sidecar.log"),

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::process::Sidecar;
+use common::process::{SOCKET_ONLY, Sidecar};
 use common::tls::{Authority, ConnectProxy, TlsFront};
 use common::{sidecar_from, user};
 use llm_sidecar::client::{chat_client, connect_uds};
@@ -181,19 +181,11 @@ fn serve(dir: &Path, config: &Path, env: &[(&str, Option<&str>)]) -> Sidecar {
     let socket = dir.join("sidecar.sock");
     Sidecar::serve_with_env(
         &[
-            "--config",
-            config.to_str().unwrap(),
-            "--uds",
-            socket.to_str().unwrap(),
-            "--tcp",
-            "",
-            "--http",
-            "",
-            "--admin",
-            "",
-            "--ledger",
-            "",
-        ],
+            &["--config", config.to_str().unwrap()][..],
+            &["--uds", socket.to_str().unwrap(), "--ledger", ""],
+            &SOCKET_ONLY,
+        ]
+        .concat(),
         Some("info"),
         &socket,
         &dir.join("sidecar.log"),

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_llm-sidecar");
 
+/// `serve` flags that leave the Unix socket as the only listener.
+pub const SOCKET_ONLY: [&str; 6] = ["--tcp", "", "--http", "", "--admin", ""];
+
 pub struct Sidecar {
     pub child: Child,
     log: PathBuf,
