@@ -171,7 +171,7 @@ impl Admin {
             .provider_states()
             .map(|state| ProviderHealth {
                 name: state.name.to_owned(),
-                circuit: state.circuit,
+                circuit: state.circuit.as_str(),
                 in_flight: state.in_flight,
                 queued: state.queued,
             })

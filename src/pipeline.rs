@@ -21,7 +21,7 @@ mod retry_budget;
 
 pub use bounded_stream::BoundedStream;
 pub use bounds::Bounds;
-pub use circuit::CircuitBreaker;
+pub use circuit::{CircuitBreaker, CircuitState};
 pub use handle::PipelineHandle;
 pub use in_flight::{InFlight, InFlightGuard};
 pub use limit::{ConcurrencyLimit, Permit};
@@ -83,7 +83,7 @@ pub struct CallerName {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProviderState<'a> {
     pub name: &'a str,
-    pub circuit: &'static str,
+    pub circuit: CircuitState,
     pub in_flight: usize,
     pub queued: usize,
 }
@@ -229,7 +229,7 @@ impl Pipeline {
         self.providers.iter().map(|slot| &slot.provider)
     }
 
-    /// Each provider's circuit state ("closed", "open", "half_open") and
+    /// Each provider's circuit state and
     /// the calls waiting in its queue, for health and admin views.
     pub fn provider_states(&self) -> impl Iterator<Item = ProviderState<'_>> {
         self.providers.iter().map(|slot| ProviderState {

@@ -325,7 +325,7 @@ async fn report_provider_health(
             .current()
             .provider_states()
             .map(|state| {
-                let status = if state.circuit == "open" {
+                let status = if state.circuit == crate::pipeline::CircuitState::Open {
                     ServingStatus::NotServing
                 } else {
                     ServingStatus::Serving

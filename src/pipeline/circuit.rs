@@ -86,12 +86,12 @@ impl CircuitBreaker {
         was_closed && matches!(*state, State::Open { .. })
     }
 
-    /// "closed", "open" or "half_open", for health and admin views.
-    pub fn state(&self) -> &'static str {
+    /// Where the breaker stands, for health and admin views.
+    pub fn state(&self) -> CircuitState {
         match *self.lock() {
-            State::Closed { .. } => "closed",
-            State::Open { .. } => "open",
-            State::HalfOpen { .. } => "half_open",
+            State::Closed { .. } => CircuitState::Closed,
+            State::Open { .. } => CircuitState::Open,
+            State::HalfOpen { .. } => CircuitState::HalfOpen,
         }
     }
 
@@ -99,6 +99,35 @@ impl CircuitBreaker {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A circuit's state as shown: calls flow (closed), are skipped until the
+/// cooldown ends (open), or one probe is let through (half open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl CircuitState {
+    /// `closed`, `open` or `half_open`, as the admin views spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
+        }
+    }
+
+    /// The `llm_sidecar.circuit.state` gauge: 0 closed, 1 half open, 2 open.
+    pub fn gauge(self) -> u64 {
+        match self {
+            CircuitState::Closed => 0,
+            CircuitState::HalfOpen => 1,
+            CircuitState::Open => 2,
+        }
     }
 }
 
@@ -114,16 +143,20 @@ mod tests {
         breaker.on_success();
         breaker.on_failure();
         breaker.on_failure();
-        assert_eq!(breaker.state(), "closed", "a success resets the count");
+        assert_eq!(
+            breaker.state(),
+            CircuitState::Closed,
+            "a success resets the count"
+        );
         breaker.on_failure();
-        assert_eq!(breaker.state(), "open");
+        assert_eq!(breaker.state(), CircuitState::Open);
         assert_eq!(breaker.allow(), Err(Duration::from_secs(10)));
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(breaker.allow(), Ok(()), "one probe");
-        assert_eq!(breaker.state(), "half_open");
+        assert_eq!(breaker.state(), CircuitState::HalfOpen);
         assert!(breaker.allow().is_err(), "only one probe at a time");
         breaker.on_success();
-        assert_eq!(breaker.state(), "closed");
+        assert_eq!(breaker.state(), CircuitState::Closed);
         assert_eq!(breaker.allow(), Ok(()));
     }
 
@@ -134,7 +167,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(5)).await;
         breaker.allow().unwrap();
         breaker.on_failure();
-        assert_eq!(breaker.state(), "open");
+        assert_eq!(breaker.state(), CircuitState::Open);
     }
 
     #[tokio::test(start_paused = true)]

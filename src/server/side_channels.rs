@@ -101,11 +101,7 @@ pub fn observe_providers(telemetry: &Telemetry, pipeline: &Arc<PipelineHandle>) 
                 .map(|state| ProviderState {
                     provider: state.name.to_owned(),
                     queued: state.queued as u64,
-                    circuit: match state.circuit {
-                        "open" => 2,
-                        "half_open" => 1,
-                        _ => 0,
-                    },
+                    circuit: state.circuit.gauge(),
                 })
                 .collect()
         });
