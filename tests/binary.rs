@@ -1,66 +1,52 @@
 //! The real `llm-sidecar` binary: the embedded default offline, the `chat`
 //! client, socket hygiene, configuration errors.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_llm-sidecar");
+use common::process::{BIN, SOCKET_ONLY, Sidecar};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// What a developer's shell may set that would change what these tests
+/// see: the sidecar's own variables and the providers' keys.
+const CLEAN_ENV: [(&str, Option<&str>); 9] = [
+    ("LLM_SIDECAR_CONFIG", None),
+    ("LLM_SIDECAR_UDS", None),
+    ("LLM_SIDECAR_TCP", None),
+    ("LLM_SIDECAR_HTTP", None),
+    ("LLM_SIDECAR_ADMIN", None),
+    ("LLM_SIDECAR_LEDGER", None),
+    ("OPENAI_API_KEY", None),
+    ("OPENROUTER_API_KEY", None),
+    ("DEEPSEEK_API_KEY", None),
+];
 
 fn sidecar(args: &[&str]) -> Command {
     let mut command = Command::new(BIN);
-    command
-        .args(args)
-        .env_remove("LLM_SIDECAR_CONFIG")
-        .env_remove("LLM_SIDECAR_UDS")
-        .env_remove("LLM_SIDECAR_TCP")
-        .env_remove("LLM_SIDECAR_HTTP")
-        .env_remove("LLM_SIDECAR_ADMIN")
-        .env_remove("LLM_SIDECAR_LEDGER")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENROUTER_API_KEY")
-        .env_remove("DEEPSEEK_API_KEY")
-        .env("LLM_SIDECAR_LOG", "warn");
-    command
-}
-
-struct Served {
-    child: Child,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    command.args(args).env("LLM_SIDECAR_LOG", "warn");
+    for (name, _) in CLEAN_ENV {
+        command.env_remove(name);
     }
+    command
 }
 
-/// Starts `serve` on `socket` (no TCP) and waits until it answers.
-fn serve(socket: &Path, extra: &[&str]) -> Served {
+/// Starts `serve` on `socket` (no other listener, no ledger) with `extra`
+/// flags and waits until it answers.
+fn serve(socket: &Path, extra: &[&str]) -> Sidecar {
     let socket_arg = socket.to_str().unwrap();
-    let mut args = vec![
-        "serve", "--uds", socket_arg, "--tcp", "", "--http", "", "--admin", "", "--ledger", "",
-    ];
-    args.extend_from_slice(extra);
-    let child = sidecar(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let served = Served { child };
-    wait_for(socket);
-    served
-}
-
-fn wait_for(socket: &Path) {
-    let started = Instant::now();
-    while std::os::unix::net::UnixStream::connect(socket).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the sidecar did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let args = [
+        &["--uds", socket_arg, "--ledger", ""][..],
+        &SOCKET_ONLY,
+        extra,
+    ]
+    .concat();
+    Sidecar::serve_with_env(
+        &args,
+        Some("warn"),
+        socket,
+        &socket.with_extension("log"),
+        &CLEAN_ENV,
+    )
 }
 
 fn run(args: &[&str]) -> Output {
@@ -223,12 +209,13 @@ fn a_socket_mode_from_the_config_is_applied() {
         ),
     )
     .unwrap();
-    let child = sidecar(&["serve", "--config", config.to_str().unwrap()])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _served = Served { child };
-    wait_for(&socket);
+    let _served = Sidecar::serve_with_env(
+        &[&["--config", config.to_str().unwrap()][..], &SOCKET_ONLY].concat(),
+        Some("warn"),
+        &socket,
+        &dir.path().join("sidecar.log"),
+        &CLEAN_ENV,
+    );
     assert_eq!(
         std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
         0o600
