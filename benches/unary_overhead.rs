@@ -81,6 +81,8 @@ async fn main() {
         "model": "fake-model",
         "messages": [{"role": "user", "content": "measure the overhead of one call"}],
     });
+    // The baseline's own client straight to the fake, not an upstream one.
+    #[allow(clippy::disallowed_methods)]
     let http = reqwest::Client::new();
     let url = format!("{base_url}/chat/completions");
     let direct = measure(|| async {

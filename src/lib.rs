@@ -3,21 +3,36 @@
 //!
 //! # Layout
 //!
-//! - [`inbound`]: the edges callers use (gRPC `ChatService`); wire format
-//!   in, internal model out, errors to status codes.
+//! - [`inbound`]: the edges callers use (gRPC `ChatService`, the
+//!   OpenAI-compatible HTTP facade) and [`inbound::observe`], where every
+//!   call begins and ends (request id, caller, spans, the one record).
+//! - [`auth`]: who may call the TCP and HTTP listeners (caller and admin
+//!   tokens, Host and Origin checks), decided before a call begins.
 //! - [`pipeline`]: the one path every call takes: validate → route →
-//!   provider, bounded by the caller's deadline.
+//!   targets → attempts, with retries, budgets, circuits, limits and the
+//!   caller's deadline.
 //! - [`upstream`]: providers (OpenAI-compatible HTTP, built-in mock), the
-//!   shared HTTP client, the SSE parser.
-//! - [`model`]: the internal chat model (OpenAI-shaped).
-//! - [`routing`], [`validate`], [`error`]: model → provider, request checks,
-//!   the error classification table.
-//! - [`config`]: file → typed, validated configuration.
-//! - [`server`]: listeners (Unix socket, loopback TCP), health, reflection.
-//! - [`client`], [`cli`]: the `llm-sidecar` command line, including `chat`.
-//! - [`runtime_dir`]: where the default socket and ledger go.
+//!   HTTP clients and their TLS trust, the SSE parser and stream reader.
+//! - [`model`]: the internal chat model: the caller's JSON kept whole, with
+//!   what the sidecar owns or reads taken out.
+//! - [`routing`], [`validate`], [`error`], [`secret`]: model → provider,
+//!   request checks and bounds, the error classification table, keys and
+//!   the scrubber.
+//! - [`call_record`], [`ledger`], [`telemetry`], [`logging`]: what a call
+//!   leaves behind: the SQLite ledger, spans and metrics, one log line.
+//! - [`admin`]: usage, recent requests and provider health, as JSON and
+//!   as the gRPC `AdminService`.
+//! - [`config`]: file → typed, validated configuration (the bottom layer).
+//! - [`server`]: listeners (Unix sockets, loopback TCP, the admin and
+//!   health ports), their limits and reaping, reload and shutdown.
+//! - [`client`], [`cli`]: the `llm-sidecar` command line, including `chat`
+//!   and `token`.
+//! - [`runtime_dir`], [`heap`]: where the default socket and ledger go;
+//!   giving memory back after a burst.
 //! - [`fake_upstream`]: a scriptable OpenAI-compatible server for tests,
 //!   benchmarks and demos.
+
+#![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod auth;

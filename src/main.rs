@@ -1,6 +1,8 @@
 //! The `llm-sidecar` binary: the command line does the rest (including
 //! logging, whose format comes from the config file).
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use llm_sidecar::cli::{Cli, run};
 use std::process::ExitCode;

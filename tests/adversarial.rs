@@ -104,7 +104,7 @@ async fn healthy(socket: &Path, http: u16) {
         .expect("gRPC still answers")
         .into_inner();
     assert_eq!(answer.choices[0].content.as_deref(), Some("hi"));
-    let response = reqwest::Client::new()
+    let response = common::plain_http_client()
         .post(format!("http://127.0.0.1:{http}/v1/chat/completions"))
         .bearer_auth(TOKEN)
         .json(&json!({"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}))
@@ -128,7 +128,7 @@ async fn after_a_hostile_workload_the_process_is_healthy_and_back_near_idle() {
     let (idle_rss, idle_fds) = footprint(pid);
 
     let began = Instant::now();
-    let http = reqwest::Client::new();
+    let http = common::plain_http_client();
     let facade = format!("http://127.0.0.1:{}/v1/chat/completions", ports.http);
     let mut client = chat_client(connect_uds(&socket).await.unwrap(), 1 << 24);
 

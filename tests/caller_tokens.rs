@@ -82,7 +82,7 @@ impl Stack {
 
     /// `POST /v1/chat/completions` on the TCP facade with `token` (if any).
     async fn chat(&self, token: Option<&str>) -> (u16, Value) {
-        let mut request = reqwest::Client::new()
+        let mut request = common::plain_http_client()
             .post(format!("{}/chat/completions", self.facade()))
             .json(&body());
         if let Some(token) = token {
@@ -209,7 +209,7 @@ async fn a_tokens_name_is_the_caller_and_a_claimed_name_is_kept_beside_it() {
         !stack.path("token").exists(),
         "configured tokens: no file is written"
     );
-    let response = reqwest::Client::new()
+    let response = common::plain_http_client()
         .post(format!("{}/chat/completions", stack.facade()))
         .bearer_auth("batch-token-0002")
         .header("x-llm-caller", "pretends-to-be-web")
@@ -286,7 +286,7 @@ async fn http_listeners_answer_only_their_hosts_and_refuse_browsers() {
         &[("LLM_SIDECAR_TOKEN", "caller-token-0005")],
     )
     .await;
-    let client = reqwest::Client::new();
+    let client = common::plain_http_client();
     let chat = |host: &'static str, origin: Option<&'static str>, content_type: &'static str| {
         let mut request = client
             .post(format!("{}/chat/completions", stack.facade()))
@@ -445,7 +445,7 @@ async fn admin_writes_need_the_admin_token() {
         !stack.path("token").exists(),
         "the env gave the caller token"
     );
-    let client = reqwest::Client::new();
+    let client = common::plain_http_client();
     let put = |token: Option<&str>| {
         let mut request = client
             .put(format!("{}/admin/log-level", stack.admin()))

@@ -3,6 +3,10 @@
 //! restart and a burst, a full queue drops and counts instead of blocking,
 //! the queries add up, retention holds, and bad files are refused by name.
 
+// Reads the ledger file as any SQLite client would, not through the
+// sidecar's own connection code.
+#![allow(clippy::disallowed_methods)]
+
 use llm_sidecar::call_record::{CallRecord, Caller, Edge, Outcome};
 use llm_sidecar::ledger::{
     GroupBy, Ledger, LedgerConfig, LedgerError, LedgerRow, OutcomeFilter, RecentQuery,

@@ -4,6 +4,10 @@
 //! and a ledger file deleted or rotated away while open is made again at
 //! its path, with the next rows in it.
 
+// Reads the ledger file as any SQLite client would, not through the
+// sidecar's own connection code.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use common::process::{SOCKET_ONLY, Sidecar};

@@ -5,6 +5,10 @@
 //! child process against the fake upstream and reads the child's RSS from
 //! /proc, against the bound ARCHITECTURE.md states.
 
+// Reads the ledger file as any SQLite client would, not through the
+// sidecar's own connection code.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 #[path = "memory_bounds/h2_client.rs"]
 mod h2_client;

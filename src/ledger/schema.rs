@@ -69,6 +69,7 @@ const V3_CALLER_CLAIMED: &str = "ALTER TABLE requests ADD COLUMN caller_claimed 
 pub(super) fn open_writer(path: &Path) -> Result<Connection, LedgerError> {
     let fail = |error| LedgerError::from_sqlite(path, error);
     create_private(path);
+    #[allow(clippy::disallowed_methods)] // the owner
     let mut conn = Connection::open(path).map_err(fail)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
     // WAL: the writer appends while the usage queries read a stable
@@ -111,6 +112,7 @@ fn create_private(path: &Path) {
 /// A connection for the usage queries, which must never write.
 pub(super) fn open_reader(path: &Path) -> Result<Connection, LedgerError> {
     let fail = |error| LedgerError::from_sqlite(path, error);
+    #[allow(clippy::disallowed_methods)] // the owner
     let conn = Connection::open(path).map_err(fail)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
     conn.pragma_update(None, "query_only", true).map_err(fail)?;

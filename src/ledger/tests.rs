@@ -324,6 +324,8 @@ fn a_file_from_before_cache_writes_gains_the_column_and_keeps_its_rows() {
     let path = dir.path().join("ledger.sqlite3");
     {
         // The file as the first schema left it, with one row.
+        // A second connection of its own, to hold the file's lock.
+        #[allow(clippy::disallowed_methods)]
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(schema::V1_REQUESTS).unwrap();
         conn.pragma_update(None, "user_version", 1).unwrap();

@@ -75,6 +75,7 @@ pub fn build_http_client(
     tls: &ClientTls,
     source: &str,
 ) -> Result<reqwest::Client, ClientError> {
+    #[allow(clippy::disallowed_methods)] // the owner
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("llm-sidecar/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(config.connect_timeout)

@@ -25,8 +25,16 @@ pub const CALLER_TOKEN: &str = "llm-sidecar-test-caller-token-0123456789";
 /// The admin token the harness's sidecar knows (`LLM_SIDECAR_ADMIN_TOKEN`).
 pub const ADMIN_TOKEN: &str = "llm-sidecar-test-admin-token-0123456789";
 
+/// An HTTP client of a caller that presents no token. (A caller's client,
+/// not an upstream one: the sidecar's own are built in one place only.)
+#[allow(clippy::disallowed_methods)]
+pub fn plain_http_client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
 /// An HTTP client that presents [`CALLER_TOKEN`], as an OpenAI SDK given
 /// it as `api_key` does.
+#[allow(clippy::disallowed_methods)]
 pub fn http_client() -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(

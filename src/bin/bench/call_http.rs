@@ -18,6 +18,8 @@ pub struct HttpCaller {
 impl HttpCaller {
     /// `base` is up to and including `/v1`.
     pub fn new(base: &str, model: &str, headers: Vec<(String, String)>) -> anyhow::Result<Self> {
+        // The load generator's own client, not an upstream one.
+        #[allow(clippy::disallowed_methods)]
         let client = reqwest::Client::builder()
             .no_proxy()
             .http1_only()
