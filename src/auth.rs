@@ -14,7 +14,7 @@
 //!   same way (0600) unless configured.
 //! - **HTTP listeners** (the facade on TCP and on its Unix socket, the
 //!   admin port) answer only a `Host` that is a loopback name, an IP
-//!   literal or a configured name ([`host`]: DNS rebinding), refuse
+//!   literal or a configured name (`host.rs`: DNS rebinding), refuse
 //!   browser requests (an `Origin` not configured, a facade body that is
 //!   not JSON).
 //!
