@@ -199,6 +199,23 @@ impl Pipeline {
         })
     }
 
+    /// This pipeline with provider `name`'s HTTP exchanges following
+    /// `script` (test builds): everything else about its slot stays.
+    #[cfg(test)]
+    pub(crate) fn with_scripted(
+        mut self,
+        name: &str,
+        script: Arc<crate::upstream::scripted::ScriptedUpstream>,
+    ) -> Pipeline {
+        let slot = self
+            .providers
+            .iter_mut()
+            .find(|slot| &*slot.provider.name == name)
+            .expect("the provider is configured");
+        slot.provider = Provider::scripted(name, script);
+        self
+    }
+
     /// Calls end with [`Error::ShuttingDown`] once `stop` is cancelled.
     pub fn with_stop(mut self, stop: CancellationToken) -> Pipeline {
         self.stop = stop;
@@ -654,3 +671,6 @@ impl Routed<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

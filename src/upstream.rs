@@ -13,6 +13,8 @@ mod keys;
 mod mock;
 pub mod openai;
 mod passed_headers;
+#[cfg(test)]
+pub mod scripted;
 pub mod sse;
 pub mod stream_reader;
 mod tls;
@@ -59,6 +61,8 @@ enum Upstream {
     // Boxed: built once per provider, and it keeps the enum small.
     OpenAi(Box<openai::OpenAiUpstream>),
     Mock(mock::MockUpstream),
+    #[cfg(test)]
+    Scripted(Arc<scripted::ScriptedUpstream>),
 }
 
 impl Provider {
@@ -81,7 +85,7 @@ impl Provider {
         };
         let scrubber = match &kind {
             Upstream::OpenAi(openai) => openai.scrubber().clone(),
-            Upstream::Mock(_) => Arc::default(),
+            _ => Arc::default(),
         };
         let (address, port) = reqwest::Url::parse(&config.base_url)
             .ok()
@@ -93,6 +97,18 @@ impl Provider {
             port,
             upstream: kind,
             scrubber,
+        }
+    }
+
+    /// A provider named `name` whose exchanges follow `script`.
+    #[cfg(test)]
+    pub fn scripted(name: &str, script: Arc<scripted::ScriptedUpstream>) -> Provider {
+        Provider {
+            name: name.into(),
+            address: String::new(),
+            port: 0,
+            upstream: Upstream::Scripted(script),
+            scrubber: Arc::default(),
         }
     }
 
@@ -108,6 +124,8 @@ impl Provider {
         match &self.upstream {
             Upstream::OpenAi(openai) => openai.key_problem(),
             Upstream::Mock(_) => None,
+            #[cfg(test)]
+            Upstream::Scripted(_) => None,
         }
     }
 
@@ -120,6 +138,8 @@ impl Provider {
         let reply = match &self.upstream {
             Upstream::OpenAi(openai) => openai.complete(request, trace).await,
             Upstream::Mock(mock) => mock.complete(request),
+            #[cfg(test)]
+            Upstream::Scripted(script) => script.complete(request).await,
         };
         self.scrubbed(reply)
     }
@@ -134,6 +154,10 @@ impl Provider {
         let reply = match &self.upstream {
             Upstream::OpenAi(openai) => openai.stream(request, headers_timeout, trace).await,
             Upstream::Mock(mock) => mock.stream(request),
+            #[cfg(test)]
+            Upstream::Scripted(_) => Err(Error::Internal(
+                "the scripted provider answers unary calls only".to_owned(),
+            )),
         };
         self.scrubbed(reply)
     }

@@ -1,0 +1,172 @@
+//! The pipeline core in memory, on tokio's paused clock: a scripted
+//! provider replaces only the HTTP exchange; the slot's retry policy,
+//! budget, circuit, fallbacks and shutdown run as they do in production.
+
+use super::*;
+use crate::upstream::scripted::{Outcome, ScriptedUpstream, Step};
+use std::time::Duration;
+
+fn config(tables: &str) -> Config {
+    crate::config::from_toml_in(
+        &format!(
+            "[server]\nuds = \"/nonexistent/unused.sock\"\n\
+             [providers.a]\nbase_url = \"http://127.0.0.1:9/v1\"\ncircuit_failures = 0\n\
+             [providers.b]\nbase_url = \"http://127.0.0.1:9/v1\"\ncircuit_failures = 0\n\
+             {tables}"
+        ),
+        "test.toml",
+        std::path::Path::new("/nonexistent"),
+    )
+    .expect("the test config is valid")
+}
+
+fn pipeline(tables: &str, scripts: &[(&str, &Arc<ScriptedUpstream>)]) -> Pipeline {
+    let mut pipeline = Pipeline::new(&config(tables), &|_| None).unwrap();
+    for (name, script) in scripts {
+        pipeline = pipeline.with_scripted(name, Arc::clone(script));
+    }
+    pipeline
+}
+
+fn script(name: &str, steps: impl IntoIterator<Item = Step>) -> Arc<ScriptedUpstream> {
+    Arc::new(ScriptedUpstream::new(name, steps))
+}
+
+fn at_once(outcome: Outcome) -> Step {
+    Step {
+        delay: Duration::ZERO,
+        outcome,
+    }
+}
+
+fn ask(model: &str) -> ChatRequest {
+    ChatRequest::new(
+        model,
+        vec![serde_json::json!({"role": "user", "content": "hi"})],
+    )
+}
+
+const ROUTE_TO_A: &str = "[[routes]]\nmodel = \"m\"\nprovider = \"a\"\n";
+
+#[tokio::test(start_paused = true)]
+async fn retries_back_off_with_jitter_and_wait_as_long_as_retry_after_says() {
+    let a = script(
+        "a",
+        [
+            at_once(Outcome::Status(503, None)),
+            at_once(Outcome::Status(429, Some(Duration::from_secs(2)))),
+            at_once(Outcome::Answer("third time")),
+        ],
+    );
+    let tables = format!("[retry]\nbase_delay_ms = 100\nmax_delay_ms = 1000\n{ROUTE_TO_A}");
+    let pipeline = pipeline(&tables, &[("a", &a)]);
+    let served = pipeline
+        .complete(ask("m"), &CallContext::default())
+        .await
+        .expect("the third attempt answers");
+    assert_eq!((&*served.provider, served.attempts), ("a", 3));
+    let calls = a.calls();
+    // Full jitter: the first wait is anywhere up to the base delay.
+    assert!(calls[1] - calls[0] <= Duration::from_millis(100));
+    // The upstream's Retry-After, not the backoff.
+    let waited = calls[2] - calls[1];
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_millis(2100),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_past_the_callers_deadline_is_not_waited_for() {
+    let a = script(
+        "a",
+        [at_once(Outcome::Status(429, Some(Duration::from_secs(20))))],
+    );
+    let pipeline = pipeline(ROUTE_TO_A, &[("a", &a)]);
+    let began = Instant::now();
+    let call = CallContext {
+        deadline: Some(began + Duration::from_secs(3)),
+        ..CallContext::default()
+    };
+    let error = pipeline.complete(ask("m"), &call).await.unwrap_err();
+    assert!(
+        matches!(error, Error::Upstream(ref upstream) if upstream.status == 429),
+        "{error:?}"
+    );
+    assert_eq!(a.calls().len(), 1, "no second attempt");
+    assert!(
+        began.elapsed() < Duration::from_millis(10),
+        "answered at once"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_provider_falls_back_then_opens_its_circuit_then_is_probed() {
+    let a = script("a", (0..2).map(|_| at_once(Outcome::Connect)));
+    let b = script("b", []);
+    let tables = "[[routes]]\nmodel = \"m\"\nprovider = \"a\"\n\
+                  max_attempts = 1\nfallbacks = [{ provider = \"b\" }]\n";
+    // The circuit set on the typed config: the TOML's table for `a` is
+    // written once, by `config`.
+    let mut config = config(tables);
+    let slot_a = config
+        .providers
+        .iter_mut()
+        .find(|provider| provider.name == "a")
+        .unwrap();
+    slot_a.circuit_failures = 2;
+    slot_a.circuit_cooldown = Duration::from_secs(30);
+    let pipeline = Pipeline::new(&config, &|_| None)
+        .unwrap()
+        .with_scripted("a", Arc::clone(&a))
+        .with_scripted("b", Arc::clone(&b));
+    let served_by = async || {
+        let served = pipeline
+            .complete(ask("m"), &CallContext::default())
+            .await
+            .expect("the fallback answers");
+        served.provider.to_string()
+    };
+    // Two failures: each call falls back to b; the second opens a's circuit.
+    assert_eq!(served_by().await, "b");
+    assert_eq!(served_by().await, "b");
+    let state = |name: &str| {
+        pipeline
+            .provider_states()
+            .find(|state| state.name == name)
+            .unwrap()
+            .circuit
+    };
+    assert_eq!(state("a"), CircuitState::Open);
+    // While open, a is skipped without an attempt.
+    assert_eq!(served_by().await, "b");
+    assert_eq!(a.calls().len(), 2);
+    // After the cooldown one probe goes to a; its answer closes the circuit.
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert_eq!(served_by().await, "a");
+    assert_eq!(state("a"), CircuitState::Closed);
+    assert_eq!(b.calls().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_ends_a_call_in_flight_with_shutting_down() {
+    let a = script(
+        "a",
+        [Step {
+            delay: Duration::from_secs(60),
+            outcome: Outcome::Answer("too late"),
+        }],
+    );
+    let stop = CancellationToken::new();
+    let pipeline = Arc::new(pipeline(ROUTE_TO_A, &[("a", &a)]).with_stop(stop.clone()));
+    let began = Instant::now();
+    let call = tokio::spawn({
+        let pipeline = Arc::clone(&pipeline);
+        async move { pipeline.complete(ask("m"), &CallContext::default()).await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.cancel();
+    let error = call.await.unwrap().unwrap_err();
+    assert!(matches!(error, Error::ShuttingDown), "{error:?}");
+    assert!(began.elapsed() < Duration::from_secs(2));
+}
