@@ -170,3 +170,79 @@ async fn a_stop_ends_a_call_in_flight_with_shutting_down() {
     assert!(matches!(error, Error::ShuttingDown), "{error:?}");
     assert!(began.elapsed() < Duration::from_secs(2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_spent_retry_budget_refuses_the_retry() {
+    let a = script("a", [at_once(Outcome::Status(503, None))]);
+    let tables = format!("[retry]\nbudget_ratio = 0.0\nbudget_floor = 0\n{ROUTE_TO_A}");
+    let pipeline = pipeline(&tables, &[("a", &a)]);
+    let error = pipeline
+        .complete(ask("m"), &CallContext::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::RetryBudgetExhausted { .. }),
+        "{error:?}"
+    );
+    assert_eq!(a.calls().len(), 1, "the retry was not sent");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_call_gives_up_at_the_callers_deadline_not_the_queue_wait() {
+    let a = script(
+        "a",
+        [Step {
+            delay: Duration::from_secs(60),
+            outcome: Outcome::Answer("slow"),
+        }],
+    );
+    let mut config = config(ROUTE_TO_A);
+    let slot_a = config
+        .providers
+        .iter_mut()
+        .find(|provider| provider.name == "a")
+        .unwrap();
+    slot_a.limit = Some(crate::config::LimitConfig {
+        max_in_flight: 1,
+        max_queue: 4,
+        max_queue_wait: Duration::from_secs(10),
+    });
+    let pipeline = Arc::new(
+        Pipeline::new(&config, &|_| None)
+            .unwrap()
+            .with_scripted("a", Arc::clone(&a)),
+    );
+    let holder = tokio::spawn({
+        let pipeline = Arc::clone(&pipeline);
+        async move { pipeline.complete(ask("m"), &CallContext::default()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let began = Instant::now();
+    let call = CallContext {
+        deadline: Some(began + Duration::from_secs(2)),
+        ..CallContext::default()
+    };
+    let error = pipeline.complete(ask("m"), &call).await.unwrap_err();
+    let waited = began.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_millis(2100),
+        "{waited:?}: {error:?}"
+    );
+    // The wait for a slot is cut to the caller's deadline, and says so.
+    assert!(
+        matches!(
+            error,
+            Error::Overloaded {
+                kind: crate::error::OverloadKind::QueueWait,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        a.calls().len(),
+        1,
+        "the queued call never reached the upstream"
+    );
+    holder.abort();
+}
