@@ -155,9 +155,7 @@ impl Provider {
             Upstream::OpenAi(openai) => openai.stream(request, headers_timeout, trace).await,
             Upstream::Mock(mock) => mock.stream(request),
             #[cfg(test)]
-            Upstream::Scripted(_) => Err(Error::Internal(
-                "the scripted provider answers unary calls only".to_owned(),
-            )),
+            Upstream::Scripted(script) => script.stream(request).await,
         };
         self.scrubbed(reply)
     }

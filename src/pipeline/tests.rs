@@ -246,3 +246,29 @@ async fn a_queued_call_gives_up_at_the_callers_deadline_not_the_queue_wait() {
     );
     holder.abort();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_is_retried_before_its_first_chunk_and_never_after() {
+    use futures::StreamExt as _;
+    let a = script(
+        "a",
+        [
+            at_once(Outcome::Status(503, None)),
+            at_once(Outcome::CutAfterFirstChunk("partial")),
+        ],
+    );
+    let tables = format!("[retry]\nbase_delay_ms = 10\n{ROUTE_TO_A}");
+    let pipeline = pipeline(&tables, &[("a", &a)]);
+    let served = pipeline
+        .stream(ask("m"), &CallContext::default())
+        .await
+        .expect("the second attempt starts");
+    assert_eq!(served.attempts, 2, "a failure before any chunk is retried");
+    let items: Vec<Result<crate::model::ChatChunk, Error>> = served.value.collect().await;
+    assert!(items[0].is_ok(), "the first chunk reaches the caller");
+    assert!(
+        matches!(items.last(), Some(Err(Error::StreamIncomplete { .. }))),
+        "{items:?}"
+    );
+    assert_eq!(a.calls().len(), 2, "a break after output is not retried");
+}
