@@ -12,6 +12,7 @@ fn config(tables: &str) -> Config {
             "[server]\nuds = \"/nonexistent/unused.sock\"\n\
              [providers.a]\nbase_url = \"http://127.0.0.1:9/v1\"\ncircuit_failures = 0\n\
              [providers.b]\nbase_url = \"http://127.0.0.1:9/v1\"\ncircuit_failures = 0\n\
+             [providers.c]\nbase_url = \"http://127.0.0.1:9/v1\"\ncircuit_failures = 0\n\
              {tables}"
         ),
         "test.toml",
@@ -271,4 +272,28 @@ async fn a_stream_is_retried_before_its_first_chunk_and_never_after() {
         "{items:?}"
     );
     assert_eq!(a.calls().len(), 2, "a break after output is not retried");
+}
+
+#[tokio::test(start_paused = true)]
+async fn fallbacks_are_tried_in_their_order() {
+    // Each failure takes a second, so the order shows in the call times.
+    let after_a_second = |outcome| Step {
+        delay: Duration::from_secs(1),
+        outcome,
+    };
+    let a = script("a", [after_a_second(Outcome::Connect)]);
+    let b = script("b", [after_a_second(Outcome::Status(503, None))]);
+    let c = script("c", []);
+    let tables = "[[routes]]\nmodel = \"m\"\nprovider = \"a\"\nmax_attempts = 1\n\
+                  fallbacks = [{ provider = \"b\" }, { provider = \"c\" }]\n";
+    let pipeline = pipeline(tables, &[("a", &a), ("b", &b), ("c", &c)]);
+    let served = pipeline
+        .complete(ask("m"), &CallContext::default())
+        .await
+        .expect("the last fallback answers");
+    assert_eq!(&*served.provider, "c");
+    let (a, b, c) = (a.calls(), b.calls(), c.calls());
+    assert_eq!((a.len(), b.len(), c.len()), (1, 1, 1));
+    assert!(b[0] - a[0] >= Duration::from_secs(1), "b after a failed");
+    assert!(c[0] - b[0] >= Duration::from_secs(1), "c after b failed");
 }
