@@ -1,16 +1,38 @@
-//! The one way every call goes, whichever edge it came in by:
-//! validate → route → (retry → call the provider), all bounded by the
-//! caller's deadline.
+//! The one way every call goes, whichever edge it came in by. The stages,
+//! in order, and why each stands where it does:
 //!
-//! Retries happen only before anything reached the caller: a unary call is
-//! retried whole; a stream is retried until its first chunk arrives, never
-//! after, so no token is ever sent twice. Limits and per-attempt timeouts
-//! slot in around the provider call; nothing else talks to providers.
+//! 1. **capacity** (`CallContext::over_capacity`): a call over the
+//!    sidecar's cap on calls in flight is refused before it costs anything.
+//! 2. **validate** (`crate::validate`): a request that cannot succeed is
+//!    refused before a route, a quota or a retry is spent on it.
+//! 3. **route** (`crate::routing`): the model names its targets, the
+//!    primary then its fallbacks, each with its retry policy and timeouts.
+//! 4. per target, the **fallback loop** (`fallback.rs`): a failure that says
+//!    the provider is unwell passes the call to the next target, only
+//!    before anything reached the caller;
+//! 5. per attempt, the **attempt loop** (`attempt.rs`):
+//!    - **circuit**: an open circuit skips the provider at once;
+//!    - **rates, then queue** (`slot.rs`): a quota, then a concurrency
+//!      slot, each waited for no longer than the call's bounds allow;
+//!    - **call** the provider, under the per-attempt timeouts;
+//!    - **first chunk** (streams): an attempt ends when it arrives, so a
+//!      retry never repeats output;
+//!    - **retry** by the policy (`retry.rs`: backoff or the upstream's
+//!      Retry-After, never past the deadline), paid from the provider's
+//!      **budget** (`retry_budget.rs`) so retries cannot multiply an outage;
+//! 6. **bounded stream** (`bounded_stream.rs`): past its first chunk a
+//!    stream is bounded by the idle gap, the call's end and shutdown.
+//!
+//! Everything runs inside the call's bounds (`bounds.rs`: the caller's
+//! deadline or our total, whichever ends first); nothing else talks to
+//! providers.
 
+mod attempt;
 mod attempt_trace;
 mod bounded_stream;
 mod bounds;
 mod circuit;
+mod fallback;
 mod handle;
 mod in_flight;
 mod limit;
@@ -18,6 +40,7 @@ mod progress;
 mod rate;
 mod retry;
 mod retry_budget;
+mod slot;
 
 pub use bounded_stream::BoundedStream;
 pub use bounds::Bounds;
@@ -30,7 +53,10 @@ pub use rate::{RateLimits, estimate_prompt_tokens};
 pub use retry::{Next, RetryPolicy};
 pub use retry_budget::RetryBudget;
 
+use attempt::Routed;
 use attempt_trace::AttemptTrace;
+use fallback::{Streaming, Unary, serve};
+use slot::ProviderSlot;
 
 use crate::config::{Config, Env, Timeouts};
 use crate::error::{Error, TimeoutKind, classify};
@@ -115,36 +141,6 @@ pub struct Pipeline {
     /// send out.
     scrubber: Arc<Scrubber>,
 }
-
-/// A provider with its retry settings and budget.
-#[derive(Debug)]
-struct ProviderSlot {
-    provider: Provider,
-    max_attempts: Option<u32>,
-    /// The global timeouts with this provider's changes.
-    timeouts: Timeouts,
-    budget: RetryBudget,
-    limit: Option<ConcurrencyLimit>,
-    rate: Option<RateLimits>,
-    circuit: CircuitBreaker,
-    in_flight: InFlight,
-}
-
-/// One routed call, ready to be attempted.
-struct Routed<'a> {
-    slot: &'a ProviderSlot,
-    policy: RetryPolicy,
-    timeouts: Timeouts,
-    upstream_model: String,
-    trace: AttemptTrace<'a>,
-    stop: &'a CancellationToken,
-}
-
-/// A target's failure and the attempts it made.
-type Failed = (Error, u32);
-
-/// A target's answer, the attempts it took and the serving attempt's span.
-type Won<T> = (Reply<T>, u32, TraceContext);
 
 impl Pipeline {
     /// Reads the TLS files the configuration names: a missing or broken one
@@ -340,335 +336,6 @@ impl Pipeline {
             targets.push(target(fallback.provider, fallback.upstream_model.clone()));
         }
         Ok(targets)
-    }
-}
-
-/// Tries each target in turn (the primary, then its fallbacks) with the
-/// request's model set to the target's, until one serves the call or a
-/// failure is not worth passing on to the next.
-async fn serve<C: CallTarget>(
-    targets: &[Routed<'_>],
-    mut request: ChatRequest,
-    call: C,
-) -> Result<Served<C::Output>, Error> {
-    let mut attempts_before = 0;
-    for (index, target) in targets.iter().enumerate() {
-        request.model.clone_from(&target.upstream_model);
-        match call.call(target, &request).await {
-            Ok((reply, attempts, trace)) => {
-                return Ok(Served {
-                    provider: target.slot.provider.name.clone(),
-                    attempts: attempts_before + attempts,
-                    value: reply.value,
-                    trace,
-                    upstream_headers: reply.headers,
-                });
-            }
-            Err((error, attempts)) if index + 1 < targets.len() && falls_back(&error) => {
-                attempts_before += attempts;
-                let reason = classify(&error).reason;
-                let next = &targets[index + 1].slot.provider;
-                tracing::info!(from = %target.slot.provider.name, to = %next.name, reason, "falling back");
-                target
-                    .trace
-                    .fell_back(call.context(), &target.slot.provider, next, &error);
-            }
-            Err((error, _)) => return Err(error),
-        }
-    }
-    Err(Error::Internal("a route without targets".to_owned()))
-}
-
-/// One way of calling a target: a unary answer or a stream. (A trait rather
-/// than an async closure, whose futures cannot yet be shown to be `Send`.)
-trait CallTarget {
-    type Output;
-    fn call<'a>(
-        &'a self,
-        target: &'a Routed<'a>,
-        request: &'a ChatRequest,
-    ) -> impl Future<Output = Result<Won<Self::Output>, Failed>> + Send + 'a;
-    fn context(&self) -> &CallContext;
-}
-
-struct Unary<'c>(Bounds, &'c CallContext);
-struct Streaming<'c>(Bounds, &'c CallContext);
-
-impl CallTarget for Unary<'_> {
-    type Output = ChatResponse;
-    fn call<'a>(
-        &'a self,
-        target: &'a Routed<'a>,
-        request: &'a ChatRequest,
-    ) -> impl Future<Output = Result<Won<ChatResponse>, Failed>> + Send + 'a {
-        target.complete(request, self.0, self.1)
-    }
-    fn context(&self) -> &CallContext {
-        self.1
-    }
-}
-
-impl CallTarget for Streaming<'_> {
-    type Output = ChunkStream;
-    fn call<'a>(
-        &'a self,
-        target: &'a Routed<'a>,
-        request: &'a ChatRequest,
-    ) -> impl Future<Output = Result<Won<ChunkStream>, Failed>> + Send + 'a {
-        target.stream(request, self.0, self.1)
-    }
-    fn context(&self) -> &CallContext {
-        self.1
-    }
-}
-
-/// Whether the next target of a route may still succeed where this one
-/// failed: the provider is unwell or we are holding it back, not the
-/// request being wrong.
-fn falls_back(error: &Error) -> bool {
-    error.is_provider_failure()
-        || matches!(
-            error,
-            Error::CircuitOpen { .. }
-                | Error::Overloaded { .. }
-                | Error::RetryBudgetExhausted { .. }
-                | Error::ProviderNotReady { .. }
-        )
-}
-
-impl ProviderSlot {
-    /// Rate quota (if the provider has rates) for one request, then a slot
-    /// under its concurrency limit (if it has one).
-    async fn acquire(
-        &self,
-        bounds: Bounds,
-        request: &ChatRequest,
-        call: &CallContext,
-        (trace, attempt): (AttemptTrace<'_>, &TraceContext),
-    ) -> Result<Permit, Error> {
-        if self.rate.is_none() && self.limit.is_none() {
-            return Ok(None);
-        }
-        let asked = Instant::now();
-        let permit = self.acquire_quota_and_slot(bounds, request).await;
-        let waited = asked.elapsed();
-        call.progress.add_queue_wait(waited);
-        trace.queued(attempt, &self.provider, waited);
-        permit
-    }
-
-    async fn acquire_quota_and_slot(
-        &self,
-        bounds: Bounds,
-        request: &ChatRequest,
-    ) -> Result<Permit, Error> {
-        if let Some(rate) = &self.rate {
-            let tokens = estimate_prompt_tokens(request);
-            rate.admit(&self.provider.name, tokens, bounds.end())
-                .await?;
-        }
-        match &self.limit {
-            None => Ok(None),
-            Some(limit) => limit.acquire(&self.provider.name, bounds.end()).await,
-        }
-    }
-}
-
-impl Routed<'_> {
-    async fn complete(
-        &self,
-        request: &ChatRequest,
-        bounds: Bounds,
-        call: &CallContext,
-    ) -> Result<Won<ChatResponse>, Failed> {
-        let provider = &self.slot.provider;
-        let progress = &*call.progress;
-        self.attempt(
-            bounds,
-            call,
-            request,
-            "waiting for the answer",
-            |trace| async move {
-                let _slot = self
-                    .slot
-                    .acquire(bounds, request, call, (self.trace, &trace))
-                    .await?;
-                let _in_flight = self.slot.in_flight.enter();
-                let sent = Instant::now();
-                let answer = provider.complete(request, &trace).await;
-                progress.add_upstream(sent.elapsed());
-                answer
-            },
-        )
-        .await
-    }
-
-    async fn stream(
-        &self,
-        request: &ChatRequest,
-        bounds: Bounds,
-        call: &CallContext,
-    ) -> Result<Won<ChunkStream>, Failed> {
-        let provider = &self.slot.provider;
-        let timeouts = self.timeouts;
-        let progress = &*call.progress;
-        let first_chunk = |trace: &TraceContext| {
-            let trace = trace.clone();
-            async move {
-                let Reply {
-                    value: mut stream,
-                    headers,
-                } = provider.stream(request, timeouts.headers, &trace).await?;
-                match stream.next().await {
-                    Some(Ok(first)) => Ok((Some(first), stream, headers)),
-                    Some(Err(error)) => Err(error),
-                    // Complete and empty: [DONE] straight away.
-                    None => Ok((None, stream, headers)),
-                }
-            }
-        };
-        let (opened, attempts, trace) = self
-            .attempt(
-                bounds,
-                call,
-                request,
-                "waiting for the first chunk",
-                |trace| async move {
-                    // The slot is held for as long as the stream lives.
-                    let slot = self
-                        .slot
-                        .acquire(bounds, request, call, (self.trace, &trace))
-                        .await?;
-                    let in_flight = self.slot.in_flight.enter();
-                    let sent = Instant::now();
-                    let first =
-                        tokio::time::timeout(timeouts.first_chunk, first_chunk(&trace)).await;
-                    let waited = sent.elapsed();
-                    progress.add_upstream(waited);
-                    let (first, rest, headers) = first.unwrap_or_else(|_| {
-                        Err(Error::Timeout {
-                            provider: provider.name.to_string(),
-                            kind: TimeoutKind::FirstChunk,
-                            after: timeouts.first_chunk,
-                        })
-                    })?;
-                    self.trace.first_chunk(&trace, waited);
-                    Ok(Reply {
-                        value: (first, rest, (slot, in_flight)),
-                        headers,
-                    })
-                },
-            )
-            .await?;
-        let (first, rest, slot) = opened.value;
-        let stream: ChunkStream = match first {
-            Some(first) => Box::pin(futures::stream::once(async { Ok(first) }).chain(rest)),
-            None => rest,
-        };
-        let bounded = BoundedStream::new(
-            stream,
-            provider.name.clone(),
-            bounds,
-            timeouts.idle,
-            Some(slot),
-        )
-        .stopped_by(self.stop);
-        let reply = Reply {
-            value: Box::pin(bounded) as ChunkStream,
-            headers: opened.headers,
-        };
-        Ok((reply, attempts, trace))
-    }
-
-    /// Runs `work` until it succeeds or the policy, the budget or the
-    /// caller's deadline says stop; returns the value and the attempts made.
-    async fn attempt<T, F, Fut>(
-        &self,
-        bounds: Bounds,
-        call: &CallContext,
-        request: &ChatRequest,
-        stage: &'static str,
-        mut work: F,
-    ) -> Result<Won<T>, Failed>
-    where
-        F: FnMut(TraceContext) -> Fut,
-        Fut: Future<Output = Result<Reply<T>, Error>>,
-    {
-        let slot = self.slot;
-        slot.budget.deposit();
-        let mut attempts = 0;
-        loop {
-            if let Err(wait) = slot.circuit.allow() {
-                let error = Error::CircuitOpen {
-                    provider: slot.provider.name.to_string(),
-                    retry_after: wait,
-                };
-                return Err((error, attempts));
-            }
-            attempts += 1;
-            call.progress.attempt_started(&slot.provider.name);
-            let trace = self.trace.start(call, request, &slot.provider);
-            let error = match self.within(bounds, stage, work(trace.clone())).await {
-                Ok(value) => {
-                    if slot.circuit.on_success() {
-                        tracing::info!(provider = %slot.provider.name, "circuit closed: the provider answers again");
-                    }
-                    self.trace.answered(&slot.provider);
-                    return Ok((value, attempts, trace));
-                }
-                Err(error) => error,
-            };
-            self.trace.failed(&trace, &slot.provider, &error);
-            if error.is_provider_failure() && slot.circuit.on_failure() {
-                tracing::warn!(provider = %slot.provider.name, reason = classify(&error).reason, "circuit opened: skipping the provider for a while");
-            }
-            let next = self.policy.next(
-                &error,
-                attempts,
-                Instant::now(),
-                Some(bounds.end()),
-                fastrand::f64(),
-            );
-            let Next::RetryAfter(wait) = next else {
-                return Err((error, attempts));
-            };
-            if !slot.budget.try_withdraw() {
-                let exhausted = Error::RetryBudgetExhausted {
-                    provider: slot.provider.name.to_string(),
-                    last: error.to_string(),
-                    retry_after: error.retry_after(),
-                };
-                return Err((exhausted, attempts));
-            }
-            self.trace
-                .retrying(call, &slot.provider, attempts + 1, wait, &error);
-            tracing::debug!(
-                provider = %slot.provider.name,
-                attempt = attempts,
-                reason = classify(&error).reason,
-                wait_ms = wait.as_millis() as u64,
-                "retrying"
-            );
-            let sleeping = Instant::now();
-            tokio::time::sleep(wait).await;
-            call.progress.add_backoff(sleeping.elapsed());
-        }
-    }
-}
-
-impl Routed<'_> {
-    /// Runs `work` until the call's bounds end; past them the work is
-    /// dropped, which closes any upstream request it had open.
-    async fn within<T>(
-        &self,
-        bounds: Bounds,
-        stage: &'static str,
-        work: impl Future<Output = Result<Reply<T>, Error>>,
-    ) -> Result<Reply<T>, Error> {
-        match tokio::time::timeout_at(bounds.end(), work).await {
-            Ok(result) => result,
-            Err(_) => Err(bounds.expired(&self.slot.provider.name, stage)),
-        }
     }
 }
 

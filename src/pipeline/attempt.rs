@@ -1,0 +1,219 @@
+//! The attempt loop of one target: circuit → budget → rates and queue →
+//! the provider call, retried by the policy until it answers, fails for
+//! good, or the call's bounds end.
+
+use super::*;
+
+/// One routed call, ready to be attempted.
+pub(super) struct Routed<'a> {
+    pub(super) slot: &'a ProviderSlot,
+    pub(super) policy: RetryPolicy,
+    pub(super) timeouts: Timeouts,
+    pub(super) upstream_model: String,
+    pub(super) trace: AttemptTrace<'a>,
+    pub(super) stop: &'a CancellationToken,
+}
+
+/// A target's failure and the attempts it made.
+pub(super) type Failed = (Error, u32);
+
+/// A target's answer, the attempts it took and the serving attempt's span.
+pub(super) type Won<T> = (Reply<T>, u32, TraceContext);
+
+impl Routed<'_> {
+    pub(super) async fn complete(
+        &self,
+        request: &ChatRequest,
+        bounds: Bounds,
+        call: &CallContext,
+    ) -> Result<Won<ChatResponse>, Failed> {
+        let provider = &self.slot.provider;
+        let progress = &*call.progress;
+        self.attempt(
+            bounds,
+            call,
+            request,
+            "waiting for the answer",
+            |trace| async move {
+                let _slot = self
+                    .slot
+                    .acquire(bounds, request, call, (self.trace, &trace))
+                    .await?;
+                let _in_flight = self.slot.in_flight.enter();
+                let sent = Instant::now();
+                let answer = provider.complete(request, &trace).await;
+                progress.add_upstream(sent.elapsed());
+                answer
+            },
+        )
+        .await
+    }
+
+    pub(super) async fn stream(
+        &self,
+        request: &ChatRequest,
+        bounds: Bounds,
+        call: &CallContext,
+    ) -> Result<Won<ChunkStream>, Failed> {
+        let provider = &self.slot.provider;
+        let timeouts = self.timeouts;
+        let progress = &*call.progress;
+        let first_chunk = |trace: &TraceContext| {
+            let trace = trace.clone();
+            async move {
+                let Reply {
+                    value: mut stream,
+                    headers,
+                } = provider.stream(request, timeouts.headers, &trace).await?;
+                match stream.next().await {
+                    Some(Ok(first)) => Ok((Some(first), stream, headers)),
+                    Some(Err(error)) => Err(error),
+                    // Complete and empty: [DONE] straight away.
+                    None => Ok((None, stream, headers)),
+                }
+            }
+        };
+        let (opened, attempts, trace) = self
+            .attempt(
+                bounds,
+                call,
+                request,
+                "waiting for the first chunk",
+                |trace| async move {
+                    // The slot is held for as long as the stream lives.
+                    let slot = self
+                        .slot
+                        .acquire(bounds, request, call, (self.trace, &trace))
+                        .await?;
+                    let in_flight = self.slot.in_flight.enter();
+                    let sent = Instant::now();
+                    let first =
+                        tokio::time::timeout(timeouts.first_chunk, first_chunk(&trace)).await;
+                    let waited = sent.elapsed();
+                    progress.add_upstream(waited);
+                    let (first, rest, headers) = first.unwrap_or_else(|_| {
+                        Err(Error::Timeout {
+                            provider: provider.name.to_string(),
+                            kind: TimeoutKind::FirstChunk,
+                            after: timeouts.first_chunk,
+                        })
+                    })?;
+                    self.trace.first_chunk(&trace, waited);
+                    Ok(Reply {
+                        value: (first, rest, (slot, in_flight)),
+                        headers,
+                    })
+                },
+            )
+            .await?;
+        let (first, rest, slot) = opened.value;
+        let stream: ChunkStream = match first {
+            Some(first) => Box::pin(futures::stream::once(async { Ok(first) }).chain(rest)),
+            None => rest,
+        };
+        let bounded = BoundedStream::new(
+            stream,
+            provider.name.clone(),
+            bounds,
+            timeouts.idle,
+            Some(slot),
+        )
+        .stopped_by(self.stop);
+        let reply = Reply {
+            value: Box::pin(bounded) as ChunkStream,
+            headers: opened.headers,
+        };
+        Ok((reply, attempts, trace))
+    }
+
+    /// Runs `work` until it succeeds or the policy, the budget or the
+    /// caller's deadline says stop; returns the value and the attempts made.
+    async fn attempt<T, F, Fut>(
+        &self,
+        bounds: Bounds,
+        call: &CallContext,
+        request: &ChatRequest,
+        stage: &'static str,
+        mut work: F,
+    ) -> Result<Won<T>, Failed>
+    where
+        F: FnMut(TraceContext) -> Fut,
+        Fut: Future<Output = Result<Reply<T>, Error>>,
+    {
+        let slot = self.slot;
+        slot.budget.deposit();
+        let mut attempts = 0;
+        loop {
+            if let Err(wait) = slot.circuit.allow() {
+                let error = Error::CircuitOpen {
+                    provider: slot.provider.name.to_string(),
+                    retry_after: wait,
+                };
+                return Err((error, attempts));
+            }
+            attempts += 1;
+            call.progress.attempt_started(&slot.provider.name);
+            let trace = self.trace.start(call, request, &slot.provider);
+            let error = match self.within(bounds, stage, work(trace.clone())).await {
+                Ok(value) => {
+                    if slot.circuit.on_success() {
+                        tracing::info!(provider = %slot.provider.name, "circuit closed: the provider answers again");
+                    }
+                    self.trace.answered(&slot.provider);
+                    return Ok((value, attempts, trace));
+                }
+                Err(error) => error,
+            };
+            self.trace.failed(&trace, &slot.provider, &error);
+            if error.is_provider_failure() && slot.circuit.on_failure() {
+                tracing::warn!(provider = %slot.provider.name, reason = classify(&error).reason, "circuit opened: skipping the provider for a while");
+            }
+            let next = self.policy.next(
+                &error,
+                attempts,
+                Instant::now(),
+                Some(bounds.end()),
+                fastrand::f64(),
+            );
+            let Next::RetryAfter(wait) = next else {
+                return Err((error, attempts));
+            };
+            if !slot.budget.try_withdraw() {
+                let exhausted = Error::RetryBudgetExhausted {
+                    provider: slot.provider.name.to_string(),
+                    last: error.to_string(),
+                    retry_after: error.retry_after(),
+                };
+                return Err((exhausted, attempts));
+            }
+            self.trace
+                .retrying(call, &slot.provider, attempts + 1, wait, &error);
+            tracing::debug!(
+                provider = %slot.provider.name,
+                attempt = attempts,
+                reason = classify(&error).reason,
+                wait_ms = wait.as_millis() as u64,
+                "retrying"
+            );
+            let sleeping = Instant::now();
+            tokio::time::sleep(wait).await;
+            call.progress.add_backoff(sleeping.elapsed());
+        }
+    }
+}
+
+impl Routed<'_> {
+    /// Runs `work` until the call's bounds end; past them the work is
+    /// dropped, which closes any upstream request it had open.
+    async fn within<T>(
+        &self,
+        bounds: Bounds,
+        stage: &'static str,
+        work: impl Future<Output = Result<Reply<T>, Error>>,
+    ) -> Result<Reply<T>, Error> {
+        match tokio::time::timeout_at(bounds.end(), work).await {
+            Ok(result) => result,
+            Err(_) => Err(bounds.expired(&self.slot.provider.name, stage)),
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! A provider's slot: the provider and everything that stands between a
+//! call and it (retry budget, circuit, rates, concurrency limit).
+
+use super::*;
+
+/// A provider with its retry settings and budget.
+#[derive(Debug)]
+pub(super) struct ProviderSlot {
+    pub(super) provider: Provider,
+    pub(super) max_attempts: Option<u32>,
+    /// The global timeouts with this provider's changes.
+    pub(super) timeouts: Timeouts,
+    pub(super) budget: RetryBudget,
+    pub(super) limit: Option<ConcurrencyLimit>,
+    pub(super) rate: Option<RateLimits>,
+    pub(super) circuit: CircuitBreaker,
+    pub(super) in_flight: InFlight,
+}
+
+impl ProviderSlot {
+    /// Rate quota (if the provider has rates) for one request, then a slot
+    /// under its concurrency limit (if it has one).
+    pub(super) async fn acquire(
+        &self,
+        bounds: Bounds,
+        request: &ChatRequest,
+        call: &CallContext,
+        (trace, attempt): (AttemptTrace<'_>, &TraceContext),
+    ) -> Result<Permit, Error> {
+        if self.rate.is_none() && self.limit.is_none() {
+            return Ok(None);
+        }
+        let asked = Instant::now();
+        let permit = self.acquire_quota_and_slot(bounds, request).await;
+        let waited = asked.elapsed();
+        call.progress.add_queue_wait(waited);
+        trace.queued(attempt, &self.provider, waited);
+        permit
+    }
+
+    async fn acquire_quota_and_slot(
+        &self,
+        bounds: Bounds,
+        request: &ChatRequest,
+    ) -> Result<Permit, Error> {
+        if let Some(rate) = &self.rate {
+            let tokens = estimate_prompt_tokens(request);
+            rate.admit(&self.provider.name, tokens, bounds.end())
+                .await?;
+        }
+        match &self.limit {
+            None => Ok(None),
+            Some(limit) => limit.acquire(&self.provider.name, bounds.end()).await,
+        }
+    }
+}
