@@ -15,10 +15,18 @@ pub(super) struct Routed<'a> {
 }
 
 /// A target's failure and the attempts it made.
-pub(super) type Failed = (Error, u32);
+#[derive(Debug)]
+pub(super) struct Failed {
+    pub(super) error: Error,
+    pub(super) attempts: u32,
+}
 
 /// A target's answer, the attempts it took and the serving attempt's span.
-pub(super) type Won<T> = (Reply<T>, u32, TraceContext);
+pub(super) struct Won<T> {
+    pub(super) reply: Reply<T>,
+    pub(super) attempts: u32,
+    pub(super) trace: TraceContext,
+}
 
 impl Routed<'_> {
     pub(super) async fn complete(
@@ -37,7 +45,7 @@ impl Routed<'_> {
             |trace| async move {
                 let _slot = self
                     .slot
-                    .acquire(bounds, request, call, (self.trace, &trace))
+                    .acquire(bounds, request, call, self.trace, &trace)
                     .await?;
                 let _in_flight = self.slot.in_flight.enter();
                 let sent = Instant::now();
@@ -73,7 +81,11 @@ impl Routed<'_> {
                 }
             }
         };
-        let (opened, attempts, trace) = self
+        let Won {
+            reply: opened,
+            attempts,
+            trace,
+        } = self
             .attempt(
                 bounds,
                 call,
@@ -83,7 +95,7 @@ impl Routed<'_> {
                     // The slot is held for as long as the stream lives.
                     let slot = self
                         .slot
-                        .acquire(bounds, request, call, (self.trace, &trace))
+                        .acquire(bounds, request, call, self.trace, &trace)
                         .await?;
                     let in_flight = self.slot.in_flight.enter();
                     let sent = Instant::now();
@@ -123,7 +135,11 @@ impl Routed<'_> {
             value: Box::pin(bounded) as ChunkStream,
             headers: opened.headers,
         };
-        Ok((reply, attempts, trace))
+        Ok(Won {
+            reply,
+            attempts,
+            trace,
+        })
     }
 
     /// Runs `work` until it succeeds or the policy, the budget or the
@@ -149,7 +165,7 @@ impl Routed<'_> {
                     provider: slot.provider.name.to_string(),
                     retry_after: wait,
                 };
-                return Err((error, attempts));
+                return Err(Failed { error, attempts });
             }
             attempts += 1;
             call.progress.attempt_started(&slot.provider.name);
@@ -160,7 +176,11 @@ impl Routed<'_> {
                         tracing::info!(provider = %slot.provider.name, "circuit closed: the provider answers again");
                     }
                     self.trace.answered(&slot.provider);
-                    return Ok((value, attempts, trace));
+                    return Ok(Won {
+                        reply: value,
+                        attempts,
+                        trace,
+                    });
                 }
                 Err(error) => error,
             };
@@ -176,7 +196,7 @@ impl Routed<'_> {
                 fastrand::f64(),
             );
             let Next::RetryAfter(wait) = next else {
-                return Err((error, attempts));
+                return Err(Failed { error, attempts });
             };
             if !slot.budget.try_withdraw() {
                 let exhausted = Error::RetryBudgetExhausted {
@@ -184,7 +204,10 @@ impl Routed<'_> {
                     last: error.to_string(),
                     retry_after: error.retry_after(),
                 };
-                return Err((exhausted, attempts));
+                return Err(Failed {
+                    error: exhausted,
+                    attempts,
+                });
             }
             self.trace
                 .retrying(call, &slot.provider, attempts + 1, wait, &error);

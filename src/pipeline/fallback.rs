@@ -17,7 +17,11 @@ pub(super) async fn serve<C: CallTarget>(
     for (index, target) in targets.iter().enumerate() {
         request.model.clone_from(&target.upstream_model);
         match call.call(target, &request).await {
-            Ok((reply, attempts, trace)) => {
+            Ok(Won {
+                reply,
+                attempts,
+                trace,
+            }) => {
                 return Ok(Served {
                     provider: target.slot.provider.name.clone(),
                     attempts: attempts_before + attempts,
@@ -26,7 +30,7 @@ pub(super) async fn serve<C: CallTarget>(
                     upstream_headers: reply.headers,
                 });
             }
-            Err((error, attempts)) if index + 1 < targets.len() && falls_back(&error) => {
+            Err(Failed { error, attempts }) if index + 1 < targets.len() && falls_back(&error) => {
                 attempts_before += attempts;
                 let reason = classify(&error).reason;
                 let next = &targets[index + 1].slot.provider;
@@ -35,7 +39,7 @@ pub(super) async fn serve<C: CallTarget>(
                     .trace
                     .fell_back(call.context(), &target.slot.provider, next, &error);
             }
-            Err((error, _)) => return Err(error),
+            Err(Failed { error, .. }) => return Err(error),
         }
     }
     Err(Error::Internal("a route without targets".to_owned()))

@@ -25,7 +25,8 @@ impl ProviderSlot {
         bounds: Bounds,
         request: &ChatRequest,
         call: &CallContext,
-        (trace, attempt): (AttemptTrace<'_>, &TraceContext),
+        trace: AttemptTrace<'_>,
+        attempt: &TraceContext,
     ) -> Result<Permit, Error> {
         if self.rate.is_none() && self.limit.is_none() {
             return Ok(None);
