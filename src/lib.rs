@@ -15,9 +15,9 @@
 //!   HTTP clients and their TLS trust, the SSE parser and stream reader.
 //! - [`model`]: the internal chat model: the caller's JSON kept whole, with
 //!   what the sidecar owns or reads taken out.
-//! - [`routing`], [`validate`], [`error`], [`secret`]: model → provider,
-//!   request checks and bounds, the error classification table, keys and
-//!   the scrubber.
+//! - [`pipeline::routing`], [`pipeline::validate`], [`error`], [`secret`]:
+//!   model → provider, request checks and bounds, the error classification
+//!   table, keys and the scrubber.
 //! - [`call_record`], [`ledger`], [`telemetry`], [`logging`]: what a call
 //!   leaves behind: the SQLite ledger, spans and metrics, one log line.
 //! - [`admin`]: usage, recent requests and provider health, as JSON and
@@ -48,13 +48,11 @@ pub mod ledger;
 pub mod logging;
 pub mod model;
 pub mod pipeline;
-pub mod routing;
 pub mod runtime_dir;
 pub mod secret;
 pub mod server;
 pub mod telemetry;
 pub mod upstream;
-pub mod validate;
 
 /// The generated protobuf and gRPC code.
 pub mod proto {

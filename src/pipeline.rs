@@ -3,9 +3,9 @@
 //!
 //! 1. **capacity** (`CallContext::over_capacity`): a call over the
 //!    sidecar's cap on calls in flight is refused before it costs anything.
-//! 2. **validate** (`crate::validate`): a request that cannot succeed is
+//! 2. **validate** (`validate.rs`): a request that cannot succeed is
 //!    refused before a route, a quota or a retry is spent on it.
-//! 3. **route** (`crate::routing`): the model names its targets, the
+//! 3. **route** (`routing.rs`): the model names its targets, the
 //!    primary then its fallbacks, each with its retry policy and timeouts.
 //! 4. per target, the **fallback loop** (`fallback.rs`): a failure that says
 //!    the provider is unwell passes the call to the next target, only
@@ -40,7 +40,9 @@ mod progress;
 mod rate;
 mod retry;
 mod retry_budget;
+pub mod routing;
 mod slot;
+pub mod validate;
 
 pub use bounded_stream::BoundedStream;
 pub use bounds::Bounds;
@@ -61,18 +63,18 @@ use slot::ProviderSlot;
 use crate::config::{Config, Env, Timeouts};
 use crate::error::{Error, TimeoutKind, classify};
 use crate::model::{ChatRequest, ChatResponse};
-use crate::routing::{RouteInfo, Router};
 use crate::secret::Scrubber;
 use crate::telemetry::Telemetry;
 use crate::upstream::{ChunkStream, ClientError, PassedHeaders, Provider, Reply, UpstreamClients};
-use crate::validate::{check_caller, validate};
 use futures::StreamExt;
 use opentelemetry::Context as TraceContext;
+use routing::{RouteInfo, Router};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use validate::{check_caller, validate};
 
 /// The window over which a provider's retry budget is counted.
 const BUDGET_WINDOW: Duration = Duration::from_secs(10);

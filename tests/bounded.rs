@@ -9,7 +9,7 @@ mod common;
 use common::{Harness, request};
 use llm_sidecar::call_record::{CallRecord, Caller, Edge, Outcome};
 use llm_sidecar::ledger::RECENT_LIMIT_MAX;
-use llm_sidecar::validate::{
+use llm_sidecar::pipeline::validate::{
     MAX_CALLER_BYTES, MAX_MODEL_BYTES, MAX_TAG_KEY_BYTES, MAX_TAG_VALUE_BYTES, MAX_TAGS,
 };
 use serde_json::{Value, json};

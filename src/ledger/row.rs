@@ -107,7 +107,7 @@ pub struct LedgerRow {
 }
 
 /// The largest stored `tags` JSON a query reads; a larger one (only rows
-/// written before the tag limits, see [`crate::validate`]) reads as no
+/// written before the tag limits, see [`crate::pipeline::validate`]) reads as no
 /// tags. New rows stay under it: 64 tags of 128 + 1024 bytes, escaped.
 pub const MAX_READ_TAGS_BYTES: usize = 512 * 1024;
 

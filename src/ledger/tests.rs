@@ -381,14 +381,17 @@ fn rows_from_before_the_limits_are_read_within_them() {
     .unwrap();
     assert_eq!(rows.len(), 8);
     for row in &rows {
-        assert_eq!(row.requested_model.len(), crate::validate::MAX_MODEL_BYTES);
+        assert_eq!(
+            row.requested_model.len(),
+            crate::pipeline::validate::MAX_MODEL_BYTES
+        );
         assert_eq!(
             row.served_model.as_ref().unwrap().len(),
-            crate::validate::MAX_MODEL_BYTES
+            crate::pipeline::validate::MAX_MODEL_BYTES
         );
         assert_eq!(
             row.caller_name.as_ref().unwrap().len(),
-            crate::validate::MAX_CALLER_BYTES
+            crate::pipeline::validate::MAX_CALLER_BYTES
         );
         assert!(
             row.tags.is_empty(),
@@ -399,11 +402,11 @@ fn rows_from_before_the_limits_are_read_within_them() {
     for bound in [
         format!(
             "substr(requested_model, 1, {})",
-            crate::validate::MAX_MODEL_BYTES
+            crate::pipeline::validate::MAX_MODEL_BYTES
         ),
         format!(
             "substr(caller_name, 1, {})",
-            crate::validate::MAX_CALLER_BYTES
+            crate::pipeline::validate::MAX_CALLER_BYTES
         ),
         format!("octet_length(tags) <= {}", MAX_READ_TAGS_BYTES),
     ] {
@@ -415,7 +418,7 @@ fn rows_from_before_the_limits_are_read_within_them() {
 fn one_answer_holds_at_most_its_byte_budget() {
     let dir = tempfile::tempdir().unwrap();
     let conn = schema::open_writer(&dir.path().join("ledger.sqlite3")).unwrap();
-    let tags: BTreeMap<String, String> = (0..crate::validate::MAX_TAGS)
+    let tags: BTreeMap<String, String> = (0..crate::pipeline::validate::MAX_TAGS)
         .map(|index| (format!("{index:0>128}"), "v".repeat(1024)))
         .collect();
     {
@@ -441,7 +444,7 @@ fn one_answer_holds_at_most_its_byte_budget() {
     assert!(bytes <= RECENT_BYTES_MAX, "{bytes} bytes");
     assert_eq!(
         rows[0].tags.len(),
-        crate::validate::MAX_TAGS,
+        crate::pipeline::validate::MAX_TAGS,
         "tags at the limits are kept"
     );
 }

@@ -30,7 +30,7 @@ pub struct ProgressSnapshot {
     /// The provider tried last (the one that served, on success).
     pub provider: Option<Arc<str>>,
     /// The configured route the call matched (see
-    /// [`Resolved::route`](crate::routing::Resolved::route)); `None` when
+    /// [`Resolved::route`](crate::pipeline::routing::Resolved::route)); `None` when
     /// none did.
     pub route: Option<Arc<str>>,
 }

@@ -12,7 +12,7 @@ use super::genai::{
     HTTP_RESPONSE_STATUS_CODE, OPERATION_CHAT, TOKEN_TYPE_INPUT, TOKEN_TYPE_OUTPUT,
 };
 use crate::call_record::{CallRecord, Outcome};
-use crate::routing::UNROUTED;
+use crate::pipeline::routing::UNROUTED;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
 use std::sync::Arc;

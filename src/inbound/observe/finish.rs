@@ -6,7 +6,7 @@ use super::tally::Tally;
 use super::{Finished, Observation};
 use crate::call_record::{CallRecord, Outcome};
 use crate::error::Error;
-use crate::validate::{MAX_MODEL_BYTES, truncated};
+use crate::pipeline::validate::{MAX_MODEL_BYTES, truncated};
 
 pub(super) fn complete(
     observation: &Observation,

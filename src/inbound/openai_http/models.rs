@@ -8,7 +8,7 @@
 //! clients that want only the concrete names; OpenAI SDKs ignore it.
 //! `created` is 0: the table has no dates.
 
-use crate::routing::RouteInfo;
+use crate::pipeline::routing::RouteInfo;
 use serde::Serialize;
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -57,7 +57,7 @@ pub fn find<'a>(routes: &'a [RouteInfo], id: &str) -> Option<ModelObject<'a>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::MatchKind;
+    use crate::pipeline::routing::MatchKind;
     use serde_json::json;
 
     fn route(model: &str, provider: &str, kind: MatchKind) -> RouteInfo {
