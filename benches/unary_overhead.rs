@@ -28,23 +28,51 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
+/// Set in the child this bench starts to play the upstream: the address
+/// the fake upstream listens on.
+const SERVE_UPSTREAM_ENV: &str = "UNARY_OVERHEAD_SERVE_UPSTREAM";
+
+fn main() {
+    if let Ok(listen) = std::env::var(SERVE_UPSTREAM_ENV) {
+        serve_upstream(listen.parse().expect("a socket address"));
+        return;
+    }
     // `cargo bench` passes --bench; test runners listing or running every
     // target must not start a three-second load run.
     if !std::env::args().any(|arg| arg == "--bench") {
         return;
     }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(bench());
+}
+
+/// The fake upstream, in this bench's child process, until it is killed.
+fn serve_upstream(listen: std::net::SocketAddr) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let _fake = fake_upstream::FakeUpstream::start_with(listen, Default::default())
+            .await
+            .unwrap();
+        std::future::pending::<()>().await
+    })
+}
+
+async fn bench() {
     // The upstream runs in its own process, as a real one would: an
     // in-process fake would share the client's runtime and flatter the
-    // direct baseline. BENCH_UPSTREAM=http://host:port/v1 picks another.
+    // direct baseline. The process is this bench again, started with
+    // SERVE_UPSTREAM_ENV (the fake-upstream binary belongs to another
+    // package, which `cargo bench` does not build).
+    // BENCH_UPSTREAM=http://host:port/v1 picks another upstream.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let mut upstream = Command::new(env!("CARGO_BIN_EXE_fake-upstream"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+    let mut upstream = Command::new(std::env::current_exe().unwrap())
+        .env(SERVE_UPSTREAM_ENV, format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .spawn()
         .unwrap();

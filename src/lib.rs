@@ -29,8 +29,10 @@
 //!   and `token`.
 //! - [`runtime_dir`], [`heap`]: where the default socket and ledger go;
 //!   giving memory back after a burst.
-//! - [`fake_upstream`]: a scriptable OpenAI-compatible server for tests,
-//!   benchmarks and demos.
+//!
+//! Test and benchmark tooling lives in its own crates so none of it ships:
+//! `crates/fake-upstream` (the scriptable OpenAI-compatible server the
+//! tests, examples and benchmark run against) and `crates/bench`.
 
 #![forbid(unsafe_code)]
 
@@ -41,7 +43,6 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
-pub mod fake_upstream;
 pub mod heap;
 pub mod inbound;
 pub mod ledger;

@@ -9,7 +9,7 @@ mod common;
 use common::corpus::{
     self, Case, expected_stream_events, finish_reasons, load_all, stream_completed,
 };
-use llm_sidecar::fake_upstream::FakeUpstream;
+use fake_upstream::FakeUpstream;
 use serde_json::{Value, json};
 
 const USAGE_KEYS: [&str; 5] = [

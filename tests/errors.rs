@@ -190,7 +190,7 @@ async fn invalid_requests_fail_before_any_upstream_call() {
 
 #[tokio::test]
 async fn an_unroutable_model_is_not_found_before_any_upstream_call() {
-    let fake = llm_sidecar::fake_upstream::FakeUpstream::start()
+    let fake = fake_upstream::FakeUpstream::start()
         .await
         .unwrap();
     let toml = format!(
@@ -213,7 +213,7 @@ async fn an_unroutable_model_is_not_found_before_any_upstream_call() {
 
 #[tokio::test]
 async fn a_provider_without_its_key_fails_with_failed_precondition() {
-    let fake = llm_sidecar::fake_upstream::FakeUpstream::start()
+    let fake = fake_upstream::FakeUpstream::start()
         .await
         .unwrap();
     let toml = format!(

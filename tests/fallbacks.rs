@@ -4,7 +4,7 @@
 mod common;
 
 use common::{collect, sidecar_from, text_of, user};
-use llm_sidecar::fake_upstream::{FakeUpstream, Scenario};
+use fake_upstream::{FakeUpstream, Scenario};
 use llm_sidecar::proto::v1 as pb;
 use tonic::Code;
 use tonic_types::StatusExt;

@@ -8,7 +8,7 @@ mod common;
 use common::process::{Sidecar, free_port};
 use common::{collect, request};
 use llm_sidecar::client::{chat_client, connect_uds};
-use llm_sidecar::fake_upstream::FakeUpstream;
+use fake_upstream::FakeUpstream;
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};

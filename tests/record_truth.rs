@@ -7,7 +7,7 @@
 mod common;
 
 use common::{Harness, collect, http_client, request, sidecar_from};
-use llm_sidecar::fake_upstream::FakeUpstream;
+use fake_upstream::FakeUpstream;
 use llm_sidecar::ledger::{LedgerRow, RecentQuery};
 use llm_sidecar::proto::v1 as pb;
 use llm_sidecar::server::Running;

@@ -10,7 +10,7 @@ use common::process::{SOCKET_ONLY, Sidecar};
 use common::{collect, request, sidecar_from};
 use llm_sidecar::client::{chat_client, connect_uds};
 use llm_sidecar::config::from_toml;
-use llm_sidecar::fake_upstream::FakeUpstream;
+use fake_upstream::FakeUpstream;
 use llm_sidecar::proto::v1 as pb;
 use serde_json::json;
 use std::path::Path;
@@ -117,7 +117,7 @@ async fn until_upstream_sees(
         tonic::transport::Channel,
     >,
     upstream: &FakeUpstream,
-    what: impl Fn(&llm_sidecar::fake_upstream::RecordedRequest) -> bool,
+    what: impl Fn(&fake_upstream::RecordedRequest) -> bool,
 ) -> bool {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(10) {

@@ -20,7 +20,7 @@ use axum::extract::State;
 use common::process::{Sidecar, free_port};
 use common::{collect, request};
 use llm_sidecar::client::{chat_client, connect_uds};
-use llm_sidecar::fake_upstream::FakeUpstream;
+use fake_upstream::FakeUpstream;
 use llm_sidecar::proto::v1 as pb;
 use pb::chat_service_client::ChatServiceClient;
 use serde_json::{Value, json};

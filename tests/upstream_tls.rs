@@ -9,7 +9,7 @@ use common::process::{SOCKET_ONLY, Sidecar};
 use common::tls::{Authority, ConnectProxy, TlsFront};
 use common::{sidecar_from, user};
 use llm_sidecar::client::{chat_client, connect_uds};
-use llm_sidecar::fake_upstream::FakeUpstream;
+use fake_upstream::FakeUpstream;
 use llm_sidecar::proto::v1 as pb;
 use pb::chat_service_client::ChatServiceClient;
 use std::path::Path;

@@ -132,7 +132,7 @@ mod tests {
     use super::*;
 
     fn emfile() -> io::Error {
-        io::Error::from_raw_os_error(libc::EMFILE)
+        io::Error::from_raw_os_error(rustix::io::Errno::MFILE.raw_os_error())
     }
 
     #[test]

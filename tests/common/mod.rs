@@ -10,7 +10,7 @@ pub mod wire_json;
 
 use llm_sidecar::client::{chat_client, connect_uds};
 use llm_sidecar::config::from_toml;
-use llm_sidecar::fake_upstream::FakeUpstream;
+use fake_upstream::FakeUpstream;
 use llm_sidecar::inbound::grpc::json_to_struct;
 use llm_sidecar::proto::v1 as pb;
 use llm_sidecar::server::{Running, start, start_with_telemetry};

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use llm_sidecar::fake_upstream::{FakeUpstream, Scenario};
+use fake_upstream::{FakeUpstream, Scenario};
 
 #[derive(Debug, Parser)]
 #[command(
