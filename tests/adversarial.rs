@@ -8,9 +8,9 @@
 mod common;
 
 use common::process::{Sidecar, free_port};
+use fake_upstream::FakeUpstream;
 use futures::StreamExt as _;
 use llm_sidecar::client::{chat_client, connect_uds};
-use fake_upstream::FakeUpstream;
 use llm_sidecar::proto::v1 as pb;
 use serde_json::json;
 use std::io::Write as _;

@@ -6,9 +6,9 @@
 mod common;
 
 use common::process::{BIN, Sidecar, free_port};
+use fake_upstream::FakeUpstream;
 use llm_sidecar::client::{chat_client, connect_tcp, connect_uds};
 use llm_sidecar::config::from_toml;
-use fake_upstream::FakeUpstream;
 use llm_sidecar::proto::v1 as pb;
 use llm_sidecar::server::{Running, start};
 use serde_json::{Value, json};

@@ -190,9 +190,7 @@ async fn invalid_requests_fail_before_any_upstream_call() {
 
 #[tokio::test]
 async fn an_unroutable_model_is_not_found_before_any_upstream_call() {
-    let fake = fake_upstream::FakeUpstream::start()
-        .await
-        .unwrap();
+    let fake = fake_upstream::FakeUpstream::start().await.unwrap();
     let toml = format!(
         "[server]\nuds = \"{{socket}}\"\n[providers.fake]\nbase_url = \"{}\"\n[[routes]]\nmodel = \"gpt-*\"\nprovider = \"fake\"\n",
         fake.base_url()
@@ -213,9 +211,7 @@ async fn an_unroutable_model_is_not_found_before_any_upstream_call() {
 
 #[tokio::test]
 async fn a_provider_without_its_key_fails_with_failed_precondition() {
-    let fake = fake_upstream::FakeUpstream::start()
-        .await
-        .unwrap();
+    let fake = fake_upstream::FakeUpstream::start().await.unwrap();
     let toml = format!(
         "default_provider = \"fake\"\n[server]\nuds = \"{{socket}}\"\n[providers.fake]\nbase_url = \"{}\"\napi_key_env = \"MISSING_KEY\"\n",
         fake.base_url()

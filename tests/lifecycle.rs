@@ -7,8 +7,8 @@ mod common;
 
 use common::process::{Sidecar, free_port};
 use common::{collect, request};
-use llm_sidecar::client::{chat_client, connect_uds};
 use fake_upstream::FakeUpstream;
+use llm_sidecar::client::{chat_client, connect_uds};
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -16,8 +16,8 @@ mod h2_client;
 mod process_memory;
 
 use common::process::{Sidecar, free_port};
-use h2_client::{Connection, HUGE, Windows};
 use fake_upstream::FakeUpstream;
+use h2_client::{Connection, HUGE, Windows};
 use llm_sidecar::proto::v1 as pb;
 use process_memory::{peak_rss_bytes, rss_bytes, wait_until_quiet};
 use serde_json::{Value, json};

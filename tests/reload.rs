@@ -8,9 +8,9 @@ mod common;
 
 use common::process::{SOCKET_ONLY, Sidecar};
 use common::{collect, request, sidecar_from};
+use fake_upstream::FakeUpstream;
 use llm_sidecar::client::{chat_client, connect_uds};
 use llm_sidecar::config::from_toml;
-use fake_upstream::FakeUpstream;
 use llm_sidecar::proto::v1 as pb;
 use serde_json::json;
 use std::path::Path;

@@ -8,9 +8,9 @@ pub mod process;
 pub mod tls;
 pub mod wire_json;
 
+use fake_upstream::FakeUpstream;
 use llm_sidecar::client::{chat_client, connect_uds};
 use llm_sidecar::config::from_toml;
-use fake_upstream::FakeUpstream;
 use llm_sidecar::inbound::grpc::json_to_struct;
 use llm_sidecar::proto::v1 as pb;
 use llm_sidecar::server::{Running, start, start_with_telemetry};
