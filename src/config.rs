@@ -171,6 +171,10 @@ pub struct Timeouts {
     pub idle: Duration,
     /// A whole unary call, retries included.
     pub unary_total: Duration,
+    /// Unary, per attempt, when the route has another target to fall back
+    /// to: until the answer (whose headers come once it is whole). Without
+    /// a next target only `unary_total` bounds an attempt.
+    pub unary_attempt: Duration,
     /// A whole stream, retries included.
     pub stream_total: Duration,
 }
@@ -182,6 +186,7 @@ impl Default for Timeouts {
             first_chunk: Duration::from_secs(60),
             idle: Duration::from_secs(30),
             unary_total: Duration::from_secs(120),
+            unary_attempt: Duration::from_secs(60),
             stream_total: Duration::from_secs(300),
         }
     }
@@ -194,6 +199,7 @@ pub struct TimeoutOverrides {
     pub first_chunk: Option<Duration>,
     pub idle: Option<Duration>,
     pub unary_total: Option<Duration>,
+    pub unary_attempt: Option<Duration>,
     pub stream_total: Option<Duration>,
 }
 
@@ -204,6 +210,7 @@ impl TimeoutOverrides {
             first_chunk: self.first_chunk.unwrap_or(base.first_chunk),
             idle: self.idle.unwrap_or(base.idle),
             unary_total: self.unary_total.unwrap_or(base.unary_total),
+            unary_attempt: self.unary_attempt.unwrap_or(base.unary_attempt),
             stream_total: self.stream_total.unwrap_or(base.stream_total),
         }
     }
@@ -223,6 +230,10 @@ pub struct RetryConfig {
     pub budget_ratio: f64,
     /// ... plus this many per window, so a quiet provider can retry (10).
     pub budget_floor: u64,
+    /// With no caller deadline known, the longest `Retry-After` the sidecar
+    /// waits out itself (default 5 s); a longer one goes back to the caller
+    /// at once, with its `Retry-After`, for it to act on.
+    pub max_retry_after: Duration,
 }
 
 impl Default for RetryConfig {
@@ -233,6 +244,7 @@ impl Default for RetryConfig {
             max_delay: Duration::from_secs(30),
             budget_ratio: 0.2,
             budget_floor: 10,
+            max_retry_after: Duration::from_secs(5),
         }
     }
 }

@@ -37,14 +37,6 @@ pub enum Error {
     /// The upstream sent something that is not a valid chat completion.
     #[error("provider `{provider}` sent an invalid response: {detail}")]
     MalformedResponse { provider: String, detail: String },
-    /// A retryable failure that the provider's retry budget could not
-    /// cover: retrying now would add to an outage.
-    #[error("provider `{provider}` is failing and its retry budget is spent; last error: {last}")]
-    RetryBudgetExhausted {
-        provider: String,
-        last: String,
-        retry_after: Option<Duration>,
-    },
     /// One of the provider's own limits holds the call back (see
     /// [`OverloadKind`]); nothing was sent upstream.
     #[error("provider `{provider}` is at its limit: {kind}")]
@@ -236,6 +228,25 @@ impl Error {
         }
     }
 
+    /// A rate limit (429): the provider is busy, not broken, so it does
+    /// not count against its circuit.
+    pub fn is_rate_limit(&self) -> bool {
+        matches!(self, Error::Upstream(upstream) if upstream.status == 429)
+    }
+
+    /// The upstream said nothing before one of our per-attempt limits
+    /// (connect, headers, first chunk): with another target to try, it is
+    /// not waited on again.
+    pub fn is_silence(&self) -> bool {
+        matches!(
+            self,
+            Error::Timeout {
+                kind: TimeoutKind::Connect | TimeoutKind::Headers | TimeoutKind::FirstChunk,
+                ..
+            }
+        )
+    }
+
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::InvalidRequest(message.into())
     }
@@ -244,7 +255,6 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Upstream(upstream) => upstream.retry_after,
-            Error::RetryBudgetExhausted { retry_after, .. } => *retry_after,
             Error::Overloaded { retry_after, .. } | Error::CircuitOpen { retry_after, .. } => {
                 Some(*retry_after)
             }
@@ -258,7 +268,6 @@ impl Error {
             | Error::Connect { provider, .. }
             | Error::StreamIncomplete { provider, .. }
             | Error::MalformedResponse { provider, .. }
-            | Error::RetryBudgetExhausted { provider, .. }
             | Error::Timeout { provider, .. }
             | Error::Overloaded { provider, .. }
             | Error::CircuitOpen { provider, .. }

@@ -4,3 +4,4 @@
 pub mod grpc;
 pub mod observe;
 pub mod openai_http;
+pub mod retry_advice;

@@ -50,9 +50,9 @@ pub use circuit::{CircuitBreaker, CircuitState};
 pub use handle::PipelineHandle;
 pub use in_flight::{InFlight, InFlightGuard};
 pub use limit::{ConcurrencyLimit, Permit};
-pub use progress::{CallProgress, ProgressSnapshot};
+pub use progress::{CallProgress, ProgressSnapshot, RetryStop};
 pub use rate::{RateLimits, estimate_prompt_tokens};
-pub use retry::{Next, RetryPolicy};
+pub use retry::{Deadline, Next, RetryPolicy};
 pub use retry_budget::RetryBudget;
 
 use attempt::Routed;
@@ -84,8 +84,12 @@ const BUDGET_WINDOW: Duration = Duration::from_secs(10);
 pub struct CallContext {
     /// When the caller stops waiting (its `grpc-timeout`).
     pub deadline: Option<Instant>,
+    /// Streams: when the caller stops waiting for the first byte (an
+    /// SDK's read timeout, which bounds a gap, not the whole stream).
+    pub first_byte_deadline: Option<Instant>,
     /// The caller's own cap on attempts (0 or 1: no retries, for callers
-    /// that retry themselves).
+    /// that retry themselves); never more than the route or provider
+    /// allows.
     pub max_attempts: Option<u32>,
     /// Filled in by the pipeline as it works, read by the edge afterwards.
     pub progress: Arc<CallProgress>,
@@ -98,6 +102,15 @@ pub struct CallContext {
     /// Set to the cap when the call came with that many already in flight
     /// (`server.max_calls_in_flight`): it is refused before anything else.
     pub over_capacity: Option<usize>,
+}
+
+/// What the caller's headers (or request) said about the call's time and
+/// attempts; see the fields of [`CallContext`] of the same names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallLimits {
+    pub deadline: Option<Instant>,
+    pub first_byte_deadline: Option<Instant>,
+    pub max_attempts: Option<u32>,
 }
 
 /// A caller's name and the header that carried it (`x-llm-caller` unless
@@ -315,12 +328,14 @@ impl Pipeline {
         call.progress.routed(&route.route);
         let target = |provider: usize, upstream_model: String| {
             let slot = &self.providers[provider];
-            let max_attempts = call
+            let allowed = route
                 .max_attempts
-                .map(|attempts| attempts.max(1))
-                .or(route.max_attempts)
                 .or(slot.max_attempts)
                 .unwrap_or(self.retry.max_attempts);
+            // A caller may ask for fewer attempts, never for more.
+            let max_attempts = call
+                .max_attempts
+                .map_or(allowed, |attempts| attempts.clamp(1, allowed.max(1)));
             Routed {
                 slot,
                 policy: RetryPolicy {
@@ -331,11 +346,16 @@ impl Pipeline {
                 upstream_model,
                 trace: AttemptTrace::new(self.telemetry.as_deref()),
                 stop: &self.stop,
+                has_next: false,
             }
         };
         let mut targets = vec![target(route.provider, route.upstream_model.clone())];
         for fallback in &route.fallbacks {
             targets.push(target(fallback.provider, fallback.upstream_model.clone()));
+        }
+        let last = targets.len() - 1;
+        for target in &mut targets[..last] {
+            target.has_next = true;
         }
         Ok(targets)
     }

@@ -126,6 +126,8 @@ pub struct RawTimeouts {
     pub idle_ms: Option<u64>,
     /// The whole unary call, retries included.
     pub unary_total_ms: Option<u64>,
+    /// Unary, per attempt, when another target can take over.
+    pub unary_attempt_ms: Option<u64>,
     /// The whole stream, retries included.
     pub stream_total_ms: Option<u64>,
 }
@@ -141,6 +143,8 @@ pub struct RawRetry {
     pub budget_ratio: Option<f64>,
     /// Retries always allowed per 10 s window, however few requests came.
     pub budget_floor: Option<u64>,
+    /// Without a caller deadline, the longest Retry-After waited out.
+    pub max_retry_after_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

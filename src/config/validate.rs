@@ -484,6 +484,7 @@ impl Checker<'_> {
             first_chunk: ms("first_chunk_ms", raw.first_chunk_ms)?,
             idle: ms("idle_ms", raw.idle_ms)?,
             unary_total: ms("unary_total_ms", raw.unary_total_ms)?,
+            unary_attempt: ms("unary_attempt_ms", raw.unary_attempt_ms)?,
             stream_total: ms("stream_total_ms", raw.stream_total_ms)?,
         })
     }
@@ -501,6 +502,12 @@ impl Checker<'_> {
             return Err(self.error(
                 format!("{key}.headers_ms"),
                 "must not be more than first_chunk_ms",
+            ));
+        }
+        if timeouts.unary_attempt > timeouts.unary_total {
+            return Err(self.error(
+                format!("{key}.unary_attempt_ms"),
+                "must not be more than unary_total_ms",
             ));
         }
         if timeouts.idle > timeouts.stream_total {
@@ -551,6 +558,9 @@ impl Checker<'_> {
             max_delay,
             budget_ratio,
             budget_floor: raw.budget_floor.unwrap_or(defaults.budget_floor),
+            max_retry_after: raw
+                .max_retry_after_ms
+                .map_or(defaults.max_retry_after, Duration::from_millis),
         })
     }
 

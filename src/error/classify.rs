@@ -52,9 +52,6 @@ pub fn classify(error: &Error) -> Class {
             OverloadKind::Rate => class(Code::ResourceExhausted, 429, false, "LOCAL_RATE_LIMIT"),
         },
         Error::CircuitOpen { .. } => class(Code::Unavailable, 503, false, "CIRCUIT_OPEN"),
-        Error::RetryBudgetExhausted { .. } => {
-            class(Code::Unavailable, 503, false, "RETRY_BUDGET_EXHAUSTED")
-        }
         // Before any output a timeout is worth another try; a stream that
         // stalled midway is not retried anyway (output already went out).
         Error::Timeout { kind, .. } => match kind {

@@ -40,14 +40,6 @@ impl Error {
                 s(provider);
                 s(detail);
             }
-            Error::RetryBudgetExhausted {
-                provider,
-                last,
-                retry_after: _,
-            } => {
-                s(provider);
-                s(last);
-            }
             Error::Overloaded {
                 provider,
                 kind: _,

@@ -20,7 +20,9 @@ use crate::error::Error;
 use crate::ledger::{Ledger, PriceEntry, Pricing};
 use crate::model::{ChatRequest, ChatResponse};
 use crate::pipeline::validate::{MAX_CALLER_BYTES, MAX_MODEL_BYTES, bounded_tags, truncated};
-use crate::pipeline::{CallContext, CallProgress, CallerName, Served, estimate_prompt_tokens};
+use crate::pipeline::{
+    CallContext, CallLimits, CallProgress, CallerName, RetryStop, Served, estimate_prompt_tokens,
+};
 use crate::secret::Scrubber;
 use crate::telemetry::{self, Telemetry, spans};
 use crate::upstream::ChunkStream;
@@ -295,6 +297,8 @@ pub struct Finished {
     pub model: Option<String>,
     /// Upstream attempts made, retries and fallbacks included.
     pub attempts: u32,
+    /// Why the last failure was not retried although it could have been.
+    pub retry_stop: Option<RetryStop>,
 }
 
 impl Observation {
@@ -316,15 +320,13 @@ impl Observation {
         self.progress.snapshot().overhead(self.began.elapsed())
     }
 
-    /// The pipeline's view of the call, sharing this observation's progress.
-    pub fn call_context(
-        &self,
-        deadline: Option<Instant>,
-        max_attempts: Option<u32>,
-    ) -> CallContext {
+    /// The pipeline's view of the call, sharing this observation's progress;
+    /// `limits` are what the caller's headers said.
+    pub fn call_context(&self, limits: CallLimits) -> CallContext {
         CallContext {
-            deadline,
-            max_attempts,
+            deadline: limits.deadline,
+            first_byte_deadline: limits.first_byte_deadline,
+            max_attempts: limits.max_attempts,
             progress: self.progress.clone(),
             trace: self.trace.clone(),
             caller: self.caller.clone(),
@@ -396,6 +398,7 @@ impl Observation {
                 provider: None,
                 model: None,
                 attempts: 0,
+                retry_stop: None,
             };
         };
         crate::heap::note_activity();

@@ -12,6 +12,9 @@ pub(super) struct Routed<'a> {
     pub(super) upstream_model: String,
     pub(super) trace: AttemptTrace<'a>,
     pub(super) stop: &'a CancellationToken,
+    /// Whether the route has a target after this one: a silent upstream
+    /// is then left for it at once instead of being waited on again.
+    pub(super) has_next: bool,
 }
 
 /// A target's failure and the attempts it made.
@@ -49,7 +52,22 @@ impl Routed<'_> {
                     .await?;
                 let _in_flight = self.slot.in_flight.enter();
                 let sent = Instant::now();
-                let answer = provider.complete(request, &trace).await;
+                let answer = if self.has_next {
+                    // A unary answer's headers come once it is whole: with
+                    // a next target, its wait is bounded per attempt too.
+                    let limit = self.timeouts.unary_attempt;
+                    tokio::time::timeout(limit, provider.complete(request, &trace))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(Error::Timeout {
+                                provider: provider.name.to_string(),
+                                kind: TimeoutKind::Headers,
+                                after: limit,
+                            })
+                        })
+                } else {
+                    provider.complete(request, &trace).await
+                };
                 progress.add_upstream(sent.elapsed());
                 answer
             },
@@ -87,7 +105,8 @@ impl Routed<'_> {
             trace,
         } = self
             .attempt(
-                bounds,
+                // An SDK's read timeout bounds the wait for the first byte.
+                bounds.until_first_byte(call.first_byte_deadline),
                 call,
                 request,
                 "waiting for the first chunk",
@@ -185,29 +204,36 @@ impl Routed<'_> {
                 Err(error) => error,
             };
             self.trace.failed(&trace, &slot.provider, &error);
-            if error.is_provider_failure() && slot.circuit.on_failure() {
+            // A rate limit says the provider is busy, not broken: it never
+            // opens the circuit (which would turn it into an outage).
+            if error.is_provider_failure() && !error.is_rate_limit() && slot.circuit.on_failure() {
                 tracing::warn!(provider = %slot.provider.name, reason = classify(&error).reason, "circuit opened: skipping the provider for a while");
+            }
+            if self.has_next && error.is_silence() {
+                // The next target answers sooner than another wait here.
+                return Err(Failed { error, attempts });
             }
             let next = self.policy.next(
                 &error,
                 attempts,
                 Instant::now(),
-                Some(bounds.end()),
+                Some(bounds.deadline()),
                 fastrand::f64(),
             );
-            let Next::RetryAfter(wait) = next else {
-                return Err(Failed { error, attempts });
+            let wait = match next {
+                Next::RetryAfter(wait) => wait,
+                Next::GiveUp => return Err(Failed { error, attempts }),
+                Next::LeaveToCaller => {
+                    call.progress.retry_stopped(RetryStop::LeftToCaller);
+                    return Err(Failed { error, attempts });
+                }
             };
             if !slot.budget.try_withdraw() {
-                let exhausted = Error::RetryBudgetExhausted {
-                    provider: slot.provider.name.to_string(),
-                    last: error.to_string(),
-                    retry_after: error.retry_after(),
-                };
-                return Err(Failed {
-                    error: exhausted,
-                    attempts,
-                });
+                // The upstream's own error goes back as it was; the
+                // refusal is told beside it.
+                call.progress.retry_stopped(RetryStop::BudgetExhausted);
+                tracing::debug!(provider = %slot.provider.name, "retry refused: the retry budget is spent");
+                return Err(Failed { error, attempts });
             }
             self.trace
                 .retrying(call, &slot.provider, attempts + 1, wait, &error);

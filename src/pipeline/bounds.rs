@@ -3,6 +3,7 @@
 //! error: the caller's is DEADLINE_EXCEEDED as the caller expects; ours is a
 //! `Timeout` that says so.
 
+use super::retry::Deadline;
 use crate::error::{Error, TimeoutKind};
 use tokio::time::Instant;
 
@@ -19,6 +20,24 @@ impl Bounds {
             started,
             caller,
             total: started + total,
+        }
+    }
+
+    /// The bounds until the first byte of a stream: `first_byte` is when
+    /// the caller stops waiting for it (an SDK's read timeout), if it said.
+    pub fn until_first_byte(self, first_byte: Option<Instant>) -> Bounds {
+        let caller = match (self.caller, first_byte) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Bounds { caller, ..self }
+    }
+
+    /// When the call ends, and whether the caller's deadline is what ends it.
+    pub fn deadline(&self) -> Deadline {
+        Deadline {
+            end: self.end(),
+            set_by_caller: self.caller.is_some(),
         }
     }
 

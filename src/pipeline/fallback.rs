@@ -95,9 +95,6 @@ fn falls_back(error: &Error) -> bool {
     error.is_provider_failure()
         || matches!(
             error,
-            Error::CircuitOpen { .. }
-                | Error::Overloaded { .. }
-                | Error::RetryBudgetExhausted { .. }
-                | Error::ProviderNotReady { .. }
+            Error::CircuitOpen { .. } | Error::Overloaded { .. } | Error::ProviderNotReady { .. }
         )
 }

@@ -3,7 +3,7 @@
 //! the edge when it records the call. Atomics rather than a lock: the
 //! writer is the call's own task and the reader comes after it.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -15,6 +15,47 @@ pub struct CallProgress {
     backoff_us: AtomicU64,
     provider: Mutex<Option<Arc<str>>>,
     route: OnceLock<Arc<str>>,
+    /// A [`RetryStop`] as its number; 0: none.
+    retry_stop: AtomicU8,
+}
+
+/// Why the sidecar did not retry the last attempt's failure although the
+/// error itself is worth another try. The edges say so (ErrorInfo, headers)
+/// and decide from it whether to tell the caller's SDK not to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryStop {
+    /// The provider's retry budget is spent: retrying now would add to an
+    /// outage (and so would the caller's own retry).
+    BudgetExhausted,
+    /// The upstream's `Retry-After` is longer than the sidecar waits out
+    /// with no caller deadline; the caller decides.
+    LeftToCaller,
+}
+
+impl RetryStop {
+    /// Its stable name, as in ErrorInfo and `x-llm-retry-stopped`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            RetryStop::BudgetExhausted => "RETRY_BUDGET_EXHAUSTED",
+            RetryStop::LeftToCaller => "RETRY_AFTER_LEFT_TO_CALLER",
+        }
+    }
+
+    fn from_number(number: u8) -> Option<RetryStop> {
+        match number {
+            1 => Some(RetryStop::BudgetExhausted),
+            2 => Some(RetryStop::LeftToCaller),
+            _ => None,
+        }
+    }
+
+    fn number(stop: Option<RetryStop>) -> u8 {
+        match stop {
+            None => 0,
+            Some(RetryStop::BudgetExhausted) => 1,
+            Some(RetryStop::LeftToCaller) => 2,
+        }
+    }
 }
 
 /// A copy of the progress at one moment.
@@ -33,6 +74,8 @@ pub struct ProgressSnapshot {
     /// [`Resolved::route`](crate::pipeline::routing::Resolved::route)); `None` when
     /// none did.
     pub route: Option<Arc<str>>,
+    /// Why the last failure was not retried though it could have been.
+    pub retry_stop: Option<RetryStop>,
 }
 
 fn micros(duration: Duration) -> u64 {
@@ -42,6 +85,8 @@ fn micros(duration: Duration) -> u64 {
 impl CallProgress {
     pub(super) fn attempt_started(&self, provider: &Arc<str>) {
         self.attempts.fetch_add(1, Ordering::Relaxed);
+        // A new attempt's failure speaks for itself.
+        self.retry_stop.store(0, Ordering::Relaxed);
         let mut last = self
             .provider
             .lock()
@@ -56,6 +101,12 @@ impl CallProgress {
         // A second resolution of one call cannot happen; if it did, the
         // first route named is the one the call went by.
         let _ = self.route.set(route.clone());
+    }
+
+    /// The last attempt's failure was not retried, for `stop`.
+    pub(super) fn retry_stopped(&self, stop: RetryStop) {
+        self.retry_stop
+            .store(RetryStop::number(Some(stop)), Ordering::Relaxed);
     }
 
     pub(super) fn add_queue_wait(&self, wait: Duration) {
@@ -83,6 +134,7 @@ impl CallProgress {
                 .unwrap_or_else(|poison| poison.into_inner())
                 .clone(),
             route: self.route.get().cloned(),
+            retry_stop: RetryStop::from_number(self.retry_stop.load(Ordering::Relaxed)),
         }
     }
 }

@@ -4,7 +4,12 @@
 //! 408, 409, 5xx, 529, connect errors and in-band overloads; never 400,
 //! 401, 403, 404, 422, context length or a spent quota). The wait is the
 //! upstream's `Retry-After` when it sent one, else exponential backoff with
-//! full jitter; a wait that would pass the caller's deadline is not taken.
+//! full jitter; a wait that would pass the call's end is not taken. With
+//! no deadline from the caller, a `Retry-After` longer than
+//! `retry.max_retry_after_ms` is not waited out either: the caller gets
+//! the error at once, with the upstream's `Retry-After`, and decides (a
+//! caller whose own timeout is shorter would otherwise see a timeout
+//! instead of the 429 it could act on).
 
 use crate::error::{Error, classify};
 use std::time::Duration;
@@ -17,6 +22,8 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     pub base_delay: Duration,
     pub max_delay: Duration,
+    /// With no caller deadline, the longest `Retry-After` waited out.
+    pub max_retry_after: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -31,6 +38,7 @@ impl From<&crate::config::RetryConfig> for RetryPolicy {
             max_attempts: config.max_attempts,
             base_delay: config.base_delay,
             max_delay: config.max_delay,
+            max_retry_after: config.max_retry_after,
         }
     }
 }
@@ -39,8 +47,31 @@ impl From<&crate::config::RetryConfig> for RetryPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
     RetryAfter(Duration),
-    /// Not retryable, out of attempts, or the wait would outlive the caller.
+    /// Not retryable, out of attempts, or the wait would outlive the call.
     GiveUp,
+    /// The upstream asked for a longer wait than the sidecar takes without
+    /// a caller deadline: the error goes back now, with its `Retry-After`,
+    /// and retrying is the caller's to decide.
+    LeaveToCaller,
+}
+
+/// When a call must end, as the retry decision needs to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    pub end: Instant,
+    /// Whether the caller set it (`grpc-timeout`, an SDK's timeout header),
+    /// rather than only the sidecar's own total.
+    pub set_by_caller: bool,
+}
+
+impl Deadline {
+    /// A deadline the caller set.
+    pub fn caller(end: Instant) -> Deadline {
+        Deadline {
+            end,
+            set_by_caller: true,
+        }
+    }
 }
 
 impl RetryPolicy {
@@ -56,23 +87,27 @@ impl RetryPolicy {
         ceiling.mul_f64(random.clamp(0.0, 1.0))
     }
 
-    /// Decides after attempt number `attempts` failed with `error`.
+    /// Decides after attempt number `attempts` failed with `error`;
+    /// `deadline` is when the call ends, if anything says.
     pub fn next(
         &self,
         error: &Error,
         attempts: u32,
         now: Instant,
-        deadline: Option<Instant>,
+        deadline: Option<Deadline>,
         random: f64,
     ) -> Next {
         if attempts >= self.max_attempts || !classify(error).retryable {
             return Next::GiveUp;
         }
-        let wait = error
-            .retry_after()
-            .unwrap_or_else(|| self.backoff(attempts, random));
+        let caller_waits = deadline.is_some_and(|deadline| deadline.set_by_caller);
+        let asked = error.retry_after();
+        if !caller_waits && asked.is_some_and(|asked| asked > self.max_retry_after) {
+            return Next::LeaveToCaller;
+        }
+        let wait = asked.unwrap_or_else(|| self.backoff(attempts, random));
         match deadline {
-            Some(deadline) if now + wait >= deadline => Next::GiveUp,
+            Some(deadline) if now + wait >= deadline.end => Next::GiveUp,
             _ => Next::RetryAfter(wait),
         }
     }
@@ -138,10 +173,39 @@ mod tests {
     #[test]
     fn retry_after_wins_over_backoff() {
         let policy = RetryPolicy::default();
-        let error = upstream(429, Some(Duration::from_secs(7)));
+        let error = upstream(429, Some(Duration::from_secs(3)));
         assert_eq!(
             policy.next(&error, 1, Instant::now(), None, 0.5),
-            Next::RetryAfter(Duration::from_secs(7))
+            Next::RetryAfter(Duration::from_secs(3))
+        );
+    }
+
+    #[test]
+    fn a_long_retry_after_goes_back_to_a_caller_without_a_deadline() {
+        let policy = RetryPolicy::default();
+        let now = Instant::now();
+        let error = upstream(429, Some(Duration::from_secs(20)));
+        assert_eq!(policy.next(&error, 1, now, None, 0.5), Next::LeaveToCaller);
+        // Only the sidecar's own total: still the caller's to decide.
+        let total = Deadline {
+            end: now + Duration::from_secs(120),
+            set_by_caller: false,
+        };
+        assert_eq!(
+            policy.next(&error, 1, now, Some(total), 0.5),
+            Next::LeaveToCaller
+        );
+        // A caller that said it waits 60 s gets the wait taken for it.
+        let waits = Deadline::caller(now + Duration::from_secs(60));
+        assert_eq!(
+            policy.next(&error, 1, now, Some(waits), 0.5),
+            Next::RetryAfter(Duration::from_secs(20))
+        );
+        // Up to the cap, nothing changes.
+        let short = upstream(429, Some(policy.max_retry_after));
+        assert_eq!(
+            policy.next(&short, 1, now, None, 0.5),
+            Next::RetryAfter(policy.max_retry_after)
         );
     }
 
@@ -168,11 +232,23 @@ mod tests {
         let now = Instant::now();
         let error = upstream(429, Some(Duration::from_secs(5)));
         assert_eq!(
-            policy.next(&error, 1, now, Some(now + Duration::from_secs(2)), 0.5),
+            policy.next(
+                &error,
+                1,
+                now,
+                Some(Deadline::caller(now + Duration::from_secs(2))),
+                0.5
+            ),
             Next::GiveUp
         );
         assert!(matches!(
-            policy.next(&error, 1, now, Some(now + Duration::from_secs(10)), 0.5),
+            policy.next(
+                &error,
+                1,
+                now,
+                Some(Deadline::caller(now + Duration::from_secs(10))),
+                0.5
+            ),
             Next::RetryAfter(_)
         ));
     }

@@ -17,8 +17,8 @@
 //! observing it, so every call is recorded once: by the handler from then
 //! on, by this layer before.
 
-use super::service::{COMPLETE_METHOD, STREAM_COMPLETE_METHOD, with_request_id};
-use super::status::to_status;
+use super::service::{COMPLETE_METHOD, STREAM_COMPLETE_METHOD};
+use super::status::{to_status, with_request_id};
 use crate::auth::AuthenticatedCaller;
 use crate::call_record::Edge;
 use crate::error::{EdgeFault, Error};

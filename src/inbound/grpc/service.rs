@@ -2,13 +2,13 @@
 
 use super::convert::{chunk_to_proto, decode_chunk, request_from_proto, response_to_proto};
 use super::refusals::HandlerReached;
-use super::status::to_status;
+use super::status::{call_status, to_status};
 use super::timeout::parse_grpc_timeout;
 use crate::auth::AuthenticatedCaller;
 use crate::call_record::Edge;
 use crate::error::{EdgeFault, Error};
 use crate::inbound::observe::{Arrival, Finished, Observation, Observer};
-use crate::pipeline::PipelineHandle;
+use crate::pipeline::{CallLimits, PipelineHandle};
 use crate::proto::v1 as pb;
 use crate::upstream::PassedHeaders;
 use futures::{Stream, StreamExt};
@@ -91,7 +91,7 @@ impl ChatServiceImpl {
                 };
                 let finished = self.observer.begin(arrival, &shown).finish_error(&error);
                 let scrubber = self.pipeline.current().scrubber().clone();
-                Err(with_request_id(to_status(&error, &scrubber), &finished))
+                Err(call_status(&error, &scrubber, &finished))
             }
         }
     }
@@ -153,19 +153,6 @@ fn describe_call(metadata: &mut tonic::metadata::MetadataMap, finished: &Finishe
     metadata.insert("x-llm-overhead-us", overhead_us.into());
 }
 
-/// The request id, and how many upstream attempts the sidecar already
-/// made, so a caller does not stack its own retries on ours.
-pub(super) fn with_request_id(mut status: Status, finished: &Finished) -> Status {
-    let metadata = status.metadata_mut();
-    if let Ok(value) = finished.request_id.parse() {
-        metadata.insert("x-request-id", value);
-    }
-    if finished.attempts > 0 {
-        metadata.insert("x-llm-attempts", finished.attempts.into());
-    }
-    status
-}
-
 /// The caller's own client gives up at its deadline (tonic's reports
 /// CANCELLED). We end the call a little earlier so the caller gets
 /// DEADLINE_EXCEEDED (and our own record of the call) instead. The
@@ -181,9 +168,7 @@ const MAX_ATTEMPTS_HEADER: &str = "x-llm-max-attempts";
 /// The caller's deadline and attempt cap, from metadata and the request.
 /// A malformed `grpc-timeout` is refused, as gRPC servers do, rather than
 /// read as no deadline at all.
-fn call_limits(
-    request: &Request<pb::ChatRequest>,
-) -> Result<(Option<tokio::time::Instant>, Option<u32>), Error> {
+fn call_limits(request: &Request<pb::ChatRequest>) -> Result<CallLimits, Error> {
     let header = match request.metadata().get(MAX_ATTEMPTS_HEADER) {
         None => None,
         Some(value) => Some(
@@ -215,7 +200,11 @@ fn call_limits(
             Some(tokio::time::Instant::now() + timeout.saturating_sub(margin))
         }
     };
-    Ok((deadline, request.get_ref().max_attempts.or(header)))
+    Ok(CallLimits {
+        deadline,
+        first_byte_deadline: None,
+        max_attempts: request.get_ref().max_attempts.or(header),
+    })
 }
 
 /// Tells the caller who served the call and how many attempts it took, so
@@ -283,14 +272,14 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         let (observation, chat) = self.begin(&metadata, &extensions, message, false)?;
         let pipeline = self.pipeline.current();
         let scrubber = pipeline.scrubber();
-        let (deadline, max_attempts) = match limits {
+        let limits = match limits {
             Ok(limits) => limits,
             Err(error) => {
                 let finished = observation.finish_error(&error);
-                return Err(with_request_id(to_status(&error, scrubber), &finished));
+                return Err(call_status(&error, scrubber, &finished));
             }
         };
-        let call = observation.call_context(deadline, max_attempts);
+        let call = observation.call_context(limits);
         // Boxed: the pipeline's future is large, and unboxed it would be
         // copied by every layer tonic wraps around this one.
         let result = Box::pin(pipeline.complete(chat, &call))
@@ -307,7 +296,7 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
                 None => (served, answer),
                 Some(error) => {
                     let finished = observation.finish_undelivered(&served, &error);
-                    return Err(with_request_id(to_status(&error, scrubber), &finished));
+                    return Err(call_status(&error, scrubber, &finished));
                 }
             },
             (Ok(served), Some(Err(detail))) => {
@@ -316,14 +305,14 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
                     detail,
                 };
                 let finished = observation.finish_undelivered(&served, &error);
-                return Err(with_request_id(to_status(&error, scrubber), &finished));
+                return Err(call_status(&error, scrubber, &finished));
             }
             (result, _) => {
                 let finished = observation.finish_unary(&result);
                 let error = result
                     .err()
                     .unwrap_or(Error::Internal("no answer".to_owned()));
-                return Err(with_request_id(to_status(&error, scrubber), &finished));
+                return Err(call_status(&error, scrubber, &finished));
             }
         };
         let finished = observation.finish_answered(&served);
@@ -345,14 +334,14 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         let (observation, chat) = self.begin(&metadata, &extensions, message, true)?;
         let pipeline = self.pipeline.current();
         let scrubber = pipeline.scrubber().clone();
-        let (deadline, max_attempts) = match limits {
+        let limits = match limits {
             Ok(limits) => limits,
             Err(error) => {
                 let finished = observation.finish_error(&error);
-                return Err(with_request_id(to_status(&error, &scrubber), &finished));
+                return Err(call_status(&error, &scrubber, &finished));
             }
         };
-        let call = observation.call_context(deadline, max_attempts);
+        let call = observation.call_context(limits);
         let mut served = match Box::pin(pipeline.stream(chat, &call))
             .instrument(observation.log_span().clone())
             .await
@@ -360,7 +349,7 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
             Ok(served) => served,
             Err(error) => {
                 let finished = observation.finish_error(&error);
-                return Err(with_request_id(to_status(&error, &scrubber), &finished));
+                return Err(call_status(&error, &scrubber, &finished));
             }
         };
         let attempts = served.attempts;

@@ -1,12 +1,18 @@
 //! The gRPC face of an [`Error`]: code from the one classification table,
 //! a message a person can act on, and google.rpc details (ErrorInfo always,
-//! RetryInfo when the upstream said when to try again).
+//! RetryInfo when the upstream said when to try again). A failed call's
+//! status also tells the caller's retry policy what the sidecar already
+//! did (see [`RetryAdvice`]): `x-llm-attempts`, `x-should-retry`, and
+//! `grpc-retry-pushback-ms`, which gRPC's built-in retry honours.
 //!
 //! Everything a status carries out (message, every ErrorInfo value, the
 //! upstream headers as metadata) passes the pipeline's [`Scrubber`] here,
 //! behind the provider's own scrub where the error was made.
 
 use crate::error::{Error, classify};
+use crate::inbound::observe::Finished;
+use crate::inbound::retry_advice::RetryAdvice;
+use crate::pipeline::RetryStop;
 use crate::secret::Scrubber;
 use std::collections::HashMap;
 use tonic::Status;
@@ -18,6 +24,39 @@ pub const ERROR_DOMAIN: &str = "llm-sidecar";
 /// The status for `error`, every text in it scrubbed of `scrubber`'s
 /// secrets.
 pub fn to_status(error: &Error, scrubber: &Scrubber) -> Status {
+    status_of(error, scrubber, None)
+}
+
+/// The status a failed call ends with: [`to_status`]'s, with why the
+/// sidecar stopped retrying in ErrorInfo (`retry_stopped`), the request
+/// id, the attempts made and the advice to the caller's retry policy.
+pub fn call_status(error: &Error, scrubber: &Scrubber, finished: &Finished) -> Status {
+    let mut status = status_of(error, scrubber, finished.retry_stop);
+    let advice = RetryAdvice::for_error(error, finished.attempts, finished.retry_stop);
+    let metadata = status.metadata_mut();
+    if let Some(value) = advice.should_retry_header() {
+        metadata.insert("x-should-retry", value.parse().expect("an ASCII value"));
+    }
+    if let Some(pushback) = advice.pushback_ms() {
+        metadata.insert("grpc-retry-pushback-ms", pushback.into());
+    }
+    with_request_id(status, finished)
+}
+
+/// The request id, and how many upstream attempts the sidecar already
+/// made, so a caller does not stack its own retries on ours.
+pub(super) fn with_request_id(mut status: Status, finished: &Finished) -> Status {
+    let metadata = status.metadata_mut();
+    if let Ok(value) = finished.request_id.parse() {
+        metadata.insert("x-request-id", value);
+    }
+    if finished.attempts > 0 {
+        metadata.insert("x-llm-attempts", finished.attempts.into());
+    }
+    status
+}
+
+fn status_of(error: &Error, scrubber: &Scrubber, retry_stop: Option<RetryStop>) -> Status {
     let class = classify(error);
     let mut metadata = HashMap::new();
     if let Some(provider) = error.provider() {
@@ -36,6 +75,9 @@ pub fn to_status(error: &Error, scrubber: &Scrubber) -> Status {
         }
     }
     metadata.insert("retryable".to_owned(), class.retryable.to_string());
+    if let Some(stop) = retry_stop {
+        metadata.insert("retry_stopped".to_owned(), stop.reason().to_owned());
+    }
     for value in metadata.values_mut() {
         scrubber.scrub_string(value);
     }

@@ -65,6 +65,7 @@ pub(super) fn complete(
         provider: record.provider.clone(),
         model: record.served_model.clone(),
         attempts: record.attempts,
+        retry_stop: progress.retry_stop,
     };
     if let Some(ledger) = &observation.observer.ledger {
         ledger.record(record);

@@ -13,14 +13,24 @@
 //! the sidecar's classification rides in the `x-llm-error-reason` header,
 //! and the upstream's rate-limit, retry and request-id headers pass on.
 //!
+//! A failed call's response also says what the sidecar already did, so
+//! the OpenAI SDKs do not stack their retries on its own: `x-llm-attempts`,
+//! and `x-should-retry: false` when it retried already or no retry can help
+//! (see [`RetryAdvice`]); `x-llm-retry-stopped` names why a failure worth
+//! another try was not retried (`RETRY_BUDGET_EXHAUSTED`,
+//! `RETRY_AFTER_LEFT_TO_CALLER`).
+//!
 //! Everything of a call's error object (message, type, code, param, any
 //! other member the upstream sent) and the headers passed on go through
 //! the pipeline's [`Scrubber`] here, behind the provider's own scrub.
 
 use crate::error::{Class, Error, UpstreamError, classify};
+use crate::inbound::observe::Finished;
+use crate::inbound::retry_advice::RetryAdvice;
+use crate::pipeline::RetryStop;
 use crate::secret::Scrubber;
 use crate::upstream::PassedHeaders;
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use std::time::Duration;
@@ -58,6 +68,12 @@ pub struct Origin {
     pub headers: PassedHeaders,
     /// The upstream's own error object (scrubbed), written as it is.
     pub upstream_object: Option<serde_json::Value>,
+    /// Upstream attempts the call made (0: not known here).
+    pub attempts: u32,
+    /// Why the sidecar stopped retrying a failure worth another try.
+    pub retry_stop: Option<RetryStop>,
+    /// What the caller's retry logic is told; `None`: nothing.
+    pub advice: Option<RetryAdvice>,
 }
 
 /// `{"error": {...}}`, OpenAI's error body.
@@ -107,6 +123,22 @@ impl ApiError {
         api_error
     }
 
+    /// The error a finished call answers with: [`ApiError::from_error`]'s,
+    /// with the attempts made and the advice to the caller's retries.
+    pub fn from_call(error: &Error, scrubber: &Scrubber, finished: &Finished) -> ApiError {
+        let mut api_error = ApiError::from_error(error, scrubber);
+        if let Some(origin) = &mut api_error.origin {
+            origin.attempts = finished.attempts;
+            origin.retry_stop = finished.retry_stop;
+            origin.advice = Some(RetryAdvice::for_error(
+                error,
+                finished.attempts,
+                finished.retry_stop,
+            ));
+        }
+        api_error
+    }
+
     /// Every text it carries, scrubbed. Each field is named (no `..`), so
     /// one added later does not compile until it is decided here.
     fn scrub(&mut self, scrubber: &Scrubber) {
@@ -129,6 +161,9 @@ impl ApiError {
                 upstream_type,
                 headers,
                 upstream_object,
+                attempts: _,
+                retry_stop: _,
+                advice: _,
             } = origin.as_mut();
             for text in [provider, upstream_type].into_iter().flatten() {
                 scrubber.scrub_string(text);
@@ -197,6 +232,7 @@ impl ApiError {
                 upstream_type: upstream.error_type.clone().filter(|_| !own_key_failed),
                 headers: upstream.headers.clone(),
                 upstream_object: upstream.object.clone().filter(|_| !own_key_failed),
+                ..Origin::default()
             })),
         }
     }
@@ -328,8 +364,33 @@ impl IntoResponse for ApiError {
         }
         if let Some(origin) = &self.origin {
             origin.headers.add_to(headers);
+            // After the upstream's: ours knows the retries already made.
+            origin.add_retry_advice(headers);
         }
         response
+    }
+}
+
+impl Origin {
+    fn add_retry_advice(&self, headers: &mut HeaderMap) {
+        if self.attempts > 0 {
+            headers.insert(
+                HeaderName::from_static("x-llm-attempts"),
+                self.attempts.into(),
+            );
+        }
+        if let Some(stop) = self.retry_stop {
+            headers.insert(
+                HeaderName::from_static("x-llm-retry-stopped"),
+                HeaderValue::from_static(stop.reason()),
+            );
+        }
+        if let Some(value) = self.advice.and_then(RetryAdvice::should_retry_header) {
+            headers.insert(
+                HeaderName::from_static("x-should-retry"),
+                HeaderValue::from_static(value),
+            );
+        }
     }
 }
 

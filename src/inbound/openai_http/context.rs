@@ -2,10 +2,19 @@
 //! its cap on attempts, and the request id that ties the call together.
 //!
 //! The deadline comes from `x-llm-timeout-ms`, or else from the OpenAI
-//! SDKs' `x-stainless-timeout` (seconds) on unary calls. That header is the
-//! SDK's *read* timeout: for a unary call it is the wait for the answer,
-//! but for a stream it bounds only the gap between bytes, so applying it to
-//! a whole stream would cut answers the SDK would have accepted.
+//! SDKs' timeout headers: openai-python's `x-stainless-read-timeout`
+//! (seconds, a float) and openai-node's `x-stainless-timeout` (whole
+//! seconds, truncated: `3` for 3.5 s, so it is read as "under 4 s"). Both
+//! are the SDK's *read* timeout: for a unary call the wait for the answer,
+//! but for a stream only the gap between bytes, so on a stream they bound
+//! the wait for the first byte and nothing after it (applied to the whole
+//! stream they would cut answers the SDK would have accepted).
+//!
+//! A request with `x-stainless-retry-count` above 0 is the SDK's own retry:
+//! the SDK's retry loop is already the retry, so the sidecar gives that
+//! request one attempt per target instead of multiplying it by its own
+//! (fallbacks still apply). The sidecar's errors tell the SDK when not to
+//! retry at all (`x-should-retry: false`, see `api_error.rs`).
 
 use super::api_error::ApiError;
 use axum::http::HeaderMap;
@@ -16,20 +25,19 @@ use tokio::time::Instant;
 pub const MAX_ATTEMPTS_HEADER: &str = "x-llm-max-attempts";
 /// The caller's deadline, in milliseconds from the request's arrival.
 pub const TIMEOUT_MS_HEADER: &str = "x-llm-timeout-ms";
-/// The OpenAI SDKs' read timeout, in seconds (e.g. `600` or `600.0`).
+/// openai-node's timeout, in whole seconds (truncated).
 pub const SDK_TIMEOUT_HEADER: &str = "x-stainless-timeout";
+/// openai-python's read timeout, in seconds (a float, e.g. `600.0`).
+pub const SDK_READ_TIMEOUT_HEADER: &str = "x-stainless-read-timeout";
+/// How many times the OpenAI SDK has already retried this request.
+pub const SDK_RETRY_COUNT_HEADER: &str = "x-stainless-retry-count";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// We end the call a hair before the caller gives up, so it gets our 504
 /// (and we keep a record of the call) instead of its own timeout.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
 
-/// The caller's limits on the call, read from its headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CallLimits {
-    pub deadline: Option<Instant>,
-    pub max_attempts: Option<u32>,
-}
+pub use crate::pipeline::CallLimits;
 
 pub fn call_context(
     headers: &HeaderMap,
@@ -63,16 +71,29 @@ pub fn call_context(
                     )
                 })?,
         ),
-        // Not our header: a value we cannot read is ignored, not an error.
-        None if !stream => header(headers, SDK_TIMEOUT_HEADER).and_then(sdk_timeout),
+        None if !stream => sdk_timeout(headers),
         None => None,
     };
-    let deadline = timeout.map(|timeout| {
+    let before = |timeout: Duration| {
         let margin = DEADLINE_MARGIN.min(timeout / 10);
         now + timeout.saturating_sub(margin)
-    });
+    };
+    // The SDK's retry is the retry: one attempt per target for it.
+    let sdk_retry = header(headers, SDK_RETRY_COUNT_HEADER)
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        .is_some_and(|count| count > 0);
+    let max_attempts = match (max_attempts, sdk_retry) {
+        (Some(attempts), true) => Some(attempts.min(1)),
+        (None, true) => Some(1),
+        (attempts, false) => attempts,
+    };
     Ok(CallLimits {
-        deadline,
+        deadline: timeout.map(before),
+        first_byte_deadline: if stream {
+            sdk_timeout(headers).map(before)
+        } else {
+            None
+        },
         max_attempts,
     })
 }
@@ -81,7 +102,24 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|value| value.to_str().ok())
 }
 
-fn sdk_timeout(text: &str) -> Option<Duration> {
+/// The SDK's read timeout, from whichever of its headers came. Not our
+/// headers: a value we cannot read is ignored, not an error.
+fn sdk_timeout(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(text) = header(headers, SDK_READ_TIMEOUT_HEADER) {
+        return seconds(text);
+    }
+    let text = header(headers, SDK_TIMEOUT_HEADER)?.trim();
+    let seconds = seconds(text)?;
+    // Whole seconds are openai-node's truncation: `3` was up to 3.999 s,
+    // and cutting the call before the SDK gives up is worse than after.
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        Some(seconds + Duration::from_secs(1))
+    } else {
+        Some(seconds)
+    }
+}
+
+fn seconds(text: &str) -> Option<Duration> {
     let seconds: f64 = text.trim().parse().ok()?;
     // Also refuses NaN and absurd values that would overflow.
     (seconds > 0.0 && seconds < 1e9).then(|| Duration::from_secs_f64(seconds))
@@ -159,19 +197,48 @@ mod tests {
     }
 
     #[test]
-    fn the_sdk_timeout_bounds_unary_calls_only() {
+    fn the_sdk_timeouts_bound_a_unary_call_and_a_streams_first_byte() {
+        let first_byte_after = |pairs: &[(&'static str, &str)]| {
+            let now = Instant::now();
+            let limits = call_context(&headers(pairs), true, now).unwrap();
+            assert_eq!(limits.deadline, None, "never the whole stream");
+            limits.first_byte_deadline.map(|deadline| deadline - now)
+        };
+        // openai-python: float seconds, exactly.
+        let python = [(SDK_READ_TIMEOUT_HEADER, "2.5")];
+        let python_after = Duration::from_millis(2500) - DEADLINE_MARGIN;
+        assert_eq!(deadline_after(&python, false), Some(python_after));
+        assert_eq!(first_byte_after(&python), Some(python_after));
+        // openai-node: `3` was 3 s to 3.999 s; never cut before 3.5 s.
+        let node = [(SDK_TIMEOUT_HEADER, "3")];
+        let node_after = Duration::from_secs(4) - DEADLINE_MARGIN;
+        assert_eq!(deadline_after(&node, false), Some(node_after));
+        assert_eq!(first_byte_after(&node), Some(node_after));
         assert_eq!(
             deadline_after(&[(SDK_TIMEOUT_HEADER, "600.0")], false),
             Some(Duration::from_secs(600) - DEADLINE_MARGIN)
         );
-        assert_eq!(deadline_after(&[(SDK_TIMEOUT_HEADER, "600")], true), None);
         for garbage in ["soon", "-1", "0", "NaN", "inf"] {
-            assert_eq!(
-                deadline_after(&[(SDK_TIMEOUT_HEADER, garbage)], false),
-                None,
-                "{garbage}"
-            );
+            for name in [SDK_TIMEOUT_HEADER, SDK_READ_TIMEOUT_HEADER] {
+                assert_eq!(deadline_after(&[(name, garbage)], false), None, "{garbage}");
+            }
         }
+    }
+
+    #[test]
+    fn an_sdk_retry_gets_one_attempt() {
+        let limits = |pairs: &[(&'static str, &str)]| {
+            call_context(&headers(pairs), false, Instant::now())
+                .unwrap()
+                .max_attempts
+        };
+        assert_eq!(limits(&[(SDK_RETRY_COUNT_HEADER, "0")]), None);
+        assert_eq!(limits(&[(SDK_RETRY_COUNT_HEADER, "2")]), Some(1));
+        assert_eq!(
+            limits(&[(SDK_RETRY_COUNT_HEADER, "1"), (MAX_ATTEMPTS_HEADER, "3")]),
+            Some(1)
+        );
+        assert_eq!(limits(&[(SDK_RETRY_COUNT_HEADER, "many")]), None);
     }
 
     #[test]

@@ -86,7 +86,7 @@ pub async fn chat_completions(
             Err(error)
         }
         Ok(limits) => {
-            let call = observation.call_context(limits.deadline, limits.max_attempts);
+            let call = observation.call_context(limits);
             // The pipeline in force now serves the whole call, even if a
             // reload swaps in another meanwhile.
             let pipeline = facade.pipeline.current();
@@ -107,7 +107,8 @@ async fn unary(
     call: &CallContext,
 ) -> Result<Response, ApiError> {
     let (result, finished) = call::unary(pipeline, observation, parsed.request, call).await;
-    let served = result.map_err(|error| ApiError::from_error(&error, pipeline.scrubber()))?;
+    let served =
+        result.map_err(|error| ApiError::from_call(&error, pipeline.scrubber(), &finished))?;
     let model = HeaderValue::from_str(&served.value.model).ok();
     // The answer is the upstream's body, byte for byte.
     let body = Body::from(served.value.json);
@@ -131,7 +132,7 @@ async fn stream(
 ) -> Result<Response, ApiError> {
     let (served, watched) = call::stream(pipeline, observation, parsed.request, call)
         .await
-        .map_err(|(error, _)| ApiError::from_error(&error, pipeline.scrubber()))?;
+        .map_err(|(error, finished)| ApiError::from_call(&error, pipeline.scrubber(), &finished))?;
     // The first chunk is in hand: the sidecar has added all it will add
     // before the caller reads (the rest is the upstream's pace).
     let added = watched.overhead_so_far();
