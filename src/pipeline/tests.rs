@@ -173,19 +173,205 @@ async fn a_stop_ends_a_call_in_flight_with_shutting_down() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_spent_retry_budget_refuses_the_retry() {
-    let a = script("a", [at_once(Outcome::Status(503, None))]);
+async fn a_spent_retry_budget_refuses_the_retry_and_returns_the_upstreams_error() {
+    let a = script(
+        "a",
+        [at_once(Outcome::Status(429, Some(Duration::from_secs(1))))],
+    );
     let tables = format!("[retry]\nbudget_ratio = 0.0\nbudget_floor = 0\n{ROUTE_TO_A}");
     let pipeline = pipeline(&tables, &[("a", &a)]);
-    let error = pipeline
-        .complete(ask("m"), &CallContext::default())
-        .await
-        .unwrap_err();
+    let call = CallContext::default();
+    let error = pipeline.complete(ask("m"), &call).await.unwrap_err();
+    // The 429 as the upstream sent it (not a 503 of our own making) ...
     assert!(
-        matches!(error, Error::RetryBudgetExhausted { .. }),
+        matches!(&error, Error::Upstream(upstream)
+            if upstream.status == 429 && upstream.retry_after == Some(Duration::from_secs(1))),
         "{error:?}"
     );
+    // ... and why it was not retried, beside it.
+    assert_eq!(
+        call.progress.snapshot().retry_stop,
+        Some(RetryStop::BudgetExhausted)
+    );
     assert_eq!(a.calls().len(), 1, "the retry was not sent");
+}
+
+/// A step that never answers within any test's timeouts.
+fn silent() -> Step {
+    Step {
+        delay: Duration::from_secs(3600),
+        outcome: Outcome::Answer("far too late"),
+    }
+}
+
+const A_THEN_B: &str =
+    "[[routes]]\nmodel = \"m\"\nprovider = \"a\"\nfallbacks = [{ provider = \"b\" }]\n";
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_primary_is_left_for_the_fallback_after_one_unary_attempt() {
+    let a = script("a", [silent()]);
+    let b = script("b", []);
+    let tables = format!("[timeouts]\nunary_attempt_ms = 1000\n{A_THEN_B}");
+    let pipeline = pipeline(&tables, &[("a", &a), ("b", &b)]);
+    let served = pipeline
+        .complete(ask("m"), &CallContext::default())
+        .await
+        .expect("the fallback answers");
+    assert_eq!((&*served.provider, served.attempts), ("b", 2));
+    assert_eq!(a.calls().len(), 1, "the silent one is not tried again");
+    let (a, b) = (a.calls(), b.calls());
+    let handed_over = b[0] - a[0];
+    assert!(
+        handed_over >= Duration::from_secs(1) && handed_over < Duration::from_millis(1010),
+        "{handed_over:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_whose_first_chunk_does_not_come_fails_over_at_the_first_chunk_limit() {
+    let a = script("a", [silent()]);
+    let b = script("b", []);
+    let tables = format!("[timeouts]\nheaders_ms = 1000\nfirst_chunk_ms = 2000\n{A_THEN_B}");
+    let pipeline = pipeline(&tables, &[("a", &a), ("b", &b)]);
+    let began = Instant::now();
+    let served = pipeline
+        .stream(ask("m"), &CallContext::default())
+        .await
+        .expect("the fallback streams");
+    assert_eq!(&*served.provider, "b");
+    assert_eq!(a.calls().len(), 1);
+    let waited = began.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_millis(2010),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_last_target_is_still_retried() {
+    let a = script("a", [silent(), silent()]);
+    let tables = format!(
+        "[retry]\nbase_delay_ms = 10\n[timeouts]\nheaders_ms = 1000\nfirst_chunk_ms = 1000\n{ROUTE_TO_A}"
+    );
+    let pipeline = pipeline(&tables, &[("a", &a)]);
+    let served = pipeline
+        .stream(ask("m"), &CallContext::default())
+        .await
+        .expect("the third attempt answers");
+    assert_eq!(served.attempts, 3, "nothing else could answer");
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limits_never_open_the_circuit() {
+    let a = script("a", (0..4).map(|_| at_once(Outcome::Status(429, None))));
+    let b = script("b", []);
+    let tables = "[[routes]]\nmodel = \"m\"\nprovider = \"a\"\n\
+                  max_attempts = 1\nfallbacks = [{ provider = \"b\" }]\n";
+    let mut config = config(tables);
+    let slot_a = config
+        .providers
+        .iter_mut()
+        .find(|provider| provider.name == "a")
+        .unwrap();
+    slot_a.circuit_failures = 2;
+    let pipeline = Pipeline::new(&config, &|_| None)
+        .unwrap()
+        .with_scripted("a", Arc::clone(&a))
+        .with_scripted("b", Arc::clone(&b));
+    for _ in 0..4 {
+        let served = pipeline
+            .complete(ask("m"), &CallContext::default())
+            .await
+            .expect("the fallback answers a rate-limited call");
+        assert_eq!(&*served.provider, "b");
+    }
+    let circuit = pipeline
+        .provider_states()
+        .find(|state| state.name == "a")
+        .unwrap()
+        .circuit;
+    assert_eq!(circuit, CircuitState::Closed);
+    assert_eq!(a.calls().len(), 4, "every call still tried a first");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_retry_after_with_no_caller_deadline_returns_at_once() {
+    let a = script(
+        "a",
+        [at_once(Outcome::Status(429, Some(Duration::from_secs(20))))],
+    );
+    let impatient = pipeline(ROUTE_TO_A, &[("a", &a)]);
+    let began = Instant::now();
+    let call = CallContext::default();
+    let error = impatient.complete(ask("m"), &call).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::Upstream(upstream) if upstream.status == 429),
+        "{error:?}"
+    );
+    assert_eq!(began.elapsed(), Duration::ZERO, "no wait at all");
+    assert_eq!(
+        call.progress.snapshot().retry_stop,
+        Some(RetryStop::LeftToCaller)
+    );
+    // With a deadline that allows it, the same wait is taken.
+    let a = script(
+        "a",
+        [at_once(Outcome::Status(429, Some(Duration::from_secs(20))))],
+    );
+    let patient = pipeline(ROUTE_TO_A, &[("a", &a)]);
+    let call = CallContext {
+        deadline: Some(Instant::now() + Duration::from_secs(60)),
+        ..CallContext::default()
+    };
+    patient
+        .complete(ask("m"), &call)
+        .await
+        .expect("answered after the wait");
+    assert_eq!(a.calls()[1] - a.calls()[0], Duration::from_secs(20));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_callers_max_attempts_cannot_exceed_the_routes() {
+    let a = script("a", (0..5).map(|_| at_once(Outcome::Status(503, None))));
+    let tables = "[retry]\nbase_delay_ms = 1\n[[routes]]\nmodel = \"m\"\nprovider = \"a\"\nmax_attempts = 2\n";
+    let impatient = pipeline(tables, &[("a", &a)]);
+    let call = CallContext {
+        max_attempts: Some(5),
+        ..CallContext::default()
+    };
+    impatient.complete(ask("m"), &call).await.unwrap_err();
+    assert_eq!(a.calls().len(), 2);
+    // Fewer is always allowed.
+    let b = script("a", (0..5).map(|_| at_once(Outcome::Status(503, None))));
+    let modest = pipeline(tables, &[("a", &b)]);
+    let call = CallContext {
+        max_attempts: Some(1),
+        ..CallContext::default()
+    };
+    modest.complete(ask("m"), &call).await.unwrap_err();
+    assert_eq!(b.calls().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_first_byte_deadline_bounds_a_streams_start_only() {
+    let a = script(
+        "a",
+        [Step {
+            delay: Duration::from_secs(10),
+            outcome: Outcome::Answer("slow to start"),
+        }],
+    );
+    let pipeline = pipeline(ROUTE_TO_A, &[("a", &a)]);
+    let began = Instant::now();
+    let call = CallContext {
+        first_byte_deadline: Some(began + Duration::from_secs(3)),
+        ..CallContext::default()
+    };
+    let Err(error) = pipeline.stream(ask("m"), &call).await else {
+        panic!("the stream started after its first-byte deadline");
+    };
+    assert!(matches!(error, Error::DeadlineExceeded { .. }), "{error:?}");
+    assert_eq!(began.elapsed(), Duration::from_secs(3));
 }
 
 #[tokio::test(start_paused = true)]

@@ -528,7 +528,7 @@ mod tests {
     #[test]
     fn the_whole_error_object_and_the_headers_are_scrubbed() {
         const SECRET: &str = "secret-value-0123456789";
-        let mut headers = http::HeaderMap::new();
+        let mut headers = HeaderMap::new();
         headers.insert("x-request-id", HeaderValue::from_static(SECRET));
         let error = Error::from(UpstreamError {
             provider: "fake".into(),
