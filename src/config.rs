@@ -173,7 +173,9 @@ pub struct Timeouts {
     pub unary_total: Duration,
     /// Unary, per attempt, when the route has another target to fall back
     /// to: until the answer (whose headers come once it is whole). Without
-    /// a next target only `unary_total` bounds an attempt.
+    /// a next target only `unary_total` bounds an attempt, as it bounds
+    /// every attempt (a longer `unary_attempt` is cut by it, not refused:
+    /// a config that shortens only the total stays valid).
     pub unary_attempt: Duration,
     /// A whole stream, retries included.
     pub stream_total: Duration,

@@ -214,9 +214,24 @@ async fn outage_load(tables: &str) -> (usize, usize) {
             .complete(request("x", json!({"status": 503})))
             .await
             .expect_err("outage");
+        // The upstream's own failure, whether retried or not ...
         assert_eq!(error.code(), Code::Unavailable);
-        if error.get_details_error_info().unwrap().reason == "RETRY_BUDGET_EXHAUSTED" {
+        let info = error.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "UPSTREAM_UNAVAILABLE");
+        // ... with the budget's refusal told beside it, and the caller's
+        // own retry policy asked to hold back too.
+        if info.metadata.get("retry_stopped").map(String::as_str) == Some("RETRY_BUDGET_EXHAUSTED")
+        {
             budget_refusals += 1;
+            assert_eq!(
+                error.metadata().get("grpc-retry-pushback-ms").unwrap(),
+                "-1"
+            );
+            let attempts = error.metadata().get("x-llm-attempts").unwrap();
+            assert!(
+                ["1", "2"].contains(&attempts.to_str().unwrap()),
+                "{attempts:?}"
+            );
         }
     }
     let upstream_requests = harness.fake.requests().len();

@@ -504,12 +504,6 @@ impl Checker<'_> {
                 "must not be more than first_chunk_ms",
             ));
         }
-        if timeouts.unary_attempt > timeouts.unary_total {
-            return Err(self.error(
-                format!("{key}.unary_attempt_ms"),
-                "must not be more than unary_total_ms",
-            ));
-        }
         if timeouts.idle > timeouts.stream_total {
             return Err(self.error(
                 format!("{key}.idle_ms"),
