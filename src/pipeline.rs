@@ -243,6 +243,20 @@ impl Pipeline {
         self.telemetry.as_ref()
     }
 
+    /// Which provider a call for `model` would go to first, and how the
+    /// name matched (`exact`, `alias`, `pattern`, or `default` for the
+    /// default provider); `None` when nothing serves it.
+    pub fn served_by(&self, model: &str) -> Option<(&str, &'static str)> {
+        let resolved = self.router.resolve(model).ok()?;
+        let provider = &*self.providers[resolved.provider].provider.name;
+        let kind = self
+            .routes()
+            .iter()
+            .find(|route| route.model == *resolved.route)
+            .map_or("default", |route| route.kind.as_str());
+        Some((provider, kind))
+    }
+
     pub fn routes(&self) -> &[RouteInfo] {
         self.router.table()
     }

@@ -491,7 +491,7 @@ async fn a_caller_that_goes_away_mid_stream_closes_the_upstream_request() {
 }
 
 #[tokio::test]
-async fn models_list_the_routing_table() {
+async fn models_list_names_and_patterns_apart_and_resolve_through_the_router() {
     let harness = Harness::start().await;
     let client = common::http_client();
     let response = client
@@ -504,35 +504,48 @@ async fn models_list_the_routing_table() {
     assert!(headers.contains_key("x-request-id"));
     let list = json_of(&text);
     assert_eq!(list["object"], "list");
+    // This config routes by patterns only: no concrete names to list.
     let models = list["data"].as_array().unwrap();
-    assert!(!models.is_empty());
     for model in models {
         assert_eq!(model["object"], "model", "{model}");
         assert_eq!(model["created"], 0);
         assert!(model["id"].is_string() && model["owned_by"].is_string());
     }
-    let mock = models
+    // Patterns are not names to send: they are listed apart.
+    assert!(
+        models.iter().all(|model| model["match"] != "pattern"),
+        "{models:?}"
+    );
+    let patterns = list["patterns"].as_array().unwrap();
+    let mock = patterns
         .iter()
-        .find(|model| model["owned_by"] == "mock")
-        .expect("the built-in mock models are listed");
+        .find(|pattern| pattern["owned_by"] == "mock")
+        .expect("the built-in mock pattern is listed");
+    assert_eq!(mock["object"], "model_pattern");
+    assert_eq!(mock["pattern"], "mock/*");
 
-    let id = mock["id"].as_str().unwrap();
+    // A concrete name a pattern serves is a model the sidecar serves.
     let response = client
-        .get(format!("{}/models/{id}", harness.http_base()))
+        .get(format!("{}/models/mock/echo", harness.http_base()))
         .send()
         .await
         .unwrap();
     let (status, _, text) = read(response).await;
     assert_eq!(status, StatusCode::OK, "{text}");
-    assert_eq!(json_of(&text)["id"], id);
+    let echo = json_of(&text);
+    assert_eq!(
+        (&echo["id"], &echo["owned_by"], &echo["match"]),
+        (&json!("mock/echo"), &json!("mock"), &json!("pattern"))
+    );
+    // The default provider takes any other name.
     let response = client
         .get(format!("{}/models/nothing-like-this", harness.http_base()))
         .send()
         .await
         .unwrap();
     let (status, _, text) = read(response).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(error_of(&text)["code"], "model_not_found");
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(json_of(&text)["match"], "default");
     harness.stop().await;
 }
 
@@ -580,6 +593,19 @@ http = "127.0.0.1:0"
                "stream": stream})
         .to_string()
     };
+    // Without a default provider, a name no route takes is no model.
+    let retrieve = |id: &str| {
+        common::http_client()
+            .get(format!("{base}/models/{id}"))
+            .send()
+    };
+    let (status, _, text) = read(retrieve("no-such-model").await.unwrap()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
+    assert_eq!(error_of(&text)["code"], "model_not_found");
+    let (status, _, text) = read(retrieve("mock/echo").await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(json_of(&text)["match"], "pattern");
+
     let (status, _, text) = read(post_raw(&base, chat("no-such-model", false), &[]).await).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
     let error = error_of(&text);

@@ -221,10 +221,14 @@ def test_a_stream_cut_midway_raises(client):
 
 
 def test_models(client):
-    models = {model.id: model for model in client.models.list()}
-    assert models["fake-*"].owned_by == "fake"
-    assert models["fake-*"].object == "model"
-    assert client.models.retrieve("fake-*").owned_by == "fake"
+    page = client.models.list()
+    # A pattern is not a model to pick: it is listed apart from `data`.
+    assert [model.id for model in page] == []
+    patterns = page.model_extra["patterns"]
+    assert {"pattern": "fake-*", "object": "model_pattern", "owned_by": "fake"} in patterns
+    # A name the pattern takes is a model the sidecar serves.
+    model = client.models.retrieve("fake-model")
+    assert (model.id, model.owned_by, model.object) == ("fake-model", "fake", "model")
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("no-such-model")
 

@@ -242,14 +242,17 @@ pub async fn list_models(State(facade): State<Facade>) -> Response {
 }
 
 pub async fn retrieve_model(State(facade): State<Facade>, Path(id): Path<String>) -> Response {
-    match models::find(facade.pipeline.current().routes(), &id) {
-        Some(model) => Json(model).into_response(),
+    let pipeline = facade.pipeline.current();
+    match pipeline.served_by(&id) {
+        Some((provider, kind)) => Json(models::ModelObject::new(&id, provider, kind)).into_response(),
         None => ApiError {
             param: Some("model".to_owned()),
             ..ApiError::new(
                 StatusCode::NOT_FOUND,
                 "model_not_found",
-                format!("no route lists the model `{id}`; GET /v1/models lists those that do"),
+                format!(
+                    "no route serves the model `{id}`; GET /v1/models lists the names and patterns that do"
+                ),
             )
         }
         .into_response(),

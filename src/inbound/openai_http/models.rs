@@ -1,20 +1,23 @@
-//! `GET /v1/models`: the routing table as OpenAI model objects, one per
-//! row, `owned_by` the provider that serves it.
+//! `GET /v1/models` and `GET /v1/models/{id}`: the routing table as OpenAI
+//! model objects, `owned_by` the provider that serves each.
 //!
-//! Every row is listed: exact names and aliases are models a caller can
-//! send as they are; a pattern row (`gpt-4o*`, `mock/*`) has its pattern as
-//! `id`, so a client picking from the list sees the naming a provider
-//! takes. `match` (`exact`, `alias`, `pattern`) tells them apart for
-//! clients that want only the concrete names; OpenAI SDKs ignore it.
-//! `created` is 0: the table has no dates.
+//! `data` holds only names a caller can send as they are (exact names and
+//! aliases), since model pickers read every `id` there as a concrete model.
+//! Pattern rows (`gpt-4o*`, `mock/*`) are listed apart, under `patterns`,
+//! each `{"pattern", "object": "model_pattern", "owned_by"}`; OpenAI SDKs
+//! ignore the extra member. `GET /v1/models/{id}` answers for any name the
+//! sidecar would serve: a listed name, or one a pattern or the default
+//! provider takes (`mock/echo`), with `match` saying which (`exact`,
+//! `alias`, `pattern`, `default`). `created` is 0: the table has no dates.
 
-use crate::pipeline::routing::RouteInfo;
+use crate::pipeline::routing::{MatchKind, RouteInfo};
 use serde::Serialize;
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct ModelList<'a> {
     object: &'static str,
     data: Vec<ModelObject<'a>>,
+    patterns: Vec<PatternObject<'a>>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -27,37 +30,51 @@ pub struct ModelObject<'a> {
     kind: &'static str,
 }
 
+/// A pattern row: the names it takes, not a name to send.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct PatternObject<'a> {
+    pattern: &'a str,
+    object: &'static str,
+    owned_by: &'a str,
+}
+
 impl<'a> ModelObject<'a> {
-    fn new(route: &'a RouteInfo) -> Self {
+    /// `id` served by `provider`, matched as `kind`.
+    pub fn new(id: &'a str, provider: &'a str, kind: &'static str) -> Self {
         ModelObject {
-            id: &route.model,
+            id,
             object: "model",
             created: 0,
-            owned_by: &route.provider,
-            kind: route.kind.as_str(),
+            owned_by: provider,
+            kind,
         }
     }
 }
 
 pub fn list(routes: &[RouteInfo]) -> ModelList<'_> {
+    let (patterns, names): (Vec<_>, Vec<_>) = routes
+        .iter()
+        .partition(|route| route.kind == MatchKind::Pattern);
     ModelList {
         object: "list",
-        data: routes.iter().map(ModelObject::new).collect(),
+        data: names
+            .into_iter()
+            .map(|route| ModelObject::new(&route.model, &route.provider, route.kind.as_str()))
+            .collect(),
+        patterns: patterns
+            .into_iter()
+            .map(|route| PatternObject {
+                pattern: &route.model,
+                object: "model_pattern",
+                owned_by: &route.provider,
+            })
+            .collect(),
     }
-}
-
-/// `GET /v1/models/{id}`: the row listed under that id.
-pub fn find<'a>(routes: &'a [RouteInfo], id: &str) -> Option<ModelObject<'a>> {
-    routes
-        .iter()
-        .find(|route| route.model == id)
-        .map(ModelObject::new)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::routing::MatchKind;
     use serde_json::json;
 
     fn route(model: &str, provider: &str, kind: MatchKind) -> RouteInfo {
@@ -70,19 +87,20 @@ mod tests {
     }
 
     #[test]
-    fn routes_are_listed_in_openai_shape() {
+    fn names_are_listed_in_openai_shape_and_patterns_apart() {
         let routes = [
             route("fast", "vllm", MatchKind::Alias),
             route("mock/*", "mock", MatchKind::Pattern),
+            route("gpt-4o", "openai", MatchKind::Exact),
         ];
         assert_eq!(
             serde_json::to_value(list(&routes)).unwrap(),
             json!({"object": "list", "data": [
                 {"id": "fast", "object": "model", "created": 0, "owned_by": "vllm", "match": "alias"},
-                {"id": "mock/*", "object": "model", "created": 0, "owned_by": "mock", "match": "pattern"},
+                {"id": "gpt-4o", "object": "model", "created": 0, "owned_by": "openai", "match": "exact"},
+            ], "patterns": [
+                {"pattern": "mock/*", "object": "model_pattern", "owned_by": "mock"},
             ]})
         );
-        assert_eq!(find(&routes, "mock/*").unwrap().owned_by, "mock");
-        assert!(find(&routes, "mock/echo").is_none());
     }
 }
