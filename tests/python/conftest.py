@@ -129,6 +129,7 @@ class Stack:
     facade: str
     upstream: str
     token: str
+    socket: pathlib.Path
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +183,7 @@ provider = "fake"
         base = f"http://127.0.0.1:{http_port}/v1"
         token = written_token(workdir / "token", sidecar)
         wait_until(lambda: answers(f"{base}/models", token), sidecar, "llm-sidecar")
-        yield Stack(facade=base, upstream=upstream, token=token)
+        yield Stack(facade=base, upstream=upstream, token=token, socket=workdir / "sidecar.sock")
         sidecar.terminate()
         assert sidecar.wait(timeout=20) == 0
     finally:
