@@ -183,6 +183,7 @@ impl Observer {
             usage: None,
             usage_estimated: false,
             cost_usd: None,
+            resumed: false,
         };
         Observation {
             observer: self.clone(),
@@ -295,6 +296,8 @@ pub struct Finished {
     pub model: Option<String>,
     /// Upstream attempts made, retries and fallbacks included.
     pub attempts: u32,
+    /// A cut stream was resumed: the cut's reason (`x-llm-resumed`).
+    pub resumed: Option<&'static str>,
 }
 
 impl Observation {
@@ -396,6 +399,7 @@ impl Observation {
                 provider: None,
                 model: None,
                 attempts: 0,
+                resumed: None,
             };
         };
         crate::heap::note_activity();

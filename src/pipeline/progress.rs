@@ -3,7 +3,7 @@
 //! the edge when it records the call. Atomics rather than a lock: the
 //! writer is the call's own task and the reader comes after it.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -15,6 +15,10 @@ pub struct CallProgress {
     backoff_us: AtomicU64,
     provider: Mutex<Option<Arc<str>>>,
     route: OnceLock<Arc<str>>,
+    /// Why the stream was resumed (`pipeline/resume.rs`), once it was.
+    resumed: OnceLock<&'static str>,
+    /// The cut attempt's share of the call's usage is our estimate.
+    resumed_usage_estimated: AtomicBool,
 }
 
 /// A copy of the progress at one moment.
@@ -33,6 +37,12 @@ pub struct ProgressSnapshot {
     /// [`Resolved::route`](crate::pipeline::routing::Resolved::route)); `None` when
     /// none did.
     pub route: Option<Arc<str>>,
+    /// The stream was cut and a continuation opened; the cut's reason
+    /// (the error table's, e.g. `UPSTREAM_STREAM_INCOMPLETE`).
+    pub resumed: Option<&'static str>,
+    /// Part of the usage the stream reports (the cut attempt's) is our
+    /// estimate: the upstream reported none before the cut.
+    pub resumed_usage_estimated: bool,
 }
 
 fn micros(duration: Duration) -> u64 {
@@ -56,6 +66,14 @@ impl CallProgress {
         // A second resolution of one call cannot happen; if it did, the
         // first route named is the one the call went by.
         let _ = self.route.set(route.clone());
+    }
+
+    /// The stream was cut for `reason` and is being resumed; whether the
+    /// cut attempt's usage is estimated.
+    pub(super) fn resumed(&self, reason: &'static str, usage_estimated: bool) {
+        let _ = self.resumed.set(reason);
+        self.resumed_usage_estimated
+            .store(usage_estimated, Ordering::Relaxed);
     }
 
     pub(super) fn add_queue_wait(&self, wait: Duration) {
@@ -83,6 +101,8 @@ impl CallProgress {
                 .unwrap_or_else(|poison| poison.into_inner())
                 .clone(),
             route: self.route.get().cloned(),
+            resumed: self.resumed.get().copied(),
+            resumed_usage_estimated: self.resumed_usage_estimated.load(Ordering::Relaxed),
         }
     }
 }

@@ -259,7 +259,7 @@ async fn a_stream_is_retried_before_its_first_chunk_and_never_after() {
         ],
     );
     let tables = format!("[retry]\nbase_delay_ms = 10\n{ROUTE_TO_A}");
-    let pipeline = pipeline(&tables, &[("a", &a)]);
+    let pipeline = Arc::new(pipeline(&tables, &[("a", &a)]));
     let served = pipeline
         .stream(ask("m"), &CallContext::default())
         .await
