@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Harness, collect, http_client, request, sse_data, text_of};
+use common::{Harness, Options, collect, http_client, request, sse_data, text_of};
 use llm_sidecar::proto::v1 as pb;
 use serde_json::{Value, json};
 
@@ -366,4 +366,57 @@ async fn without_resume_a_cut_stays_a_cut() {
         Some(tonic::Code::Unavailable)
     );
     assert_eq!(requests, 1);
+}
+
+#[tokio::test]
+async fn the_resume_is_an_event_on_the_calls_span_with_the_cuts_reason() {
+    use opentelemetry::trace::SpanKind;
+    let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+    let telemetry = llm_sidecar::telemetry::Telemetry::for_tests(exporter.clone());
+    let provider_toml = resuming("trailing_assistant");
+    let mut harness = Harness::start_options(Options {
+        provider_toml: &provider_toml,
+        telemetry: Some(std::sync::Arc::new(telemetry)),
+        ..Options::default()
+    })
+    .await;
+    let (_, status, _) = grpc_stream(
+        &mut harness,
+        request("go", scenario(json!({"cut_after": 3}))),
+    )
+    .await;
+    assert!(status.is_none(), "{status:?}");
+    // The server span ends as the trailers go out, a moment after the
+    // client read them: wait for it, within a bound.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let server = loop {
+        let spans = exporter.get_finished_spans().unwrap();
+        if let Some(server) = spans
+            .into_iter()
+            .find(|span| span.span_kind == SpanKind::Server)
+        {
+            break server;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no server span");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let event = server
+        .events
+        .iter()
+        .find(|event| event.name == "resume")
+        .unwrap_or_else(|| panic!("{:#?}", server.events));
+    let reason = event
+        .attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == "error.type")
+        .map(|kv| kv.value.as_str().into_owned());
+    assert_eq!(reason.as_deref(), Some("upstream_stream_incomplete"));
+    let clients = exporter
+        .get_finished_spans()
+        .unwrap()
+        .into_iter()
+        .filter(|span| span.span_kind == SpanKind::Client)
+        .count();
+    assert_eq!(clients, 2, "an attempt span for the continuation too");
+    harness.stop().await;
 }
