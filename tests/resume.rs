@@ -119,6 +119,13 @@ async fn a_cut_a_stall_and_a_corrupt_frame_are_each_resumed_with_the_exact_text_
             json!({"role": "assistant", "content": "one two three "}),
             "{fault}"
         );
+        assert_eq!(
+            trailers
+                .get("x-llm-attempts")
+                .map(|value| value.to_str().unwrap()),
+            Some("2"),
+            "{fault}"
+        );
 
         // The usage: the cut attempt's estimate plus the continuation's
         // report, alike in the trailers, the last chunk and the ledger.

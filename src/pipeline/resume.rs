@@ -345,7 +345,8 @@ impl Stream for Resumable {
                 },
                 State::Opening(opening) => match std::task::ready!(opening.as_mut().poll(cx)) {
                     Ok(served) => {
-                        // Its span ends with the stream (dropped, it ends).
+                        // Its attempt span ends once it answered; the
+                        // call's span covers the rest.
                         spans::end_ok(&served.trace);
                         this.state = State::Continuing(served.value);
                     }
