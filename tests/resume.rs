@@ -427,3 +427,42 @@ async fn the_resume_is_an_event_on_the_calls_span_with_the_cuts_reason() {
     assert_eq!(clients, 2, "an attempt span for the continuation too");
     harness.stop().await;
 }
+
+#[tokio::test]
+async fn a_serving_provider_without_a_prefill_passes_the_continuation_to_the_next_target() {
+    let fake = fake_upstream::FakeUpstream::start().await.unwrap();
+    let toml = format!(
+        r#"[server]
+uds = "{{socket}}"
+[ledger]
+enabled = false
+[providers.plain]
+base_url = "{base}"
+[providers.prefilling]
+base_url = "{base}"
+prefill = "prefix_flag"
+[[routes]]
+model = "m"
+provider = "plain"
+fallbacks = [{{ provider = "prefilling", model = "m-fallback" }}]
+resume = true
+"#,
+        base = fake.base_url()
+    );
+    let (running, mut client, _dir) = common::sidecar_from(&toml).await;
+    let mut ask = request("go", scenario(json!({"cut_after": 2})));
+    ask.model = "m".to_owned();
+    let mut stream = client.stream_complete(ask).await.unwrap().into_inner();
+    let (chunks, status) = collect(&mut stream).await;
+    assert!(status.is_none(), "{status:?}");
+    assert_eq!(text_of(&chunks), REPLY);
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].body["model"], "m");
+    assert_eq!(requests[1].body["model"], "m-fallback", "the next target");
+    assert_eq!(
+        requests[1].body["messages"][1],
+        json!({"role": "assistant", "content": "one two ", "prefix": true})
+    );
+    running.shutdown().await;
+}
