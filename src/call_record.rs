@@ -109,4 +109,8 @@ pub struct CallRecord {
     pub usage_estimated: bool,
     /// In US dollars; `None` when the model has no price (unknown, not 0).
     pub cost_usd: Option<f64>,
+    /// The stream was cut and continued from its text so far
+    /// (`pipeline/resume.rs`); the outcome says whether the continuation
+    /// completed it (`ok`) or the call ended with the cut.
+    pub resumed: bool,
 }

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod observability;
 mod raw;
+mod resume;
 mod tls;
 mod validate;
 
@@ -18,6 +19,7 @@ pub use auth::{AuthConfig, DEFAULT_TOKEN_NAME, NamedToken};
 pub use observability::{
     LedgerSettings, LogFormat, LoggingSettings, PriceSettings, TelemetrySettings,
 };
+pub use resume::{DEFAULT_RESUME_MAX_BYTES, PrefillStyle};
 pub use tls::{ClientIdentity, TlsConfig, TlsOverrides};
 pub use validate::{from_toml, from_toml_in};
 
@@ -156,6 +158,9 @@ pub struct UpstreamConfig {
     pub max_response_bytes: usize,
     /// Trust and client certificate of upstream connections.
     pub tls: TlsConfig,
+    /// The most answer text (bytes) a stream keeps to resume from; past
+    /// it the stream is not resumed (`upstream.resume_max_bytes`).
+    pub resume_max_bytes: usize,
 }
 
 /// The sidecar's own time bounds, each reported as its own error. The
@@ -291,6 +296,12 @@ pub struct ProviderConfig {
     /// Its own trust or client certificate (and so its own HTTP client);
     /// empty: the `[upstream]` settings and the shared client.
     pub tls: TlsOverrides,
+    /// Resume its streams cut mid-answer (`resume`); a route's own
+    /// `resume` wins.
+    pub resume: bool,
+    /// How it accepts the text so far of a cut answer; `None`: it is never
+    /// asked to continue one.
+    pub prefill: Option<PrefillStyle>,
 }
 
 /// How a provider spells the cap on generated tokens. OpenAI's own API
@@ -371,6 +382,9 @@ pub struct RouteConfig {
     pub max_attempts: Option<u32>,
     pub timeouts: TimeoutOverrides,
     pub fallbacks: Vec<FallbackConfig>,
+    /// Resume the route's streams cut mid-answer; `None`: as the serving
+    /// provider says.
+    pub resume: Option<bool>,
 }
 
 /// Another provider and/or model to try when a route's target fails.

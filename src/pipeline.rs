@@ -22,6 +22,9 @@
 //!      **budget** (`retry_budget.rs`) so retries cannot multiply an outage;
 //! 6. **bounded stream** (`bounded_stream.rs`): past its first chunk a
 //!    stream is bounded by the idle gap, the call's end and shutdown.
+//! 7. **resume** (`resume.rs`, opt-in): a stream cut after output went out
+//!    continues on a target that takes a prefill, outside the bounded
+//!    stream, so the continuation gets bounds (and a slot) of its own.
 //!
 //! Everything runs inside the call's bounds (`bounds.rs`: the caller's
 //! deadline or our total, whichever ends first); nothing else talks to
@@ -38,6 +41,7 @@ mod in_flight;
 mod limit;
 mod progress;
 mod rate;
+mod resume;
 mod retry;
 mod retry_budget;
 pub mod routing;
@@ -155,6 +159,8 @@ pub struct Pipeline {
     /// Every provider's secrets, for the edges' last scrub of what they
     /// send out.
     scrubber: Arc<Scrubber>,
+    /// Which streams are resumed when cut, and where.
+    resume: resume::ResumeSettings,
 }
 
 impl Pipeline {
@@ -201,6 +207,7 @@ impl Pipeline {
                 .map(|slot| slot.provider.scrubber().as_ref()),
         ));
         Ok(Pipeline {
+            resume: resume::ResumeSettings::new(config),
             router: Router::new(config),
             scrubber,
             providers,
@@ -301,7 +308,7 @@ impl Pipeline {
     /// Returns once the first chunk has arrived, so every failure before it
     /// (every retry, every fallback) happens before the caller saw anything.
     pub async fn stream(
-        &self,
+        self: &Arc<Self>,
         mut request: ChatRequest,
         call: &CallContext,
     ) -> Result<Served<ChunkStream>, Error> {
@@ -312,9 +319,12 @@ impl Pipeline {
             call.deadline,
             targets[0].timeouts.stream_total,
         );
+        let resume = resume::Plan::new(self, &request, call, bounds);
         // Past the first chunk, the stream itself watches `stop`.
-        self.until_stopped(serve(&targets, request, Streaming(bounds, call)))
-            .await
+        let served = self
+            .until_stopped(serve(&targets, request, Streaming(bounds, call)))
+            .await?;
+        Ok(resume::Plan::wrap(resume, served))
     }
 
     /// Runs `work` unless the shutdown grace ends first.

@@ -248,6 +248,7 @@ async fn recent_requests_above_the_most_return_the_most() {
             usage: None,
             usage_estimated: false,
             cost_usd: None,
+            resumed: false,
         });
     }
     ledger.flush().await;

@@ -50,6 +50,7 @@ fn call(request_id: &str, started_at: SystemTime) -> CallRecord {
         usage: None,
         usage_estimated: false,
         cost_usd: None,
+        resumed: false,
     }
 }
 
@@ -196,6 +197,7 @@ async fn every_outcome_round_trips_exactly() {
             cache_write_tokens: Some(0),
             usage_estimated: false,
             cost_usd: Some(0.000_657),
+            resumed: false,
         }
     );
 

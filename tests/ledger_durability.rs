@@ -45,6 +45,7 @@ fn record(id: &str) -> CallRecord {
         usage: None,
         usage_estimated: false,
         cost_usd: None,
+        resumed: false,
     }
 }
 

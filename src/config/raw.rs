@@ -111,6 +111,8 @@ pub struct RawUpstream {
     pub client_cert_file: Option<String>,
     /// …and its PEM private key.
     pub client_key_file: Option<String>,
+    /// The most answer text (bytes) a stream keeps to resume from.
+    pub resume_max_bytes: Option<usize>,
 }
 
 /// Each bound in milliseconds; unset ones come from the level above
@@ -203,6 +205,11 @@ pub struct RawProvider {
     pub client_cert_file: Option<String>,
     /// …and its PEM private key.
     pub client_key_file: Option<String>,
+    /// Resume streams cut mid-answer (needs `prefill`).
+    pub resume: Option<bool>,
+    /// How the provider accepts an assistant prefill: "trailing_assistant",
+    /// "prefix_flag" or "continue_final_message".
+    pub prefill: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,6 +229,8 @@ pub struct RawRoute {
     /// not (provider failure, open circuit, full queue), before any output.
     #[serde(default)]
     pub fallbacks: Vec<RawFallback>,
+    /// Resume streams cut mid-answer, on a target that sets `prefill`.
+    pub resume: Option<bool>,
 }
 
 /// A provider header's value: `"my-app"`, or a table

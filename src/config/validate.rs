@@ -8,8 +8,8 @@ use super::raw::{
 use super::{
     Config, ConfigError, ConnectionLimits, ConnectionTimeouts, FallbackConfig, HeaderConfig,
     HeaderValueSource, KeySource, LimitConfig, MOCK_PROVIDER, MOCK_ROUTE, MaxTokensField,
-    ProviderConfig, ProviderKind, RetryConfig, RouteConfig, ServerConfig, TimeoutOverrides,
-    Timeouts, TlsConfig, TlsOverrides, UpstreamConfig,
+    PrefillStyle, ProviderConfig, ProviderKind, RetryConfig, RouteConfig, ServerConfig,
+    TimeoutOverrides, Timeouts, TlsConfig, TlsOverrides, UpstreamConfig,
 };
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -96,6 +96,7 @@ impl Checker<'_> {
                 max_attempts: None,
                 timeouts: TimeoutOverrides::default(),
                 fallbacks: Vec::new(),
+                resume: None,
             });
         }
         for (index, route) in raw.routes.into_iter().enumerate() {
@@ -155,6 +156,9 @@ impl Checker<'_> {
                     model: fallback.model,
                 });
             }
+            if route.resume == Some(true) {
+                self.route_can_resume(&key, &route.provider, &fallbacks, &providers)?;
+            }
             routes.push(RouteConfig {
                 model: route.model,
                 provider: route.provider,
@@ -162,6 +166,7 @@ impl Checker<'_> {
                 max_attempts: route.max_attempts,
                 timeouts: route_timeouts,
                 fallbacks,
+                resume: route.resume,
             });
         }
 
@@ -459,7 +464,17 @@ impl Checker<'_> {
                 ),
             ));
         }
+        let resume_max_bytes = raw
+            .resume_max_bytes
+            .unwrap_or(crate::config::DEFAULT_RESUME_MAX_BYTES);
+        if resume_max_bytes == 0 {
+            return Err(self.error(
+                "upstream.resume_max_bytes",
+                "must be more than 0 (leave `resume` out to never resume)",
+            ));
+        }
         Ok(UpstreamConfig {
+            resume_max_bytes,
             connect_timeout: Duration::from_millis(connect_timeout_ms),
             pool_idle_timeout: Duration::from_millis(raw.pool_idle_timeout_ms.unwrap_or(90_000)),
             pool_max_idle_per_host: raw.pool_max_idle_per_host.unwrap_or(32),
@@ -626,6 +641,21 @@ impl Checker<'_> {
                 ));
             }
         };
+        let prefill = match raw.prefill.as_deref() {
+            None => None,
+            Some(text) => Some(
+                PrefillStyle::parse(text)
+                    .map_err(|message| self.error(format!("{key}.prefill"), message))?,
+            ),
+        };
+        let resume = raw.resume.unwrap_or(false);
+        if resume && prefill.is_none() {
+            return Err(self.error(
+                format!("{key}.resume"),
+                "needs `prefill` to say how the provider continues an answer \
+                 (\"trailing_assistant\", \"prefix_flag\" or \"continue_final_message\")",
+            ));
+        }
         let tls = self.provider_tls(
             &key,
             RawTlsKeys {
@@ -638,6 +668,8 @@ impl Checker<'_> {
         )?;
         Ok(ProviderConfig {
             tls,
+            resume,
+            prefill,
             name,
             kind,
             base_url,
@@ -688,6 +720,34 @@ impl Checker<'_> {
                 }),
             },
         })
+    }
+
+    /// A route that resumes needs a target that can continue an answer:
+    /// its provider or a fallback naming one that sets `prefill`.
+    fn route_can_resume(
+        &self,
+        key: &str,
+        provider: &str,
+        fallbacks: &[FallbackConfig],
+        providers: &[ProviderConfig],
+    ) -> Result<(), ConfigError> {
+        let mut named = std::iter::once(provider).chain(
+            fallbacks
+                .iter()
+                .filter_map(|fallback| fallback.provider.as_deref()),
+        );
+        let can = named.any(|name| {
+            providers
+                .iter()
+                .any(|known| known.name == name && known.prefill.is_some())
+        });
+        if can {
+            return Ok(());
+        }
+        Err(self.error(
+            format!("{key}.resume"),
+            "none of the route's providers sets `prefill`, so none can continue an answer",
+        ))
     }
 
     /// One provider header: a valid name, one source, a valid inline value.
@@ -752,6 +812,8 @@ fn mock_provider() -> ProviderConfig {
         circuit_cooldown: Duration::ZERO,
         drain_on_cancel: false,
         tls: TlsOverrides::default(),
+        resume: false,
+        prefill: None,
     }
 }
 

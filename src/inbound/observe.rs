@@ -185,6 +185,7 @@ impl Observer {
             usage: None,
             usage_estimated: false,
             cost_usd: None,
+            resumed: false,
         };
         Observation {
             observer: self.clone(),
@@ -299,6 +300,8 @@ pub struct Finished {
     pub attempts: u32,
     /// Why the last failure was not retried although it could have been.
     pub retry_stop: Option<RetryStop>,
+    /// A cut stream was resumed: the cut's reason (`x-llm-resumed`).
+    pub resumed: Option<&'static str>,
 }
 
 impl Observation {
@@ -399,6 +402,7 @@ impl Observation {
                 model: None,
                 attempts: 0,
                 retry_stop: None,
+                resumed: None,
             };
         };
         crate::heap::note_activity();

@@ -13,9 +13,9 @@ INSERT INTO requests (
     requested_model, served_model, provider, outcome, attempts,
     queue_wait_ms, latency_ms, time_to_first_chunk_ms,
     prompt_tokens, completion_tokens, total_tokens, cached_prompt_tokens, reasoning_tokens,
-    usage_estimated, cost_usd, cache_write_tokens, caller_claimed
+    usage_estimated, cost_usd, cache_write_tokens, caller_claimed, resumed
 ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-          ?19, ?20, ?21, ?22, ?23, ?24, ?25)";
+          ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)";
 
 /// Binds `record` to a prepared [`INSERT`] and runs it.
 pub(super) fn insert(statement: &mut Statement<'_>, record: &CallRecord) -> rusqlite::Result<()> {
@@ -46,6 +46,7 @@ pub(super) fn insert(statement: &mut Statement<'_>, record: &CallRecord) -> rusq
         record.cost_usd,
         usage.map(|usage| usage.cache_write_tokens.unwrap_or(0)),
         record.caller.claimed,
+        record.resumed,
     ])?;
     Ok(())
 }
@@ -104,6 +105,8 @@ pub struct LedgerRow {
     pub usage_estimated: bool,
     /// `None` when the model has no price (unknown, not free).
     pub cost_usd: Option<f64>,
+    /// A stream cut mid-answer was continued from its text so far.
+    pub resumed: bool,
 }
 
 /// The largest stored `tags` JSON a query reads; a larger one (only rows
@@ -121,7 +124,7 @@ pub(super) const SELECT_COLUMNS: &str = "
     substr(requested_model, 1, 256), substr(served_model, 1, 256), provider, outcome, attempts,
     queue_wait_ms, latency_ms, time_to_first_chunk_ms,
     prompt_tokens, completion_tokens, total_tokens, cached_prompt_tokens, reasoning_tokens,
-    usage_estimated, cost_usd, cache_write_tokens, substr(caller_claimed, 1, 256)";
+    usage_estimated, cost_usd, cache_write_tokens, substr(caller_claimed, 1, 256), resumed";
 
 impl LedgerRow {
     /// Roughly the bytes the row takes as JSON: its strings and tags, plus
@@ -182,6 +185,7 @@ impl LedgerRow {
             usage_estimated: row.get(21)?,
             cost_usd: row.get(22)?,
             cache_write_tokens: row.get(23)?,
+            resumed: row.get(25)?,
         })
     }
 }

@@ -14,7 +14,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Step `i` takes the schema from version `i` to `i + 1`. Append only:
 /// a released step is never edited, files in the field already ran it.
-const MIGRATIONS: &[&str] = &[V1_REQUESTS, V2_CACHE_WRITE, V3_CALLER_CLAIMED];
+const MIGRATIONS: &[&str] = &[V1_REQUESTS, V2_CACHE_WRITE, V3_CALLER_CLAIMED, V4_RESUMED];
 
 /// The schema version this build writes and understands.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -63,6 +63,12 @@ const V2_CACHE_WRITE: &str = "ALTER TABLE requests ADD COLUMN cache_write_tokens
 /// What a caller with a token said it was (`x-llm-caller`), beside the
 /// token's name in `caller_name`: NULL for callers without a token.
 const V3_CALLER_CLAIMED: &str = "ALTER TABLE requests ADD COLUMN caller_claimed TEXT;";
+
+/// 1 when a stream cut mid-answer was continued from its text so far (its
+/// `attempts` count the continuation; `outcome` says whether it completed
+/// the answer, or the call ended with the cut); 0 otherwise and in rows
+/// written before this step.
+const V4_RESUMED: &str = "ALTER TABLE requests ADD COLUMN resumed INTEGER NOT NULL DEFAULT 0;";
 
 /// The writer's connection: creates the file if needed and brings the
 /// schema up to date.

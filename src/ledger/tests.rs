@@ -195,6 +195,7 @@ fn record_at(id: usize, started_at_ms: u64) -> CallRecord {
         usage: None,
         usage_estimated: false,
         cost_usd: None,
+        resumed: false,
     }
 }
 

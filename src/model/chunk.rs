@@ -41,6 +41,10 @@ pub struct ChatChunk {
     /// the request asked for it and the event has the usual shape; the
     /// edge converts `json` otherwise.
     pub proto: Option<Box<pb::ChatChunk>>,
+    /// Set on the first chunk of a resumed stream's continuation: the
+    /// reason the stream was cut (the error table's), for the edge to mark
+    /// the seam (`pipeline/resume.rs`).
+    pub resumed_after: Option<&'static str>,
 }
 
 /// Decodes one stream event's JSON straight into protobuf, in one pass;

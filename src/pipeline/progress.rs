@@ -3,7 +3,7 @@
 //! the edge when it records the call. Atomics rather than a lock: the
 //! writer is the call's own task and the reader comes after it.
 
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -17,6 +17,10 @@ pub struct CallProgress {
     route: OnceLock<Arc<str>>,
     /// A [`RetryStop`] as its number; 0: none.
     retry_stop: AtomicU8,
+    /// Why the stream was resumed (`pipeline/resume.rs`), once it was.
+    resumed: OnceLock<&'static str>,
+    /// The cut attempt's share of the call's usage is our estimate.
+    resumed_usage_estimated: AtomicBool,
 }
 
 /// Why the sidecar did not retry the last attempt's failure although the
@@ -76,6 +80,12 @@ pub struct ProgressSnapshot {
     pub route: Option<Arc<str>>,
     /// Why the last failure was not retried though it could have been.
     pub retry_stop: Option<RetryStop>,
+    /// The stream was cut and a continuation opened; the cut's reason
+    /// (the error table's, e.g. `UPSTREAM_STREAM_INCOMPLETE`).
+    pub resumed: Option<&'static str>,
+    /// Part of the usage the stream reports (the cut attempt's) is our
+    /// estimate: the upstream reported none before the cut.
+    pub resumed_usage_estimated: bool,
 }
 
 fn micros(duration: Duration) -> u64 {
@@ -109,6 +119,14 @@ impl CallProgress {
             .store(RetryStop::number(Some(stop)), Ordering::Relaxed);
     }
 
+    /// The stream was cut for `reason` and is being resumed; whether the
+    /// cut attempt's usage is estimated.
+    pub(super) fn resumed(&self, reason: &'static str, usage_estimated: bool) {
+        let _ = self.resumed.set(reason);
+        self.resumed_usage_estimated
+            .store(usage_estimated, Ordering::Relaxed);
+    }
+
     pub(super) fn add_queue_wait(&self, wait: Duration) {
         self.queue_wait_us
             .fetch_add(micros(wait), Ordering::Relaxed);
@@ -135,6 +153,8 @@ impl CallProgress {
                 .clone(),
             route: self.route.get().cloned(),
             retry_stop: RetryStop::from_number(self.retry_stop.load(Ordering::Relaxed)),
+            resumed: self.resumed.get().copied(),
+            resumed_usage_estimated: self.resumed_usage_estimated.load(Ordering::Relaxed),
         }
     }
 }

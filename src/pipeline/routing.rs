@@ -30,6 +30,8 @@ pub struct Resolved {
     pub timeouts: TimeoutOverrides,
     /// Where to go, in order, when this target fails.
     pub fallbacks: Vec<Fallback>,
+    /// The route's own `resume`, if it sets one.
+    pub resume: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +75,7 @@ struct Target {
     max_attempts: Option<u32>,
     timeouts: TimeoutOverrides,
     fallbacks: Vec<FallbackConfig>,
+    resume: Option<bool>,
     /// Bytes before the trailing `*` of a pattern, for `{suffix}`.
     prefix_len: usize,
 }
@@ -137,6 +140,7 @@ impl Router {
             max_attempts: route.max_attempts,
             timeouts: route.timeouts,
             fallbacks: route.fallbacks.clone(),
+            resume: route.resume,
             prefix_len: route.model.trim_end_matches('*').len(),
         };
         let kind = if is_pattern {
@@ -172,6 +176,7 @@ impl Router {
                     max_attempts: None,
                     timeouts: TimeoutOverrides::default(),
                     fallbacks: Vec::new(),
+                    resume: None,
                 }),
                 None => Err(Error::ModelNotFound {
                     model: requested.to_owned(),
@@ -191,6 +196,7 @@ impl Router {
             max_attempts: target.max_attempts,
             timeouts: target.timeouts,
             fallbacks,
+            resume: target.resume,
         })
     }
 

@@ -232,7 +232,7 @@ async fn a_stream_whose_first_chunk_does_not_come_fails_over_at_the_first_chunk_
     let a = script("a", [silent()]);
     let b = script("b", []);
     let tables = format!("[timeouts]\nheaders_ms = 1000\nfirst_chunk_ms = 2000\n{A_THEN_B}");
-    let pipeline = pipeline(&tables, &[("a", &a), ("b", &b)]);
+    let pipeline = Arc::new(pipeline(&tables, &[("a", &a), ("b", &b)]));
     let began = Instant::now();
     let served = pipeline
         .stream(ask("m"), &CallContext::default())
@@ -253,7 +253,7 @@ async fn a_silent_last_target_is_still_retried() {
     let tables = format!(
         "[retry]\nbase_delay_ms = 10\n[timeouts]\nheaders_ms = 1000\nfirst_chunk_ms = 1000\n{ROUTE_TO_A}"
     );
-    let pipeline = pipeline(&tables, &[("a", &a)]);
+    let pipeline = Arc::new(pipeline(&tables, &[("a", &a)]));
     let served = pipeline
         .stream(ask("m"), &CallContext::default())
         .await
@@ -361,7 +361,7 @@ async fn a_first_byte_deadline_bounds_a_streams_start_only() {
             outcome: Outcome::Answer("slow to start"),
         }],
     );
-    let pipeline = pipeline(ROUTE_TO_A, &[("a", &a)]);
+    let pipeline = Arc::new(pipeline(ROUTE_TO_A, &[("a", &a)]));
     let began = Instant::now();
     let call = CallContext {
         first_byte_deadline: Some(began + Duration::from_secs(3)),
@@ -445,7 +445,7 @@ async fn a_stream_is_retried_before_its_first_chunk_and_never_after() {
         ],
     );
     let tables = format!("[retry]\nbase_delay_ms = 10\n{ROUTE_TO_A}");
-    let pipeline = pipeline(&tables, &[("a", &a)]);
+    let pipeline = Arc::new(pipeline(&tables, &[("a", &a)]));
     let served = pipeline
         .stream(ask("m"), &CallContext::default())
         .await

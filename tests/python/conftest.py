@@ -135,7 +135,8 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack():
     """The fake upstream and llm-sidecar with its HTTP facade on a free
-    port, routing `fake-*` models to the fake as they are named."""
+    port, routing `fake-*` models to the fake as they are named, and
+    `resumed-*` models too, with cut streams resumed."""
     sidecar_bin = sidecar_binary()
     fake_bin = sidecar_bin.parent / "fake-upstream"
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="llm-sidecar-openai-"))
@@ -168,10 +169,16 @@ path = "{workdir / 'ledger.sqlite'}"
 base_url = "{upstream}"
 api_key_env = "FAKE_KEY"
 circuit_failures = 0
+prefill = "trailing_assistant"
 
 [[routes]]
 model = "fake-*"
 provider = "fake"
+
+[[routes]]
+model = "resumed-*"
+provider = "fake"
+resume = true
 """
         )
         sidecar = subprocess.Popen(

@@ -220,6 +220,24 @@ def test_a_stream_cut_midway_raises(client):
     assert "ended before completing" in error.value.message
 
 
+def test_a_stream_cut_midway_is_resumed_as_one_answer(client):
+    stream = client.chat.completions.create(
+        model="resumed-model",
+        messages=user("one two three four five"),
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"fake": {"cut_after": 2, "continue_prefill": True, "prompt_tokens": 10}},
+    )
+    chunks = list(stream)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert text == "one two three four five"
+    assert len({chunk.id for chunk in chunks}) == 1
+    roles = [chunk for chunk in chunks if chunk.choices and chunk.choices[0].delta.role]
+    assert len(roles) == 1
+    # The continuation's 10 prompt tokens plus the cut attempt's estimate.
+    assert chunks[-1].usage.prompt_tokens > 10
+
+
 def test_models(client):
     page = client.models.list()
     # A pattern is not a model to pick: it is listed apart from `data`.

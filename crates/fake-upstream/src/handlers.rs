@@ -16,7 +16,7 @@ use super::guard::DisconnectGuard;
 use super::inspect;
 use super::reply::{self, Answer};
 use super::state::Shared;
-use super::{RecordedRequest, Scenario, sse};
+use super::{RecordedRequest, Scenario, prefill, sse};
 
 /// All routes; every path, including unknown ones, records the request
 /// first, except the fake's own inspection routes.
@@ -94,6 +94,24 @@ async fn chat_completions(
                 reply::invalid_request_json(&e.to_string()),
             );
         }
+    };
+    let scenario = match prefill::of(&body) {
+        Some(_) if scenario.reject_prefill => {
+            let msg = "this upstream does not continue an assistant prefill";
+            return json_response(StatusCode::BAD_REQUEST, reply::invalid_request_json(msg));
+        }
+        Some(text) if scenario.continue_prefill => {
+            match prefill::continuation(&body, &scenario, &text) {
+                Ok(rest) => rest,
+                Err(msg) => {
+                    return json_response(
+                        StatusCode::BAD_REQUEST,
+                        reply::invalid_request_json(&msg),
+                    );
+                }
+            }
+        }
+        _ => scenario,
     };
     // Decided on arrival so retries are counted in arrival order, not in the
     // order their latencies happen to expire.

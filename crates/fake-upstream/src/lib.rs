@@ -19,6 +19,7 @@ mod guard;
 mod handlers;
 mod inspect;
 mod listener;
+mod prefill;
 mod reply;
 mod scenario;
 mod sse;

@@ -81,10 +81,7 @@ impl Answer {
         let (content, finish_reason) = if scenario.tool_calls {
             (Content::ToolCalls(tool_calls(n)), "tool_calls")
         } else {
-            let mut text = scenario.reply.clone().unwrap_or_else(|| echo_text(request));
-            if let Some(times) = scenario.repeat {
-                text = text.repeat(times);
-            }
+            let text = reply_text(request, scenario);
             let chunks = match scenario.chunks {
                 Some(k) => split_even(&text, k),
                 None => split_words(&text),
@@ -197,6 +194,15 @@ impl Answer {
     }
 }
 
+/// The whole reply text: the scenario's `reply` (or the echo), repeated.
+pub(crate) fn reply_text(request: &Value, scenario: &Scenario) -> String {
+    let text = scenario.reply.clone().unwrap_or_else(|| echo_text(request));
+    match scenario.repeat {
+        Some(times) => text.repeat(times),
+        None => text,
+    }
+}
+
 /// OpenAI-style error body for `status`, with scenario overrides.
 pub(crate) fn error_json(status: u16, scenario: &Scenario) -> String {
     let (default_type, default_code) = match status {
@@ -255,7 +261,7 @@ pub(crate) fn echo_text(request: &Value) -> String {
 }
 
 /// Text of a message `content`: a string, or the `text` of its text parts.
-fn content_text(content: &Value) -> String {
+pub(crate) fn content_text(content: &Value) -> String {
     match content {
         Value::String(s) => s.clone(),
         Value::Array(parts) => parts

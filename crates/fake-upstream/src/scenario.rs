@@ -73,6 +73,19 @@ pub struct Scenario {
     pub malformed_after: Option<usize>,
     /// Streaming: after N content chunks send an `{"error":...}` frame and end.
     pub error_frame_after: Option<usize>,
+    /// Streaming: after N content chunks stop sending (no finish, no
+    /// `[DONE]`) and hold the response open until the client goes away.
+    pub stall_after: Option<usize>,
+    /// A request whose last message is the assistant's (a prefill: plain,
+    /// with `"prefix": true`, or with `continue_final_message`) is
+    /// answered with the rest of the reply after that text; one whose text
+    /// is not a prefix of the reply is refused with 400. A continuation is
+    /// played without the content-chunk misbehaviours (`cut_after`,
+    /// `stall_after`, `malformed_after`, `error_frame_after`).
+    pub continue_prefill: bool,
+    /// A request with a prefill (as for `continue_prefill`) is refused
+    /// with 400, as by a provider that does not accept one.
+    pub reject_prefill: bool,
     /// Streaming: the finishing chunk has `finish_reason: "error"`.
     pub finish_error: bool,
     /// Streaming: omit the final `data: [DONE]`.

@@ -26,6 +26,8 @@ const STAMP: &str = "@stamp@";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Step {
     Pause(Duration),
+    /// Nothing more, and the body stays open until the client goes away.
+    Stall,
     /// Text of one complete SSE frame, line ends already applied.
     Frame(String),
 }
@@ -76,8 +78,8 @@ impl Script {
 
 /// The whole streamed body for `answer` as a script of frames and pauses.
 ///
-/// "Content chunks" (what `cut_after`, `malformed_after` and
-/// `error_frame_after` count) are the text chunks, or for tool calls every
+/// "Content chunks" (what `cut_after`, `stall_after`, `malformed_after`
+/// and `error_frame_after` count) are the text chunks, or for tool calls every
 /// tool-call delta; reasoning deltas are not counted.
 pub(crate) fn script<'a>(
     answer: &'a Answer,
@@ -131,6 +133,10 @@ pub(crate) fn script<'a>(
     };
     for sent in 0..=deltas.len() {
         if scenario.cut_after == Some(sent) {
+            return s.steps;
+        }
+        if scenario.stall_after == Some(sent) {
+            s.steps.push(Step::Stall);
             return s.steps;
         }
         if scenario.error_frame_after == Some(sent) {
@@ -203,6 +209,8 @@ pub(crate) fn body_stream(
         for step in steps {
             match step {
                 Step::Pause(d) => tokio::time::sleep(d).await,
+                // The guard stays armed: the client's leaving is counted.
+                Step::Stall => std::future::pending::<()>().await,
                 Step::Frame(text) => {
                     let text = if stamp { stamped(text) } else { text };
                     let bytes = Bytes::from(text);

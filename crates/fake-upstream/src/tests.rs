@@ -822,3 +822,79 @@ fn repeated_headers_are_joined_in_the_listing() {
                "headers": {"x-a": "1, 2"}, "body": {"k": 1}})
     );
 }
+
+#[tokio::test]
+async fn a_prefill_is_continued_in_any_style_and_refused_when_it_is_not_how_the_reply_begins() {
+    let fake = FakeUpstream::start().await.unwrap();
+    let asking = |prefill: Value, extra: Value| {
+        let mut body = json!({"stream": true, "messages": [{"role": "user", "content": "go"}, prefill],
+            "fake": {"reply": "a b c d", "continue_prefill": true, "cut_after": 1}});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    for (prefill, extra) in [
+        (json!({"role": "assistant", "content": "a b "}), json!({})),
+        (
+            json!({"role": "assistant", "content": "a b ", "prefix": true}),
+            json!({}),
+        ),
+        (
+            json!({"role": "assistant", "content": [{"type": "text", "text": "a b "}]}),
+            json!({"continue_final_message": true, "add_generation_prompt": false}),
+        ),
+    ] {
+        let res = chat(fake.addr(), &asking(prefill.clone(), extra)).await;
+        assert_eq!(res.status, 200, "{prefill}");
+        let data = res.sse_data();
+        assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{prefill}");
+        // The rest only, and no cut: a continuation plays whole.
+        assert_eq!(streamed_content(&chunks_of(&data)), "c d", "{prefill}");
+    }
+    let wrong = chat(
+        fake.addr(),
+        &asking(json!({"role": "assistant", "content": "b c"}), json!({})),
+    )
+    .await;
+    assert_eq!(wrong.status, 400);
+    assert!(wrong.text().contains("not how the reply begins"));
+}
+
+#[tokio::test]
+async fn reject_prefill_refuses_any_prefill_and_nothing_else() {
+    let fake = FakeUpstream::start().await.unwrap();
+    let body = |messages: Value| json!({"stream": true, "messages": messages, "fake": {"reply": "a b", "reject_prefill": true}});
+    let user = json!({"role": "user", "content": "go"});
+    let prefilled = chat(
+        fake.addr(),
+        &body(json!([user, {"role": "assistant", "content": "a "}])),
+    )
+    .await;
+    assert_eq!(prefilled.status, 400);
+    let plain = chat(fake.addr(), &body(json!([user]))).await;
+    assert_eq!(plain.status, 200);
+}
+
+#[tokio::test]
+async fn stall_after_holds_the_stream_open_until_the_client_goes_away() {
+    let fake = FakeUpstream::start().await.unwrap();
+    let mut client = Client::connect(fake.addr()).await;
+    let body = json!({"stream": true, "messages": [],
+        "fake": {"reply": "a b c", "stall_after": 1}});
+    client
+        .send("POST", "/v1/chat/completions", &[], &body.to_string())
+        .await;
+    let (status, _) = client.read_head().await;
+    assert_eq!(status, 200);
+    let first = client.read_chunk().await.expect("the first frame");
+    assert!(String::from_utf8_lossy(&first).contains("\"a \""));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), client.read_chunk())
+            .await
+            .is_err(),
+        "nothing follows"
+    );
+    drop(client);
+    assert!(fake.wait_for_disconnects(1, WAIT).await);
+}

@@ -344,3 +344,44 @@ fn an_sse_event_must_fit_in_a_message() {
         error.message
     );
 }
+
+#[test]
+fn resuming_needs_a_prefill_style_and_says_which_key() {
+    let provider = |keys: &str| {
+        format!(
+            "[server]\ntcp = \"127.0.0.1:1\"\n[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\n{keys}\n"
+        )
+    };
+    let config = from_toml(
+        &provider("resume = true\nprefill = \"prefix_flag\"\n[upstream]\nresume_max_bytes = 1024"),
+        "t",
+    )
+    .unwrap();
+    let p = config.providers.iter().find(|p| p.name == "p").unwrap();
+    assert_eq!(
+        (p.resume, p.prefill),
+        (true, Some(PrefillStyle::PrefixFlag))
+    );
+    assert_eq!(config.upstream.resume_max_bytes, 1024);
+
+    let error = error_of(&provider("resume = true"));
+    assert_eq!(error.key, "providers.p.resume");
+    assert!(error.message.contains("prefill"), "{}", error.message);
+
+    let error = error_of(&provider("prefill = \"assistant\""));
+    assert_eq!(error.key, "providers.p.prefill");
+    assert!(
+        error.message.contains("trailing_assistant"),
+        "{}",
+        error.message
+    );
+
+    let error = error_of(&format!(
+        "{}[[routes]]\nmodel = \"m\"\nprovider = \"p\"\nresume = true\n",
+        provider("")
+    ));
+    assert_eq!(error.key, "routes[0].resume");
+
+    let error = error_of(&provider("[upstream]\nresume_max_bytes = 0"));
+    assert_eq!(error.key, "upstream.resume_max_bytes");
+}

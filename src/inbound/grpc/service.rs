@@ -151,6 +151,16 @@ fn describe_call(metadata: &mut tonic::metadata::MetadataMap, finished: &Finishe
     }
     let overhead_us = u64::try_from(finished.overhead.as_micros()).unwrap_or(u64::MAX);
     metadata.insert("x-llm-overhead-us", overhead_us.into());
+    // A stream cut and resumed: the cut's reason, as the ledger spells it,
+    // and the attempts with the continuation (the initial metadata's count
+    // went out before it).
+    if let Some(value) = finished
+        .resumed
+        .and_then(|reason| reason.to_ascii_lowercase().parse().ok())
+    {
+        metadata.insert("x-llm-resumed", value);
+        metadata.insert("x-llm-attempts", finished.attempts.into());
+    }
 }
 
 /// The caller's own client gives up at its deadline (tonic's reports

@@ -37,7 +37,11 @@ pub(super) fn complete(
         .as_deref()
         .map(|model| truncated(model, MAX_MODEL_BYTES).to_owned());
     record.usage = usage;
-    record.usage_estimated = usage_estimated;
+    // A resumed stream's usage holds the cut attempt's, estimated when it
+    // reported none.
+    record.usage_estimated =
+        usage_estimated || (progress.resumed.is_some() && progress.resumed_usage_estimated);
+    record.resumed = progress.resumed.is_some();
     record.cost_usd = usage.and_then(|usage| {
         let rules = observation.observer.rules.load();
         let pricing = &rules.pricing;
@@ -66,6 +70,7 @@ pub(super) fn complete(
         model: record.served_model.clone(),
         attempts: record.attempts,
         retry_stop: progress.retry_stop,
+        resumed: progress.resumed,
     };
     if let Some(ledger) = &observation.observer.ledger {
         ledger.record(record);
@@ -101,6 +106,7 @@ fn log_line(record: &CallRecord, overhead: std::time::Duration) {
                 prompt_tokens = usage.prompt_tokens,
                 completion_tokens = usage.completion_tokens,
                 usage_estimated = record.usage_estimated,
+                resumed = record.resumed,
                 "request"
             )
         };

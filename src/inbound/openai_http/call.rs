@@ -28,7 +28,7 @@ pub async fn unary(
 /// every failure before it is still an HTTP status). Dropping the stream
 /// closes the upstream request and records the call as cancelled.
 pub async fn stream(
-    pipeline: &Pipeline,
+    pipeline: &std::sync::Arc<Pipeline>,
     observation: Observation,
     request: ChatRequest,
     call: &CallContext,

@@ -125,7 +125,7 @@ async fn unary(
 }
 
 async fn stream(
-    pipeline: &Pipeline,
+    pipeline: &std::sync::Arc<Pipeline>,
     observation: Observation,
     parsed: Parsed,
     call: &CallContext,

@@ -9,6 +9,12 @@
 //! the status line went out with the first chunk, so this event is how the
 //! OpenAI SDKs learn that the answer is cut, and they raise on it.
 //!
+//! A stream cut and resumed (`pipeline/resume.rs`) gets one comment line
+//! at the seam, before the continuation's first event:
+//! `: x-llm-resumed: <reason>` (the cut's reason, as the ledger spells it).
+//! The headers went out long before, and SDKs ignore comments (WHATWG SSE),
+//! so it tells a caller that reads the raw stream without disturbing any.
+//!
 //! [`SseBody`] is pulled by hyper as the connection can take bytes: one
 //! upstream chunk in, one event out, no channel or task in between, so a
 //! slow reader slows the upstream read, and a caller that goes away drops
@@ -57,6 +63,9 @@ impl Encoder {
             _ => [&chunk.json[..], &[][..]],
         };
         self.start(parts[0].len() + parts[1].len());
+        if let Some(reason) = chunk.resumed_after {
+            self.resumed_at(reason);
+        }
         self.buffer.put_slice(parts[0]);
         self.buffer.put_slice(parts[1]);
         self.end()
@@ -69,6 +78,16 @@ impl Encoder {
             return Bytes::from_static(b"data: {\"error\":{}}\n\n");
         }
         self.end()
+    }
+
+    /// The seam of a resumed stream: a comment block of its own before the
+    /// event being started.
+    fn resumed_at(&mut self, reason: &str) {
+        self.buffer.clear();
+        self.buffer.put_slice(b": x-llm-resumed: ");
+        self.buffer
+            .put_slice(reason.to_ascii_lowercase().as_bytes());
+        self.buffer.put_slice(b"\n\ndata: ");
     }
 
     /// Starts a `data: ...\n\n` event with room for `json_len` bytes.

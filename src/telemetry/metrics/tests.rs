@@ -31,6 +31,7 @@ fn record(outcome: Outcome) -> CallRecord {
         }),
         usage_estimated: false,
         cost_usd: None,
+        resumed: false,
     }
 }
 
