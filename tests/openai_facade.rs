@@ -647,3 +647,21 @@ async fn a_caller_that_goes_away_from_a_unary_call_closes_the_upstream_request()
     );
     harness.stop().await;
 }
+
+#[tokio::test]
+async fn a_retry_the_budget_refuses_returns_the_upstreams_429_with_the_refusal_beside_it() {
+    let harness = Harness::start_full("", "[retry]\nbudget_ratio = 0.0\nbudget_floor = 0\n").await;
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                      "fake": {"status": 429, "retry_after": "1"}});
+    let (status, headers, text) = read(post_with(&harness, &body, &[]).await).await;
+    // The rate limit as the upstream said it, not a 503 of the sidecar's.
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{text}");
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(error_of(&text)["type"], "rate_limit_error");
+    assert_eq!(headers["x-llm-retry-stopped"], "RETRY_BUDGET_EXHAUSTED");
+    // The SDK's retry would add to what the budget holds back.
+    assert_eq!(headers["x-should-retry"], "false");
+    assert_eq!(headers["x-llm-attempts"], "1");
+    assert_eq!(harness.fake.requests().len(), 1);
+    harness.stop().await;
+}

@@ -5,6 +5,9 @@ is what reached the upstream (read back at GET /_fake/requests) and how
 long the caller waited."""
 
 import json
+import pathlib
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -219,3 +222,22 @@ def test_grpc_retry_does_not_repeat_what_the_sidecar_already_retried(stack, stub
     assert trailers["x-should-retry"] == "false"
     # The sidecar's three attempts; the policy would have made it nine.
     assert len(upstream_requests(stack)) == 3
+
+
+def test_reflection_lets_grpcurl_decode_retry_info_and_error_info(stack):
+    # grpcurl knows the error details only from the server's reflection.
+    grpcurl = str(pathlib.Path(sys.executable).parent / "grpcurl")
+    request = {
+        "model": "fake-model",
+        "messages": [{"role": "ROLE_USER", "content": "hi"}],
+        "extra": {"fake": {"status": 429, "retry_after": "2"}},
+    }
+    answered = subprocess.run(
+        [grpcurl, "-plaintext", "-unix", "-H", "x-llm-max-attempts: 1",
+         "-d", json.dumps(request), str(stack.socket), "llmsidecar.v1.ChatService/Complete"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert answered.returncode != 0
+    details = answered.stdout + answered.stderr
+    assert '"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"2s"' in details, details
+    assert '"reason":"UPSTREAM_RATE_LIMITED"' in details, details
