@@ -466,3 +466,36 @@ resume = true
     );
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_stream_its_caller_left_is_drained_for_usage_but_never_resumed() {
+    let provider = format!("{}drain_on_cancel = true\n", resuming("trailing_assistant"));
+    let mut harness = Harness::start_with(&provider).await;
+    let cut_late = scenario(json!({"cut_after": 4, "chunk_delay_ms": 100}));
+    let mut stream = harness
+        .client
+        .stream_complete(request("go", cut_late))
+        .await
+        .expect("the stream starts")
+        .into_inner();
+    stream.message().await.unwrap().expect("a first chunk");
+    drop(stream); // the caller goes away; the sidecar reads on for usage
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let row = loop {
+        if let Some(row) = harness.ledger_rows().await.into_iter().next() {
+            break row;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the call was never recorded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(!row.resumed, "{row:?}");
+    assert_eq!(
+        harness.fake.requests().len(),
+        1,
+        "no continuation nobody reads"
+    );
+    harness.stop().await;
+}

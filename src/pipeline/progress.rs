@@ -21,6 +21,8 @@ pub struct CallProgress {
     resumed: OnceLock<&'static str>,
     /// The cut attempt's share of the call's usage is our estimate.
     resumed_usage_estimated: AtomicBool,
+    /// The caller went away; the stream may still be read for its usage.
+    caller_left: AtomicBool,
 }
 
 /// Why the sidecar did not retry the last attempt's failure although the
@@ -111,6 +113,16 @@ impl CallProgress {
         // A second resolution of one call cannot happen; if it did, the
         // first route named is the one the call went by.
         let _ = self.route.set(route.clone());
+    }
+
+    /// The caller went away: nothing more is worth paying for.
+    pub fn leave(&self) {
+        self.caller_left.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the caller went away (see [`CallProgress::leave`]).
+    pub fn caller_left(&self) -> bool {
+        self.caller_left.load(Ordering::Relaxed)
     }
 
     /// The last attempt's failure was not retried, for `stop`.

@@ -296,6 +296,12 @@ impl Resumable {
         let Some(plan) = self.plan.take() else {
             return Some(error);
         };
+        // A stream read on after its caller left (`drain_on_cancel`) is
+        // read for its usage only: continuing it would pay for an answer
+        // nobody reads.
+        if plan.call.progress.caller_left() {
+            return Some(error);
+        }
         let cut = classify(&error).reason;
         let earlier = self.seen.usage_so_far(&plan.request);
         plan.call.progress.resumed(cut, earlier.estimated);

@@ -113,6 +113,9 @@ impl Drop for WatchedStream {
         match (self.drain, self.inner.take(), runtime) {
             (true, Some(mut rest), Ok(runtime)) => {
                 let mut observation = self.observation.take();
+                if let Some(observation) = &observation {
+                    observation.progress.leave();
+                }
                 let mut tally = std::mem::take(&mut self.tally);
                 // Still bounded by the stream's own deadline and idle
                 // timeout, so a stalled upstream cannot keep this alive.
