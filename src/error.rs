@@ -210,6 +210,21 @@ fn answered(status: u16) -> String {
     }
 }
 
+#[cfg(test)]
+impl Error {
+    /// An upstream's HTTP error `status` (provider `p`), with its
+    /// Retry-After when given: the shape most tests need.
+    pub(crate) fn upstream_status(status: u16, retry_after: Option<Duration>) -> Error {
+        Error::from(UpstreamError {
+            provider: "p".into(),
+            status,
+            message: "m".into(),
+            retry_after,
+            ..UpstreamError::default()
+        })
+    }
+}
+
 impl From<UpstreamError> for Error {
     fn from(error: UpstreamError) -> Error {
         Error::Upstream(Box::new(error))

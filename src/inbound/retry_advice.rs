@@ -85,16 +85,9 @@ fn retry_cannot_help(error: &Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::UpstreamError;
 
     fn upstream(status: u16, retry_after: Option<Duration>) -> Error {
-        Error::from(UpstreamError {
-            provider: "p".into(),
-            status,
-            message: "m".into(),
-            retry_after,
-            ..UpstreamError::default()
-        })
+        Error::upstream_status(status, retry_after)
     }
 
     #[test]

@@ -116,16 +116,9 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::UpstreamError;
 
     fn upstream(status: u16, retry_after: Option<Duration>) -> Error {
-        Error::from(UpstreamError {
-            provider: "p".into(),
-            status,
-            message: "m".into(),
-            retry_after,
-            ..UpstreamError::default()
-        })
+        Error::upstream_status(status, retry_after)
     }
 
     #[test]

@@ -21,6 +21,21 @@ fn config(tables: &str) -> Config {
     .expect("the test config is valid")
 }
 
+/// `config(tables)` with provider `a`'s circuit opening after `failures`
+/// for `cooldown` (set on the typed config: the TOML's table for `a` is
+/// written once, by `config`).
+fn with_circuit_on_a(tables: &str, failures: u32, cooldown: Duration) -> Config {
+    let mut config = config(tables);
+    let slot_a = config
+        .providers
+        .iter_mut()
+        .find(|provider| provider.name == "a")
+        .unwrap();
+    slot_a.circuit_failures = failures;
+    slot_a.circuit_cooldown = cooldown;
+    config
+}
+
 fn pipeline(tables: &str, scripts: &[(&str, &Arc<ScriptedUpstream>)]) -> Pipeline {
     let mut pipeline = Pipeline::new(&config(tables), &|_| None).unwrap();
     for (name, script) in scripts {
@@ -107,16 +122,7 @@ async fn a_failing_provider_falls_back_then_opens_its_circuit_then_is_probed() {
     let b = script("b", []);
     let tables = "[[routes]]\nmodel = \"m\"\nprovider = \"a\"\n\
                   max_attempts = 1\nfallbacks = [{ provider = \"b\" }]\n";
-    // The circuit set on the typed config: the TOML's table for `a` is
-    // written once, by `config`.
-    let mut config = config(tables);
-    let slot_a = config
-        .providers
-        .iter_mut()
-        .find(|provider| provider.name == "a")
-        .unwrap();
-    slot_a.circuit_failures = 2;
-    slot_a.circuit_cooldown = Duration::from_secs(30);
+    let config = with_circuit_on_a(tables, 2, Duration::from_secs(30));
     let pipeline = Pipeline::new(&config, &|_| None)
         .unwrap()
         .with_scripted("a", Arc::clone(&a))
@@ -267,13 +273,7 @@ async fn rate_limits_never_open_the_circuit() {
     let b = script("b", []);
     let tables = "[[routes]]\nmodel = \"m\"\nprovider = \"a\"\n\
                   max_attempts = 1\nfallbacks = [{ provider = \"b\" }]\n";
-    let mut config = config(tables);
-    let slot_a = config
-        .providers
-        .iter_mut()
-        .find(|provider| provider.name == "a")
-        .unwrap();
-    slot_a.circuit_failures = 2;
+    let config = with_circuit_on_a(tables, 2, Duration::from_secs(30));
     let pipeline = Pipeline::new(&config, &|_| None)
         .unwrap()
         .with_scripted("a", Arc::clone(&a))
