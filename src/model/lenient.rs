@@ -9,6 +9,7 @@
 //! allocation on the per-chunk path.
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
@@ -26,8 +27,10 @@ pub struct LenientCount(pub Option<u32>);
 pub struct LenientNumber(pub Option<f64>);
 
 /// A list, or empty; elements are read as `T` (make `T` lenient too).
+/// The first element is held inline: a stream event has one choice and
+/// reading it must not allocate.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LenientList<T>(pub Vec<T>);
+pub struct LenientList<T>(pub SmallVec<[T; 1]>);
 
 /// An object read as `T`, or absent.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,7 +38,7 @@ pub struct LenientObject<T>(pub Option<T>);
 
 impl<T> Default for LenientList<T> {
     fn default() -> Self {
-        LenientList(Vec::new())
+        LenientList(SmallVec::new())
     }
 }
 
@@ -179,13 +182,13 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for LenientList<T> {
                 f.write_str("any JSON value")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+                let mut items = SmallVec::new();
                 while let Some(item) = seq.next_element()? {
                     items.push(item);
                 }
                 Ok(LenientList(items))
             }
-            absent_for_other_shapes!(LenientList(Vec::new()); numbers, strings, maps);
+            absent_for_other_shapes!(LenientList(SmallVec::new()); numbers, strings, maps);
         }
         deserializer.deserialize_any(ListVisitor(PhantomData))
     }

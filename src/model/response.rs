@@ -52,12 +52,14 @@ impl ChatResponse {
                 // A member the view reads given twice (`"id"` twice): read
                 // as a JSON value reads it, the last one wins.
                 let text = readable(&json);
-                fixed = match serde_json::from_str::<AnswerView>(&text) {
-                    Ok(_) => text.into_owned(),
-                    Err(_) => serde_json::from_str::<Value>(&text)
+                let reads = serde_json::from_str::<AnswerView>(&text).is_ok();
+                fixed = if reads {
+                    text.into_owned()
+                } else {
+                    serde_json::from_str::<Value>(&text)
                         .ok()
                         .and_then(|value| serde_json::to_string(&value).ok())
-                        .ok_or_else(|| malformed(error))?,
+                        .ok_or_else(|| malformed(error))?
                 };
                 serde_json::from_str(&fixed).map_err(malformed)?
             }

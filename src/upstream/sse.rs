@@ -4,7 +4,9 @@
 //!
 //! Written here rather than taken from eventsource-stream because we must
 //! cap line and event size: a broken or hostile upstream must not make the
-//! sidecar buffer without bound.
+//! sidecar buffer without bound, and because an event's data must come out
+//! as a slice of the read it arrived in (no copy, no allocation per event):
+//! it is copied only when it spans reads or several `data:` lines.
 
 use bytes::Bytes;
 use futures::Stream;
@@ -17,7 +19,9 @@ use std::task::{Context, Poll, ready};
 pub struct SseEvent {
     /// The `event:` field; empty means the default type, "message".
     pub event: String,
-    pub data: String,
+    /// UTF-8 (checked as it was parsed); several `data:` lines joined by
+    /// line feeds.
+    pub data: Bytes,
     pub id: Option<String>,
 }
 
@@ -45,9 +49,22 @@ pub struct SseParser {
     bom_seen: usize,
     bom_done: bool,
     event: String,
+    /// The event's one `data:` line so far, as a slice of the read it came
+    /// in; moved to `data` when a second line comes.
+    data_slice: Option<Bytes>,
+    /// The event's data lines when they could not stay a slice, each
+    /// followed by a line feed.
     data: String,
     id: Option<String>,
     ready: VecDeque<SseEvent>,
+}
+
+/// Where a complete line's bytes are: in the read being fed (so its data
+/// can be sliced out of it), or in the parser's own buffer.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Read { read: &'a Bytes, start: usize },
+    Buffered,
 }
 
 impl SseParser {
@@ -59,55 +76,64 @@ impl SseParser {
             bom_seen: 0,
             bom_done: false,
             event: String::new(),
+            data_slice: None,
             data: String::new(),
             id: None,
             ready: VecDeque::new(),
         }
     }
 
-    pub fn feed(&mut self, mut chunk: &[u8]) -> Result<(), SseError> {
+    /// Parses `chunk`, copying it first; see [`SseParser::feed_read`].
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), SseError> {
+        self.feed_read(&Bytes::copy_from_slice(chunk))
+    }
+
+    /// Parses one read. An event whose one data line lies whole in `read`
+    /// gets that line as a slice of it.
+    pub fn feed_read(&mut self, read: &Bytes) -> Result<(), SseError> {
+        let mut start = 0;
         if !self.bom_done {
-            chunk = self.skip_bom(chunk);
+            start = read.len() - self.skip_bom(read).len();
             if !self.bom_done {
                 return Ok(());
             }
         }
-        if chunk.is_empty() {
+        if start == read.len() {
             return Ok(());
         }
-        if self.after_cr && chunk[0] == b'\n' {
-            chunk = &chunk[1..];
+        if self.after_cr && read[start] == b'\n' {
+            start += 1;
         }
         self.after_cr = false;
-        while let Some(end) = chunk.iter().position(|&b| b == b'\n' || b == b'\r') {
-            let (body, rest) = chunk.split_at(end);
+        while let Some(offset) = memchr::memchr2(b'\n', b'\r', &read[start..]) {
+            let end = start + offset;
             if self.line.is_empty() {
-                self.check_len(body.len())?;
-                self.process_line(body)?;
+                self.check_len(end - start)?;
+                self.process_line(&read[start..end], Source::Read { read, start })?;
             } else {
-                self.check_len(self.line.len() + body.len())?;
+                self.check_len(self.line.len() + end - start)?;
                 let mut line = std::mem::take(&mut self.line);
-                line.extend_from_slice(body);
-                let result = self.process_line(&line);
+                line.extend_from_slice(&read[start..end]);
+                let result = self.process_line(&line, Source::Buffered);
                 line.clear();
                 self.line = line;
                 result?;
             }
-            chunk = if rest[0] == b'\r' {
-                match rest.get(1) {
-                    Some(b'\n') => &rest[2..],
-                    Some(_) => &rest[1..],
+            start = if read[end] == b'\r' {
+                match read.get(end + 1) {
+                    Some(b'\n') => end + 2,
+                    Some(_) => end + 1,
                     None => {
                         self.after_cr = true;
-                        &rest[1..]
+                        end + 1
                     }
                 }
             } else {
-                &rest[1..]
+                end + 1
             };
         }
-        self.check_len(self.line.len() + chunk.len())?;
-        self.line.extend_from_slice(chunk);
+        self.check_len(self.line.len() + read.len() - start)?;
+        self.line.extend_from_slice(&read[start..]);
         Ok(())
     }
 
@@ -118,7 +144,10 @@ impl SseParser {
     /// True when an unfinished line or undispatched fields are buffered:
     /// the stream was cut in the middle of an event.
     pub fn has_partial(&self) -> bool {
-        !self.line.is_empty() || !self.data.is_empty() || !self.event.is_empty()
+        !self.line.is_empty()
+            || self.data_slice.is_some()
+            || !self.data.is_empty()
+            || !self.event.is_empty()
     }
 
     /// Consumes a leading BOM, which may itself arrive split across reads.
@@ -153,7 +182,7 @@ impl SseParser {
         }
     }
 
-    fn process_line(&mut self, line: &[u8]) -> Result<(), SseError> {
+    fn process_line(&mut self, line: &[u8], source: Source<'_>) -> Result<(), SseError> {
         if line.is_empty() {
             self.dispatch();
             return Ok(());
@@ -171,9 +200,26 @@ impl SseParser {
         };
         match field {
             "data" => {
-                self.check_len(self.data.len() + value.len())?;
-                self.data.push_str(value);
-                self.data.push('\n');
+                let held = self.data_slice.as_ref().map_or(0, Bytes::len);
+                self.check_len(held + self.data.len() + value.len())?;
+                match source {
+                    // The event's first data line, whole in this read.
+                    Source::Read { read, start }
+                        if self.data_slice.is_none() && self.data.is_empty() =>
+                    {
+                        let at = start + (value.as_ptr() as usize - line.as_ptr() as usize);
+                        self.data_slice = Some(read.slice(at..at + value.len()));
+                    }
+                    _ => {
+                        if let Some(first) = self.data_slice.take() {
+                            // Checked as UTF-8 when its line was parsed.
+                            self.data.push_str(&String::from_utf8_lossy(&first));
+                            self.data.push('\n');
+                        }
+                        self.data.push_str(value);
+                        self.data.push('\n');
+                    }
+                }
             }
             "event" => {
                 self.event.clear();
@@ -186,12 +232,18 @@ impl SseParser {
     }
 
     fn dispatch(&mut self) {
-        if self.data.is_empty() {
-            self.event.clear();
-            return;
-        }
-        let mut data = std::mem::take(&mut self.data);
-        data.pop();
+        let data = match self.data_slice.take() {
+            Some(slice) => slice,
+            None if self.data.is_empty() => {
+                self.event.clear();
+                return;
+            }
+            None => {
+                let mut data = std::mem::take(&mut self.data);
+                data.pop();
+                Bytes::from(data.into_bytes())
+            }
+        };
         self.ready.push_back(SseEvent {
             event: std::mem::take(&mut self.event),
             data,
@@ -259,7 +311,7 @@ where
             }
             if !this.unparsed.is_empty() {
                 let piece = this.unparsed.split_to(this.unparsed.len().min(PARSE_BYTES));
-                if let Err(error) = this.parser.feed(&piece) {
+                if let Err(error) = this.parser.feed_read(&piece) {
                     this.unparsed = Bytes::new();
                     this.ended = true;
                     this.error = Some(SseStreamError::Parse(error));

@@ -73,7 +73,7 @@ struct Repair {
 impl StreamReader {
     /// Reads one event's data (its JSON text).
     pub fn read(&mut self, data: String) -> Result<ChatChunk, EventProblem> {
-        self.read_for(data, None)
+        self.read_for(Bytes::from(data), None)
     }
 
     /// Reads one event's data, decoding it into protobuf in the same pass
@@ -81,17 +81,28 @@ impl StreamReader {
     /// shape; otherwise as [`StreamReader::read`].
     pub fn read_for(
         &mut self,
-        mut data: String,
+        mut event: Bytes,
         proto: Option<ProtoChunkDecoder>,
     ) -> Result<ChatChunk, EventProblem> {
         // Multi-line `data:` arrives joined by line breaks. A JSON string
         // cannot hold a raw one, so each is whitespace between tokens: a
         // space keeps the event on one line for the caller (same length).
-        if memchr::memchr2(b'\n', b'\r', data.as_bytes()).is_some() {
-            data = data.replace(['\n', '\r'], " ");
+        if memchr::memchr2(b'\n', b'\r', &event).is_some() {
+            let mut joined = event.to_vec();
+            for byte in &mut joined {
+                if matches!(*byte, b'\n' | b'\r') {
+                    *byte = b' ';
+                }
+            }
+            event = Bytes::from(joined);
         }
-        if let Some(decoded) = proto.and_then(|decode| decode(&data)) {
-            return self.judge_proto(decoded, data);
+        let Ok(data) = std::str::from_utf8(&event) else {
+            return Err(EventProblem::Malformed(
+                "a stream event is not UTF-8".to_owned(),
+            ));
+        };
+        if let Some(decoded) = proto.and_then(|decode| decode(data)) {
+            return self.judge_proto(decoded, event);
         }
         if !data.trim_start().starts_with('{') {
             return Err(EventProblem::Malformed(
@@ -101,12 +112,12 @@ impl StreamReader {
         let malformed = |error: serde_json::Error| {
             EventProblem::Malformed(format!("a stream event is not a chat chunk: {error}"))
         };
-        let (mut chunk, repairs) = match serde_json::from_str::<AnswerView>(&data) {
-            Ok(view) => self.facts(view, &data)?,
+        let (mut chunk, repairs) = match serde_json::from_str::<AnswerView>(data) {
+            Ok(view) => self.facts(view, data)?,
             // A lone surrogate (a character split across events by a
             // UTF-16 upstream) is read as U+FFFD; the bytes pass as sent.
             Err(error) => {
-                let readable = without_lone_surrogates(&data).unwrap_or_else(|| data.clone());
+                let readable = without_lone_surrogates(data).unwrap_or_else(|| data.to_owned());
                 match serde_json::from_str::<AnswerView>(&readable) {
                     Ok(view) => self.facts(view, &readable)?,
                     // A member the view reads given twice (`"id"` twice):
@@ -124,9 +135,9 @@ impl StreamReader {
             }
         };
         if repairs.is_empty() {
-            chunk.json = Bytes::from(data.into_bytes());
+            chunk.json = event;
         } else {
-            let readable = without_lone_surrogates(&data).unwrap_or(data);
+            let readable = without_lone_surrogates(data).unwrap_or_else(|| data.to_owned());
             let repaired = repair(&readable, &repairs)?;
             chunk.null_usage = null_usage_of(&repaired);
             chunk.json = Bytes::from(repaired.into_bytes());
@@ -211,7 +222,7 @@ impl StreamReader {
     fn judge_proto(
         &mut self,
         decoded: ProtoChunk,
-        data: String,
+        event: Bytes,
     ) -> Result<ChatChunk, EventProblem> {
         let ProtoChunk {
             mut message,
@@ -266,7 +277,7 @@ impl StreamReader {
                 model: message.model.clone(),
             }));
         }
-        chunk.json = Bytes::from(data.into_bytes());
+        chunk.json = event;
         chunk.proto = Some(message);
         Ok(chunk)
     }

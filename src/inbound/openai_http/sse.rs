@@ -33,25 +33,20 @@ use std::task::{Context, Poll, ready};
 
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
 
-/// Room for the first event; chunks are usually a few hundred bytes.
-const FIRST_EVENT_BYTES: usize = 512;
+/// The block events are written into, one after another: an event is
+/// split off the block, so a new block (an allocation) is needed once per
+/// this many bytes of events, not once per event while hyper still holds
+/// the ones before it. It is also what a stream holds at most beyond its
+/// events in flight.
+const BLOCK_BYTES: usize = 8 * 1024;
 
-/// Writes events into one buffer whose memory is reused once hyper has
-/// sent the previous event (`BytesMut` reclaims it), with room for an event
-/// as large as the last one, so the JSON is written without regrowing.
-#[derive(Debug)]
+/// Writes each event into the free end of one block and splits it off
+/// (`BytesMut::split`: no copy, no allocation), so an event costs no heap
+/// allocation; the block's memory is reused once hyper has sent all the
+/// events in it.
+#[derive(Debug, Default)]
 pub struct Encoder {
     buffer: BytesMut,
-    last: usize,
-}
-
-impl Default for Encoder {
-    fn default() -> Self {
-        Encoder {
-            buffer: BytesMut::new(),
-            last: FIRST_EVENT_BYTES,
-        }
-    }
 }
 
 impl Encoder {
@@ -93,13 +88,17 @@ impl Encoder {
     /// Starts a `data: ...\n\n` event with room for `json_len` bytes.
     fn start(&mut self, json_len: usize) {
         self.buffer.clear();
-        self.buffer.reserve(json_len.max(self.last) + 8);
+        // `reserve` takes a new block only when this one's free end is too
+        // short (or reclaims it when every event split off it is gone).
+        let needed = json_len + 8;
+        if self.buffer.capacity() < needed {
+            self.buffer.reserve(needed.max(BLOCK_BYTES));
+        }
         self.buffer.put_slice(b"data: ");
     }
 
     fn end(&mut self) -> Bytes {
         self.buffer.put_slice(b"\n\n");
-        self.last = self.buffer.len();
         self.buffer.split().freeze()
     }
 }

@@ -16,6 +16,7 @@ use crate::model::view::AnswerView;
 use crate::model::{ChatChunk, ChatRequest, ProtoChunkDecoder};
 use crate::pipeline::estimate_prompt_tokens;
 use crate::upstream::stream_reader::StreamReader;
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Number, Value, json};
 
@@ -257,7 +258,7 @@ impl Splice {
             .map_err(|error| malformed(format!("a continued event: {error}")))?;
         let mut edited = self
             .reader
-            .read_for(text, self.proto)
+            .read_for(Bytes::from(text), self.proto)
             .map_err(|problem| malformed(format!("a continued event: {problem:?}")))?;
         edited.resumed_after = self.cut.take();
         Ok(Some(edited))

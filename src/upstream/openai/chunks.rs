@@ -72,7 +72,7 @@ impl<S> UpstreamChunks<S> {
     }
 
     /// One event's data turned into a chunk, an error, or nothing.
-    fn on_data(&mut self, data: String) -> Option<Result<ChatChunk, Error>> {
+    fn on_data(&mut self, data: Bytes) -> Option<Result<ChatChunk, Error>> {
         if data.is_empty() {
             return None;
         }
@@ -136,14 +136,14 @@ where
             };
             match ready!(events.as_mut().poll_next(cx)) {
                 Some(Ok(event)) => {
-                    if event.data.trim() == "[DONE]" {
+                    if event.data.trim_ascii() == b"[DONE]" {
                         if let Some(rest) = this.events.take() {
                             drain_in_background(rest);
                         }
                         return Poll::Ready(None);
                     }
                     let outcome = if event.event == "error" {
-                        Some(Err(this.in_band(&event.data)))
+                        Some(Err(this.in_band(&String::from_utf8_lossy(&event.data))))
                     } else {
                         this.on_data(event.data)
                     };

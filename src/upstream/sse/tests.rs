@@ -16,7 +16,7 @@ fn parse_all(pieces: &[&[u8]]) -> Result<Vec<SseEvent>, SseError> {
 
 fn data(text: &str) -> SseEvent {
     SseEvent {
-        data: text.to_owned(),
+        data: Bytes::copy_from_slice(text.as_bytes()),
         ..SseEvent::default()
     }
 }
@@ -235,7 +235,7 @@ fn arb_stream() -> impl Strategy<Value = (Vec<SseEvent>, Vec<u8>)> {
                 end(&mut bytes);
                 expected.push(SseEvent {
                     event: event.unwrap_or_default(),
-                    data: lines.join("\n"),
+                    data: lines.join("\n").into(),
                     id: last_id.clone(),
                 });
             }

@@ -449,7 +449,7 @@ fn decoding_while_reading_agrees_with_reading_then_converting() {
         for event in stream {
             events += 1;
             let expected = viewed.read(event.clone());
-            let got = read.read_for(event.clone(), Some(decode_chunk));
+            let got = read.read_for(event.clone().into(), Some(decode_chunk));
             let (expected, mut got) = match (expected, got) {
                 (Ok(expected), Ok(got)) => (expected, got),
                 (expected, got) => {
