@@ -178,12 +178,16 @@ impl Routed<'_> {
         let slot = self.slot;
         slot.budget.deposit();
         let mut attempts = 0;
+        // The failure being retried: if the circuit closes the way before
+        // the retry, the caller gets it, the provider's own words, rather
+        // than the circuit's.
+        let mut retrying: Option<Error> = None;
         loop {
             if let Err(wait) = slot.circuit.allow() {
-                let error = Error::CircuitOpen {
+                let error = retrying.take().unwrap_or_else(|| Error::CircuitOpen {
                     provider: slot.provider.name.to_string(),
                     retry_after: wait,
-                };
+                });
                 return Err(Failed { error, attempts });
             }
             attempts += 1;
@@ -206,8 +210,13 @@ impl Routed<'_> {
             self.trace.failed(&trace, &slot.provider, &error);
             // A rate limit says the provider is busy, not broken: it never
             // opens the circuit (which would turn it into an outage).
-            if error.is_provider_failure() && !error.is_rate_limit() && slot.circuit.on_failure() {
-                tracing::warn!(provider = %slot.provider.name, reason = classify(&error).reason, "circuit opened: skipping the provider for a while");
+            if error.is_provider_failure() && !error.is_rate_limit() {
+                if slot.circuit.on_failure() {
+                    tracing::warn!(provider = %slot.provider.name, reason = classify(&error).reason, "circuit opened: skipping the provider for a while");
+                }
+            } else if matches!(error, Error::Upstream(_)) && slot.circuit.on_success() {
+                // It answered (a 4xx, a rate limit): up, if not willing.
+                tracing::info!(provider = %slot.provider.name, "circuit closed: the provider answers again");
             }
             if self.has_next && error.is_silence() {
                 // The next target answers sooner than another wait here.
@@ -244,6 +253,7 @@ impl Routed<'_> {
                 wait_ms = wait.as_millis() as u64,
                 "retrying"
             );
+            retrying = Some(error);
             let sleeping = Instant::now();
             tokio::time::sleep(wait).await;
             call.progress.add_backoff(sleeping.elapsed());

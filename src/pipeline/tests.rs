@@ -483,3 +483,68 @@ async fn fallbacks_are_tried_in_their_order() {
     assert!(b[0] - a[0] >= Duration::from_secs(1), "b after a failed");
     assert!(c[0] - b[0] >= Duration::from_secs(1), "c after b failed");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_call_whose_own_failures_open_the_circuit_ends_with_the_upstreams_error() {
+    let a = script("a", (0..3).map(|_| at_once(Outcome::Status(500, None))));
+    let tables = format!("[retry]\nbase_delay_ms = 10\n{ROUTE_TO_A}");
+    let config = with_circuit_on_a(&tables, 2, Duration::from_secs(30));
+    let pipeline = Pipeline::new(&config, &|_| None)
+        .unwrap()
+        .with_scripted("a", Arc::clone(&a));
+    let error = pipeline
+        .complete(ask("m"), &CallContext::default())
+        .await
+        .unwrap_err();
+    // The second failure opened the circuit before the third attempt: the
+    // caller still gets what the provider said, not `circuit_open`.
+    assert!(
+        matches!(&error, Error::Upstream(upstream) if upstream.status == 500),
+        "{error:?}"
+    );
+    assert_eq!(a.calls().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_the_provider_answers_with_a_rate_limit_closes_the_circuit() {
+    let a = script(
+        "a",
+        [
+            at_once(Outcome::Status(500, None)),
+            at_once(Outcome::Status(429, Some(Duration::from_secs(1)))),
+            at_once(Outcome::Answer("back")),
+        ],
+    );
+    let tables = format!("[retry]\nmax_attempts = 1\n{ROUTE_TO_A}");
+    let config = with_circuit_on_a(&tables, 1, Duration::from_secs(3));
+    let pipeline = Pipeline::new(&config, &|_| None)
+        .unwrap()
+        .with_scripted("a", Arc::clone(&a));
+    let state = || {
+        pipeline
+            .provider_states()
+            .find(|state| state.name == "a")
+            .unwrap()
+            .circuit
+    };
+    pipeline
+        .complete(ask("m"), &CallContext::default())
+        .await
+        .unwrap_err();
+    assert_eq!(state(), CircuitState::Open);
+    tokio::time::advance(Duration::from_secs(4)).await;
+    // The probe: a 429 is an answer, so the provider is up.
+    let error = pipeline
+        .complete(ask("m"), &CallContext::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Upstream(upstream) if upstream.status == 429),
+        "{error:?}"
+    );
+    assert_eq!(state(), CircuitState::Closed);
+    pipeline
+        .complete(ask("m"), &CallContext::default())
+        .await
+        .expect("calls flow again at once");
+}

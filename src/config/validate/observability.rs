@@ -24,13 +24,14 @@ impl Checker<'_> {
         };
         let retention_max_age = match raw.retention_days {
             None => None,
-            Some(days) if days.is_finite() && days > 0.0 => {
+            // Up to 100 years: past that the age overflows the clock.
+            Some(days) if days.is_finite() && days > 0.0 && days <= 36_500.0 => {
                 Some(Duration::from_secs_f64(days * 86_400.0))
             }
             Some(days) => {
                 return Err(self.error(
                     "ledger.retention_days",
-                    format!("{days} is not a positive number of days"),
+                    format!("{days} is not a number of days from more than 0 to 36500"),
                 ));
             }
         };

@@ -385,3 +385,14 @@ fn resuming_needs_a_prefill_style_and_says_which_key() {
     let error = error_of(&provider("[upstream]\nresume_max_bytes = 0"));
     assert_eq!(error.key, "upstream.resume_max_bytes");
 }
+
+#[test]
+fn a_retention_too_long_for_the_clock_is_refused_by_name() {
+    for days in ["1e300", "0", "-1", "40000"] {
+        let error = error_of(&format!(
+            "[server]\nuds = \"/tmp/x\"\n[ledger]\nretention_days = {days}\n"
+        ));
+        assert_eq!(error.key, "ledger.retention_days", "{days}");
+        assert!(error.message.contains("36500"), "{}", error.message);
+    }
+}

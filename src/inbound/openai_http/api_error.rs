@@ -349,7 +349,7 @@ impl IntoResponse for ApiError {
             // The OpenAI SDKs read this one first, to the millisecond.
             headers.insert(
                 HeaderName::from_static("retry-after-ms"),
-                (delay.as_millis() as u64).into(),
+                u64::try_from(delay.as_millis()).unwrap_or(u64::MAX).into(),
             );
         }
         if let Some(provider) = self

@@ -4,20 +4,35 @@
 use reqwest::header::HeaderMap;
 use std::time::{Duration, SystemTime};
 
+/// The longest wait taken from an upstream: beyond a day a value is a
+/// mistake or hostile, and unbounded it would overflow the clock's sums.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The upstream's wait, at most [`MAX_RETRY_AFTER`]; `None` when it sent
+/// none or none that reads as a wait.
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let text = |name: &str| headers.get(name)?.to_str().ok().map(str::trim);
-    if let Some(ms) = text("retry-after-ms").and_then(|value| value.parse::<f64>().ok())
-        && ms.is_finite()
-        && ms >= 0.0
+    let seconds = |value: f64| {
+        (value.is_finite() && value >= 0.0)
+            .then(|| Duration::try_from_secs_f64(value).unwrap_or(MAX_RETRY_AFTER))
+            .map(|wait| wait.min(MAX_RETRY_AFTER))
+    };
+    if let Some(wait) = text("retry-after-ms")
+        .and_then(|value| value.parse::<f64>().ok())
+        .and_then(|ms| seconds(ms / 1000.0))
     {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
+        return Some(wait);
     }
     let value = text("retry-after")?;
-    if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+    if let Ok(value) = value.parse::<f64>() {
+        return seconds(value);
     }
     let date = httpdate::parse_http_date(value).ok()?;
-    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(
+        date.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RETRY_AFTER),
+    )
 }
 
 #[cfg(test)]
@@ -65,5 +80,23 @@ mod tests {
         assert_eq!(retry_after(&headers(&[("retry-after", "soon")]), now), None);
         assert_eq!(retry_after(&headers(&[("retry-after", "-3")]), now), None);
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn absurd_waits_are_capped_at_a_day_not_a_panic() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for (name, value) in [
+            ("retry-after", "99999999999999999999"),
+            ("retry-after", "1e30"),
+            ("retry-after-ms", "18446744073709551615"),
+            ("retry-after-ms", "1e300"),
+            ("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT"),
+        ] {
+            assert_eq!(
+                retry_after(&headers(&[(name, value)]), now),
+                Some(MAX_RETRY_AFTER),
+                "{name}: {value}"
+            );
+        }
     }
 }
