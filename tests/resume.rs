@@ -284,6 +284,14 @@ async fn a_refused_prefill_ends_the_call_with_the_original_cut_on_both_edges() {
         status.message().contains("ended before completing"),
         "the cut, not the refusal: {status:?}"
     );
+    // The trailers say it was resumed, and what it took, as on OK.
+    let trailers = status.metadata();
+    assert_eq!(
+        trailers.get("x-llm-resumed").unwrap(),
+        "upstream_stream_incomplete"
+    );
+    assert_eq!(trailers.get("x-llm-attempts").unwrap(), "2");
+    assert_eq!(trailers.get("x-llm-partial").unwrap(), "true");
     assert_eq!(
         harness.fake.requests().len(),
         2,

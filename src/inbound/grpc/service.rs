@@ -397,7 +397,17 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
                         Poll::Ready(Some(Err(seen.mark(to_status(&error, &scrubber)))))
                     }
                 },
-                Some(Err(error)) => Poll::Ready(Some(Err(seen.mark(to_status(&error, &scrubber))))),
+                Some(Err(error)) => {
+                    let mut status = seen.mark(to_status(&error, &scrubber));
+                    // What the call took (attempts, a resume), as on OK.
+                    if let Some(finished) = watched.take_end() {
+                        describe_call(status.metadata_mut(), &finished);
+                        status
+                            .metadata_mut()
+                            .insert("x-llm-attempts", finished.attempts.into());
+                    }
+                    Poll::Ready(Some(Err(status)))
+                }
                 // A well-ended stream closes with trailers that say what
                 // it cost: an OK status carrying metadata.
                 None => Poll::Ready(watched.take_end().map(|finished| {

@@ -54,7 +54,8 @@ impl WatchedStream {
             .map_or(std::time::Duration::ZERO, Observation::overhead_so_far)
     }
 
-    /// Once the stream has ended well: the call's summary.
+    /// Once the stream has ended, well or with an error: the call's
+    /// summary.
     pub fn take_end(&mut self) -> Option<StreamEnd> {
         self.end.take()
     }
@@ -70,7 +71,7 @@ impl WatchedStream {
             Outcome::Error { code }
         };
         self.inner = None;
-        self.finish(outcome, Some(error));
+        self.end = self.finish(outcome, Some(error));
     }
 
     fn finish(&mut self, outcome: Outcome, error: Option<&Error>) -> Option<Finished> {
