@@ -300,6 +300,9 @@ pub struct Finished {
     pub attempts: u32,
     /// Why the last failure was not retried although it could have been.
     pub retry_stop: Option<RetryStop>,
+    /// When the caller stops waiting, if it said: a retry after it is no
+    /// use to the caller.
+    pub deadline: Option<Instant>,
     /// A cut stream was resumed: the cut's reason (`x-llm-resumed`).
     pub resumed: Option<&'static str>,
 }
@@ -326,6 +329,9 @@ impl Observation {
     /// The pipeline's view of the call, sharing this observation's progress;
     /// `limits` are what the caller's headers said.
     pub fn call_context(&self, limits: CallLimits) -> CallContext {
+        if let Some(deadline) = limits.deadline {
+            self.progress.set_deadline(deadline);
+        }
         CallContext {
             deadline: limits.deadline,
             first_byte_deadline: limits.first_byte_deadline,
@@ -402,6 +408,7 @@ impl Observation {
                 model: None,
                 attempts: 0,
                 retry_stop: None,
+                deadline: None,
                 resumed: None,
             };
         };

@@ -24,9 +24,17 @@ pub enum RetryAdvice {
 
 impl RetryAdvice {
     /// The advice for `error` after the sidecar made `attempts` upstream
-    /// attempts and stopped retrying for `stop`, if it did.
-    pub fn for_error(error: &Error, attempts: u32, stop: Option<RetryStop>) -> RetryAdvice {
+    /// attempts and stopped retrying for `stop`, if it did; `time_left` is
+    /// how long the caller still waits, if it said (a wait past it is no
+    /// retry at all).
+    pub fn for_error(
+        error: &Error,
+        attempts: u32,
+        stop: Option<RetryStop>,
+        time_left: Option<Duration>,
+    ) -> RetryAdvice {
         let waits = || match error.retry_after() {
+            Some(delay) if time_left.is_some_and(|left| delay >= left) => RetryAdvice::DoNotRetry,
             Some(delay) => RetryAdvice::RetryAfter(delay),
             None => RetryAdvice::CallerDecides,
         };
@@ -92,7 +100,7 @@ mod tests {
 
     #[test]
     fn an_error_the_sidecar_already_retried_is_not_retried_again() {
-        let advice = RetryAdvice::for_error(&upstream(503, None), 3, None);
+        let advice = RetryAdvice::for_error(&upstream(503, None), 3, None, None);
         assert_eq!(advice, RetryAdvice::DoNotRetry);
         assert_eq!(advice.should_retry_header(), Some("false"));
         assert_eq!(advice.pushback_ms(), Some(-1));
@@ -110,7 +118,7 @@ mod tests {
             },
         ] {
             assert_eq!(
-                RetryAdvice::for_error(&error, 1, None),
+                RetryAdvice::for_error(&error, 1, None, None),
                 RetryAdvice::DoNotRetry,
                 "{error:?}"
             );
@@ -120,11 +128,11 @@ mod tests {
     #[test]
     fn a_single_attempt_leaves_the_caller_its_retry() {
         let wait = Duration::from_millis(1500);
-        let advice = RetryAdvice::for_error(&upstream(429, Some(wait)), 1, None);
+        let advice = RetryAdvice::for_error(&upstream(429, Some(wait)), 1, None, None);
         assert_eq!(advice, RetryAdvice::RetryAfter(wait));
         assert_eq!(advice.should_retry_header(), None);
         assert_eq!(advice.pushback_ms(), Some(1500));
-        let advice = RetryAdvice::for_error(&upstream(503, None), 1, None);
+        let advice = RetryAdvice::for_error(&upstream(503, None), 1, None, None);
         assert_eq!(advice, RetryAdvice::CallerDecides);
         assert_eq!(advice.pushback_ms(), None);
     }
@@ -132,8 +140,12 @@ mod tests {
     #[test]
     fn a_long_retry_after_returned_early_is_the_callers_to_wait_out() {
         let wait = Duration::from_secs(20);
-        let advice =
-            RetryAdvice::for_error(&upstream(429, Some(wait)), 2, Some(RetryStop::LeftToCaller));
+        let advice = RetryAdvice::for_error(
+            &upstream(429, Some(wait)),
+            2,
+            Some(RetryStop::LeftToCaller),
+            None,
+        );
         assert_eq!(advice, RetryAdvice::RetryAfter(wait));
         assert_eq!(advice.should_retry_header(), None);
     }
@@ -144,7 +156,19 @@ mod tests {
             &upstream(429, Some(Duration::from_secs(1))),
             1,
             Some(RetryStop::BudgetExhausted),
+            None,
         );
         assert_eq!(advice, RetryAdvice::DoNotRetry);
+    }
+
+    #[test]
+    fn a_wait_past_the_callers_deadline_is_no_retry() {
+        let wait = Duration::from_secs(20);
+        let error = upstream(429, Some(wait));
+        let advice = RetryAdvice::for_error(&error, 1, None, Some(Duration::from_secs(15)));
+        assert_eq!(advice, RetryAdvice::DoNotRetry);
+        assert_eq!(advice.pushback_ms(), Some(-1));
+        let advice = RetryAdvice::for_error(&error, 1, None, Some(Duration::from_secs(60)));
+        assert_eq!(advice, RetryAdvice::RetryAfter(wait));
     }
 }

@@ -55,7 +55,7 @@ impl Routed<'_> {
                 let answer = if self.has_next {
                     // A unary answer's headers come once it is whole: with
                     // a next target, its wait is bounded per attempt too.
-                    let limit = self.timeouts.unary_attempt;
+                    let limit = self.silence_limit(self.timeouts.unary_attempt, bounds);
                     tokio::time::timeout(limit, provider.complete(request, &trace))
                         .await
                         .unwrap_or_else(|_| {
@@ -84,13 +84,14 @@ impl Routed<'_> {
         let provider = &self.slot.provider;
         let timeouts = self.timeouts;
         let progress = &*call.progress;
-        let first_chunk = |trace: &TraceContext| {
+        let until_first_byte = bounds.until_first_byte(call.first_byte_deadline);
+        let first_chunk = |trace: &TraceContext, headers_limit: Duration| {
             let trace = trace.clone();
             async move {
                 let Reply {
                     value: mut stream,
                     headers,
-                } = provider.stream(request, timeouts.headers, &trace).await?;
+                } = provider.stream(request, headers_limit, &trace).await?;
                 match stream.next().await {
                     Some(Ok(first)) => Ok((Some(first), stream, headers)),
                     Some(Err(error)) => Err(error),
@@ -106,7 +107,7 @@ impl Routed<'_> {
         } = self
             .attempt(
                 // An SDK's read timeout bounds the wait for the first byte.
-                bounds.until_first_byte(call.first_byte_deadline),
+                until_first_byte,
                 call,
                 request,
                 "waiting for the first chunk",
@@ -118,15 +119,19 @@ impl Routed<'_> {
                         .await?;
                     let in_flight = self.slot.in_flight.enter();
                     let sent = Instant::now();
+                    let first_chunk_limit =
+                        self.silence_limit(timeouts.first_chunk, until_first_byte);
+                    let headers_limit = self.silence_limit(timeouts.headers, until_first_byte);
                     let first =
-                        tokio::time::timeout(timeouts.first_chunk, first_chunk(&trace)).await;
+                        tokio::time::timeout(first_chunk_limit, first_chunk(&trace, headers_limit))
+                            .await;
                     let waited = sent.elapsed();
                     progress.add_upstream(waited);
                     let (first, rest, headers) = first.unwrap_or_else(|_| {
                         Err(Error::Timeout {
                             provider: provider.name.to_string(),
                             kind: TimeoutKind::FirstChunk,
-                            after: timeouts.first_chunk,
+                            after: first_chunk_limit,
                         })
                     })?;
                     self.trace.first_chunk(&trace, waited);
@@ -262,6 +267,20 @@ impl Routed<'_> {
 }
 
 impl Routed<'_> {
+    /// How long an attempt waits for an upstream that says nothing, at
+    /// most `limit`. With a next target and a caller deadline, at most half
+    /// the time the caller has left, so the next target still gets a fair
+    /// share of it (a deadline shorter than the limits would otherwise be
+    /// spent whole on a silent first target).
+    fn silence_limit(&self, limit: Duration, bounds: Bounds) -> Duration {
+        let deadline = bounds.deadline();
+        if self.has_next && deadline.set_by_caller {
+            limit.min(deadline.end.saturating_duration_since(Instant::now()) / 2)
+        } else {
+            limit
+        }
+    }
+
     /// Runs `work` until the call's bounds end; past them the work is
     /// dropped, which closes any upstream request it had open.
     async fn within<T>(

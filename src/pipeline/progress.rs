@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+use tokio::time::Instant;
 
 #[derive(Debug, Default)]
 pub struct CallProgress {
@@ -23,6 +24,8 @@ pub struct CallProgress {
     resumed_usage_estimated: AtomicBool,
     /// The caller went away; the stream may still be read for its usage.
     caller_left: AtomicBool,
+    /// When the caller stops waiting, if it said.
+    deadline: OnceLock<Instant>,
 }
 
 /// Why the sidecar did not retry the last attempt's failure although the
@@ -82,6 +85,8 @@ pub struct ProgressSnapshot {
     pub route: Option<Arc<str>>,
     /// Why the last failure was not retried though it could have been.
     pub retry_stop: Option<RetryStop>,
+    /// When the caller stops waiting, if it said.
+    pub deadline: Option<Instant>,
     /// The stream was cut and a continuation opened; the cut's reason
     /// (the error table's, e.g. `UPSTREAM_STREAM_INCOMPLETE`).
     pub resumed: Option<&'static str>,
@@ -113,6 +118,11 @@ impl CallProgress {
         // A second resolution of one call cannot happen; if it did, the
         // first route named is the one the call went by.
         let _ = self.route.set(route.clone());
+    }
+
+    /// The caller's deadline, once known (set once, by the edge).
+    pub fn set_deadline(&self, deadline: Instant) {
+        let _ = self.deadline.set(deadline);
     }
 
     /// The caller went away: nothing more is worth paying for.
@@ -165,6 +175,7 @@ impl CallProgress {
                 .clone(),
             route: self.route.get().cloned(),
             retry_stop: RetryStop::from_number(self.retry_stop.load(Ordering::Relaxed)),
+            deadline: self.deadline.get().copied(),
             resumed: self.resumed.get().copied(),
             resumed_usage_estimated: self.resumed_usage_estimated.load(Ordering::Relaxed),
         }

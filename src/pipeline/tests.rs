@@ -548,3 +548,29 @@ async fn a_probe_the_provider_answers_with_a_rate_limit_closes_the_circuit() {
         .await
         .expect("calls flow again at once");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_callers_short_deadline_leaves_half_for_the_fallback() {
+    // The limits are their defaults (a minute and more); the caller waits
+    // 4 s: the silent primary gets 2 of them, the fallback the rest.
+    let a = script("a", [silent(), silent()]);
+    let b = script("b", []);
+    let pipeline = Arc::new(pipeline(A_THEN_B, &[("a", &a), ("b", &b)]));
+    let began = Instant::now();
+    let call = CallContext {
+        deadline: Some(began + Duration::from_secs(4)),
+        ..CallContext::default()
+    };
+    let served = pipeline.complete(ask("m"), &call).await.expect("b answers");
+    assert_eq!(&*served.provider, "b");
+    assert_eq!(b.calls()[0] - began, Duration::from_secs(2));
+    let began = Instant::now();
+    let call = CallContext {
+        deadline: Some(began + Duration::from_secs(4)),
+        ..CallContext::default()
+    };
+    let served = pipeline.stream(ask("m"), &call).await.expect("b streams");
+    assert_eq!(&*served.provider, "b");
+    assert_eq!(b.calls()[1] - began, Duration::from_secs(2));
+    assert_eq!(a.calls().len(), 2, "one attempt each call");
+}

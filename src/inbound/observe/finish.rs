@@ -70,6 +70,7 @@ pub(super) fn complete(
         model: record.served_model.clone(),
         attempts: record.attempts,
         retry_stop: progress.retry_stop,
+        deadline: progress.deadline,
         resumed: progress.resumed,
     };
     if let Some(ledger) = &observation.observer.ledger {
