@@ -254,14 +254,43 @@ impl Pipeline {
     /// name matched (`exact`, `alias`, `pattern`, or `default` for the
     /// default provider); `None` when nothing serves it.
     pub fn served_by(&self, model: &str) -> Option<(&str, &'static str)> {
+        // What a call would refuse is not served: a name over the bound,
+        // a route that leaves no model, a provider that knows all its
+        // models and not this one.
+        if model.len() > validate::MAX_MODEL_BYTES {
+            return None;
+        }
         let resolved = self.router.resolve(model).ok()?;
-        let provider = &*self.providers[resolved.provider].provider.name;
+        let provider = &self.providers[resolved.provider].provider;
+        if resolved.upstream_model.is_empty()
+            || provider
+                .catalog()
+                .is_some_and(|models| !models.contains(&resolved.upstream_model.as_str()))
+        {
+            return None;
+        }
+        let provider = &*provider.name;
         let kind = self
             .routes()
             .iter()
             .find(|route| route.model == *resolved.route)
             .map_or("default", |route| route.kind.as_str());
         Some((provider, kind))
+    }
+
+    /// The concrete names of the providers that know all their models,
+    /// with their provider, where the routing table sends them there (the
+    /// mock's `mock/echo` behind `mock/*`): names a model picker can offer.
+    pub fn known_models(&self) -> Vec<(&'static str, &str)> {
+        self.providers
+            .iter()
+            .filter_map(|slot| slot.provider.catalog())
+            .flatten()
+            .filter_map(|&model| {
+                let (provider, _) = self.served_by(model)?;
+                Some((model, provider))
+            })
+            .collect()
     }
 
     pub fn routes(&self) -> &[RouteInfo] {

@@ -118,6 +118,15 @@ impl Provider {
         &self.scrubber
     }
 
+    /// The models it serves when it knows them all (the built-in mock);
+    /// `None` for an API that serves whatever its upstream does.
+    pub fn catalog(&self) -> Option<&'static [&'static str]> {
+        match &self.upstream {
+            Upstream::Mock(_) => Some(&[mock::ECHO_MODEL]),
+            _ => None,
+        }
+    }
+
     /// A problem that makes every call fail (e.g. a missing API key), for
     /// start-up warnings and `check-config`.
     pub fn readiness_problem(&self) -> Option<String> {

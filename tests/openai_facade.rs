@@ -504,18 +504,20 @@ async fn models_list_names_and_patterns_apart_and_resolve_through_the_router() {
     assert!(headers.contains_key("x-request-id"));
     let list = json_of(&text);
     assert_eq!(list["object"], "list");
-    // This config routes by patterns only: no concrete names to list.
+    // This config routes by patterns only: the one concrete name listed is
+    // the one the built-in mock knows.
     let models = list["data"].as_array().unwrap();
+    let ids: Vec<&str> = models
+        .iter()
+        .map(|model| model["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["mock/echo"]);
     for model in models {
         assert_eq!(model["object"], "model", "{model}");
         assert_eq!(model["created"], 0);
         assert!(model["id"].is_string() && model["owned_by"].is_string());
     }
     // Patterns are not names to send: they are listed apart.
-    assert!(
-        models.iter().all(|model| model["match"] != "pattern"),
-        "{models:?}"
-    );
     let patterns = list["patterns"].as_array().unwrap();
     let mock = patterns
         .iter()
@@ -605,6 +607,13 @@ http = "127.0.0.1:0"
     let (status, _, text) = read(retrieve("mock/echo").await.unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     assert_eq!(json_of(&text)["match"], "pattern");
+    // What a call would refuse is no model: a name the mock does not
+    // know, a name over the length bound.
+    let long = format!("mock/{}", "a".repeat(300));
+    for refused in ["mock/foo", long.as_str()] {
+        let (status, _, text) = read(retrieve(refused).await.unwrap()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{refused}: {text}");
+    }
 
     let (status, _, text) = read(post_raw(&base, chat("no-such-model", false), &[]).await).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{text}");

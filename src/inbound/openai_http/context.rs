@@ -60,12 +60,14 @@ pub fn call_context(
         Some(text) => Some(
             text.trim()
                 .parse::<u64>()
+                .ok()
+                .filter(|ms| *ms > 0)
                 .map(Duration::from_millis)
-                .map_err(|_| {
+                .ok_or_else(|| {
                     ApiError::invalid(
                         "invalid_header",
                         format!(
-                            "header `{TIMEOUT_MS_HEADER}` must be a whole number of milliseconds"
+                            "header `{TIMEOUT_MS_HEADER}` must be a whole number of milliseconds above 0"
                         ),
                         None,
                     )
@@ -79,9 +81,14 @@ pub fn call_context(
         now + timeout.saturating_sub(margin)
     };
     // The SDK's retry is the retry: one attempt per target for it.
+    // Any count above 0, however large, is a retry.
     let sdk_retry = header(headers, SDK_RETRY_COUNT_HEADER)
-        .and_then(|text| text.trim().parse::<u32>().ok())
-        .is_some_and(|count| count > 0);
+        .map(str::trim)
+        .is_some_and(|count| {
+            !count.is_empty()
+                && count.bytes().all(|b| b.is_ascii_digit())
+                && count.bytes().any(|b| b != b'0')
+        });
     let max_attempts = match (max_attempts, sdk_retry) {
         (Some(attempts), true) => Some(attempts.min(1)),
         (None, true) => Some(1),
@@ -187,13 +194,11 @@ mod tests {
             deadline_after(&[(TIMEOUT_MS_HEADER, "100")], false),
             Some(Duration::from_millis(90))
         );
-        let error = call_context(
-            &headers(&[(TIMEOUT_MS_HEADER, "1s")]),
-            false,
-            Instant::now(),
-        )
-        .unwrap_err();
-        assert!(error.message.contains(TIMEOUT_MS_HEADER));
+        for odd in ["1s", "0", "-5"] {
+            let error = call_context(&headers(&[(TIMEOUT_MS_HEADER, odd)]), false, Instant::now())
+                .unwrap_err();
+            assert!(error.message.contains(TIMEOUT_MS_HEADER), "{odd}");
+        }
     }
 
     #[test]
@@ -239,6 +244,11 @@ mod tests {
             Some(1)
         );
         assert_eq!(limits(&[(SDK_RETRY_COUNT_HEADER, "many")]), None);
+        assert_eq!(
+            limits(&[(SDK_RETRY_COUNT_HEADER, "99999999999999999999")]),
+            Some(1)
+        );
+        assert_eq!(limits(&[(SDK_RETRY_COUNT_HEADER, "00")]), None);
     }
 
     #[test]

@@ -238,7 +238,8 @@ fn recorded(error: &ApiError) -> Error {
 }
 
 pub async fn list_models(State(facade): State<Facade>) -> Response {
-    Json(models::list(facade.pipeline.current().routes())).into_response()
+    let pipeline = facade.pipeline.current();
+    Json(models::list(pipeline.routes(), &pipeline.known_models())).into_response()
 }
 
 pub async fn retrieve_model(State(facade): State<Facade>, Path(id): Path<String>) -> Response {

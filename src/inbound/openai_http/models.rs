@@ -1,8 +1,10 @@
 //! `GET /v1/models` and `GET /v1/models/{id}`: the routing table as OpenAI
 //! model objects, `owned_by` the provider that serves each.
 //!
-//! `data` holds only names a caller can send as they are (exact names and
-//! aliases), since model pickers read every `id` there as a concrete model.
+//! `data` holds only names a caller can send as they are (exact names,
+//! aliases, and the names a provider that knows all its models serves
+//! behind a pattern: the mock's `mock/echo`), since model pickers read
+//! every `id` there as a concrete model.
 //! Pattern rows (`gpt-4o*`, `mock/*`) are listed apart, under `patterns`,
 //! each `{"pattern", "object": "model_pattern", "owned_by"}`; OpenAI SDKs
 //! ignore the extra member. `GET /v1/models/{id}` answers for any name the
@@ -51,16 +53,28 @@ impl<'a> ModelObject<'a> {
     }
 }
 
-pub fn list(routes: &[RouteInfo]) -> ModelList<'_> {
+/// The table's names and patterns, and `known`: concrete names a pattern
+/// serves that a provider knows (`(model, provider)`, the mock's).
+pub fn list<'a>(routes: &'a [RouteInfo], known: &[(&'a str, &'a str)]) -> ModelList<'a> {
     let (patterns, names): (Vec<_>, Vec<_>) = routes
         .iter()
         .partition(|route| route.kind == MatchKind::Pattern);
+    let mut data: Vec<_> = names
+        .into_iter()
+        .map(|route| ModelObject::new(&route.model, &route.provider, route.kind.as_str()))
+        .collect();
+    for &(model, provider) in known {
+        if !data.iter().any(|listed| listed.id == model) {
+            data.push(ModelObject::new(
+                model,
+                provider,
+                MatchKind::Pattern.as_str(),
+            ));
+        }
+    }
     ModelList {
         object: "list",
-        data: names
-            .into_iter()
-            .map(|route| ModelObject::new(&route.model, &route.provider, route.kind.as_str()))
-            .collect(),
+        data,
         patterns: patterns
             .into_iter()
             .map(|route| PatternObject {
@@ -94,10 +108,11 @@ mod tests {
             route("gpt-4o", "openai", MatchKind::Exact),
         ];
         assert_eq!(
-            serde_json::to_value(list(&routes)).unwrap(),
+            serde_json::to_value(list(&routes, &[("mock/echo", "mock")])).unwrap(),
             json!({"object": "list", "data": [
                 {"id": "fast", "object": "model", "created": 0, "owned_by": "vllm", "match": "alias"},
                 {"id": "gpt-4o", "object": "model", "created": 0, "owned_by": "openai", "match": "exact"},
+                {"id": "mock/echo", "object": "model", "created": 0, "owned_by": "mock", "match": "pattern"},
             ], "patterns": [
                 {"pattern": "mock/*", "object": "model_pattern", "owned_by": "mock"},
             ]})
