@@ -316,3 +316,74 @@ fn memory_goals(report: &Report, ours: &TargetReport) -> Vec<Goal> {
         ),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Role;
+
+    fn target() -> TargetReport {
+        TargetReport {
+            name: "http".to_owned(),
+            role: Role::Ours,
+            description: String::new(),
+            version: None,
+            unary: Vec::new(),
+            unpaced: Vec::new(),
+            streams: Vec::new(),
+            max_streams_held: None,
+            rss_idle_kib: None,
+            rss_one_call_kib: None,
+            rss_loaded_kib: None,
+            rss_after_kib: None,
+            rss_after_idle_kib: None,
+            cold_start_ms: None,
+            size_bytes: None,
+        }
+    }
+
+    fn pair(ours: Option<f64>, nginx: Option<f64>) -> Pair {
+        Pair {
+            ours,
+            nginx,
+            unit: "µs",
+            decimals: 0,
+            signed: false,
+        }
+    }
+
+    #[test]
+    fn ratios_to_nginx_are_judged_only_when_nginx_ran() {
+        let ours = target();
+        let met = within("cpu".into(), &ours, &pair(Some(40.0), Some(20.0)), 2.0);
+        assert_eq!((met.ratio, met.met), (Some(2.0), Some(true)));
+        let missed = within("cpu".into(), &ours, &pair(Some(41.0), Some(20.0)), 2.0);
+        assert_eq!(missed.met, Some(false));
+        let alone = within("cpu".into(), &ours, &pair(Some(41.0), None), 2.0);
+        assert_eq!((alone.ratio, alone.met), (None, None));
+        assert_eq!(alone.measured.as_deref(), Some("41 µs"));
+    }
+
+    #[test]
+    fn latency_is_not_judged_where_nginx_adds_nothing() {
+        let ours = target();
+        let judged = latency("p50".into(), &ours, &pair(Some(59.0), Some(40.0)).signed());
+        assert_eq!(judged.met, Some(true));
+        assert_eq!(judged.measured.as_deref(), Some("+59 µs (nginx +40 µs)"));
+        let noise = latency("p99".into(), &ours, &pair(Some(10.0), Some(-5.0)));
+        assert_eq!(noise.met, None);
+    }
+
+    #[test]
+    fn absolute_limits_are_judged_without_nginx() {
+        let ours = target();
+        let chunk = under(
+            "chunk".into(),
+            &ours,
+            &pair(Some(2.5), None).unit("µs", 2),
+            3.0,
+        );
+        assert_eq!(chunk.met, Some(true));
+        assert_eq!(chunk.limit, "≤ 3 µs");
+    }
+}
