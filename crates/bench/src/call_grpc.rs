@@ -72,6 +72,13 @@ impl GrpcCaller {
         }
     }
 
+    /// The same channels, asking for another model.
+    pub fn with_model(&self, model: &str) -> GrpcCaller {
+        let mut caller = self.clone();
+        model.clone_into(&mut caller.request.model);
+        caller
+    }
+
     /// A client on the next channel in turn.
     fn client(&self) -> ChatServiceClient<Channel> {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
@@ -126,7 +133,7 @@ impl GrpcCaller {
                     }
                 }
                 Ok(Ok(None)) => {
-                    trace.complete = true;
+                    trace.finish();
                     return trace;
                 }
                 Ok(Err(status)) => {

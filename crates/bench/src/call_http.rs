@@ -1,7 +1,7 @@
 //! Calls over HTTP/1.1 with keep-alive, as an OpenAI SDK makes them: to the
 //! fake upstream directly, through nginx, the sidecar's facade and the peers.
 
-use crate::trace::{StreamTrace, stamp_in};
+use crate::trace::{StreamTrace, content_in};
 use bytes::Bytes;
 use reqwest::header::CONTENT_TYPE;
 use tokio::time::{Instant, timeout_at};
@@ -26,23 +26,22 @@ impl HttpCaller {
             .tcp_nodelay(true)
             .pool_max_idle_per_host(usize::MAX)
             .build()?;
-        let body = |stream: bool| {
-            Bytes::from(
-                serde_json::json!({
-                    "model": model,
-                    "messages": [{"role": "user", "content": crate::caller::PROMPT}],
-                    "stream": stream,
-                })
-                .to_string(),
-            )
-        };
         Ok(HttpCaller {
             client,
             url: format!("{base}/chat/completions"),
-            unary_body: body(false),
-            stream_body: body(true),
+            unary_body: body(model, false),
+            stream_body: body(model, true),
             headers,
         })
+    }
+
+    /// The same target and connections, asking for another model.
+    pub fn with_model(&self, model: &str) -> HttpCaller {
+        HttpCaller {
+            unary_body: body(model, false),
+            stream_body: body(model, true),
+            ..self.clone()
+        }
     }
 
     fn post(&self, body: &Bytes) -> reqwest::RequestBuilder {
@@ -115,6 +114,17 @@ impl HttpCaller {
     }
 }
 
+fn body(model: &str, stream: bool) -> Bytes {
+    Bytes::from(
+        serde_json::json!({
+            "model": model,
+            "messages": [{"role": "user", "content": crate::caller::PROMPT}],
+            "stream": stream,
+        })
+        .to_string(),
+    )
+}
+
 /// Splits the SSE body into events across reads.
 #[derive(Debug, Default)]
 struct Events {
@@ -133,9 +143,9 @@ impl Events {
                 };
                 let data = data.trim_ascii();
                 if data == b"[DONE]" {
-                    trace.complete = true;
-                } else if let Some(stamp) = stamp_in(data) {
-                    trace.content(stamp);
+                    trace.finish();
+                } else if let Some(text) = content_in(data) {
+                    trace.content(text);
                 } else if find(data, b"\"error\"").is_some() {
                     trace.fail(String::from_utf8_lossy(data));
                 }

@@ -18,6 +18,15 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// The same target and connections, asking for another model (the
+    /// fake upstream plays another workload for it).
+    pub fn with_model(&self, model: &str) -> Caller {
+        match self {
+            Caller::Http(http) => Caller::Http(http.with_model(model)),
+            Caller::Grpc(grpc) => Caller::Grpc(Box::new(grpc.with_model(model))),
+        }
+    }
+
     pub async fn unary(&self) -> Result<(), String> {
         match self {
             Caller::Http(http) => http.unary().await,

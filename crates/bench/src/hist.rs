@@ -26,6 +26,13 @@ impl Hist {
         self.0.saturating_record(ns.clamp(1, HIGHEST_NS));
     }
 
+    /// Adds `other`'s samples to these.
+    pub fn add(&mut self, other: &Hist) {
+        // Same bounds on both sides: it can only fail by overflowing a
+        // count, which no phase comes near.
+        let _ = self.0.add(&other.0);
+    }
+
     pub fn count(&self) -> u64 {
         self.0.len()
     }

@@ -1,5 +1,7 @@
 //! How much load, for how long: the full run (about 8 minutes on 2 cores)
 //! and the smoke run CI keeps working (seconds, debug build, no peers).
+//! Paced streams (the fake's default workload) and unpaced ones (chunks
+//! back to back, asked for by model name) are planned apart.
 
 use crate::load::{StreamPhase, UnaryPhase};
 use crate::services::upstream::Workload;
@@ -9,6 +11,7 @@ use std::time::Duration;
 pub struct Plan {
     pub smoke: bool,
     pub workload: Workload,
+    pub unpaced: Unpaced,
     pub unary: Vec<UnaryPhase>,
     /// The levels every target runs, as (concurrency, streams).
     pub streams: Vec<(usize, usize)>,
@@ -30,13 +33,49 @@ pub struct Plan {
     pub only: Vec<String>,
 }
 
+/// Unpaced streams: the fake sends each stream's chunks back to back,
+/// several SSE events per write, as a fast provider delivers many tokens
+/// per read. Here the per-chunk work shows instead of the wake-ups.
+#[derive(Debug, Clone)]
+pub struct Unpaced {
+    /// Content chunks per stream.
+    pub chunks: usize,
+    /// Content chunks of a longer stream: the difference in CPU between the
+    /// two lengths is what one more chunk costs, apart from the call.
+    pub long_chunks: usize,
+    /// SSE events per write upstream.
+    pub events_per_write: usize,
+    /// Streams at the load's concurrency before the measured phases, so
+    /// that connections are open and warm.
+    pub warmup: Duration,
+    pub phases: Vec<UnpacedPhase>,
+    /// The concurrency whose CPU figures are judged (latency: at 1).
+    pub judged: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct UnpacedPhase {
+    pub concurrency: usize,
+    pub chunks: usize,
+    /// New streams start for this long, up to `max_streams`.
+    pub start_for: Duration,
+    pub max_streams: usize,
+}
+
 impl Plan {
     pub fn full() -> Plan {
-        let unary = |concurrency, seconds| UnaryPhase {
+        let unary = |concurrency, seconds, parts| UnaryPhase {
             concurrency,
             warmup: Duration::from_millis(500),
             measure: Duration::from_secs(seconds),
             max_requests: 200_000,
+            parts,
+        };
+        let unpaced = |concurrency, chunks, seconds| UnpacedPhase {
+            concurrency,
+            chunks,
+            start_for: Duration::from_secs(seconds),
+            max_streams: 100_000,
         };
         Plan {
             smoke: false,
@@ -44,7 +83,15 @@ impl Plan {
                 chunks: 64,
                 pacing_ms: 20,
             },
-            unary: vec![unary(1, 4), unary(16, 3), unary(64, 3)],
+            unpaced: Unpaced {
+                chunks: 20,
+                long_chunks: 200,
+                events_per_write: 4,
+                warmup: Duration::from_millis(500),
+                phases: vec![unpaced(1, 20, 2), unpaced(16, 20, 3), unpaced(16, 200, 3)],
+                judged: 16,
+            },
+            unary: vec![unary(1, 4, 3), unary(16, 3, 1), unary(64, 3, 1)],
             streams: vec![(1, 5), (16, 64), (64, 128), (1000, 1000)],
             search: vec![2000, 4000],
             judged_unary: 1,
@@ -60,11 +107,18 @@ impl Plan {
     }
 
     pub fn smoke() -> Plan {
-        let unary = |concurrency| UnaryPhase {
+        let unary = |concurrency, parts| UnaryPhase {
             concurrency,
             warmup: Duration::from_millis(50),
             measure: Duration::from_millis(300),
             max_requests: 2_000,
+            parts,
+        };
+        let unpaced = |concurrency, chunks, max_streams| UnpacedPhase {
+            concurrency,
+            chunks,
+            start_for: Duration::from_millis(200),
+            max_streams,
         };
         Plan {
             smoke: true,
@@ -72,7 +126,15 @@ impl Plan {
                 chunks: 8,
                 pacing_ms: 5,
             },
-            unary: vec![unary(1), unary(4)],
+            unpaced: Unpaced {
+                chunks: 20,
+                long_chunks: 40,
+                events_per_write: 4,
+                warmup: Duration::from_millis(50),
+                phases: vec![unpaced(1, 20, 5), unpaced(4, 20, 40), unpaced(4, 40, 20)],
+                judged: 4,
+            },
+            unary: vec![unary(1, 3), unary(4, 1)],
             streams: vec![(1, 2), (8, 16)],
             search: Vec::new(),
             judged_unary: 1,
@@ -100,12 +162,46 @@ impl Plan {
             concurrency,
             streams,
             chunks: self.workload.chunks,
-            pacing,
+            pacing: Some(pacing),
+            start_for: None,
             // Twice the ideal, plus room to open the connections; a target
             // that cannot keep up is cut off here and its streams count as
             // stalled.
             time_limit: one * rounds * 2 + Duration::from_secs(if self.smoke { 5 } else { 10 }),
             stagger: Duration::from_millis(1),
         }
+    }
+}
+
+impl Unpaced {
+    /// Every stream length the phases ask for (the fake plays each).
+    pub fn lengths(&self) -> Vec<usize> {
+        let mut lengths: Vec<usize> = self.phases.iter().map(|p| p.chunks).collect();
+        lengths.sort_unstable();
+        lengths.dedup();
+        lengths
+    }
+
+    pub fn stream_phase(&self, phase: UnpacedPhase) -> StreamPhase {
+        StreamPhase {
+            concurrency: phase.concurrency,
+            streams: phase.max_streams,
+            chunks: phase.chunks,
+            pacing: None,
+            start_for: Some(phase.start_for),
+            // The last streams started finish well within this.
+            time_limit: phase.start_for + Duration::from_secs(10),
+            stagger: Duration::from_millis(1),
+        }
+    }
+
+    /// Discarded streams at the judged concurrency before the phases.
+    pub fn warmup_phase(&self) -> StreamPhase {
+        self.stream_phase(UnpacedPhase {
+            concurrency: self.judged,
+            chunks: self.chunks,
+            start_for: self.warmup,
+            max_streams: usize::MAX,
+        })
     }
 }

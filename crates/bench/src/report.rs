@@ -1,6 +1,7 @@
 //! The report: what was measured on each target, written as JSON (all the
 //! figures) and Markdown (the tables a person reads).
 
+pub mod figures;
 pub mod goals;
 pub mod markdown;
 
@@ -23,11 +24,18 @@ pub struct TargetReport {
     pub description: String,
     pub version: Option<String>,
     pub unary: Vec<UnaryResult>,
+    /// Unpaced streams: chunks back to back, several per write.
+    #[serde(default)]
+    pub unpaced: Vec<StreamResult>,
+    /// Paced streams.
     pub streams: Vec<StreamResult>,
     /// The highest stream concurrency held with every chunk delivered and
     /// no gap over twice the pacing.
     pub max_streams_held: Option<usize>,
     pub rss_idle_kib: Option<u64>,
+    /// Shortly after one unary call, the first one it served.
+    #[serde(default)]
+    pub rss_one_call_kib: Option<u64>,
     pub rss_loaded_kib: Option<u64>,
     pub rss_after_kib: Option<u64>,
     /// Later still, once the idle upstream connections kept for reuse have
@@ -48,10 +56,22 @@ impl TargetReport {
         self.streams.iter().find(|s| s.concurrency == concurrency)
     }
 
+    /// The unpaced phase at `concurrency` whose streams are `chunks` long.
+    pub fn unpaced_at(&self, concurrency: usize, chunks: usize) -> Option<&StreamResult> {
+        self.unpaced
+            .iter()
+            .find(|s| s.concurrency == concurrency && s.chunks_per_stream == chunks)
+    }
+
     /// Calls that failed, and streams that did not complete, anywhere.
     pub fn failures(&self) -> u64 {
         let unary: u64 = self.unary.iter().map(|u| u.errors).sum();
-        let streams: usize = self.streams.iter().map(|s| s.streams - s.completed).sum();
+        let streams: usize = self
+            .streams
+            .iter()
+            .chain(&self.unpaced)
+            .map(|s| s.streams - s.completed)
+            .sum();
         unary + streams as u64
     }
 }
@@ -66,6 +86,16 @@ pub struct Meta {
     pub kernel: String,
     pub chunks: usize,
     pub pacing_ms: u64,
+    /// Unpaced streams: content chunks, those of the longer stream, SSE
+    /// events per write upstream, and the concurrency judged.
+    #[serde(default)]
+    pub unpaced_chunks: usize,
+    #[serde(default)]
+    pub unpaced_long_chunks: usize,
+    #[serde(default)]
+    pub unpaced_events_per_write: usize,
+    #[serde(default)]
+    pub unpaced_concurrency: usize,
     pub judged_unary_concurrency: usize,
     pub judged_stream_concurrency: usize,
     pub loaded_streams: usize,

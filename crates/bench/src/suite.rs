@@ -1,5 +1,6 @@
 //! The run: the fake upstream, then each target in turn (floors, our three
-//! edges, the peers), each through the same phases, then the cold starts.
+//! edges, the peers), each through the same phases (unary calls, unpaced
+//! streams, paced streams), then the cold starts.
 
 use crate::call_grpc::GrpcCaller;
 use crate::call_http::HttpCaller;
@@ -8,11 +9,15 @@ use crate::load::{self, StreamResult};
 use crate::plan::Plan;
 use crate::procfs::Tree;
 use crate::report::{Meta, Report, Role, TargetReport, goals};
-use crate::services::{Paths, litellm, nginx, sidecar, upstream};
+use crate::services::upstream::{self, unpaced_model};
+use crate::services::{Paths, litellm, nginx, sidecar};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const MODEL: &str = "fake-model";
+
+/// From the end of the first call to the memory reading after it.
+const ONE_CALL_SETTLE: Duration = Duration::from_millis(500);
 
 /// What a target is, apart from what the load measures.
 struct Spec {
@@ -44,6 +49,19 @@ fn rss(tree: Option<Tree>) -> Option<u64> {
 }
 
 fn log_streams(name: &str, s: &StreamResult) {
+    if s.unpaced {
+        eprintln!(
+            "bench: {name} unpaced {}-chunk streams c={}: {}/{} complete, whole p50 {:.0} µs, CPU {:.1} µs per chunk, machine {:.0} % busy",
+            s.chunks_per_stream,
+            s.concurrency,
+            s.completed,
+            s.streams,
+            s.whole.map_or(f64::NAN, |h| h.p50_us),
+            s.cpu_us_per_chunk.unwrap_or(f64::NAN),
+            s.machine_busy_pct.unwrap_or(f64::NAN),
+        );
+        return;
+    }
     eprintln!(
         "bench: {name} streams c={}: {}/{} complete, {} stalled, TTFC p99 {:.0} µs, per chunk p99 {:.0} µs, machine {:.0} % busy",
         s.concurrency,
@@ -60,6 +78,10 @@ async fn measure(plan: &Plan, spec: Spec, caller: &Caller) -> TargetReport {
     let tree = spec.tree;
     tokio::time::sleep(plan.settle).await;
     let rss_idle_kib = rss(tree);
+    // One call, then the memory again: what serving at all costs.
+    let _ = caller.unary().await;
+    tokio::time::sleep(ONE_CALL_SETTLE).await;
+    let rss_one_call_kib = rss(tree);
     let mut unary = Vec::new();
     for &phase in &plan.unary {
         let result = load::unary(caller, phase, tree).await;
@@ -73,6 +95,19 @@ async fn measure(plan: &Plan, spec: Spec, caller: &Caller) -> TargetReport {
             result.latency.map_or(f64::NAN, |l| l.p99_us),
         );
         unary.push(result);
+    }
+    let mut unpaced = Vec::new();
+    let _ = load::streams(
+        &caller.with_model(&unpaced_model(plan.unpaced.chunks)),
+        plan.unpaced.warmup_phase(),
+        None,
+    )
+    .await;
+    for &phase in &plan.unpaced.phases {
+        let caller = caller.with_model(&unpaced_model(phase.chunks));
+        let result = load::streams(&caller, plan.unpaced.stream_phase(phase), tree).await;
+        log_streams(spec.name, &result);
+        unpaced.push(result);
     }
     let mut streams = Vec::new();
     let mut rss_loaded_kib = None;
@@ -111,9 +146,11 @@ async fn measure(plan: &Plan, spec: Spec, caller: &Caller) -> TargetReport {
         description: spec.description,
         version: spec.version,
         unary,
+        unpaced,
         streams,
         max_streams_held,
         rss_idle_kib,
+        rss_one_call_kib,
         rss_loaded_kib,
         rss_after_kib,
         rss_after_idle_kib,
@@ -175,7 +212,7 @@ async fn ours(
 
 pub async fn run(plan: &Plan, paths: &Paths) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let upstream = upstream::start(paths, plan.workload).await?;
+    let upstream = upstream::start(paths, plan.workload, &plan.unpaced).await?;
     let url = upstream.base_url();
     let mut targets = Vec::new();
 
@@ -290,6 +327,10 @@ fn meta(plan: &Plan, started: Instant) -> Meta {
         kernel: command_output("uname", &["-sr"]),
         chunks: plan.workload.chunks,
         pacing_ms: plan.workload.pacing_ms,
+        unpaced_chunks: plan.unpaced.chunks,
+        unpaced_long_chunks: plan.unpaced.long_chunks,
+        unpaced_events_per_write: plan.unpaced.events_per_write,
+        unpaced_concurrency: plan.unpaced.judged,
         judged_unary_concurrency: plan.judged_unary,
         judged_stream_concurrency: plan.judged_streams,
         loaded_streams: plan.loaded_streams,

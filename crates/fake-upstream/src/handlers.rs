@@ -86,7 +86,8 @@ async fn chat_completions(
         let msg = "request body must be a JSON object";
         return json_response(StatusCode::BAD_REQUEST, reply::invalid_request_json(msg));
     }
-    let scenario = match Scenario::select(&body, &headers, &shared.defaults) {
+    let defaults = shared.defaults_for(body.get("model").and_then(Value::as_str));
+    let scenario = match Scenario::select(&body, &headers, defaults) {
         Ok(s) => s,
         Err(e) => {
             return json_response(
@@ -177,7 +178,11 @@ fn respond(
             // In pieces, with no Content-Length (chunked).
             Some(piece) => {
                 let steps = vec![sse::Step::Frame(json)];
-                let stream = sse::body_stream(steps, Some(piece), false, guard);
+                let writes = sse::Writes {
+                    split_bytes: Some(piece),
+                    ..sse::Writes::default()
+                };
+                let stream = sse::body_stream(steps, writes, guard);
                 (
                     StatusCode::OK,
                     [(header::CONTENT_TYPE, "application/json")],
@@ -198,7 +203,12 @@ fn respond(
             sse::script(&answer, scenario, include_usage)
         }
     };
-    let stream = sse::body_stream(steps, scenario.split_bytes, scenario.stamp, guard);
+    let writes = sse::Writes {
+        split_bytes: scenario.split_bytes,
+        events_per_write: scenario.events_per_write.unwrap_or(1),
+        stamp: scenario.stamp,
+    };
+    let stream = sse::body_stream(steps, writes, guard);
     (
         StatusCode::OK,
         [

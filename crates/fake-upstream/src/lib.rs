@@ -30,6 +30,7 @@ mod test_client;
 mod tests;
 mod wire;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,9 +90,22 @@ impl FakeUpstream {
     /// Binds `addr` and serves with `defaults` for requests that carry no
     /// scenario of their own. Must be called inside a tokio runtime.
     pub async fn start_with(addr: SocketAddr, defaults: Scenario) -> std::io::Result<FakeUpstream> {
+        Self::start_with_models(addr, defaults, BTreeMap::new()).await
+    }
+
+    /// As [`start_with`](Self::start_with), and a request that scripts
+    /// nothing but names a model in `models` gets that model's scenario
+    /// instead of `defaults`: one server plays several workloads, each
+    /// picked by model name alone (a benchmark's request stays what a
+    /// real caller sends).
+    pub async fn start_with_models(
+        addr: SocketAddr,
+        defaults: Scenario,
+        models: BTreeMap<String, Scenario>,
+    ) -> std::io::Result<FakeUpstream> {
         let tcp = TcpListener::bind(addr).await?;
         let addr = tcp.local_addr()?;
-        let shared = Arc::new(Shared::new(defaults));
+        let shared = Arc::new(Shared::new(defaults, models));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let listener = CountingListener::new(tcp, shared.clone(), shutdown_rx.clone());
         let app = handlers::router(shared.clone());

@@ -3,6 +3,7 @@
 //! same way as in-process (`"fake"` body object or `x-fake-scenario` header);
 //! the flags only set the defaults for requests that script nothing.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use anyhow::{Context, bail};
@@ -36,6 +37,10 @@ struct Args {
     /// Default assistant reply (instead of echoing the last user message).
     #[arg(long)]
     reply: Option<String>,
+    /// MODEL=JSON: the whole default scenario for requests naming MODEL
+    /// (repeatable); the flags above do not apply to it.
+    #[arg(long, value_name = "MODEL=JSON")]
+    model_scenario: Vec<String>,
 }
 
 impl Args {
@@ -58,6 +63,20 @@ impl Args {
         }
         Ok(s)
     }
+
+    fn model_defaults(&self) -> anyhow::Result<BTreeMap<String, Scenario>> {
+        self.model_scenario
+            .iter()
+            .map(|entry| {
+                let (model, json) = entry
+                    .split_once('=')
+                    .with_context(|| format!("--model-scenario {entry:?}: expected MODEL=JSON"))?;
+                let scenario = serde_json::from_str(json)
+                    .with_context(|| format!("invalid --model-scenario JSON for {model}"))?;
+                Ok((model.to_owned(), scenario))
+            })
+            .collect()
+    }
 }
 
 #[tokio::main]
@@ -76,9 +95,10 @@ async fn main() -> anyhow::Result<()> {
             args.listen
         );
     }
-    let fake = FakeUpstream::start_with(args.listen, args.defaults()?)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let fake =
+        FakeUpstream::start_with_models(args.listen, args.defaults()?, args.model_defaults()?)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
     println!("fake-upstream listening on {}", fake.base_url());
     shutdown_signal().await?;
     tracing::info!(

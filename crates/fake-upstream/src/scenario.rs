@@ -14,7 +14,8 @@ pub const SCENARIO_HEADER: &str = "x-fake-scenario";
 /// What the fake does for one request.
 ///
 /// Chosen per request: the JSON body's `"fake"` object, else the
-/// `x-fake-scenario` header holding the same JSON, else the server defaults.
+/// `x-fake-scenario` header holding the same JSON, else the server defaults
+/// (those for the request's model, when the server was given some).
 /// A chosen scenario replaces the defaults wholesale (no field-wise merge), so a
 /// test always sees exactly what it asked for. Unknown keys are rejected with a
 /// 400 naming the key, so a typo cannot silently turn into "no misbehaviour".
@@ -99,6 +100,11 @@ pub struct Scenario {
     /// Write the SSE body in body frames of at most this many bytes; a
     /// unary answer too, then with no `Content-Length` (chunked).
     pub split_bytes: Option<usize>,
+    /// Streaming: up to this many SSE frames go out in one body frame (one
+    /// write) when no pause separates them, as a fast provider delivers
+    /// several events per read (default 1: one frame per write). Frames
+    /// after a pause start a new write; `split_bytes` still cuts each one.
+    pub events_per_write: Option<usize>,
     /// `usage.prompt_tokens` (default: word count of all messages).
     pub prompt_tokens: Option<u32>,
     /// `usage.prompt_tokens_details.cached_tokens` (default 0).

@@ -1,7 +1,8 @@
 //! Turns an [`Answer`] into the streamed SSE body: first a flat script of
 //! frames and pauses (pure, so the misbehaviours are easy to reason about),
 //! then a byte stream that plays the script with real delays, one body frame
-//! per SSE frame (or per `split_bytes` piece).
+//! per SSE frame (or per `events_per_write` frames, or per `split_bytes`
+//! piece).
 
 use std::convert::Infallible;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -196,36 +197,80 @@ fn tool_delta<'a>(index: usize, head: Option<&'a ToolCall>, arguments: String) -
     }
 }
 
-/// Plays `steps` as body frames, honouring pauses and `split_bytes`. The
-/// guard counts a client disconnect if the stream is dropped before its end.
+/// How the played frames are written: in how many body frames, and stamped.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Writes {
+    /// Body frames of at most this many bytes (`None`: whole).
+    pub(crate) split_bytes: Option<usize>,
+    /// SSE frames joined into one body frame when no pause separates them.
+    pub(crate) events_per_write: usize,
+    /// Replace each frame's send-time placeholder with the time now.
+    pub(crate) stamp: bool,
+}
+
+impl Default for Writes {
+    fn default() -> Self {
+        Writes {
+            split_bytes: None,
+            events_per_write: 1,
+            stamp: false,
+        }
+    }
+}
+
+/// Plays `steps` as body frames, honouring pauses, `events_per_write` and
+/// `split_bytes`. The guard counts a client disconnect if the stream is
+/// dropped before its end.
 pub(crate) fn body_stream(
     steps: Vec<Step>,
-    split_bytes: Option<usize>,
-    stamp: bool,
+    writes: Writes,
     guard: DisconnectGuard,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
-    let piece = split_bytes.unwrap_or(usize::MAX).max(1);
+    let piece = writes.split_bytes.unwrap_or(usize::MAX).max(1);
+    let per_write = writes.events_per_write.max(1);
     async_stream::stream! {
+        // Frames waiting to go out together, and how many.
+        let mut batch = String::new();
+        let mut batched = 0;
         for step in steps {
-            match step {
-                Step::Pause(d) => tokio::time::sleep(d).await,
-                // The guard stays armed: the client's leaving is counted.
-                Step::Stall => std::future::pending::<()>().await,
+            let wait = match step {
                 Step::Frame(text) => {
-                    let text = if stamp { stamped(text) } else { text };
-                    let bytes = Bytes::from(text);
-                    let mut start = 0;
-                    while start < bytes.len() {
-                        let end = bytes.len().min(start.saturating_add(piece));
-                        guard.note_frame();
-                        yield Ok(bytes.slice(start..end));
-                        start = end;
+                    batch.push_str(&if writes.stamp { stamped(text) } else { text });
+                    batched += 1;
+                    if batched < per_write {
+                        continue;
                     }
+                    None
                 }
+                wait => Some(wait),
+            };
+            // A full batch, or a pause or stall ahead: what waits goes out first.
+            for bytes in pieces(std::mem::take(&mut batch), piece) {
+                guard.note_frame();
+                yield Ok(bytes);
             }
+            batched = 0;
+            match wait {
+                Some(Step::Pause(d)) => tokio::time::sleep(d).await,
+                // The guard stays armed: the client's leaving is counted.
+                Some(Step::Stall) => std::future::pending::<()>().await,
+                _ => {}
+            }
+        }
+        for bytes in pieces(batch, piece) {
+            guard.note_frame();
+            yield Ok(bytes);
         }
         guard.disarm();
     }
+}
+
+/// `text` cut into body frames of at most `piece` bytes (none when empty).
+fn pieces(text: String, piece: usize) -> impl Iterator<Item = Bytes> {
+    let bytes = Bytes::from(text);
+    (0..bytes.len())
+        .step_by(piece)
+        .map(move |start| bytes.slice(start..bytes.len().min(start.saturating_add(piece))))
 }
 
 /// `frame` with its send-time placeholder, if any, replaced by the time now.

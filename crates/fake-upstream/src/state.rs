@@ -1,7 +1,7 @@
 //! State shared between the server task, the request handlers and the test
 //! that owns the [`FakeUpstream`](super::FakeUpstream).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -14,6 +14,8 @@ use super::{RecordedRequest, Scenario};
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     pub(crate) defaults: Scenario,
+    /// Defaults for requests naming one of these models instead.
+    pub(crate) model_defaults: BTreeMap<String, Scenario>,
     requests: Mutex<Vec<RecordedRequest>>,
     fail_counts: Mutex<HashMap<String, u32>>,
     next_id: AtomicU64,
@@ -28,11 +30,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub(crate) fn new(defaults: Scenario) -> Self {
+    pub(crate) fn new(defaults: Scenario, model_defaults: BTreeMap<String, Scenario>) -> Self {
         Shared {
             defaults,
+            model_defaults,
             ..Shared::default()
         }
+    }
+
+    /// The defaults for a request whose body names `model` (if any).
+    pub(crate) fn defaults_for(&self, model: Option<&str>) -> &Scenario {
+        model
+            .and_then(|m| self.model_defaults.get(m))
+            .unwrap_or(&self.defaults)
     }
 
     pub(crate) fn note_frame(&self) {

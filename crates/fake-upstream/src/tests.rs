@@ -364,6 +364,48 @@ async fn split_bytes_sends_small_body_frames_with_same_bytes() {
 }
 
 #[tokio::test]
+async fn events_per_write_joins_unpaced_frames_into_one_body_frame() {
+    let fake = FakeUpstream::start().await.unwrap();
+    let req = |per_write: Option<usize>| json!({"stream": true, "messages": [], "fake": {"reply": "a b c d e f g", "events_per_write": per_write}});
+    let one = chat(fake.addr(), &req(None)).await;
+    let four = chat(fake.addr(), &req(Some(4))).await;
+    // 7 content frames, the finish, [DONE]: 9 frames, one per body frame
+    // by default, then 4 + 4 + 1.
+    assert_eq!(one.chunks.len(), 9);
+    let events = |chunk: &Vec<u8>| chunk.windows(2).filter(|w| w == b"\n\n").count();
+    assert_eq!(
+        four.chunks.iter().map(events).collect::<Vec<_>>(),
+        [4, 4, 1]
+    );
+    assert_eq!(
+        streamed_content(&chunks_of(&four.sse_data())),
+        "a b c d e f g"
+    );
+    let normalize =
+        |r: &super::test_client::Response| r.text().replace("chatcmpl-fake-2", "chatcmpl-fake-1");
+    assert_eq!(normalize(&four), normalize(&one));
+}
+
+#[tokio::test]
+async fn events_per_write_starts_a_new_write_after_each_pause_and_splits() {
+    let fake = FakeUpstream::start().await.unwrap();
+    let paced = chat(
+        fake.addr(),
+        &json!({"stream": true, "messages": [], "fake": {"reply": "a b c", "chunk_delay_ms": 1, "events_per_write": 4}}),
+    )
+    .await;
+    // Every frame after the first follows a pause: one frame per write.
+    assert_eq!(paced.chunks.len(), 5);
+    let split = chat(
+        fake.addr(),
+        &json!({"stream": true, "messages": [], "fake": {"reply": "a b c", "events_per_write": 8, "split_bytes": 16}}),
+    )
+    .await;
+    assert!(split.chunks.iter().all(|c| c.len() <= 16));
+    assert_eq!(streamed_content(&chunks_of(&split.sse_data())), "a b c");
+}
+
+#[tokio::test]
 async fn client_disconnect_mid_stream_is_counted() {
     let fake = FakeUpstream::start().await.unwrap();
     let mut client = Client::connect(fake.addr()).await;
@@ -522,6 +564,40 @@ async fn header_scenario_and_server_defaults() {
     )
     .await;
     assert_eq!(res.json()["choices"][0]["message"]["content"], "body");
+}
+
+#[tokio::test]
+async fn model_defaults_apply_to_their_model_only() {
+    let defaults = Scenario {
+        reply: Some("default reply".into()),
+        ..Scenario::default()
+    };
+    let fast = Scenario {
+        reply: Some("fast reply".into()),
+        ..Scenario::default()
+    };
+    let models = [("fast-model".to_owned(), fast)].into();
+    let fake = FakeUpstream::start_with_models("127.0.0.1:0".parse().unwrap(), defaults, models)
+        .await
+        .unwrap();
+    let content = |res: super::test_client::Response| {
+        res.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let ask = |model: &str| json!({"model": model, "messages": []});
+    assert_eq!(
+        content(chat(fake.addr(), &ask("fast-model")).await),
+        "fast reply"
+    );
+    assert_eq!(
+        content(chat(fake.addr(), &ask("other")).await),
+        "default reply"
+    );
+    // A scenario in the request still wins.
+    let scripted = json!({"model": "fast-model", "messages": [], "fake": {"reply": "body"}});
+    assert_eq!(content(chat(fake.addr(), &scripted).await), "body");
 }
 
 #[tokio::test]

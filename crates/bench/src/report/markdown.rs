@@ -1,7 +1,8 @@
 //! The Markdown report: the summary table (for the README), the peers as
 //! ratios to ours, the performance targets, then every phase in detail.
 
-use super::goals::{self, Pct, Series, added, value};
+use super::figures::{self as f, Pct, Series, added, value};
+use super::goals;
 use super::{Report, Role, TargetReport};
 use std::fmt::Write as _;
 
@@ -43,6 +44,14 @@ fn rows(report: &Report) -> Vec<Row> {
         .and_then(|t| t.streams.iter().map(|s| s.concurrency).find(|&c| c > cs))
         .unwrap_or(cs);
     let chunks = m.chunks;
+    let (uc, un, ul) = (
+        m.unpaced_concurrency,
+        m.unpaced_chunks,
+        m.unpaced_long_chunks,
+    );
+    let r4 = report.clone();
+    let r5 = report.clone();
+    let r6 = report.clone();
     vec![
         (
             format!("unary latency p50 / p99, c={cu} (µs)"),
@@ -69,16 +78,8 @@ fn rows(report: &Report) -> Vec<Row> {
             Box::new(move |t| num(t.unary_at(top_unary).map(|u| u.throughput_rps), 0)),
         ),
         (
-            "CPU per unary request, c=16 (µs)".to_owned(),
-            Box::new(|t| {
-                num(
-                    t.unary_at(16)
-                        .or(t.unary.last())
-                        .and_then(|u| u.cpu_ms_per_request)
-                        .map(|ms| ms * 1e3),
-                    0,
-                )
-            }),
+            format!("CPU per unary request, c={} (µs)", f::CPU_UNARY_CONCURRENCY),
+            Box::new(|t| num(f::cpu_unary_us(t), 0)),
         ),
         (
             format!("time to first chunk p50 / p99, c={cs} (µs)"),
@@ -115,6 +116,39 @@ fn rows(report: &Report) -> Vec<Row> {
             Box::new(move |t| {
                 num(
                     t.streams_at(top_streams).and_then(|s| s.cpu_ms_per_stream),
+                    2,
+                )
+            }),
+        ),
+        (
+            format!("unpaced {un}-chunk stream, c=1, request to end p50 / p99 (µs)"),
+            Box::new(move |t| {
+                let whole = t.unpaced_at(1, un).and_then(|s| s.whole);
+                pair(whole.map(|w| w.p50_us), whole.map(|w| w.p99_us), 0)
+            }),
+        ),
+        (
+            "added vs floor p50 / p99, unpaced stream c=1 (µs)".to_owned(),
+            Box::new(move |t| {
+                pair(
+                    f::added_unpaced_whole(&r4, t, Pct::P50),
+                    f::added_unpaced_whole(&r4, t, Pct::P99),
+                    0,
+                )
+            }),
+        ),
+        (
+            format!("CPU per unpaced {un}-chunk stream, c={uc} (µs)"),
+            Box::new(move |t| num(f::cpu_unpaced_stream_us(&r5, t), 0)),
+        ),
+        (
+            format!(
+                "CPU per unpaced chunk, c={uc}: all in / one more chunk ({un} vs {ul} chunks, µs)"
+            ),
+            Box::new(move |t| {
+                pair(
+                    f::cpu_unpaced_chunk_all_in_us(&r6, t),
+                    f::cpu_unpaced_chunk_us(&r6, t),
                     2,
                 )
             }),
@@ -179,7 +213,7 @@ fn ratios(out: &mut String, report: &Report) {
     let peers: Vec<&TargetReport> = report
         .targets
         .iter()
-        .filter(|t| matches!(t.role, Role::Peer) || t.name == goals::NGINX)
+        .filter(|t| matches!(t.role, Role::Peer) || t.name == f::NGINX)
         .collect();
     let ours: Vec<&TargetReport> = ["http", goals::OURS]
         .iter()
@@ -194,6 +228,7 @@ fn ratios(out: &mut String, report: &Report) {
     type Figure = (String, Box<dyn Fn(&TargetReport) -> Option<f64>>);
     let r = report.clone();
     let r2 = report.clone();
+    let r3 = report.clone();
     let figures: Vec<Figure> = vec![
         (
             format!("added p99, unary c={cu}"),
@@ -210,6 +245,13 @@ fn ratios(out: &mut String, report: &Report) {
         (
             format!("CPU per stream, c={top}"),
             Box::new(move |t| t.streams_at(top).and_then(|s| s.cpu_ms_per_stream)),
+        ),
+        (
+            format!(
+                "CPU per unpaced {}-chunk stream, c={}",
+                m.unpaced_chunks, m.unpaced_concurrency
+            ),
+            Box::new(move |t| f::cpu_unpaced_stream_us(&r3, t)),
         ),
         (
             "RSS idle".to_owned(),
@@ -261,19 +303,24 @@ fn ratios(out: &mut String, report: &Report) {
 }
 
 fn goals_table(out: &mut String, report: &Report) {
-    out.push_str("| target (gRPC over UDS) | limit | measured | met |\n|---|---|---:|:---:|\n");
+    out.push_str(
+        "| target | edge | limit | measured | ÷ nginx | met |\n|---|---|---|---:|---:|:---:|\n",
+    );
     for g in &report.goals {
         let met = match g.met {
             Some(true) => "yes",
             Some(false) => "**no**",
-            None => "–",
+            None => "not judged",
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {met} |",
+            "| {} | {} | {} | {} | {} | {met} |",
             g.name,
+            g.target,
             g.limit,
-            g.measured.as_deref().unwrap_or("–")
+            g.measured.as_deref().unwrap_or("–"),
+            g.ratio
+                .map_or_else(|| "–".to_owned(), |r| format!("×{r:.2}")),
         );
     }
 }
@@ -302,8 +349,9 @@ fn details(out: &mut String, report: &Report) {
             );
         }
     }
+    unpaced_details(out, report);
     out.push_str(
-        "\n### Streams\n\n| target | c | streams | complete | stalled | TTFC p50 / p99 µs | per chunk p50 / p99 µs | gap p99 / max ms | chunks/s | CPU ms/stream | RSS peak MiB | machine busy |\n\
+        "\n### Paced streams\n\n| target | c | streams | complete | stalled | TTFC p50 / p99 µs | per chunk p50 / p99 µs | gap p99 / max ms | chunks/s | CPU ms/stream | RSS peak MiB | machine busy |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for t in &report.targets {
@@ -351,13 +399,51 @@ fn details(out: &mut String, report: &Report) {
     }
 }
 
+fn unpaced_details(out: &mut String, report: &Report) {
+    out.push_str(
+        "\n### Unpaced streams\n\n| target | c | chunks | streams | complete | TTFC p50 / p99 µs | request to end p50 / p99 µs | chunks/s | CPU µs/stream | CPU µs/chunk | machine busy |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for t in &report.targets {
+        for s in &t.unpaced {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} |",
+                t.name,
+                s.concurrency,
+                s.chunks_per_stream,
+                s.streams,
+                s.completed,
+                pair(s.ttfc.map(|h| h.p50_us), s.ttfc.map(|h| h.p99_us), 0),
+                pair(s.whole.map(|h| h.p50_us), s.whole.map(|h| h.p99_us), 0),
+                s.chunks_per_second,
+                num(s.cpu_ms_per_stream.map(|ms| ms * 1e3), 0),
+                num(s.cpu_us_per_chunk, 2),
+                s.machine_busy_pct
+                    .map_or_else(|| "–".to_owned(), |p| format!("{p:.0} %")),
+            );
+        }
+    }
+}
+
 pub fn render(report: &Report) -> String {
     let m = &report.meta;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# Benchmark report ({})\n\n{} · commit {} · {} build · {} CPUs · {} · {} chunks paced {} ms · {:.0} s\n",
-        m.mode, m.date, m.commit, m.build, m.cpus, m.kernel, m.chunks, m.pacing_ms, m.seconds
+        "# Benchmark report ({})\n\n{} · commit {} · {} build · {} CPUs · {} · {} chunks paced {} ms · unpaced {} and {} chunks, {} events per write · {:.0} s\n",
+        m.mode,
+        m.date,
+        m.commit,
+        m.build,
+        m.cpus,
+        m.kernel,
+        m.chunks,
+        m.pacing_ms,
+        m.unpaced_chunks,
+        m.unpaced_long_chunks,
+        m.unpaced_events_per_write,
+        m.seconds
     );
     for t in &report.targets {
         let version = t
