@@ -26,19 +26,41 @@ pub struct LenientCount(pub Option<u32>);
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct LenientNumber(pub Option<f64>);
 
-/// A list, or empty; elements are read as `T` (make `T` lenient too).
-/// The first element is held inline: a stream event has one choice and
-/// reading it must not allocate.
+/// A list, or empty; elements are read as `T` (make `T` lenient too),
+/// kept in `S`: a `Vec` (no allocation while empty), or an [`InlineList`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct LenientList<T>(pub SmallVec<[T; 1]>);
+pub struct LenientList<T, S = Vec<T>>(pub S, PhantomData<fn() -> T>);
+
+/// A list whose first element is held inline: a stream event has one
+/// choice, and reading it must not allocate. Only for a list that is
+/// usually there: the inline room makes the view it is in larger, and
+/// every move of that view copies it.
+pub type InlineList<T> = LenientList<T, SmallVec<[T; 1]>>;
+
+/// Where a [`LenientList`] keeps its elements.
+pub trait ListStorage<T>: Default {
+    fn push(&mut self, item: T);
+}
+
+impl<T> ListStorage<T> for Vec<T> {
+    fn push(&mut self, item: T) {
+        Vec::push(self, item);
+    }
+}
+
+impl<T> ListStorage<T> for SmallVec<[T; 1]> {
+    fn push(&mut self, item: T) {
+        SmallVec::push(self, item);
+    }
+}
 
 /// An object read as `T`, or absent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LenientObject<T>(pub Option<T>);
 
-impl<T> Default for LenientList<T> {
+impl<T, S: ListStorage<T>> Default for LenientList<T, S> {
     fn default() -> Self {
-        LenientList(SmallVec::new())
+        LenientList(S::default(), PhantomData)
     }
 }
 
@@ -173,22 +195,22 @@ impl<'de> Deserialize<'de> for LenientNumber {
     }
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for LenientList<T> {
+impl<'de, T: Deserialize<'de>, S: ListStorage<T>> Deserialize<'de> for LenientList<T, S> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ListVisitor<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for ListVisitor<T> {
-            type Value = LenientList<T>;
+        struct ListVisitor<T, S>(PhantomData<(T, S)>);
+        impl<'de, T: Deserialize<'de>, S: ListStorage<T>> Visitor<'de> for ListVisitor<T, S> {
+            type Value = LenientList<T, S>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("any JSON value")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut items = SmallVec::new();
+                let mut items = S::default();
                 while let Some(item) = seq.next_element()? {
                     items.push(item);
                 }
-                Ok(LenientList(items))
+                Ok(LenientList(items, PhantomData))
             }
-            absent_for_other_shapes!(LenientList(SmallVec::new()); numbers, strings, maps);
+            absent_for_other_shapes!(LenientList::default(); numbers, strings, maps);
         }
         deserializer.deserialize_any(ListVisitor(PhantomData))
     }

@@ -3,7 +3,7 @@
 //! text lengths, usage). Everything else is skipped while reading and
 //! passes on untouched in the original bytes.
 
-use super::lenient::{LenientCount, LenientList, LenientObject, LenientStr};
+use super::lenient::{InlineList, LenientCount, LenientList, LenientObject, LenientStr};
 use serde::Deserialize;
 use serde::de::Deserializer;
 use serde_json::value::RawValue;
@@ -17,7 +17,7 @@ pub struct AnswerView<'a> {
     #[serde(borrow)]
     pub model: LenientStr<'a>,
     #[serde(borrow)]
-    pub choices: LenientList<LenientObject<ChoiceView<'a>>>,
+    pub choices: InlineList<LenientObject<ChoiceView<'a>>>,
     /// The `usage` member as written, `null` included (absent: `None`).
     #[serde(borrow, deserialize_with = "present")]
     pub usage: Option<&'a RawValue>,
