@@ -37,7 +37,12 @@ fn with_circuit_on_a(tables: &str, failures: u32, cooldown: Duration) -> Config 
 }
 
 fn pipeline(tables: &str, scripts: &[(&str, &Arc<ScriptedUpstream>)]) -> Pipeline {
-    let mut pipeline = Pipeline::new(&config(tables), &|_| None).unwrap();
+    pipeline_of(&config(tables), scripts)
+}
+
+/// The pipeline of `config`, its named providers replaced by scripts.
+fn pipeline_of(config: &Config, scripts: &[(&str, &Arc<ScriptedUpstream>)]) -> Pipeline {
+    let mut pipeline = Pipeline::new(config, &|_| None).unwrap();
     for (name, script) in scripts {
         pipeline = pipeline.with_scripted(name, Arc::clone(script));
     }
@@ -123,10 +128,7 @@ async fn a_failing_provider_falls_back_then_opens_its_circuit_then_is_probed() {
     let tables = "[[routes]]\nmodel = \"m\"\nprovider = \"a\"\n\
                   max_attempts = 1\nfallbacks = [{ provider = \"b\" }]\n";
     let config = with_circuit_on_a(tables, 2, Duration::from_secs(30));
-    let pipeline = Pipeline::new(&config, &|_| None)
-        .unwrap()
-        .with_scripted("a", Arc::clone(&a))
-        .with_scripted("b", Arc::clone(&b));
+    let pipeline = pipeline_of(&config, &[("a", &a), ("b", &b)]);
     let served_by = async || {
         let served = pipeline
             .complete(ask("m"), &CallContext::default())
@@ -274,10 +276,7 @@ async fn rate_limits_never_open_the_circuit() {
     let tables = "[[routes]]\nmodel = \"m\"\nprovider = \"a\"\n\
                   max_attempts = 1\nfallbacks = [{ provider = \"b\" }]\n";
     let config = with_circuit_on_a(tables, 2, Duration::from_secs(30));
-    let pipeline = Pipeline::new(&config, &|_| None)
-        .unwrap()
-        .with_scripted("a", Arc::clone(&a))
-        .with_scripted("b", Arc::clone(&b));
+    let pipeline = pipeline_of(&config, &[("a", &a), ("b", &b)]);
     for _ in 0..4 {
         let served = pipeline
             .complete(ask("m"), &CallContext::default())
@@ -394,11 +393,7 @@ async fn a_queued_call_gives_up_at_the_callers_deadline_not_the_queue_wait() {
         max_queue: 4,
         max_queue_wait: Duration::from_secs(10),
     });
-    let pipeline = Arc::new(
-        Pipeline::new(&config, &|_| None)
-            .unwrap()
-            .with_scripted("a", Arc::clone(&a)),
-    );
+    let pipeline = Arc::new(pipeline_of(&config, &[("a", &a)]));
     let holder = tokio::spawn({
         let pipeline = Arc::clone(&pipeline);
         async move { pipeline.complete(ask("m"), &CallContext::default()).await }
@@ -489,9 +484,7 @@ async fn a_call_whose_own_failures_open_the_circuit_ends_with_the_upstreams_erro
     let a = script("a", (0..3).map(|_| at_once(Outcome::Status(500, None))));
     let tables = format!("[retry]\nbase_delay_ms = 10\n{ROUTE_TO_A}");
     let config = with_circuit_on_a(&tables, 2, Duration::from_secs(30));
-    let pipeline = Pipeline::new(&config, &|_| None)
-        .unwrap()
-        .with_scripted("a", Arc::clone(&a));
+    let pipeline = pipeline_of(&config, &[("a", &a)]);
     let error = pipeline
         .complete(ask("m"), &CallContext::default())
         .await
@@ -517,9 +510,7 @@ async fn a_probe_the_provider_answers_with_a_rate_limit_closes_the_circuit() {
     );
     let tables = format!("[retry]\nmax_attempts = 1\n{ROUTE_TO_A}");
     let config = with_circuit_on_a(&tables, 1, Duration::from_secs(3));
-    let pipeline = Pipeline::new(&config, &|_| None)
-        .unwrap()
-        .with_scripted("a", Arc::clone(&a));
+    let pipeline = pipeline_of(&config, &[("a", &a)]);
     let state = || {
         pipeline
             .provider_states()
