@@ -51,8 +51,8 @@ impl Routed<'_> {
                     .acquire(bounds, request, call, self.trace, &trace)
                     .await?;
                 let _in_flight = self.slot.in_flight.enter();
-                let sent = Instant::now();
-                let answer = if self.has_next {
+                let _upstream = progress.upstream_timer();
+                if self.has_next {
                     // A unary answer's headers come once it is whole: with
                     // a next target, its wait is bounded per attempt too.
                     let limit = self.silence_limit(self.timeouts.unary_attempt, bounds);
@@ -67,9 +67,7 @@ impl Routed<'_> {
                         })
                 } else {
                     provider.complete(request, &trace).await
-                };
-                progress.add_upstream(sent.elapsed());
-                answer
+                }
             },
         )
         .await
@@ -118,15 +116,15 @@ impl Routed<'_> {
                         .acquire(bounds, request, call, self.trace, &trace)
                         .await?;
                     let in_flight = self.slot.in_flight.enter();
-                    let sent = Instant::now();
+                    let upstream = progress.upstream_timer();
                     let first_chunk_limit =
                         self.silence_limit(timeouts.first_chunk, until_first_byte);
                     let headers_limit = self.silence_limit(timeouts.headers, until_first_byte);
                     let first =
                         tokio::time::timeout(first_chunk_limit, first_chunk(&trace, headers_limit))
                             .await;
-                    let waited = sent.elapsed();
-                    progress.add_upstream(waited);
+                    let waited = upstream.elapsed();
+                    drop(upstream);
                     let (first, rest, headers) = first.unwrap_or_else(|_| {
                         Err(Error::Timeout {
                             provider: provider.name.to_string(),

@@ -154,6 +154,17 @@ impl CallProgress {
             .fetch_add(micros(wait), Ordering::Relaxed);
     }
 
+    /// Times an upstream exchange from now until the guard is dropped,
+    /// however it ends: answered, failed, or dropped at the caller's
+    /// deadline (else a call cut by its deadline would count its whole
+    /// wait as the sidecar's own overhead).
+    pub(super) fn upstream_timer(&self) -> UpstreamTimer<'_> {
+        UpstreamTimer {
+            progress: self,
+            sent: Instant::now(),
+        }
+    }
+
     pub(super) fn add_upstream(&self, spent: Duration) {
         self.upstream_us.fetch_add(micros(spent), Ordering::Relaxed);
     }
@@ -179,6 +190,25 @@ impl CallProgress {
             resumed: self.resumed.get().copied(),
             resumed_usage_estimated: self.resumed_usage_estimated.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// See [`CallProgress::upstream_timer`].
+pub(super) struct UpstreamTimer<'a> {
+    progress: &'a CallProgress,
+    sent: Instant,
+}
+
+impl UpstreamTimer<'_> {
+    /// The time since the exchange was sent.
+    pub(super) fn elapsed(&self) -> Duration {
+        self.sent.elapsed()
+    }
+}
+
+impl Drop for UpstreamTimer<'_> {
+    fn drop(&mut self) {
+        self.progress.add_upstream(self.sent.elapsed());
     }
 }
 

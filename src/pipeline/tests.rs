@@ -565,3 +565,19 @@ async fn a_callers_short_deadline_leaves_half_for_the_fallback() {
     assert_eq!(b.calls()[1] - began, Duration::from_secs(2));
     assert_eq!(a.calls().len(), 2, "one attempt each call");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_wait_on_an_upstream_cut_by_the_deadline_is_upstream_time_not_ours() {
+    let a = script("a", [silent()]);
+    let pipeline = pipeline(ROUTE_TO_A, &[("a", &a)]);
+    let began = Instant::now();
+    let call = CallContext {
+        deadline: Some(began + Duration::from_secs(3)),
+        ..CallContext::default()
+    };
+    let error = pipeline.complete(ask("m"), &call).await.unwrap_err();
+    assert!(matches!(error, Error::DeadlineExceeded { .. }), "{error:?}");
+    let progress = call.progress.snapshot();
+    assert_eq!(progress.upstream, Duration::from_secs(3));
+    assert_eq!(progress.overhead(began.elapsed()), Duration::ZERO);
+}
