@@ -107,6 +107,14 @@ async fn a_cut_a_stall_and_a_corrupt_frame_are_each_resumed_with_the_exact_text_
             "{fault}: one created"
         );
         let trailers = trailers.expect("an OK stream ends with trailers");
+        // What the sidecar added before the first chunk, the continuation's
+        // wait not subtracted from it.
+        let overhead: u64 = trailers
+            .get("x-llm-overhead-us")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok())
+            .expect("x-llm-overhead-us");
+        assert!(overhead > 0, "{fault}: overhead {overhead} µs");
         let resumed = trailers
             .get("x-llm-resumed")
             .map(|value| value.to_str().unwrap());

@@ -389,7 +389,9 @@ impl Observation {
             .load()
             .drain_on_cancel
             .contains(&*served.provider);
-        let tally = tally::Tally::capturing(self.observer.capture_limit());
+        let mut tally = tally::Tally::capturing(self.observer.capture_limit());
+        // The pipeline returned with the first chunk in hand.
+        tally.overhead_at_first_chunk = Some(self.overhead_so_far());
         self.attempt = Some(served.trace);
         WatchedStream::new(served.value, self, tally, drain)
     }

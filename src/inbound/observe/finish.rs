@@ -56,7 +56,9 @@ pub(super) fn complete(
     record.outcome = outcome;
     // A stream's own time is the caller's reading pace; what the sidecar
     // added is in the wait for the first chunk.
-    let overhead = progress.overhead(tally.time_to_first_chunk.unwrap_or(latency));
+    let overhead = tally
+        .overhead_at_first_chunk
+        .unwrap_or_else(|| progress.overhead(tally.time_to_first_chunk.unwrap_or(latency)));
     if let Some(telemetry) = &observation.observer.telemetry {
         super::call_trace::end(telemetry, observation, &record, tally, error);
     }

@@ -19,6 +19,10 @@ pub struct Tally {
     /// capture, and only up to `capture_limit` bytes.
     pub captured: Option<String>,
     pub capture_limit: usize,
+    /// A stream's: what the sidecar had added when its first chunk was in
+    /// hand (later work, a resumed stream's continuation, is not ours to
+    /// count against the caller's wait).
+    pub overhead_at_first_chunk: Option<Duration>,
 }
 
 impl Tally {
