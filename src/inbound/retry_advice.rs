@@ -6,8 +6,10 @@
 //! (gRFC A6).
 
 use crate::error::{Error, classify};
+use crate::inbound::observe::Finished;
 use crate::pipeline::RetryStop;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// The advice for one failed call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +53,15 @@ impl RetryAdvice {
             return RetryAdvice::DoNotRetry;
         }
         waits()
+    }
+
+    /// The advice for a finished call that failed with `error`: its
+    /// attempts, why it stopped retrying, and the caller's time left now.
+    pub fn for_call(error: &Error, finished: &Finished) -> RetryAdvice {
+        let time_left = finished
+            .deadline
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()));
+        RetryAdvice::for_error(error, finished.attempts, finished.retry_stop, time_left)
     }
 
     /// `x-should-retry`'s value, when the advice has one.

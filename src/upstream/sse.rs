@@ -83,7 +83,9 @@ impl SseParser {
         }
     }
 
-    /// Parses `chunk`, copying it first; see [`SseParser::feed_read`].
+    /// Parses `chunk`, copying it first (the tests' way in); see
+    /// [`SseParser::feed_read`].
+    #[cfg(test)]
     pub fn feed(&mut self, chunk: &[u8]) -> Result<(), SseError> {
         self.feed_read(&Bytes::copy_from_slice(chunk))
     }

@@ -4,6 +4,7 @@ and, for the HTTP facade tests, the real llm-sidecar in front of the real
 fake-upstream binary, one pair per test module."""
 
 import dataclasses
+import json
 import os
 import pathlib
 import socket
@@ -130,6 +131,22 @@ class Stack:
     upstream: str
     token: str
     socket: pathlib.Path
+
+    def _recording(self, method):
+        url = self.upstream.removesuffix("/v1") + "/_fake/requests"
+        request = urllib.request.Request(url, method=method)
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.read()
+
+    def clear_recording(self):
+        """Forgets what the fake upstream has received so far."""
+        self._recording("DELETE")
+
+    def chat_requests(self):
+        """The chat requests the fake upstream received, in order, as it
+        recorded them (`method`, `path`, `headers`, `body`)."""
+        recorded = json.loads(self._recording("GET"))
+        return [r for r in recorded if r["path"].endswith("/chat/completions")]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ before each test) and compare it with the bytes the SDK put on the wire."""
 
 import base64
 import json
-import urllib.request
 
 import openai
 import pytest
@@ -22,22 +21,14 @@ MODEL = "fake-model"
 OWNED = ("model", "stream", "stream_options")
 
 
-def inspection(stack, method):
-    url = stack.upstream.removesuffix("/v1") + "/_fake/requests"
-    request = urllib.request.Request(url, method=method)
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return response.read()
-
-
 @pytest.fixture(autouse=True)
 def fresh_recording(stack):
-    inspection(stack, "DELETE")
+    stack.clear_recording()
 
 
 def chat_bodies(stack):
     """Bodies of the chat requests the fake upstream received, in order."""
-    recorded = json.loads(inspection(stack, "GET"))
-    return [r["body"] for r in recorded if r["path"].endswith("/chat/completions")]
+    return [r["body"] for r in stack.chat_requests()]
 
 
 def without_owned(body):

@@ -9,7 +9,6 @@ import pathlib
 import subprocess
 import sys
 import time
-import urllib.request
 
 import grpc
 import httpx
@@ -18,21 +17,9 @@ import pytest
 from google.protobuf import struct_pb2
 
 
-def inspection(stack, method):
-    url = stack.upstream.removesuffix("/v1") + "/_fake/requests"
-    request = urllib.request.Request(url, method=method)
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return response.read()
-
-
-def upstream_requests(stack):
-    recorded = json.loads(inspection(stack, "GET"))
-    return [r for r in recorded if r["path"].endswith("/chat/completions")]
-
-
 @pytest.fixture(autouse=True)
 def fresh_recording(stack):
-    inspection(stack, "DELETE")
+    stack.clear_recording()
 
 
 def user(text):
@@ -57,7 +44,7 @@ def test_a_failure_the_sidecar_already_retried_is_not_retried_by_the_sdk(stack):
     assert headers["x-llm-attempts"] == "3"
     # The sidecar's three attempts and nothing more: without the header the
     # SDK would have sent the call twice more, 9 upstream requests in all.
-    assert len(upstream_requests(stack)) == 3
+    assert len(stack.chat_requests()) == 3
 
 
 def test_an_error_no_retry_can_fix_tells_the_sdk_so(stack):
@@ -69,7 +56,7 @@ def test_an_error_no_retry_can_fix_tells_the_sdk_so(stack):
                 extra_body={"fake": {"status": 400}},
             )
     assert error.value.response.headers["x-should-retry"] == "false"
-    assert len(upstream_requests(stack)) == 1
+    assert len(stack.chat_requests()) == 1
 
 
 def test_a_long_retry_after_comes_back_at_once_to_a_caller_without_a_deadline(stack):
@@ -89,7 +76,7 @@ def test_a_long_retry_after_comes_back_at_once_to_a_caller_without_a_deadline(st
     assert response.headers["x-llm-retry-stopped"] == "RETRY_AFTER_LEFT_TO_CALLER"
     # Waiting 20 s and trying again is the caller's to decide.
     assert "x-should-retry" not in response.headers
-    assert len(upstream_requests(stack)) == 1
+    assert len(stack.chat_requests()) == 1
 
 
 def test_a_retry_after_longer_than_the_sdks_timeout_is_not_waited_out(stack):
@@ -105,7 +92,7 @@ def test_a_retry_after_longer_than_the_sdks_timeout_is_not_waited_out(stack):
                 extra_body={"fake": {"status": 429, "retry_after": "20"}},
             )
     assert time.monotonic() - began < 3
-    assert len(upstream_requests(stack)) == 1
+    assert len(stack.chat_requests()) == 1
 
 
 def test_an_sdk_retry_gets_one_attempt_not_three(stack):
@@ -118,7 +105,7 @@ def test_an_sdk_retry_gets_one_attempt_not_three(stack):
                 # What the SDK sends on its own second try.
                 extra_headers={"x-stainless-retry-count": "1"},
             )
-    assert len(upstream_requests(stack)) == 1
+    assert len(stack.chat_requests()) == 1
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -206,7 +193,7 @@ def test_grpc_retry_waits_out_the_pushback(stack, stubs):
     assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     # Three tries, each after the 1 s the upstream asked for (the policy's
     # own backoff is at most 50 ms).
-    assert len(upstream_requests(stack)) == 3
+    assert len(stack.chat_requests()) == 3
     assert waited >= 2.0, waited
 
 
@@ -221,7 +208,7 @@ def test_grpc_retry_does_not_repeat_what_the_sidecar_already_retried(stack, stub
     assert trailers["grpc-retry-pushback-ms"] == "-1"
     assert trailers["x-should-retry"] == "false"
     # The sidecar's three attempts; the policy would have made it nine.
-    assert len(upstream_requests(stack)) == 3
+    assert len(stack.chat_requests()) == 3
 
 
 def test_reflection_lets_grpcurl_decode_retry_info_and_error_info(stack):

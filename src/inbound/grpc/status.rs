@@ -32,14 +32,7 @@ pub fn to_status(error: &Error, scrubber: &Scrubber) -> Status {
 /// id, the attempts made and the advice to the caller's retry policy.
 pub fn call_status(error: &Error, scrubber: &Scrubber, finished: &Finished) -> Status {
     let mut status = status_of(error, scrubber, finished.retry_stop);
-    let advice = RetryAdvice::for_error(
-        error,
-        finished.attempts,
-        finished.retry_stop,
-        finished
-            .deadline
-            .map(|deadline| deadline.saturating_duration_since(tokio::time::Instant::now())),
-    );
+    let advice = RetryAdvice::for_call(error, finished);
     let metadata = status.metadata_mut();
     if let Some(value) = advice.should_retry_header() {
         metadata.insert("x-should-retry", value.parse().expect("an ASCII value"));

@@ -130,15 +130,7 @@ impl ApiError {
         if let Some(origin) = &mut api_error.origin {
             origin.attempts = finished.attempts;
             origin.retry_stop = finished.retry_stop;
-            let time_left = finished
-                .deadline
-                .map(|deadline| deadline.saturating_duration_since(tokio::time::Instant::now()));
-            origin.advice = Some(RetryAdvice::for_error(
-                error,
-                finished.attempts,
-                finished.retry_stop,
-                time_left,
-            ));
+            origin.advice = Some(RetryAdvice::for_call(error, finished));
         }
         api_error
     }
