@@ -17,6 +17,6 @@ mod usage;
 pub mod view;
 
 pub use chunk::{ChatChunk, Identity, ProtoChunk, ProtoChunkDecoder};
-pub use request::{ChatRequest, ProtoChunks, message_role, message_texts};
-pub use response::{AnswerProblem, ChatResponse};
+pub use request::{ChatRequest, ProtoDecoders, message_role, message_texts};
+pub use response::{AnswerProblem, ChatResponse, ProtoAnswer, ProtoAnswerDecoder};
 pub use usage::Usage;

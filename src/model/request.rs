@@ -32,26 +32,32 @@ pub struct ChatRequest {
     /// Attribution tags, recorded by the sidecar and not sent upstream
     /// unless the provider sets `forward_metadata`.
     pub metadata: BTreeMap<String, String>,
-    /// How a gRPC caller wants stream events: decoded into protobuf in the
-    /// same pass that reads them (see [`super::chunk::ProtoChunkDecoder`]).
-    /// `None`: the events' JSON only (the facade forwards it as it is).
-    pub proto_chunks: Option<ProtoChunks>,
+    /// How a gRPC caller wants the answer or stream events: decoded into
+    /// protobuf in the same pass that reads them. `None`: the JSON only
+    /// (the facade forwards it as it is).
+    pub proto: Option<ProtoDecoders>,
 }
 
-/// A [`ProtoChunkDecoder`](super::chunk::ProtoChunkDecoder); printed by
-/// its type's name, compared by address.
+/// The gRPC edge's one-pass decoders; printed by their type's name,
+/// compared by address.
 #[derive(Clone, Copy)]
-pub struct ProtoChunks(pub super::chunk::ProtoChunkDecoder);
+pub struct ProtoDecoders {
+    /// For a stream's events.
+    pub chunk: super::chunk::ProtoChunkDecoder,
+    /// For a whole answer.
+    pub answer: super::response::ProtoAnswerDecoder,
+}
 
-impl std::fmt::Debug for ProtoChunks {
+impl std::fmt::Debug for ProtoDecoders {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ProtoChunks")
+        f.write_str("ProtoDecoders")
     }
 }
 
-impl PartialEq for ProtoChunks {
+impl PartialEq for ProtoDecoders {
     fn eq(&self, other: &Self) -> bool {
-        std::ptr::fn_addr_eq(self.0, other.0)
+        std::ptr::fn_addr_eq(self.chunk, other.chunk)
+            && std::ptr::fn_addr_eq(self.answer, other.answer)
     }
 }
 

@@ -1,9 +1,15 @@
 //! A whole (non-streamed) answer: the upstream's bytes, and what the
 //! sidecar read from them.
+//!
+//! For a gRPC caller the answer is decoded into protobuf in the same pass
+//! that reads it ([`ProtoAnswerDecoder`], supplied by the gRPC edge with
+//! the request), as stream events are: reading it twice, once for the
+//! sidecar and once for the caller, was most of a unary call's JSON work.
 
 use super::sanitize::readable;
 use super::usage::Usage;
 use super::view::{AnswerView, is_null};
+use crate::proto::v1 as pb;
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -22,6 +28,26 @@ pub struct ChatResponse {
     pub usage: Option<Usage>,
     /// Bytes of generated text (content, refusal, reasoning, arguments).
     pub output_bytes: usize,
+    /// The answer as the gRPC edge's message (`provider` left empty), when
+    /// the request asked for it and the answer has the usual shape; the
+    /// edge converts `json` otherwise.
+    pub proto: Option<Box<pb::ChatResponse>>,
+}
+
+/// Decodes a whole answer's JSON straight into protobuf, in one pass;
+/// `None` when the answer is not of the usual shape (an `error` member, a
+/// member of an unexpected type ...), and [`ChatResponse::read_for`] then
+/// reads it through its JSON view.
+pub type ProtoAnswerDecoder = fn(&str) -> Option<ProtoAnswer>;
+
+/// An answer decoded by a [`ProtoAnswerDecoder`].
+#[derive(Debug)]
+pub struct ProtoAnswer {
+    /// The answer; each choice's `index` is its place in the list when the
+    /// upstream sent none.
+    pub message: Box<pb::ChatResponse>,
+    /// The `usage` object's counts, in any spelling.
+    pub usage: Option<Usage>,
 }
 
 /// Why an answer body is not an answer.
@@ -36,9 +62,23 @@ pub enum AnswerProblem {
 impl ChatResponse {
     /// Reads what the sidecar needs from an answer body, keeping the body
     /// (less a UTF-8 byte-order mark, which JSON does not allow).
-    pub fn read(mut json: Bytes) -> Result<ChatResponse, AnswerProblem> {
+    pub fn read(json: Bytes) -> Result<ChatResponse, AnswerProblem> {
+        Self::read_for(json, None)
+    }
+
+    /// [`ChatResponse::read`], decoding the answer into protobuf in the
+    /// same pass when `proto` is given (a gRPC caller) and the answer has
+    /// the usual shape; any other answer is read through the JSON view.
+    pub fn read_for(
+        mut json: Bytes,
+        proto: Option<ProtoAnswerDecoder>,
+    ) -> Result<ChatResponse, AnswerProblem> {
         if json.starts_with(b"\xEF\xBB\xBF") {
             json = json.slice(3..);
+        }
+        let decoded = proto.and_then(|decode| decode(std::str::from_utf8(&json).ok()?));
+        if let Some(decoded) = decoded.filter(|decoded| !decoded.message.choices.is_empty()) {
+            return Ok(Self::judged(decoded, json));
         }
         let malformed = |error: serde_json::Error| {
             AnswerProblem::Malformed(format!("the body is not a chat completion: {error}"))
@@ -92,9 +132,44 @@ impl ChatResponse {
                 .usage_object()
                 .and_then(|raw| Usage::from_json_text(raw.get())),
             output_bytes,
+            proto: None,
         };
         drop(view);
         Ok(ChatResponse { json, ..response })
+    }
+
+    /// What the sidecar reads from an answer, taken from its protobuf
+    /// message: the same facts the JSON view gives (a test holds the two
+    /// paths to that).
+    fn judged(decoded: ProtoAnswer, json: Bytes) -> ChatResponse {
+        let ProtoAnswer { message, usage } = decoded;
+        let choices = &message.choices;
+        ChatResponse {
+            json,
+            id: message.id.clone(),
+            model: message.model.clone(),
+            finish_reasons: choices
+                .iter()
+                .filter(|choice| !choice.finish_reason.is_empty())
+                .map(|choice| choice.finish_reason.clone())
+                .collect(),
+            usage,
+            output_bytes: choices
+                .iter()
+                .map(|choice| {
+                    choice.content.as_ref().map_or(0, String::len)
+                        + choice.refusal.len()
+                        + choice.reasoning_content.len()
+                        + choice
+                            .tool_calls
+                            .iter()
+                            .filter_map(|call| call.function.as_ref())
+                            .map(|function| function.arguments.len())
+                            .sum::<usize>()
+                })
+                .sum(),
+            proto: Some(message),
+        }
     }
 
     /// The whole answer as a JSON value, for the gRPC edge and opt-in

@@ -136,7 +136,7 @@ impl Plan {
             return served;
         }
         let seen = Seen::new(settings.max_bytes);
-        let proto = plan.request.proto_chunks.map(|decoder| decoder.0);
+        let proto = plan.request.proto.map(|decoders| decoders.chunk);
         let stream = Resumable {
             state: State::First(served.value),
             plan: Some(Box::new(plan)),

@@ -113,7 +113,8 @@ impl OpenAiUpstream {
         let response = self.send(request, None, trace).await?;
         let headers = PassedHeaders::from_upstream(response.headers(), &self.scrubber);
         let body = self.read_answer(response).await?;
-        match ChatResponse::read(Bytes::from(body)) {
+        let proto = request.proto.map(|decoders| decoders.answer);
+        match ChatResponse::read_for(Bytes::from(body), proto) {
             Ok(value) => Ok(Reply { value, headers }),
             Err(AnswerProblem::InBand(error)) => Err(self.in_band(&error, headers).into()),
             Err(AnswerProblem::Malformed(detail)) => Err(self.malformed(detail)),
@@ -183,7 +184,7 @@ impl OpenAiUpstream {
             self.provider.clone(),
             self.scrubber.clone(),
         )
-        .with_proto(request.proto_chunks.map(|decoder| decoder.0));
+        .with_proto(request.proto.map(|decoders| decoders.chunk));
         Ok(Reply {
             value: Box::pin(chunks),
             headers,

@@ -18,6 +18,7 @@ mod request;
 mod structs;
 
 pub use answer::{chunk_to_proto, response_to_proto};
+pub use answer_fast::decode_answer;
 pub use chunk_fast::decode_chunk;
 pub use request::request_from_proto;
 pub use structs::json_to_struct;

@@ -1,6 +1,8 @@
 //! `llmsidecar.v1.ChatService` on top of the pipeline.
 
-use super::convert::{chunk_to_proto, decode_chunk, request_from_proto, response_to_proto};
+use super::convert::{
+    chunk_to_proto, decode_answer, decode_chunk, request_from_proto, response_to_proto,
+};
 use super::refusals::HandlerReached;
 use super::status::{call_status, to_status};
 use super::timeout::parse_grpc_timeout;
@@ -78,9 +80,10 @@ impl ChatServiceImpl {
         match request_from_proto(message) {
             Ok(mut chat) => {
                 chat.stream = stream;
-                if stream {
-                    chat.proto_chunks = Some(crate::model::ProtoChunks(decode_chunk));
-                }
+                chat.proto = Some(crate::model::ProtoDecoders {
+                    chunk: decode_chunk,
+                    answer: decode_answer,
+                });
                 Ok((self.observer.begin(arrival, &chat), chat))
             }
             Err(error) => {
@@ -118,6 +121,22 @@ fn peer_of(extensions: &tonic::Extensions) -> Option<(u32, Option<i32>)> {
     let info = extensions.get::<tonic::transport::server::UdsConnectInfo>()?;
     let cred = info.peer_cred?;
     Some((cred.uid(), cred.pid()))
+}
+
+/// The answer as the caller's message: decoded already when the upstream's
+/// body was read (the usual case), converted from its JSON otherwise.
+fn deliverable_answer(
+    answer: &mut crate::model::ChatResponse,
+    provider: &str,
+) -> Result<pb::ChatResponse, String> {
+    match answer.proto.take() {
+        Some(proto) => {
+            let mut proto = *proto;
+            provider.clone_into(&mut proto.provider);
+            Ok(proto)
+        }
+        None => response_to_proto(answer, provider),
+    }
 }
 
 /// The event as the caller's message: decoded already when the reader
@@ -292,13 +311,13 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         let call = observation.call_context(limits);
         // Boxed: the pipeline's future is large, and unboxed it would be
         // copied by every layer tonic wraps around this one.
-        let result = Box::pin(pipeline.complete(chat, &call))
+        let mut result = Box::pin(pipeline.complete(chat, &call))
             .instrument(observation.log_span().clone())
             .await;
         // Converted before the call is recorded: an answer the API cannot
         // carry is the call's failure, in the ledger too.
-        let converted = match &result {
-            Ok(served) => Some(response_to_proto(&served.value, &served.provider)),
+        let converted = match &mut result {
+            Ok(served) => Some(deliverable_answer(&mut served.value, &served.provider)),
             Err(_) => None,
         };
         let (served, answer) = match (result, converted) {

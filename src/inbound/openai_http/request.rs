@@ -71,7 +71,7 @@ pub fn parse(body: &[u8]) -> Result<Parsed, ApiError> {
             body: fields,
             max_output_tokens: None,
             metadata,
-            proto_chunks: None,
+            proto: None,
         },
         include_usage,
     })

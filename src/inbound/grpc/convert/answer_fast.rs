@@ -9,17 +9,19 @@
 //! same result where both apply (a test holds the two to that).
 
 use super::one_pass::{
-    Carrier, ChoiceCommon, Envelope, ListSeed, carrier, next_key, reasoning, text, text_value,
-    unusual,
+    Carrier, ChoiceCommon, Counts, Envelope, ListSeed, carrier, next_key, reasoning, text,
+    text_value, unusual,
 };
-use crate::model::Usage;
+use crate::model::{ProtoAnswer, Usage};
 use crate::proto::v1 as pb;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::fmt;
 use std::marker::PhantomData;
 
 /// The answer as protobuf, or `None` when it is not of the usual shape.
+/// `usage` is what the sidecar's view read (in any spelling).
 pub fn response_to_proto_fast(
     json: &[u8],
     usage: Option<Usage>,
@@ -27,43 +29,69 @@ pub fn response_to_proto_fast(
 ) -> Option<pb::ChatResponse> {
     // One UTF-8 check for the whole text, rather than one per string.
     let text = std::str::from_utf8(json).ok()?;
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let mut response = ResponseSeed { usage }.deserialize(&mut deserializer).ok()?;
-    deserializer.end().ok()?;
+    let (mut response, _) = decode(text, Counts::Given(usage))?;
     response.provider = provider.to_owned();
-    Some(response)
+    Some(*response)
+}
+
+/// The answer read in one pass, for the sidecar to take its facts from (a
+/// [`crate::model::ProtoAnswerDecoder`]). Gives up (`None`) on an answer
+/// the sidecar must see through its JSON view: an in-band `error` member,
+/// Groq's `x_groq` (usage may arrive in it), or any unusual shape.
+pub fn decode_answer(text: &str) -> Option<ProtoAnswer> {
+    let (message, usage) = decode(text, Counts::Read)?;
+    Some(ProtoAnswer { message, usage })
+}
+
+fn decode(text: &str, counts: Counts) -> Option<(Box<pb::ChatResponse>, Option<Usage>)> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let decoded = ResponseSeed { counts }.deserialize(&mut deserializer).ok()?;
+    deserializer.end().ok()?;
+    Some(decoded)
 }
 
 struct ResponseSeed {
-    usage: Option<Usage>,
+    counts: Counts,
 }
 
 impl<'de> DeserializeSeed<'de> for ResponseSeed {
-    type Value = pb::ChatResponse;
+    type Value = (Box<pb::ChatResponse>, Option<Usage>);
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
 impl<'de> Visitor<'de> for ResponseSeed {
-    type Value = pb::ChatResponse;
+    type Value = (Box<pb::ChatResponse>, Option<Usage>);
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a chat.completion object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut envelope = Envelope::default();
         let mut choices = Vec::new();
+        let reading = matches!(self.counts, Counts::Read);
+        let mut usage = match self.counts {
+            Counts::Given(usage) => usage,
+            Counts::Read => None,
+        };
         while let Some(key) = next_key(&mut map)? {
             match key.as_ref() {
                 "choices" => {
                     choices =
                         map.next_value_seed(ListSeed::new(|position| ChoiceSeed { position }))?;
                 }
+                "usage" if reading => {
+                    let raw = map.next_value::<&'de RawValue>()?;
+                    usage = Usage::from_json_text(raw.get());
+                    envelope.read_usage(raw)?;
+                }
+                "error" | "x_groq" if reading => return Err(unusual()),
                 _ => envelope.read(key, &mut map, "chat.completion")?,
             }
         }
-        Ok(pb::ChatResponse {
-            usage: envelope.usage(self.usage),
+        // Boxed where it is built: the message is large and moves far.
+        let response = Box::new(pb::ChatResponse {
+            usage: envelope.usage(usage),
             id: envelope.id,
             model: envelope.model,
             provider: String::new(),
@@ -72,7 +100,8 @@ impl<'de> Visitor<'de> for ResponseSeed {
             system_fingerprint: envelope.system_fingerprint,
             service_tier: envelope.service_tier,
             extra: envelope.extra.into_struct(),
-        })
+        });
+        Ok((response, usage))
     }
 }
 

@@ -10,7 +10,7 @@
 //! per member.
 
 use super::one_pass::{
-    Carrier, ChoiceCommon, Envelope, ListSeed, next_key, reasoning, text, text_value, unusual,
+    Carrier, ChoiceCommon, Counts, Envelope, ListSeed, next_key, reasoning, text, text_value, unusual,
     whole,
 };
 use crate::model::{ProtoChunk, Usage};
@@ -71,16 +71,6 @@ fn decode(text: &str, seed: ChunkSeed) -> Option<(Box<pb::ChatChunk>, Option<Usa
 struct ChunkSeed<'u> {
     counts: Counts,
     unindexed: &'u Unindexed,
-}
-
-/// Where the typed token counts come from.
-enum Counts {
-    /// The stream reader read them, in any spelling (Groq's `x_groq.usage`
-    /// included).
-    Given(Option<Usage>),
-    /// Read here from `usage`; an event with `x_groq` or `error` is left to
-    /// the reader's view.
-    Read,
 }
 
 impl<'de> DeserializeSeed<'de> for ChunkSeed<'_> {

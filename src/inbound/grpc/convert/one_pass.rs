@@ -176,6 +176,16 @@ where
     }
 }
 
+/// Where the typed token counts come from.
+pub(super) enum Counts {
+    /// The sidecar's JSON view read them, in any spelling (Groq's
+    /// `x_groq.usage` included).
+    Given(Option<Usage>),
+    /// Read here from `usage`; a message with `x_groq` or `error` is left
+    /// to the view.
+    Read,
+}
+
 /// The members an answer and a stream event share; the rest of the top
 /// level goes to `extra`.
 #[derive(Default)]

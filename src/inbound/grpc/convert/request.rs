@@ -107,7 +107,7 @@ pub fn request_from_proto(request: pb::ChatRequest) -> Result<ChatRequest, Error
         body,
         max_output_tokens: request.max_tokens,
         metadata: request.metadata.into_iter().collect(),
-        proto_chunks: None,
+        proto: None,
     })
 }
 
