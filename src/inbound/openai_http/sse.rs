@@ -33,73 +33,92 @@ use std::task::{Context, Poll, ready};
 
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
 
-/// The block events are written into, one after another: an event is
-/// split off the block, so a new block (an allocation) is needed once per
-/// this many bytes of events, not once per event while hyper still holds
-/// the ones before it. It is also what a stream holds at most beyond its
-/// events in flight.
+/// The block events are written into, one after another: what is written
+/// is split off the block, so a new block (an allocation) is needed once
+/// per this many bytes of events, not once per event while hyper still
+/// holds the ones before it.
 const BLOCK_BYTES: usize = 8 * 1024;
 
-/// Writes each event into the free end of one block and splits it off
-/// (`BytesMut::split`: no copy, no allocation), so an event costs no heap
-/// allocation; the block's memory is reused once hyper has sent all the
-/// events in it.
+/// The most bytes of events gathered into one body frame: events the
+/// upstream delivered together (fast providers send several per read) go
+/// out in one frame, one HTTP chunk and one write, up to this size. It is
+/// also what a stream holds at most beyond its events in flight.
+const FRAME_BYTES: usize = 16 * 1024;
+
+/// Writes events into the free end of one block and splits what was
+/// written off (`BytesMut::split`: no copy, no allocation), so an event
+/// costs no heap allocation; the block's memory is reused once hyper has
+/// sent all the events in it.
 #[derive(Debug, Default)]
 pub struct Encoder {
     buffer: BytesMut,
 }
 
 impl Encoder {
-    /// The chunk as the upstream sent it; without a `"usage": null`
-    /// member when `cut_null_usage`.
-    pub fn chunk(&mut self, chunk: &ChatChunk, cut_null_usage: bool) -> Bytes {
+    /// Appends the chunk as the upstream sent it; without a `"usage":
+    /// null` member when `cut_null_usage`.
+    pub fn push_chunk(&mut self, chunk: &ChatChunk, cut_null_usage: bool) {
         let parts = match chunk.json_without_null_usage() {
             Some((head, tail)) if cut_null_usage => [head, tail],
             _ => [&chunk.json[..], &[][..]],
         };
-        self.start(parts[0].len() + parts[1].len());
+        let seam = chunk.resumed_after.map_or(0, |reason| reason.len() + 24);
+        self.reserve(parts[0].len() + parts[1].len() + seam + 8);
         if let Some(reason) = chunk.resumed_after {
             self.resumed_at(reason);
         }
+        self.buffer.put_slice(b"data: ");
         self.buffer.put_slice(parts[0]);
         self.buffer.put_slice(parts[1]);
-        self.end()
+        self.buffer.put_slice(b"\n\n");
     }
 
-    pub fn error(&mut self, error: &ApiError) -> Bytes {
-        self.start(error.message.len() + 96);
+    /// Appends an `{"error": ...}` event.
+    pub fn push_error(&mut self, error: &ApiError) {
+        self.reserve(error.message.len() + 96);
+        let start = self.buffer.len();
+        self.buffer.put_slice(b"data: ");
         // Into a buffer: writing cannot fail.
         if error.write_json(&mut (&mut self.buffer).writer()).is_err() {
-            return Bytes::from_static(b"data: {\"error\":{}}\n\n");
+            self.buffer.truncate(start);
+            self.buffer.put_slice(b"data: {\"error\":{}}");
         }
-        self.end()
+        self.buffer.put_slice(b"\n\n");
+    }
+
+    /// Appends `data: [DONE]`.
+    pub fn push_done(&mut self) {
+        self.reserve(DONE.len());
+        self.buffer.put_slice(DONE);
+    }
+
+    /// Bytes appended and not yet taken.
+    pub fn pending(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// What was appended since the last take, as one frame.
+    pub fn take(&mut self) -> Bytes {
+        self.buffer.split().freeze()
     }
 
     /// The seam of a resumed stream: a comment block of its own before the
-    /// event being started.
+    /// event being appended.
     fn resumed_at(&mut self, reason: &str) {
-        self.buffer.clear();
         self.buffer.put_slice(b": x-llm-resumed: ");
-        self.buffer
-            .put_slice(reason.to_ascii_lowercase().as_bytes());
-        self.buffer.put_slice(b"\n\ndata: ");
-    }
-
-    /// Starts a `data: ...\n\n` event with room for `json_len` bytes.
-    fn start(&mut self, json_len: usize) {
-        self.buffer.clear();
-        // `reserve` takes a new block only when this one's free end is too
-        // short (or reclaims it when every event split off it is gone).
-        let needed = json_len + 8;
-        if self.buffer.capacity() < needed {
-            self.buffer.reserve(needed.max(BLOCK_BYTES));
+        for byte in reason.bytes() {
+            self.buffer.put_u8(byte.to_ascii_lowercase());
         }
-        self.buffer.put_slice(b"data: ");
+        self.buffer.put_slice(b"\n\n");
     }
 
-    fn end(&mut self) -> Bytes {
-        self.buffer.put_slice(b"\n\n");
-        self.buffer.split().freeze()
+    /// Room for `bytes` more at the free end: a new block only when this
+    /// one's free end is too short (or the block reclaimed when every frame
+    /// split off it is gone).
+    fn reserve(&mut self, bytes: usize) {
+        if self.buffer.capacity() - self.buffer.len() < bytes {
+            self.buffer.reserve(bytes.max(BLOCK_BYTES));
+        }
     }
 }
 
@@ -133,28 +152,39 @@ where
 {
     type Item = Result<Bytes, Infallible>;
 
+    /// Every event ready now, in one frame: the chunk stream is polled
+    /// until it has nothing more at once (it has then registered for the
+    /// next read), ends, or the frame reaches [`FRAME_BYTES`].
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        loop {
-            let Some(chunks) = this.chunks.as_mut() else {
-                return Poll::Ready(None);
-            };
-            let event = match ready!(chunks.poll_next_unpin(cx)) {
-                Some(Ok(chunk)) => {
-                    if !this.include_usage && chunk.is_usage_only() {
-                        continue;
+        while let Some(chunks) = this.chunks.as_mut() {
+            if this.encoder.pending() >= FRAME_BYTES {
+                break;
+            }
+            let polled = chunks.poll_next_unpin(cx);
+            match polled {
+                Poll::Pending if this.encoder.pending() == 0 => return Poll::Pending,
+                Poll::Pending => break,
+                Poll::Ready(Some(Ok(chunk))) => {
+                    if this.include_usage || !chunk.is_usage_only() {
+                        this.encoder.push_chunk(&chunk, !this.include_usage);
                     }
-                    let event = this.encoder.chunk(&chunk, !this.include_usage);
-                    return Poll::Ready(Some(Ok(event)));
                 }
-                Some(Err(error)) => this
-                    .encoder
-                    .error(&ApiError::from_error(&error, &this.scrubber)),
-                None => Bytes::from_static(DONE),
-            };
-            this.chunks = None;
-            return Poll::Ready(Some(Ok(event)));
+                Poll::Ready(Some(Err(error))) => {
+                    this.encoder
+                        .push_error(&ApiError::from_error(&error, &this.scrubber));
+                    this.chunks = None;
+                }
+                Poll::Ready(None) => {
+                    this.encoder.push_done();
+                    this.chunks = None;
+                }
+            }
         }
+        if this.encoder.pending() == 0 {
+            return Poll::Ready(None);
+        }
+        Poll::Ready(Some(Ok(this.encoder.take())))
     }
 }
 
@@ -181,18 +211,26 @@ mod tests {
     /// The body's events, as their data lines.
     async fn events(chunks: Vec<Result<ChatChunk, Error>>, include_usage: bool) -> Vec<String> {
         let body = SseBody::new(futures::stream::iter(chunks), include_usage, Arc::default());
-        let bytes: Vec<Bytes> = body.map(|event| event.unwrap()).collect().await;
-        bytes
-            .iter()
+        let frames: Vec<Bytes> = body.map(|frame| frame.unwrap()).collect().await;
+        data_lines(&frames.concat())
+    }
+
+    /// The data lines of a body's bytes, whole events only.
+    fn data_lines(body: &[u8]) -> Vec<String> {
+        let text = std::str::from_utf8(body).unwrap();
+        assert!(text.ends_with("\n\n"), "{text:?}");
+        text.split_terminator("\n\n")
             .map(|event| {
-                let event = std::str::from_utf8(event).unwrap();
-                assert!(
-                    event.starts_with("data: ") && event.ends_with("\n\n"),
-                    "{event:?}"
-                );
-                event["data: ".len()..event.len() - 2].to_owned()
+                assert!(event.starts_with("data: "), "{event:?}");
+                event["data: ".len()..].to_owned()
             })
             .collect()
+    }
+
+    fn encoded(write: impl FnOnce(&mut Encoder)) -> Bytes {
+        let mut encoder = Encoder::default();
+        write(&mut encoder);
+        encoder.take()
     }
 
     fn json_of(data: &str) -> Value {
@@ -202,9 +240,11 @@ mod tests {
     #[test]
     fn a_chunk_is_the_upstreams_bytes() {
         let mut encoder = Encoder::default();
-        let event = encoder.chunk(&read(TEXT), false);
+        encoder.push_chunk(&read(TEXT), false);
+        let event = encoder.take();
         assert_eq!(&event[..], format!("data: {TEXT}\n\n").as_bytes());
-        let cut = encoder.chunk(&read(TEXT), true);
+        encoder.push_chunk(&read(TEXT), true);
+        let cut = encoder.take();
         assert_eq!(
             std::str::from_utf8(&cut).unwrap(),
             format!("data: {}\n\n", TEXT.replace(r#","usage":null"#, ""))
@@ -219,7 +259,9 @@ mod tests {
 
     #[test]
     fn an_error_event_is_an_openai_error_object() {
-        let event = Encoder::default().error(&ApiError::from_error(&cut(), &Scrubber::default()));
+        let event = encoded(|encoder| {
+            encoder.push_error(&ApiError::from_error(&cut(), &Scrubber::default()));
+        });
         let data = std::str::from_utf8(&event).unwrap();
         let error = json_of(data.strip_prefix("data: ").unwrap().trim_end());
         assert_eq!(error["error"]["type"], "server_error");
@@ -250,5 +292,54 @@ mod tests {
             "upstream_stream_incomplete"
         );
         let _ = json!(null);
+    }
+
+    /// A chunk stream that has nothing ready where the script says `None`
+    /// (it wakes the body at once, as a socket with more data would).
+    struct Scripted(std::collections::VecDeque<Option<Result<ChatChunk, Error>>>);
+
+    impl Stream for Scripted {
+        type Item = Result<ChatChunk, Error>;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            match self.0.pop_front() {
+                Some(Some(item)) => Poll::Ready(Some(item)),
+                Some(None) => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                None => Poll::Ready(None),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn events_ready_together_go_out_in_one_frame() {
+        let script = [
+            Some(Ok(read(TEXT))),
+            Some(Ok(read(TEXT))),
+            None,
+            Some(Ok(read(TEXT))),
+            None,
+            Some(Ok(read(USAGE_ONLY))),
+        ];
+        let body = SseBody::new(Scripted(script.into()), true, Arc::default());
+        let frames: Vec<Bytes> = body.map(|frame| frame.unwrap()).collect().await;
+        let events: Vec<Vec<String>> = frames.iter().map(|frame| data_lines(frame)).collect();
+        assert_eq!(
+            events,
+            [vec![TEXT, TEXT], vec![TEXT], vec![USAGE_ONLY, "[DONE]"]]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_frame_stops_growing_at_its_bound() {
+        let many = 3 * FRAME_BYTES / TEXT.len();
+        let script = (0..many).map(|_| Some(Ok(read(TEXT))));
+        let body = SseBody::new(Scripted(script.collect()), true, Arc::default());
+        let frames: Vec<Bytes> = body.map(|frame| frame.unwrap()).collect().await;
+        assert!(frames.len() >= 3, "{} frames", frames.len());
+        let event = TEXT.len() + "data: \n\n".len();
+        assert!(frames.iter().all(|frame| frame.len() < FRAME_BYTES + event));
+        assert_eq!(data_lines(&frames.concat()).len(), many + 1);
     }
 }

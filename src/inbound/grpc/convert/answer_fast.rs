@@ -45,7 +45,9 @@ pub fn decode_answer(text: &str) -> Option<ProtoAnswer> {
 
 fn decode(text: &str, counts: Counts) -> Option<(Box<pb::ChatResponse>, Option<Usage>)> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let decoded = ResponseSeed { counts }.deserialize(&mut deserializer).ok()?;
+    let decoded = ResponseSeed { counts }
+        .deserialize(&mut deserializer)
+        .ok()?;
     deserializer.end().ok()?;
     Some(decoded)
 }

@@ -10,8 +10,8 @@
 //! per member.
 
 use super::one_pass::{
-    Carrier, ChoiceCommon, Counts, Envelope, ListSeed, next_key, reasoning, text, text_value, unusual,
-    whole,
+    Carrier, ChoiceCommon, Counts, Envelope, ListSeed, next_key, reasoning, text, text_value,
+    unusual, whole,
 };
 use crate::model::{ProtoChunk, Usage};
 use crate::proto::v1 as pb;

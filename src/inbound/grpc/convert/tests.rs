@@ -442,7 +442,11 @@ fn decoding_an_answer_while_reading_agrees_with_reading_then_converting() {
             }
             None => response_to_proto(&got, "p").unwrap(),
         };
-        assert_eq!(message, response_to_proto(&expected, "p").unwrap(), "{text}");
+        assert_eq!(
+            message,
+            response_to_proto(&expected, "p").unwrap(),
+            "{text}"
+        );
     }
     assert!(
         decoded * 10 > total * 7,
