@@ -29,7 +29,7 @@ use futures::{Stream, StreamExt};
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
 
