@@ -8,7 +8,8 @@ to read the figures.
 
 For each binary and workload it starts the sidecar under callgrind twice,
 makes FEW then MANY calls on one gRPC channel over the Unix socket (a
-Python grpcio client, as an app would), and reports
+Python grpcio client, as an app would) or, for the `http-` workloads, on
+one keep-alive connection to the OpenAI-compatible facade, and reports
 (instructions(MANY) - instructions(FEW)) / (MANY - FEW): start-up,
 shutdown and the first connection cancel out. The upstream is the
 repository's fake-upstream binary on loopback; the sidecar runs its
@@ -28,11 +29,20 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-# name -> (gRPC method, model, the fake upstream's scenario for that model)
+# name -> (call, model, the fake upstream's scenario for that model); a
+# call is a gRPC method over the Unix socket or the facade over loopback
+# HTTP/1.1 (`http-`), streamed or not.
+# One word per chunk, as a model streams tokens.
+WORDS_64 = "token " * 64
+WORDS_20 = "token " * 20
 WORKLOADS = {
     "unary": ("Complete", "bench-unary", None),
-    "stream-paced": ("StreamComplete", "bench-paced", '{"chunks":64,"chunk_delay_ms":1}'),
-    "stream-unpaced": ("StreamComplete", "bench-unpaced", '{"chunks":20,"events_per_write":4}'),
+    "stream-paced": ("StreamComplete", "bench-paced",
+                     f'{{"reply":"{WORDS_64}","chunks":64,"chunk_delay_ms":1}}'),
+    "stream-unpaced": ("StreamComplete", "bench-unpaced",
+                       f'{{"reply":"{WORDS_20}","chunks":20,"events_per_write":4}}'),
+    "http-unary": ("http", "bench-unary", None),
+    "http-stream-unpaced": ("http-stream", "bench-unpaced", None),
 }
 
 
@@ -104,9 +114,10 @@ def count(sidecar, upstream_url, workload, calls, modules, workdir):
     run = pathlib.Path(tempfile.mkdtemp(prefix=f"{workload}-{calls}-", dir=workdir))
     socket_path = run / "grpc.sock"
     config = run / "sidecar.toml"
+    http_port = free_port()
     config.write_text(
         'default_provider = "fake"\n'
-        f'[server]\nuds = "{socket_path}"\ntcp = ""\nhttp = ""\nadmin = ""\n'
+        f'[server]\nuds = "{socket_path}"\ntcp = ""\nhttp = "127.0.0.1:{http_port}"\nadmin = ""\n'
         f'[ledger]\npath = "{run / "ledger.sqlite3"}"\n'
         f'[providers.fake]\nbase_url = "{upstream_url}"\n'
     )
@@ -121,6 +132,12 @@ def count(sidecar, upstream_url, workload, calls, modules, workdir):
         stderr=open(run / "sidecar.log", "w"),
     )
     wait_for(socket_path.exists, process, "llm-sidecar under callgrind")
+    if method.startswith("http"):
+        # No token file: a build older than caller tokens, which asks for none.
+        token_file = run / "token"
+        token = token_file.read_text().strip() if token_file.exists() else ""
+        facade_calls(http_port, token, model, method == "http-stream", calls)
+        return stop_and_count(process, out, run)
     # A plain authority: builds older than the sidecar's acceptance of the
     # socket path grpc-core sends as :authority refuse it.
     options = [("grpc.default_authority", "localhost")]
@@ -138,6 +155,30 @@ def count(sidecar, upstream_url, workload, calls, modules, workdir):
                 chunks = list(stub.StreamComplete(request, timeout=60))
                 if not chunks:
                     sys.exit(f"{workload}: a stream delivered nothing")
+    return stop_and_count(process, out, run)
+
+
+def facade_calls(port, token, model, stream, calls):
+    """`calls` chat completions on one keep-alive connection to the facade."""
+    import http.client
+    import json
+
+    body = {"model": model, "messages": [{"role": "user", "content": "count my instructions"}]}
+    if stream:
+        body["stream"] = True
+    payload = json.dumps(body)
+    headers = {"content-type": "application/json", "authorization": f"Bearer {token}"}
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    for _ in range(calls):
+        connection.request("POST", "/v1/chat/completions", payload, headers)
+        response = connection.getresponse()
+        text = response.read()
+        if response.status != 200 or (stream and not text.rstrip().endswith(b"data: [DONE]")):
+            sys.exit(f"the facade answered {response.status}: {text[:200]!r}")
+    connection.close()
+
+
+def stop_and_count(process, out, run):
     process.send_signal(signal.SIGTERM)
     if process.wait(timeout=120) != 0:
         sys.exit(f"llm-sidecar under callgrind exited with {process.returncode}; see {run}/sidecar.log")

@@ -437,6 +437,7 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
                 })),
             }
         });
+        let stream = crate::inbound::gather::Gathered::new(Box::pin(stream));
         let mut response: Response<Self::StreamCompleteStream> = Response::new(Box::pin(stream));
         served_by(&mut response, &provider, attempts);
         upstream_metadata(response.metadata_mut(), &upstream_headers);

@@ -147,7 +147,7 @@ async fn stream(
         _ => None,
     };
     let body = Body::from_stream(SseBody::new(
-        chunks,
+        crate::inbound::gather::Gathered::new(chunks),
         parsed.include_usage,
         pipeline.scrubber().clone(),
     ));

@@ -154,15 +154,15 @@ where
 
     /// Every event ready now, in one frame: the chunk stream is polled
     /// until it has nothing more at once (it has then registered for the
-    /// next read), ends, or the frame reaches [`FRAME_BYTES`].
+    /// next read), ends, or the frame reaches [`FRAME_BYTES`]. Chunks come
+    /// in bursts ([`super::super::gather`]), so a burst is one frame.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         while let Some(chunks) = this.chunks.as_mut() {
             if this.encoder.pending() >= FRAME_BYTES {
                 break;
             }
-            let polled = chunks.poll_next_unpin(cx);
-            match polled {
+            match chunks.poll_next_unpin(cx) {
                 Poll::Pending if this.encoder.pending() == 0 => return Poll::Pending,
                 Poll::Pending => break,
                 Poll::Ready(Some(Ok(chunk))) => {
