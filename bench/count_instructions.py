@@ -133,6 +133,14 @@ def count(sidecar, upstream_url, workload, calls, modules, workdir):
     )
     wait_for(socket_path.exists, process, "llm-sidecar under callgrind")
     if method.startswith("http"):
+        def listening():
+            try:
+                socket.create_connection(("127.0.0.1", http_port), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+
+        wait_for(listening, process, "the facade under callgrind")
         # No token file: a build older than caller tokens, which asks for none.
         token_file = run / "token"
         token = token_file.read_text().strip() if token_file.exists() else ""
