@@ -21,6 +21,8 @@
 //!
 //! - `schema`: opening the file, pragmas, the numbered migrations.
 //! - `writer`: the writer thread: batches, one transaction each, flushes.
+//! - `queue`: the records on their way to it, bounded by count, allocated
+//!   as they come.
 //! - `file`: the two connections, and opening the path again when the
 //!   file under it was deleted or replaced.
 //! - `retention`: deleting rows past the age or row-count limit.
@@ -35,6 +37,7 @@ mod counters;
 mod error;
 mod file;
 mod pricing;
+mod queue;
 mod recent;
 mod retention;
 mod row;
@@ -56,11 +59,12 @@ pub use summary::{GroupBy, SummaryQuery, SummaryRow};
 use crate::call_record::CallRecord;
 use counters::Counters;
 use file::{LedgerFile, SharedReader};
+use queue::QueueSender;
 use retention::{RetentionPolicy, RetentionSchedule};
 use rusqlite::Connection;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::mpsc::TrySendError;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -109,7 +113,7 @@ struct Inner {
     /// it under the write lock, so a record racing with `close` is either
     /// queued while the writer still drains the queue, or counted as
     /// dropped: never stranded in a queue nobody reads.
-    queue: RwLock<Option<SyncSender<Message>>>,
+    queue: RwLock<Option<QueueSender>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
     store: Store,
@@ -146,9 +150,7 @@ impl Ledger {
         }
         let reader = file.reader();
 
-        // A zero-capacity std channel only hands over to a waiting receiver,
-        // which `try_send` would almost never find.
-        let (sender, receiver) = mpsc::sync_channel(config.queue_capacity.max(1));
+        let (sender, receiver) = queue::bounded(config.queue_capacity.max(1));
         let counters = Arc::new(Counters::default());
         let writer = Writer {
             file,
@@ -237,18 +239,9 @@ impl Ledger {
     pub async fn flush(&self) {
         let Some(sender) = self.sender() else { return };
         let (done, committed) = oneshot::channel();
-        let queued = match sender.try_send(Message::Flush(done)) {
-            Ok(()) => true,
-            // Unlike a record, the marker must not be lost to a full queue:
-            // wait for room, off the async runtime.
-            Err(TrySendError::Full(marker)) => {
-                tokio::task::spawn_blocking(move || sender.send(marker).is_ok())
-                    .await
-                    .unwrap_or(false)
-            }
-            Err(TrySendError::Disconnected(_)) => false,
-        };
-        if queued {
+        // Unlike a record, the marker is never refused for room: only a
+        // stopped writer refuses it.
+        if sender.try_send(Message::Flush(done)).is_ok() {
             // An error here means the writer died; nothing left to wait for.
             let _ = committed.await;
         }
@@ -318,7 +311,7 @@ impl Ledger {
         .map_err(LedgerError::QueryTask)?
     }
 
-    fn sender(&self) -> Option<SyncSender<Message>> {
+    fn sender(&self) -> Option<QueueSender> {
         self.inner
             .queue
             .read()
@@ -326,7 +319,7 @@ impl Ledger {
             .clone()
     }
 
-    fn write_queue(&self) -> std::sync::RwLockWriteGuard<'_, Option<SyncSender<Message>>> {
+    fn write_queue(&self) -> std::sync::RwLockWriteGuard<'_, Option<QueueSender>> {
         self.inner
             .queue
             .write()

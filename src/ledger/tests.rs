@@ -175,7 +175,7 @@ fn outcome_filter_parses() {
     assert!("".parse::<OutcomeFilter>().is_err());
 }
 
-fn record_at(id: usize, started_at_ms: u64) -> CallRecord {
+pub(super) fn record_at(id: usize, started_at_ms: u64) -> CallRecord {
     CallRecord {
         request_id: format!("req-{id}"),
         started_at: UNIX_EPOCH + Duration::from_millis(started_at_ms),

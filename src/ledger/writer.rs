@@ -4,22 +4,30 @@
 
 use super::counters::Counters;
 use super::file::LedgerFile;
+use super::queue::QueueReceiver;
 use super::retention::{self, RetentionSchedule};
 use super::row;
 use crate::call_record::CallRecord;
 use rusqlite::Connection;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 pub(super) enum Message {
-    /// Boxed so the queue's preallocated slots stay small.
+    /// Boxed so the queue's slots stay small.
     Record(Box<CallRecord>),
     /// Answered once everything queued before it is committed or counted
     /// as dropped. It travels the same queue as records, so nothing can
     /// overtake it.
     Flush(oneshot::Sender<()>),
+}
+
+impl Message {
+    /// A record, which counts against the queue's capacity.
+    pub(super) fn is_record(&self) -> bool {
+        matches!(self, Message::Record(_))
+    }
 }
 
 /// The longest `flush_interval` honoured: any longer is a configuration
@@ -31,7 +39,7 @@ const GATHER_TICK: Duration = Duration::from_millis(10);
 
 pub(super) struct Writer {
     pub(super) file: LedgerFile,
-    pub(super) queue: Receiver<Message>,
+    pub(super) queue: QueueReceiver,
     pub(super) counters: Arc<Counters>,
     pub(super) batch_max: usize,
     pub(super) flush_interval: Duration,

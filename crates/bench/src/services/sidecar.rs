@@ -24,11 +24,16 @@ pub struct Sidecar {
 /// `keepalive 256`, LiteLLM logs at ERROR. So the per-call log line is
 /// filtered out (warnings and failures still show) and as many idle upstream
 /// connections are kept; `scripts/telemetry-cost` measures what the request
-/// log costs. Idle connections close after 5 s (not 90), so that the memory
-/// once they are gone can be read without a long wait; the load keeps them
-/// busy, so this changes nothing else.
+/// log costs. Idle connections close after 5 s, upstream (not 90) and on
+/// the HTTP facade (not 30: the load generator keeps its 1,000 keep-alive
+/// connections open, some 28 KiB each in hyper's buffers), so that the
+/// memory once they are gone can be read without a long wait; the load
+/// keeps them busy, so this changes nothing else.
 const PARITY: &str = "[logging]\nlevel = \"info,llm_sidecar::request=warn\"\n\
                       [upstream]\npool_max_idle_per_host = 256\npool_idle_timeout_ms = 5000\n";
+
+/// The `[server]` lines of the same: the facade's idle connections.
+const PARITY_SERVER: &str = "idle_timeout_ms = 5000\n";
 
 /// How long after the first reading after the load the second one waits:
 /// the idle timeout above, the pool's sweep (up to one more timeout), and
@@ -53,6 +58,7 @@ pub async fn start(
         format!(
             "default_provider = \"fake\"\n\
              [server]\nuds = \"{}\"\ntcp = \"{tcp}\"\nhttp = \"{http}\"\nadmin = \"{admin}\"\n\
+             {PARITY_SERVER}\
              [ledger]\npath = \"{}\"\n\
              {PARITY}\
              [providers.fake]\nbase_url = \"{upstream}\"\n",
