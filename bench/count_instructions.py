@@ -47,33 +47,24 @@ WORKLOADS = {
 
 
 def stubs():
-    import grpc_tools
-    from grpc_tools import protoc
+    sys.path.insert(0, str(ROOT / "tests/python"))
+    import grpc_stubs
 
-    out = pathlib.Path(tempfile.mkdtemp(prefix="llm-sidecar-stubs-"))
-    well_known = pathlib.Path(grpc_tools.__file__).parent / "_proto"
-    code = protoc.main(
-        [
-            "grpc_tools.protoc",
-            f"-I{ROOT / 'proto'}",
-            f"-I{well_known}",
-            f"--python_out={out}",
-            f"--grpc_python_out={out}",
-            str(ROOT / "proto/llmsidecar/v1/chat.proto"),
-        ]
-    )
-    if code != 0:
-        sys.exit("protoc failed")
-    sys.path.insert(0, str(out))
-    from llmsidecar.v1 import chat_pb2, chat_pb2_grpc
-
-    return chat_pb2, chat_pb2_grpc
+    return grpc_stubs.generate()
 
 
 def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def port_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
 
 
 def wait_for(ready, process, what, seconds=120):
@@ -94,14 +85,7 @@ def start_upstream(binary, workdir):
             args += ["--model-scenario", f"{model}={scenario}"]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(workdir / "upstream.log", "w"))
 
-    def listening():
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-
-    wait_for(listening, process, "fake-upstream")
+    wait_for(lambda: port_open(port), process, "fake-upstream")
     return process, f"http://127.0.0.1:{port}/v1"
 
 
@@ -133,14 +117,7 @@ def count(sidecar, upstream_url, workload, calls, modules, workdir):
     )
     wait_for(socket_path.exists, process, "llm-sidecar under callgrind")
     if method.startswith("http"):
-        def listening():
-            try:
-                socket.create_connection(("127.0.0.1", http_port), timeout=0.2).close()
-                return True
-            except OSError:
-                return False
-
-        wait_for(listening, process, "the facade under callgrind")
+        wait_for(lambda: port_open(http_port), process, "the facade under callgrind")
         # No token file: a build older than caller tokens, which asks for none.
         token_file = run / "token"
         token = token_file.read_text().strip() if token_file.exists() else ""

@@ -9,7 +9,6 @@ import os
 import pathlib
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -18,6 +17,8 @@ import grpc
 import openai
 import pytest
 
+import grpc_stubs
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 UPSTREAM_KEY = "sk-test-python-0123456789abcdef"
 
@@ -25,26 +26,7 @@ UPSTREAM_KEY = "sk-test-python-0123456789abcdef"
 @pytest.fixture(scope="session")
 def stubs():
     """Generates the Python stubs the way an app team would."""
-    import grpc_tools
-    from grpc_tools import protoc
-
-    out = pathlib.Path(tempfile.mkdtemp(prefix="llm-sidecar-stubs-"))
-    well_known = pathlib.Path(grpc_tools.__file__).parent / "_proto"
-    code = protoc.main(
-        [
-            "grpc_tools.protoc",
-            f"-I{ROOT / 'proto'}",
-            f"-I{well_known}",
-            f"--python_out={out}",
-            f"--grpc_python_out={out}",
-            str(ROOT / "proto/llmsidecar/v1/chat.proto"),
-        ]
-    )
-    assert code == 0, "protoc failed"
-    sys.path.insert(0, str(out))
-    from llmsidecar.v1 import chat_pb2, chat_pb2_grpc
-
-    return chat_pb2, chat_pb2_grpc
+    return grpc_stubs.generate()
 
 
 def sidecar_binary():
