@@ -31,14 +31,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// The functions that run at start and per call, packed together at the
 /// start of `.text`: the kernel maps code 64 KiB around each fault, so
 /// scattered they made most of the 11 MB of code resident; packed, the
-/// idle sidecar's RSS is some 6 MiB lower. Only for the target whose
-/// default linker is lld (rustc 1.90 and later), which reads the list;
-/// names it no longer finds (another toolchain, other dependencies) are
-/// skipped quietly: `scripts/text-order --check` counts them.
+/// idle sidecar's RSS is some 6 MiB lower. Only where lld links: the
+/// target whose default linker it is (rustc 1.90 and later), with no
+/// linker chosen in the flags or the environment (GNU ld refuses the
+/// option); names it no longer finds (another toolchain, other
+/// dependencies) are skipped quietly: `scripts/text-order --check` counts
+/// them.
 fn order_text() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=link/text-order.txt");
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER");
     let list = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("link/text-order.txt");
-    if std::env::var("TARGET")? != "x86_64-unknown-linux-gnu" || !list.exists() {
+    if std::env::var("TARGET")? != "x86_64-unknown-linux-gnu"
+        || !list.exists()
+        || !links_with_default_lld()
+    {
         return Ok(());
     }
     println!(
@@ -47,4 +53,31 @@ fn order_text() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("cargo:rustc-link-arg-bin=llm-sidecar=-Wl,--no-warn-symbol-ordering");
     Ok(())
+}
+
+/// rustc 1.90 or later (rust-lld is then the default linker of
+/// x86_64-unknown-linux-gnu), and neither the flags nor the environment
+/// name another linker.
+fn links_with_default_lld() -> bool {
+    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    let chosen = ["linker", "fuse-ld", "link-self-contained"];
+    if chosen.iter().any(|flag| flags.contains(flag))
+        || std::env::var_os("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_some()
+    {
+        return false;
+    }
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let Ok(output) = std::process::Command::new(rustc).arg("--version").output() else {
+        return false;
+    };
+    // "rustc 1.95.0 (59807616e 2026-04-14)"
+    let version = String::from_utf8_lossy(&output.stdout);
+    let mut numbers = version
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .split('.')
+        .map(|part| part.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    (major, minor) >= (1, 90)
 }
