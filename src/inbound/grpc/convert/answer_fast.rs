@@ -128,9 +128,18 @@ impl<'de> Visitor<'de> for ChoiceSeed {
         let mut choice = pb::Choice::default();
         while let Some(key) = next_key(&mut map)? {
             match key.as_ref() {
-                "message" => map.next_value_seed(MessageSeed {
-                    choice: &mut choice,
-                })?,
+                "message" => {
+                    // A message given twice: only the last one counts, as
+                    // when the answer is read as a JSON value.
+                    choice.content = None;
+                    choice.refusal.clear();
+                    choice.reasoning_content.clear();
+                    choice.tool_calls.clear();
+                    choice.message_extra = None;
+                    map.next_value_seed(MessageSeed {
+                        choice: &mut choice,
+                    })?;
+                }
                 _ => common.read(key, &mut map)?,
             }
         }
@@ -175,7 +184,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
                 },
                 "content" => match map.next_value::<Value>()? {
                     Value::String(content) => choice.content = Some(content),
-                    Value::Null => {}
+                    Value::Null => choice.content = None,
                     _ => return Err(unusual()),
                 },
                 "refusal" => choice.refusal = text(&mut map)?,

@@ -417,6 +417,7 @@ fn decoding_an_answer_while_reading_agrees_with_reading_then_converting() {
         r#"{"choices": [{"message": {"content": "a"}}], "usage": {"prompt_tokens": 1}, "usage": {"prompt_tokens": 2, "completion_tokens": 3}}"#.to_owned(),
         "[1]".to_owned(),
     ]);
+    texts.extend(TWICE.iter().map(|text| (*text).to_owned()));
     let (mut decoded, total) = (0, texts.len());
     for text in texts {
         let expected = ChatResponse::read(text.clone().into());
@@ -452,6 +453,36 @@ fn decoding_an_answer_while_reading_agrees_with_reading_then_converting() {
         decoded * 10 > total * 7,
         "most answers decode in one pass ({decoded} of {total})"
     );
+}
+
+/// Answers with a member of a choice or a message given twice: only the
+/// last one counts, as when the answer is read as a JSON value.
+const TWICE: [&str; 3] = [
+    r#"{"choices": [{"message": {"content": null, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{\"a\": 1}"}}]}, "message": {"content": "b"}, "finish_reason": "stop"}]}"#,
+    r#"{"choices": [{"message": {"content": "first", "refusal": "no", "x": 1}, "message": null, "finish_reason": "stop"}]}"#,
+    r#"{"choices": [{"message": {"content": "first", "content": null}, "finish_reason": "stop"}]}"#,
+];
+
+/// The one-pass decoder reads a member given twice as the JSON-value path
+/// does: the last one, whole (not merged with the one before).
+#[test]
+fn a_member_given_twice_decodes_as_its_last_one() {
+    use crate::model::ChatResponse;
+    for text in TWICE {
+        let expected = ChatResponse::read(text.into()).unwrap();
+        let mut got = ChatResponse::read_for(text.into(), Some(decode_answer)).unwrap();
+        assert_eq!(expected.output_bytes, got.output_bytes, "{text}");
+        let mut message = match got.proto.take() {
+            Some(proto) => *proto,
+            None => response_to_proto(&got, "p").unwrap(),
+        };
+        message.provider = "p".into();
+        assert_eq!(
+            message,
+            answer::response_via_value(&expected, "p").unwrap(),
+            "{text}"
+        );
+    }
 }
 
 #[test]
