@@ -16,6 +16,8 @@
 //! gives none, so it pays nothing: each turn is a poll of the whole chain
 //! of streams, about 1,800 instructions, and finds nothing there.
 
+use crate::error::Error;
+use crate::model::ChatChunk;
 use futures::Stream;
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -26,16 +28,32 @@ use std::task::{Context, Poll};
 /// pass on its next chunk; two were.
 const TURNS: u8 = 2;
 
-/// The most items held before they are released anyway: what a stream may
-/// hold beyond the edge's own buffers.
+/// The most chunks held before they are released anyway.
 const MAX_HELD: usize = 16;
+
+/// The most bytes of chunks held before they are released anyway (as the
+/// edge weighs them: the facade the upstream's JSON, gRPC the protobuf
+/// message): with the count above, what a stream may hold beyond the
+/// edge's own buffers (ARCHITECTURE.md, "Memory per call"). A single
+/// event may be larger (up to the SSE line cap); it is then released
+/// alone.
+const MAX_HELD_BYTES: usize = 32 * 1024;
+
+/// A served stream's item weighed for [`Gathered`]: the chunk's JSON, as
+/// the upstream sent it (an error weighs nothing).
+pub fn chunk_bytes(item: &Result<ChatChunk, Error>) -> usize {
+    item.as_ref().map_or(0, |chunk| chunk.json.len())
+}
 
 /// A stream that passes on its inner stream's items in bursts: items that
 /// come within [`TURNS`] runtime turns of each other are released back to
 /// back. Order, items and end are the inner stream's.
 pub struct Gathered<S: Stream> {
     inner: S,
+    /// An item's size in bytes, for [`MAX_HELD_BYTES`].
+    weigh: fn(&S::Item) -> usize,
     held: VecDeque<S::Item>,
+    held_bytes: usize,
     /// Releasing what is held: no polling of the inner stream until it is
     /// all out.
     releasing: bool,
@@ -50,10 +68,13 @@ pub struct Gathered<S: Stream> {
 }
 
 impl<S: Stream> Gathered<S> {
-    pub fn new(inner: S) -> Self {
+    /// `weigh` gives an item's size in bytes.
+    pub fn new(inner: S, weigh: fn(&S::Item) -> usize) -> Self {
         Gathered {
             inner,
+            weigh,
             held: VecDeque::new(),
+            held_bytes: 0,
             releasing: false,
             turns: 0,
             turns_paid: false,
@@ -72,12 +93,13 @@ where
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
         let this = &mut *self;
         while !this.releasing && !this.ended {
-            if this.held.len() >= MAX_HELD {
+            if this.held.len() >= MAX_HELD || this.held_bytes >= MAX_HELD_BYTES {
                 this.releasing = true;
                 break;
             }
             match Pin::new(&mut this.inner).poll_next(cx) {
                 Poll::Ready(Some(item)) => {
+                    this.held_bytes += (this.weigh)(&item);
                     this.held.push_back(item);
                     this.turns_paid |= this.turns > 0;
                     this.turns = 0;
@@ -95,6 +117,7 @@ where
         match this.held.pop_front() {
             Some(item) => {
                 if this.held.is_empty() {
+                    this.held_bytes = 0;
                     this.releasing = false;
                     this.turns = 0;
                     this.turns_pay = std::mem::take(&mut this.turns_paid);
@@ -135,9 +158,12 @@ mod tests {
     /// What the gathered stream gives, poll by poll: an item, or `P` for
     /// `Pending` (a turn given, or nothing to give).
     async fn polls(script: Vec<Option<u32>>) -> String {
-        let mut gathered = Gathered::new(Scripted {
-            script: script.into(),
-        });
+        let mut gathered = Gathered::new(
+            Scripted {
+                script: script.into(),
+            },
+            |_| 1,
+        );
         let mut seen = Vec::new();
         std::future::poll_fn(|cx| {
             loop {
@@ -202,7 +228,7 @@ mod tests {
     #[test]
     fn a_long_burst_is_released_at_the_bound() {
         let script = (0..150).map(Some).collect();
-        let mut gathered = Gathered::new(Scripted { script });
+        let mut gathered = Gathered::new(Scripted { script }, |_| 1);
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         let mut items = Vec::new();
@@ -213,11 +239,25 @@ mod tests {
         assert_eq!(items, (0..150).collect::<Vec<_>>());
     }
 
+    #[test]
+    fn large_chunks_are_released_at_the_byte_bound() {
+        let script = (0..10).map(Some).collect();
+        let mut gathered = Gathered::new(Scripted { script }, |_| MAX_HELD_BYTES / 2);
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut items = Vec::new();
+        while let Poll::Ready(Some(item)) = gathered.poll_next_unpin(&mut cx) {
+            assert!(gathered.held.len() < 2, "{} held", gathered.held.len());
+            items.push(item);
+        }
+        assert_eq!(items, (0..10).collect::<Vec<_>>());
+    }
+
     #[tokio::test]
     async fn an_idle_stream_is_not_woken() {
         // Nothing held: a Pending is passed on as it is, without a wake-up
         // of its own (the inner stream's waker registration stands).
-        let mut gathered = Gathered::new(futures::stream::pending::<u32>());
+        let mut gathered = Gathered::new(futures::stream::pending::<u32>(), |_| 1);
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         assert!(gathered.poll_next_unpin(&mut cx).is_pending());

@@ -9,6 +9,7 @@ use super::timeout::parse_grpc_timeout;
 use crate::auth::AuthenticatedCaller;
 use crate::call_record::Edge;
 use crate::error::{EdgeFault, Error};
+use crate::inbound::gather::Gathered;
 use crate::inbound::observe::{Arrival, Finished, Observation, Observer};
 use crate::pipeline::{CallLimits, PipelineHandle};
 use crate::proto::v1 as pb;
@@ -121,6 +122,11 @@ fn peer_of(extensions: &tonic::Extensions) -> Option<(u32, Option<i32>)> {
     let info = extensions.get::<tonic::transport::server::UdsConnectInfo>()?;
     let cred = info.peer_cred?;
     Some((cred.uid(), cred.pid()))
+}
+
+/// A converted chunk's size on the wire, for what a burst may hold.
+fn message_bytes(item: &Result<pb::ChatChunk, Status>) -> usize {
+    item.as_ref().map_or(0, prost::Message::encoded_len)
 }
 
 /// The answer as the caller's message: decoded already when the upstream's
@@ -437,7 +443,10 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
                 })),
             }
         });
-        let stream = crate::inbound::gather::Gathered::new(Box::pin(stream));
+        // Bursts of converted chunks: each has passed its size check, and
+        // a failed one was recorded as the call's failure, before it is
+        // held.
+        let stream = Gathered::new(Box::pin(stream), message_bytes);
         let mut response: Response<Self::StreamCompleteStream> = Response::new(Box::pin(stream));
         served_by(&mut response, &provider, attempts);
         upstream_metadata(response.metadata_mut(), &upstream_headers);

@@ -11,6 +11,7 @@ use super::{call, models};
 use crate::auth::AuthenticatedCaller;
 use crate::call_record::Edge;
 use crate::error::{EdgeFault, Error};
+use crate::inbound::gather::{Gathered, chunk_bytes};
 use crate::inbound::observe::{Arrival, Observation};
 use crate::model::ChatRequest;
 use crate::pipeline::{CallContext, Pipeline};
@@ -147,7 +148,7 @@ async fn stream(
         _ => None,
     };
     let body = Body::from_stream(SseBody::new(
-        crate::inbound::gather::Gathered::new(chunks),
+        Gathered::new(chunks, chunk_bytes),
         parsed.include_usage,
         pipeline.scrubber().clone(),
     ));
