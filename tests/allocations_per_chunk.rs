@@ -69,9 +69,12 @@ static ALLOCATOR: Counting = Counting;
 const FEW: usize = 20;
 const MANY: usize = 420;
 
-/// Allocations per chunk at most on the facade: the amortised growth of a
-/// buffer now and then, never one per chunk.
-const PER_CHUNK_LIMIT: f64 = 0.05;
+/// Allocations per chunk at most on the facade: never one per chunk, only
+/// what comes once per upstream read or per frame sent (a read buffer, a
+/// new 8 KiB block), whose count per chunk depends on how the chunks fell
+/// into reads: 0.015-0.065 in repeated runs. One allocation per chunk
+/// would read 1.0.
+const PER_CHUNK_LIMIT: f64 = 0.1;
 
 /// On gRPC each chunk is still built as a prost message that owns its
 /// strings (id, model, content, the choice list): about 6 allocations a
@@ -142,14 +145,25 @@ async fn counted(stream: impl Future<Output = usize>) -> (u64, usize) {
     (ALLOCATIONS.load(Ordering::Relaxed) - before, chunks)
 }
 
-fn per_chunk(few: (u64, usize), many: (u64, usize)) -> f64 {
+/// Allocations per chunk on `edge`: `stream_of(n)` runs one stream of `n`
+/// chunks and returns the chunks seen; a warm-up stream first
+/// (connections, pools and first-use caches), then a short and a long one.
+async fn per_chunk(edge: &str, mut stream_of: impl AsyncFnMut(usize) -> usize) -> f64 {
+    stream_of(FEW).await;
+    let few = counted(stream_of(FEW)).await;
+    let many = counted(stream_of(MANY)).await;
     assert!(
         many.1 > few.1 + 300,
         "chunks seen: {} and {}",
         few.1,
         many.1
     );
-    (many.0 as f64 - few.0 as f64) / (many.1 - few.1) as f64
+    let cost = (many.0 as f64 - few.0 as f64) / (many.1 - few.1) as f64;
+    eprintln!(
+        "{edge}: {} allocations for {} chunks, {} for {}: {cost:.3} per chunk",
+        few.0, few.1, many.0, many.1
+    );
+    cost
 }
 
 fn scenario(chunks: usize) -> serde_json::Value {
@@ -162,7 +176,7 @@ fn a_grpc_stream_allocates_no_more_than_its_message_per_chunk() {
     let client_runtime = tokio::runtime::Runtime::new().unwrap();
     client_runtime.block_on(async {
         let mut client = chat_client(connect_uds(&sidecar.socket).await.unwrap(), 1 << 24);
-        let mut stream_of = async |chunks: usize| {
+        let stream_of = async |chunks: usize| {
             let request = common::request("allocations", scenario(chunks));
             let mut stream = client.stream_complete(request).await.unwrap().into_inner();
             let mut seen = 0;
@@ -172,15 +186,7 @@ fn a_grpc_stream_allocates_no_more_than_its_message_per_chunk() {
             }
             seen
         };
-        // Warm up: connections, pools and first-use caches.
-        stream_of(FEW).await;
-        let few = counted(stream_of(FEW)).await;
-        let many = counted(stream_of(MANY)).await;
-        let cost = per_chunk(few, many);
-        eprintln!(
-            "gRPC: {} allocations for {} chunks, {} for {}: {cost:.3} per chunk",
-            few.0, few.1, many.0, many.1
-        );
+        let cost = per_chunk("gRPC", stream_of).await;
         assert!(
             cost <= GRPC_PER_CHUNK_LIMIT,
             "{cost:.3} allocations per chunk"
@@ -217,14 +223,7 @@ fn a_facade_stream_allocates_nothing_per_chunk() {
             assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
             text.matches("data: {").count()
         };
-        stream_of(FEW).await;
-        let few = counted(stream_of(FEW)).await;
-        let many = counted(stream_of(MANY)).await;
-        let cost = per_chunk(few, many);
-        eprintln!(
-            "facade: {} allocations for {} chunks, {} for {}: {cost:.3} per chunk",
-            few.0, few.1, many.0, many.1
-        );
+        let cost = per_chunk("facade", stream_of).await;
         assert!(cost <= PER_CHUNK_LIMIT, "{cost:.3} allocations per chunk");
     });
 }
