@@ -24,6 +24,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // prost's codec, but for a stream event's message, which is used
+        // again once encoded (src/inbound/grpc/codec.rs).
+        .codec_path("crate::inbound::grpc::codec::RecyclingCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! The gRPC edge: `llmsidecar.v1.ChatService`.
 
+pub(crate) mod codec;
 mod convert;
+pub(crate) mod recycle;
 mod refusals;
 mod service;
 mod status;

@@ -153,7 +153,7 @@ fn deliverable(
 ) -> Result<pb::ChatChunk, String> {
     match chunk.proto.take() {
         Some(proto) => {
-            let mut proto = *proto;
+            let mut proto = super::recycle::unbox(proto);
             provider.clone_into(&mut proto.provider);
             Ok(proto)
         }

@@ -1,6 +1,8 @@
 //! The per-chunk path of the gRPC edge: a stream event decoded straight
 //! into protobuf, in one pass over its bytes, building a value only for the
 //! members that go into a carrier (the shared pieces are in `one_pass.rs`).
+//! It decodes into a message used before (`recycle.rs`), each string and
+//! list written in place, so a usual event allocates nothing.
 //!
 //! It handles the shapes providers send (members of the expected types, or
 //! `null`); at anything else it gives up and [`super::answer`] converts the
@@ -10,14 +12,15 @@
 //! per member.
 
 use super::one_pass::{
-    Carrier, ChoiceCommon, Counts, Envelope, ListSeed, next_key, reasoning, text, text_value,
+    Carrier, ChoiceCommon, Counts, Envelope, next_key, reasoning_into, text_into, text_value,
     unusual, whole,
 };
+use crate::inbound::grpc::recycle;
 use crate::model::{ProtoChunk, Usage};
 use crate::proto::v1 as pb;
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
-use serde_json::Value;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use std::cell::RefCell;
 use std::fmt;
 
@@ -31,11 +34,7 @@ pub fn chunk_to_proto_fast(
     // One UTF-8 check for the whole text, rather than one per string.
     let text = std::str::from_utf8(json).ok()?;
     let unindexed = RefCell::default();
-    let seed = ChunkSeed {
-        counts: Counts::Given(usage),
-        unindexed: &unindexed,
-    };
-    let (mut chunk, _) = decode(text, seed)?;
+    let (mut chunk, _) = decode(text, Counts::Given(usage), &unindexed)?;
     chunk.provider = provider.to_owned();
     Some(*chunk)
 }
@@ -46,11 +45,7 @@ pub fn chunk_to_proto_fast(
 /// `x_groq` (a stream's usage arrives in it), or any unusual shape.
 pub fn decode_chunk(text: &str) -> Option<ProtoChunk> {
     let unindexed = RefCell::default();
-    let seed = ChunkSeed {
-        counts: Counts::Read,
-        unindexed: &unindexed,
-    };
-    let (message, usage) = decode(text, seed)?;
+    let (message, usage) = decode(text, Counts::Read, &unindexed)?;
     Some(ProtoChunk {
         message,
         unindexed: unindexed.into_inner(),
@@ -61,33 +56,58 @@ pub fn decode_chunk(text: &str) -> Option<ProtoChunk> {
 /// `(choice position, tool-call position)` of the pieces without an index.
 type Unindexed = RefCell<Vec<(usize, usize)>>;
 
-fn decode(text: &str, seed: ChunkSeed) -> Option<(Box<pb::ChatChunk>, Option<Usage>)> {
+fn decode(
+    text: &str,
+    counts: Counts,
+    unindexed: &Unindexed,
+) -> Option<(Box<pb::ChatChunk>, Option<Usage>)> {
+    let mut message = recycle::message();
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let decoded = seed.deserialize(&mut deserializer).ok()?;
-    deserializer.end().ok()?;
-    Some(decoded)
+    let seed = ChunkSeed {
+        message: &mut message,
+        counts,
+        unindexed,
+    };
+    match seed
+        .deserialize(&mut deserializer)
+        .and_then(|usage| deserializer.end().map(|()| usage))
+    {
+        Ok(usage) => Some((message, usage)),
+        Err(_) => {
+            recycle::give_back_boxed(message);
+            None
+        }
+    }
 }
 
-struct ChunkSeed<'u> {
+/// Reads the event into `message`; its value is the usage counts.
+struct ChunkSeed<'m, 'u> {
+    message: &'m mut pb::ChatChunk,
     counts: Counts,
     unindexed: &'u Unindexed,
 }
 
-impl<'de> DeserializeSeed<'de> for ChunkSeed<'_> {
-    type Value = (Box<pb::ChatChunk>, Option<Usage>);
+impl<'de> DeserializeSeed<'de> for ChunkSeed<'_, '_> {
+    type Value = Option<Usage>;
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for ChunkSeed<'_> {
-    type Value = (Box<pb::ChatChunk>, Option<Usage>);
+impl<'de> Visitor<'de> for ChunkSeed<'_, '_> {
+    type Value = Option<Usage>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a chat.completion.chunk object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut envelope = Envelope::default();
-        let mut choices = Vec::new();
+        let message = self.message;
+        let mut envelope = Envelope::reusing(
+            std::mem::take(&mut message.id),
+            std::mem::take(&mut message.model),
+            std::mem::take(&mut message.system_fingerprint),
+            std::mem::take(&mut message.service_tier),
+        );
+        let mut choices = 0;
         let reading = matches!(self.counts, Counts::Read);
         let mut usage = match self.counts {
             Counts::Given(usage) => usage,
@@ -99,10 +119,10 @@ impl<'de> Visitor<'de> for ChunkSeed<'_> {
                 "choices" => {
                     // A list given twice: the last one is the event's.
                     unindexed.borrow_mut().clear();
-                    choices = map.next_value_seed(ListSeed::new(|position| ChoiceSeed {
-                        position,
+                    choices = map.next_value_seed(ChoicesSeed {
+                        choices: &mut message.choices,
                         unindexed,
-                    }))?;
+                    })?;
                 }
                 "usage" if reading => {
                     let raw = map.next_value::<&'de RawValue>()?;
@@ -113,159 +133,241 @@ impl<'de> Visitor<'de> for ChunkSeed<'_> {
                 _ => envelope.read(key, &mut map, "chat.completion.chunk")?,
             }
         }
-        // Boxed where it is built: the message is large and moves far.
-        let chunk = Box::new(pb::ChatChunk {
-            usage: envelope.usage(usage),
-            id: envelope.id,
-            model: envelope.model,
-            provider: String::new(),
-            created: envelope.created,
-            choices,
-            system_fingerprint: envelope.system_fingerprint,
-            service_tier: envelope.service_tier,
-            extra: envelope.extra.into_struct(),
-        });
-        Ok((chunk, usage))
+        message.choices.truncate(choices);
+        message.usage = envelope.usage(usage);
+        message.id = envelope.id;
+        message.model = envelope.model;
+        message.created = envelope.created;
+        message.system_fingerprint = envelope.system_fingerprint;
+        message.service_tier = envelope.service_tier;
+        message.extra = envelope.extra.into_struct();
+        Ok(usage)
     }
 }
 
-struct ChoiceSeed<'u> {
+/// The `choices` list (or `null`), read into the message's own list; its
+/// value is how many choices were read (the caller truncates to that).
+struct ChoicesSeed<'c, 'u> {
+    choices: &'c mut Vec<pb::ChoiceDelta>,
+    unindexed: &'u Unindexed,
+}
+
+impl<'de> DeserializeSeed<'de> for ChoicesSeed<'_, '_> {
+    type Value = usize;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<usize, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ChoicesSeed<'_, '_> {
+    type Value = usize;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<usize, E> {
+        Ok(0)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let mut position = 0;
+        while seq
+            .next_element_seed(ChoiceSeed {
+                choices: &mut *self.choices,
+                position,
+                unindexed: self.unindexed,
+            })?
+            .is_some()
+        {
+            position += 1;
+        }
+        Ok(position)
+    }
+}
+
+/// The choice at `position`, read into the list's slot there (taken only
+/// once the list has an item there).
+struct ChoiceSeed<'c, 'u> {
+    choices: &'c mut Vec<pb::ChoiceDelta>,
     position: usize,
     unindexed: &'u Unindexed,
 }
 
-impl<'de> DeserializeSeed<'de> for ChoiceSeed<'_> {
-    type Value = pb::ChoiceDelta;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+impl<'de> DeserializeSeed<'de> for ChoiceSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for ChoiceSeed<'_> {
-    type Value = pb::ChoiceDelta;
+impl<'de> Visitor<'de> for ChoiceSeed<'_, '_> {
+    type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a choice object")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut common = ChoiceCommon::default();
-        let mut delta = Delta::default();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let choice = recycle::choice_slot(self.choices, self.position);
+        let mut common = ChoiceCommon::reusing(std::mem::take(&mut choice.finish_reason));
+        let mut delta = DeltaRest::default();
         while let Some(key) = next_key(&mut map)? {
             match key.as_ref() {
                 "delta" => {
-                    let choice = self.position;
+                    let position = self.position;
                     // A delta given twice: only the last one's pieces count.
                     self.unindexed
                         .borrow_mut()
-                        .retain(|&(seen, _)| seen != choice);
+                        .retain(|&(seen, _)| seen != position);
+                    recycle::empty_delta(choice);
                     delta = map.next_value_seed(DeltaSeed {
-                        choice,
+                        choice: &mut *choice,
+                        position,
                         unindexed: self.unindexed,
                     })?;
                 }
                 _ => common.read(key, &mut map)?,
             }
         }
+        // The tool calls past those this choice's delta gave are an earlier
+        // event's (or an earlier `delta` member's).
+        choice.tool_calls.truncate(delta.tool_calls);
         let mut delta_extra = delta.extra;
-        Ok(pb::ChoiceDelta {
-            index: common.index(self.position),
-            role: delta.role,
-            content: delta.content,
-            refusal: delta.refusal,
-            reasoning_content: reasoning(
-                delta.reasoning_content,
-                delta.reasoning,
-                &mut delta_extra,
-            ),
-            tool_calls: delta.tool_calls,
-            finish_reason: common.finish_reason,
-            logprobs: common.logprobs,
-            delta_extra: delta_extra.into_struct(),
-            extra: common.extra.into_struct(),
-        })
+        reasoning_into(
+            &mut choice.reasoning_content,
+            delta.reasoning,
+            &mut delta_extra,
+        );
+        choice.index = common.index(self.position);
+        choice.logprobs = common.logprobs.take();
+        choice.delta_extra = delta_extra.into_struct();
+        choice.extra = std::mem::take(&mut common.extra).into_struct();
+        choice.finish_reason = common.finish_reason;
+        Ok(())
     }
 }
 
+/// What a delta leaves beside the choice's typed fields.
 #[derive(Default)]
-struct Delta {
-    role: String,
-    content: String,
-    refusal: String,
-    reasoning_content: String,
-    /// As sent (a string or `null`), since it may go to the carrier.
+struct DeltaRest {
+    /// OpenRouter's `reasoning` as sent (a string or `null`), since it may
+    /// go to the carrier.
     reasoning: Option<Value>,
-    tool_calls: Vec<pb::ToolCallDelta>,
+    /// Tool-call pieces read into the choice's list.
+    tool_calls: usize,
     extra: Carrier,
 }
 
-/// A choice's delta; its tool-call pieces without an `index` are noted in
-/// `unindexed` under the choice's position.
-struct DeltaSeed<'u> {
-    choice: usize,
+/// A choice's delta, read into the choice; its tool-call pieces without an
+/// `index` are noted in `unindexed` under the choice's position.
+struct DeltaSeed<'c, 'u> {
+    choice: &'c mut pb::ChoiceDelta,
+    position: usize,
     unindexed: &'u Unindexed,
 }
 
-impl<'de> DeserializeSeed<'de> for DeltaSeed<'_> {
-    type Value = Delta;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+impl<'de> DeserializeSeed<'de> for DeltaSeed<'_, '_> {
+    type Value = DeltaRest;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<DeltaRest, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for DeltaSeed<'_> {
-    type Value = Delta;
+impl<'de> Visitor<'de> for DeltaSeed<'_, '_> {
+    type Value = DeltaRest;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a delta object")
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Delta::default())
+    fn visit_unit<E: de::Error>(self) -> Result<DeltaRest, E> {
+        Ok(DeltaRest::default())
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut delta = Delta::default();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DeltaRest, A::Error> {
+        let choice = self.choice;
+        let mut rest = DeltaRest::default();
         while let Some(key) = next_key(&mut map)? {
             match key.as_ref() {
-                "role" => delta.role = text(&mut map)?,
-                "content" => delta.content = text(&mut map)?,
-                "refusal" => delta.refusal = text(&mut map)?,
-                "reasoning_content" => delta.reasoning_content = text(&mut map)?,
-                "reasoning" => delta.reasoning = Some(text_value(&mut map)?),
+                "role" => text_into(&mut map, &mut choice.role)?,
+                "content" => text_into(&mut map, &mut choice.content)?,
+                "refusal" => text_into(&mut map, &mut choice.refusal)?,
+                "reasoning_content" => text_into(&mut map, &mut choice.reasoning_content)?,
+                "reasoning" => rest.reasoning = Some(text_value(&mut map)?),
                 "tool_calls" => {
-                    let (choice, unindexed) = (self.choice, self.unindexed);
-                    unindexed.borrow_mut().retain(|&(seen, _)| seen != choice);
-                    delta.tool_calls = map.next_value_seed(ListSeed::new(|call| ToolCallSeed {
-                        choice,
-                        call,
-                        unindexed,
-                    }))?;
+                    let position = self.position;
+                    self.unindexed
+                        .borrow_mut()
+                        .retain(|&(seen, _)| seen != position);
+                    rest.tool_calls = map.next_value_seed(ToolCallsSeed {
+                        calls: &mut choice.tool_calls,
+                        choice: position,
+                        unindexed: self.unindexed,
+                    })?;
                 }
-                _ => delta.extra.read(key, &mut map)?,
+                _ => rest.extra.read(key, &mut map)?,
             }
         }
-        Ok(delta)
+        Ok(rest)
     }
 }
 
-/// A tool-call piece at `(choice, call)`; one without an `index` is noted
-/// in `unindexed`.
-struct ToolCallSeed<'u> {
+/// A delta's `tool_calls` (or `null`), read into the choice's own list;
+/// its value is how many pieces were read.
+struct ToolCallsSeed<'c, 'u> {
+    calls: &'c mut Vec<pb::ToolCallDelta>,
+    choice: usize,
+    unindexed: &'u Unindexed,
+}
+
+impl<'de> DeserializeSeed<'de> for ToolCallsSeed<'_, '_> {
+    type Value = usize;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<usize, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ToolCallsSeed<'_, '_> {
+    type Value = usize;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<usize, E> {
+        Ok(0)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let mut position = 0;
+        while seq
+            .next_element_seed(ToolCallSeed {
+                calls: &mut *self.calls,
+                choice: self.choice,
+                call: position,
+                unindexed: self.unindexed,
+            })?
+            .is_some()
+        {
+            position += 1;
+        }
+        Ok(position)
+    }
+}
+
+/// A tool-call piece at `(choice, call)`, read into the list's slot there;
+/// one without an `index` is noted in `unindexed`.
+struct ToolCallSeed<'c, 'u> {
+    calls: &'c mut Vec<pb::ToolCallDelta>,
     choice: usize,
     call: usize,
     unindexed: &'u Unindexed,
 }
 
-impl<'de> DeserializeSeed<'de> for ToolCallSeed<'_> {
-    type Value = pb::ToolCallDelta;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+impl<'de> DeserializeSeed<'de> for ToolCallSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for ToolCallSeed<'_> {
-    type Value = pb::ToolCallDelta;
+impl<'de> Visitor<'de> for ToolCallSeed<'_, '_> {
+    type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a tool call object")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut call = pb::ToolCallDelta::default();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let call = recycle::tool_call_slot(self.calls, self.call);
         let mut indexed = false;
         let mut extra = Carrier::default();
         while let Some(key) = next_key(&mut map)? {
@@ -277,26 +379,17 @@ impl<'de> Visitor<'de> for ToolCallSeed<'_> {
                     indexed = index.is_some();
                     call.index = index.unwrap_or(0);
                 }
-                "id" => call.id = text(&mut map)?,
-                "type" => call.r#type = text(&mut map)?,
-                "function" => match map.next_value::<Value>()? {
-                    Value::Object(mut function) => {
-                        for (name, field) in
-                            [("name", &mut call.name), ("arguments", &mut call.arguments)]
-                        {
-                            match function.shift_remove(name) {
-                                Some(Value::String(text)) => *field = text,
-                                None | Some(Value::Null) => {}
-                                Some(_) => return Err(unusual()),
-                            }
-                        }
-                        if !function.is_empty() {
-                            extra.put(key.into_owned(), &Value::Object(function));
-                        }
+                "id" => text_into(&mut map, &mut call.id)?,
+                "type" => text_into(&mut map, &mut call.r#type)?,
+                "function" => {
+                    let rest = map.next_value_seed(FunctionSeed {
+                        name: &mut call.name,
+                        arguments: &mut call.arguments,
+                    })?;
+                    if !rest.is_empty() {
+                        extra.put(key.into_owned(), &Value::Object(rest));
                     }
-                    Value::Null => {}
-                    _ => return Err(unusual()),
-                },
+                }
                 _ => extra.read(key, &mut map)?,
             }
         }
@@ -304,6 +397,44 @@ impl<'de> Visitor<'de> for ToolCallSeed<'_> {
         if !indexed {
             self.unindexed.borrow_mut().push((self.choice, self.call));
         }
-        Ok(call)
+        Ok(())
+    }
+}
+
+/// A tool call's `function` (or `null`): `name` and `arguments` into the
+/// call; its value is any other member, for the carrier.
+struct FunctionSeed<'c> {
+    name: &'c mut String,
+    arguments: &'c mut String,
+}
+
+impl<'de> DeserializeSeed<'de> for FunctionSeed<'_> {
+    type Value = Map<String, Value>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FunctionSeed<'_> {
+    type Value = Map<String, Value>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a function object")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Map::new())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut rest = Map::new();
+        while let Some(key) = next_key(&mut map)? {
+            match key.as_ref() {
+                "name" => text_into(&mut map, self.name)?,
+                "arguments" => text_into(&mut map, self.arguments)?,
+                _ => {
+                    let value = map.next_value::<Value>()?;
+                    rest.insert(key.into_owned(), value);
+                }
+            }
+        }
+        Ok(rest)
     }
 }

@@ -64,6 +64,40 @@ pub(super) fn text<'de, A: MapAccess<'de>>(map: &mut A) -> Result<String, A::Err
         .unwrap_or_default())
 }
 
+/// A string or `null` (empty) written into `target`, which keeps its
+/// capacity (a message used again); `Err` (give up) for anything else.
+pub(super) fn text_into<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    target: &mut String,
+) -> Result<(), A::Error> {
+    target.clear();
+    map.next_value_seed(TextInto(target))
+        .map_err(|_: A::Error| unusual::<A::Error>())
+}
+
+struct TextInto<'t>(&'t mut String);
+
+impl<'de> DeserializeSeed<'de> for TextInto<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TextInto<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string or null")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<(), E> {
+        self.0.push_str(text);
+        Ok(())
+    }
+}
+
 /// An integer that fits, or `None` for `null`; `Err` for anything else.
 pub(super) fn whole<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<i64>, A::Error> {
     match map.next_value::<Value>()? {
@@ -82,7 +116,7 @@ pub(super) fn text_value<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Value, A
 }
 
 /// `reasoning_content`, else OpenRouter's `reasoning`; a second spelling
-/// stays in the carrier.
+/// stays in the carrier. (In place: [`reasoning_into`].)
 pub(super) fn reasoning(content: String, reasoning: Option<Value>, extra: &mut Carrier) -> String {
     if content.is_empty() {
         match reasoning {
@@ -94,6 +128,17 @@ pub(super) fn reasoning(content: String, reasoning: Option<Value>, extra: &mut C
             extra.put("reasoning", &reasoning);
         }
         content
+    }
+}
+
+/// [`reasoning`] for a `content` already in the message.
+pub(super) fn reasoning_into(content: &mut String, reasoning: Option<Value>, extra: &mut Carrier) {
+    if content.is_empty() {
+        if let Some(Value::String(text)) = reasoning {
+            *content = text;
+        }
+    } else if let Some(reasoning) = reasoning {
+        extra.put("reasoning", &reasoning);
     }
 }
 
@@ -200,6 +245,31 @@ pub(super) struct Envelope {
 }
 
 impl Envelope {
+    /// An envelope that reads into these strings (a message's, used again),
+    /// emptied here; [`Envelope::id`] and its siblings hand them back.
+    pub(super) fn reusing(
+        mut id: String,
+        mut model: String,
+        mut system_fingerprint: String,
+        mut service_tier: String,
+    ) -> Envelope {
+        for text in [
+            &mut id,
+            &mut model,
+            &mut system_fingerprint,
+            &mut service_tier,
+        ] {
+            text.clear();
+        }
+        Envelope {
+            id,
+            model,
+            system_fingerprint,
+            service_tier,
+            ..Envelope::default()
+        }
+    }
+
     /// Reads one top-level member; `object` is the value the message type
     /// implies (any other stays in `extra`).
     pub(super) fn read<'de, A: MapAccess<'de>>(
@@ -209,10 +279,10 @@ impl Envelope {
         object: &str,
     ) -> Result<(), A::Error> {
         match key.as_ref() {
-            "id" => self.id = text(map)?,
-            "model" => self.model = text(map)?,
-            "system_fingerprint" => self.system_fingerprint = text(map)?,
-            "service_tier" => self.service_tier = text(map)?,
+            "id" => text_into(map, &mut self.id)?,
+            "model" => text_into(map, &mut self.model)?,
+            "system_fingerprint" => text_into(map, &mut self.system_fingerprint)?,
+            "service_tier" => text_into(map, &mut self.service_tier)?,
             "created" => self.created = whole(map)?.unwrap_or(0),
             // Compared as written: the usual value costs no allocation.
             "object" => {
@@ -272,6 +342,16 @@ pub(super) struct ChoiceCommon {
 }
 
 impl ChoiceCommon {
+    /// Reads the finish reason into `finish_reason` (a message's, used
+    /// again), emptied here.
+    pub(super) fn reusing(mut finish_reason: String) -> ChoiceCommon {
+        finish_reason.clear();
+        ChoiceCommon {
+            finish_reason,
+            ..ChoiceCommon::default()
+        }
+    }
+
     pub(super) fn read<'de, A: MapAccess<'de>>(
         &mut self,
         key: Cow<'de, str>,
@@ -283,7 +363,7 @@ impl ChoiceCommon {
                     .map(|index| u32::try_from(index).map_err(|_| unusual()))
                     .transpose()?;
             }
-            "finish_reason" => self.finish_reason = text(map)?,
+            "finish_reason" => text_into(map, &mut self.finish_reason)?,
             "logprobs" => match map.next_value::<Value>()? {
                 Value::Null => {}
                 value => match logprobs_from_json(&value) {

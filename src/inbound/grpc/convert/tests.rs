@@ -344,6 +344,8 @@ fn the_fast_chunk_path_agrees_with_the_value_path() {
         if let Some(quick) = chunk_fast::chunk_to_proto_fast(&chunk.json, chunk.usage, "p") {
             assert_eq!(quick, slow, "{event}");
             fast += 1;
+            // The next event is decoded into this message, as on a stream.
+            crate::inbound::grpc::recycle::give_back(quick);
         }
         assert_eq!(chunk_to_proto(&chunk, "p").unwrap(), slow);
     }
@@ -511,7 +513,8 @@ fn a_carried_max_tokens_beside_the_typed_one_is_refused() {
 /// Reading a stream's events with the one-pass decoder gives, event by
 /// event, what reading them through the JSON view and converting them
 /// gives: the same facts for the sidecar, the same message for the caller,
-/// the same repairs and the same errors.
+/// the same repairs and the same errors. Each message is decoded into the
+/// one before it, as the codec hands them back on a stream.
 #[test]
 fn decoding_while_reading_agrees_with_reading_then_converting() {
     use crate::upstream::stream_reader::StreamReader;
@@ -569,6 +572,9 @@ fn decoding_while_reading_agrees_with_reading_then_converting() {
                 None => chunk_to_proto(&got, "p").unwrap(),
             };
             assert_eq!(message, chunk_to_proto(&expected, "p").unwrap(), "{event}");
+            // As the codec does: the next event is decoded into this
+            // message, whatever it held (other choices, tool calls ...).
+            crate::inbound::grpc::recycle::give_back(message);
         }
         assert_eq!(viewed.unfinished_choices(), read.unfinished_choices());
     }
