@@ -5,6 +5,7 @@
 //! up through an [`Env`] seam so tests never depend on the real environment.
 
 pub mod auth;
+pub mod budgets;
 pub mod observability;
 mod raw;
 mod resume;
@@ -52,6 +53,8 @@ pub struct Config {
     pub telemetry: TelemetrySettings,
     pub logging: LoggingSettings,
     pub auth: AuthConfig,
+    /// `[[budgets]]`, in the order written.
+    pub budgets: Vec<budgets::BudgetConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -43,7 +43,7 @@ mod retention;
 mod row;
 mod schema;
 mod summary;
-mod timestamp;
+pub(crate) mod timestamp;
 mod writer;
 
 #[cfg(test)]

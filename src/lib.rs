@@ -38,6 +38,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod budget;
 pub mod call_record;
 pub mod cli;
 pub mod client;

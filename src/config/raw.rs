@@ -37,6 +37,27 @@ pub struct RawConfig {
     /// Prices per million tokens, by model name or glob.
     #[serde(default)]
     pub prices: Vec<RawPrice>,
+    /// Spend limits per caller, tag or provider.
+    #[serde(default)]
+    pub budgets: Vec<RawBudget>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    pub name: Option<String>,
+    /// Exactly one of `caller`, `tag` ("key=value") and `provider`.
+    pub caller: Option<String>,
+    pub tag: Option<String>,
+    pub provider: Option<String>,
+    /// "hour", "day" or "month", in UTC.
+    pub window: Option<String>,
+    /// Tokens per window.
+    pub tokens: Option<u64>,
+    /// US dollars per window.
+    pub usd: Option<f64>,
+    /// "refuse" (default) or "allow" calls to unpriced models under `usd`.
+    pub unpriced: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

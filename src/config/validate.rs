@@ -190,6 +190,9 @@ impl Checker<'_> {
             ));
         }
 
+        let budgets = self.budgets(raw.budgets, |name| {
+            providers.iter().any(|provider| provider.name == name)
+        })?;
         Ok(Config {
             source: self.source.to_owned(),
             server,
@@ -205,6 +208,7 @@ impl Checker<'_> {
             telemetry: self.telemetry(raw.telemetry)?,
             logging: self.logging(raw.logging)?,
             auth: self.auth(raw.auth)?,
+            budgets,
         })
     }
 
@@ -818,6 +822,7 @@ fn mock_provider() -> ProviderConfig {
 }
 
 mod auth;
+mod budgets;
 mod observability;
 #[cfg(test)]
 mod tests;

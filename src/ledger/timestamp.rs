@@ -32,7 +32,7 @@ const MS_PER_DAY: i64 = 86_400_000;
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian
 /// calendar; Howard Hinnant's `civil_from_days`, which counts in 400-year
 /// eras starting on 1 March so leap days fall at the end of a year.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);

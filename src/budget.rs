@@ -1,0 +1,419 @@
+//! Budgets: spend limits per caller, tag or provider, in tokens and/or US
+//! dollars per UTC hour, day or month (`[[budgets]]`).
+//!
+//! A call is admitted before it goes upstream by **reserving** what it may
+//! cost: the prompt's estimate plus the request's output cap
+//! (`max_tokens`; without one, the prompt's estimate only), priced at the
+//! model's configured price. A call that would take a budget past its
+//! limit (spent plus reserved) is refused with [`BudgetExceeded`]
+//! (RESOURCE_EXHAUSTED / 429, reason `BUDGET_EXCEEDED`, the window's reset
+//! as Retry-After, `x-should-retry: false`). When the call ends, whatever
+//! way (answered, failed, cut, cancelled), its reservation is **settled**
+//! to the usage and cost its ledger record holds, estimated for a stream
+//! that reported none.
+//!
+//! Spend is kept here, in the process, and survives a reload for every
+//! budget whose name, scope and window stay the same. (Spend shared
+//! between pods, through the shared store, builds on the same reserve and
+//! settle steps.)
+
+mod window;
+
+use crate::config::budgets::{BudgetConfig, BudgetScope, UnpricedModels};
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Every configured budget and what was spent against it.
+#[derive(Debug, Default)]
+pub struct Budgets {
+    tracked: Mutex<Vec<Tracked>>,
+}
+
+#[derive(Debug)]
+struct Tracked {
+    config: BudgetConfig,
+    /// The window being counted, in unix seconds: `[start, end)`.
+    start: i64,
+    end: i64,
+    spent: Amounts,
+    reserved: Amounts,
+}
+
+/// Tokens and US dollars.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Amounts {
+    tokens: u64,
+    usd: f64,
+}
+
+/// Who a call is, for the budgets that count it.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    /// Its caller token's name, else what `x-llm-caller` said.
+    pub caller: Option<&'a str>,
+    /// The request's `metadata`.
+    pub tags: &'a BTreeMap<String, String>,
+    /// The provider the call goes to first.
+    pub provider: &'a str,
+}
+
+/// What a call may cost (when reserving) or did cost (when settling).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Charge {
+    /// Prompt plus completion tokens.
+    pub tokens: u64,
+    /// US dollars; `None` when the model has no price.
+    pub usd: Option<f64>,
+}
+
+/// What a call holds against the budgets it matched, until it is settled.
+#[derive(Debug, Default)]
+pub struct Reservation {
+    holds: Vec<Hold>,
+}
+
+#[derive(Debug)]
+struct Hold {
+    name: String,
+    /// The window it was taken in (unix seconds): a call that ends in the
+    /// next window counts there, and frees nothing in the new one.
+    start: i64,
+    reserved: Amounts,
+}
+
+/// What is left of the tightest budget a call matched, after its
+/// reservation: `x-llm-budget-remaining-tokens` / `-usd`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Remaining {
+    pub budget: String,
+    pub tokens: Option<u64>,
+    pub usd: Option<f64>,
+}
+
+/// A call refused by a budget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetExceeded {
+    /// The budget's name.
+    pub budget: String,
+    /// What was spent, the limit and what the call would take, in words.
+    pub detail: String,
+    /// Until the window resets.
+    pub retry_after: Duration,
+}
+
+/// One budget's state, for the admin view.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BudgetStatus {
+    pub name: String,
+    /// `caller:search`, `tag:team=search`, `provider:openai`.
+    pub scope: String,
+    /// `hour`, `day` or `month` (UTC).
+    pub window: &'static str,
+    /// The window counted now, unix seconds.
+    pub window_start: i64,
+    pub window_end: i64,
+    pub tokens_limit: Option<u64>,
+    pub tokens_spent: u64,
+    /// Held by calls in flight.
+    pub tokens_reserved: u64,
+    pub usd_limit: Option<f64>,
+    pub usd_spent: f64,
+    pub usd_reserved: f64,
+}
+
+impl Budgets {
+    /// Budgets as `configs` says, with nothing spent.
+    pub fn new(configs: &[BudgetConfig]) -> Budgets {
+        let budgets = Budgets::default();
+        budgets.configure(configs);
+        budgets
+    }
+
+    /// Whether any budget is configured (calls skip them all otherwise).
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// The budgets of a reloaded configuration: one with the same name,
+    /// scope and window as before keeps its spend (and reservations);
+    /// another starts from nothing.
+    pub fn configure(&self, configs: &[BudgetConfig]) {
+        let now = unix_now();
+        let mut tracked = self.lock();
+        let mut before = std::mem::take(&mut *tracked);
+        for config in configs {
+            let kept = before.iter().position(|old| {
+                old.config.name == config.name
+                    && old.config.scope == config.scope
+                    && old.config.window == config.window
+            });
+            let entry = match kept {
+                Some(index) => {
+                    let mut old = before.swap_remove(index);
+                    old.config = config.clone();
+                    old
+                }
+                None => {
+                    let (start, end) = window::bounds(config.window, now);
+                    Tracked {
+                        config: config.clone(),
+                        start,
+                        end,
+                        spent: Amounts::default(),
+                        reserved: Amounts::default(),
+                    }
+                }
+            };
+            tracked.push(entry);
+        }
+    }
+
+    /// Adds spend from before this process started (read back from the
+    /// ledger) to budget `name`, when `window_start` is its current window.
+    pub fn restore(&self, name: &str, window_start: i64, tokens: u64, usd: f64) {
+        let now = unix_now();
+        let mut tracked = self.lock();
+        if let Some(budget) = tracked.iter_mut().find(|budget| budget.config.name == name) {
+            budget.roll(now);
+            if budget.start == window_start {
+                budget.spent.tokens += tokens;
+                budget.spent.usd += usd;
+            }
+        }
+    }
+
+    /// The windows spend must be read back for: `(name, scope, window
+    /// start in unix seconds)` of each budget.
+    pub fn windows(&self) -> Vec<(String, BudgetScope, i64)> {
+        let now = unix_now();
+        self.lock()
+            .iter_mut()
+            .map(|budget| {
+                budget.roll(now);
+                (
+                    budget.config.name.clone(),
+                    budget.config.scope.clone(),
+                    budget.start,
+                )
+            })
+            .collect()
+    }
+
+    /// Reserves `charge` on every budget `subject` falls under, or refuses
+    /// the call with the first budget it would take past its limit (and
+    /// reserves nothing). With the reservation, what is left of the
+    /// tightest budget (`None` when no budget matched).
+    pub fn reserve(
+        &self,
+        subject: Subject<'_>,
+        charge: Charge,
+    ) -> Result<(Reservation, Option<Remaining>), BudgetExceeded> {
+        let now = unix_now();
+        let mut tracked = self.lock();
+        let matched: Vec<usize> = (0..tracked.len())
+            .filter(|&index| tracked[index].counts(&subject))
+            .collect();
+        for &index in &matched {
+            let budget = &mut tracked[index];
+            budget.roll(now);
+            budget.admits(charge, now)?;
+        }
+        let mut reservation = Reservation::default();
+        let mut remaining: Option<Remaining> = None;
+        for index in matched {
+            let budget = &mut tracked[index];
+            let reserved = Amounts {
+                tokens: charge.tokens,
+                // An unpriced model under an `allow` budget counts tokens.
+                usd: charge.usd.unwrap_or(0.0),
+            };
+            budget.reserved.tokens += reserved.tokens;
+            budget.reserved.usd += reserved.usd;
+            reservation.holds.push(Hold {
+                name: budget.config.name.clone(),
+                start: budget.start,
+                reserved,
+            });
+            let left = budget.left();
+            if remaining
+                .as_ref()
+                .is_none_or(|tightest| left.is_tighter(tightest))
+            {
+                remaining = Some(left);
+            }
+        }
+        Ok((reservation, remaining))
+    }
+
+    /// Releases `reservation` and counts what the call really cost
+    /// (`usd: None`, an unpriced model: its tokens only).
+    pub fn settle(&self, reservation: Reservation, spent: Charge) {
+        if reservation.holds.is_empty() {
+            return;
+        }
+        let now = unix_now();
+        let mut tracked = self.lock();
+        for hold in reservation.holds {
+            let Some(budget) = tracked
+                .iter_mut()
+                .find(|budget| budget.config.name == hold.name)
+            else {
+                // Removed by a reload meanwhile: nothing left to count.
+                continue;
+            };
+            budget.roll(now);
+            if budget.start == hold.start {
+                budget.reserved.tokens =
+                    budget.reserved.tokens.saturating_sub(hold.reserved.tokens);
+                budget.reserved.usd = (budget.reserved.usd - hold.reserved.usd).max(0.0);
+            }
+            budget.spent.tokens += spent.tokens;
+            budget.spent.usd += spent.usd.unwrap_or(0.0);
+        }
+    }
+
+    /// Every budget's window, spend and limits now.
+    pub fn status(&self) -> Vec<BudgetStatus> {
+        let now = unix_now();
+        self.lock()
+            .iter_mut()
+            .map(|budget| {
+                budget.roll(now);
+                BudgetStatus {
+                    name: budget.config.name.clone(),
+                    scope: budget.config.scope.label(),
+                    window: budget.config.window.as_str(),
+                    window_start: budget.start,
+                    window_end: budget.end,
+                    tokens_limit: budget.config.tokens,
+                    tokens_spent: budget.spent.tokens,
+                    tokens_reserved: budget.reserved.tokens,
+                    usd_limit: budget.config.usd,
+                    usd_spent: budget.spent.usd,
+                    usd_reserved: budget.reserved.usd,
+                }
+            })
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Tracked>> {
+        self.tracked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Tracked {
+    fn counts(&self, subject: &Subject<'_>) -> bool {
+        match &self.config.scope {
+            BudgetScope::Caller(name) => subject.caller == Some(name.as_str()),
+            BudgetScope::Tag { key, value } => subject.tags.get(key) == Some(value),
+            BudgetScope::Provider(name) => subject.provider == name,
+        }
+    }
+
+    /// A new window starts from nothing; calls still holding a reservation
+    /// from the last one settle into it without freeing anything here.
+    fn roll(&mut self, now: i64) {
+        if now >= self.end || now < self.start {
+            (self.start, self.end) = window::bounds(self.config.window, now);
+            self.spent = Amounts::default();
+            self.reserved = Amounts::default();
+        }
+    }
+
+    fn admits(&self, charge: Charge, now: i64) -> Result<(), BudgetExceeded> {
+        let refuse = |detail: String| BudgetExceeded {
+            budget: self.config.name.clone(),
+            detail,
+            retry_after: Duration::from_secs(u64::try_from(self.end - now).unwrap_or(0).max(1)),
+        };
+        let window = self.config.window.as_str();
+        if let Some(limit) = self.config.tokens {
+            let used = self.spent.tokens + self.reserved.tokens;
+            if used + charge.tokens > limit {
+                return Err(refuse(format!(
+                    "{used} of its {limit} tokens this {window} (UTC) are spent or held by calls \
+                     in flight, and this call may take up to {} (the prompt's estimate plus its \
+                     max_tokens)",
+                    charge.tokens
+                )));
+            }
+        }
+        if let Some(limit) = self.config.usd {
+            let Some(usd) = charge.usd else {
+                if self.config.unpriced == UnpricedModels::Allow {
+                    return Ok(());
+                }
+                return Err(BudgetExceeded {
+                    retry_after: Duration::ZERO,
+                    ..refuse(
+                        "the model has no price, so its cost cannot be held to a budget in US \
+                         dollars (give it a price in [[prices]], or set `unpriced = \"allow\"` \
+                         on the budget)"
+                            .to_owned(),
+                    )
+                });
+            };
+            let used = self.spent.usd + self.reserved.usd;
+            if used + usd > limit {
+                return Err(refuse(format!(
+                    "${used:.4} of its ${limit:.4} this {window} (UTC) is spent or held by calls \
+                     in flight, and this call may cost up to ${usd:.4}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn left(&self) -> Remaining {
+        Remaining {
+            budget: self.config.name.clone(),
+            tokens: self
+                .config
+                .tokens
+                .map(|limit| limit.saturating_sub(self.spent.tokens + self.reserved.tokens)),
+            usd: self
+                .config
+                .usd
+                .map(|limit| (limit - self.spent.usd - self.reserved.usd).max(0.0)),
+        }
+    }
+}
+
+impl Remaining {
+    /// Less left than `other`, comparing tokens first, then dollars.
+    fn is_tighter(&self, other: &Remaining) -> bool {
+        match (self.tokens, other.tokens) {
+            (Some(mine), Some(theirs)) if mine != theirs => return mine < theirs,
+            (Some(_), None) => return true,
+            (None, Some(_)) => return false,
+            _ => {}
+        }
+        match (self.usd, other.usd) {
+            (Some(mine), Some(theirs)) => mine < theirs,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for BudgetExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "budget `{}` is used up: {}", self.budget, self.detail)?;
+        if !self.retry_after.is_zero() {
+            write!(f, "; it starts again in {} s", self.retry_after.as_secs())?;
+        }
+        Ok(())
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+        })
+}
+
+#[cfg(test)]
+mod tests;
