@@ -165,6 +165,12 @@ impl Admin {
             .await?)
     }
 
+    /// Every budget's window, limits, spend and reservations now (this
+    /// pod's).
+    pub fn budgets(&self) -> Vec<crate::budget::BudgetStatus> {
+        self.observer.budgets().status()
+    }
+
     pub fn providers(&self) -> Vec<ProviderHealth> {
         self.pipeline
             .current()

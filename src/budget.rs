@@ -21,6 +21,7 @@ mod window;
 
 use crate::config::budgets::{BudgetConfig, BudgetScope, UnpricedModels};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,6 +29,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Debug, Default)]
 pub struct Budgets {
     tracked: Mutex<Vec<Tracked>>,
+    /// Whether any is configured: read by every call, without the lock.
+    configured: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -132,7 +135,7 @@ impl Budgets {
 
     /// Whether any budget is configured (calls skip them all otherwise).
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        !self.configured.load(Ordering::Relaxed)
     }
 
     /// The budgets of a reloaded configuration: one with the same name,
@@ -167,6 +170,8 @@ impl Budgets {
             };
             tracked.push(entry);
         }
+        self.configured
+            .store(!tracked.is_empty(), Ordering::Relaxed);
     }
 
     /// Adds spend from before this process started (read back from the

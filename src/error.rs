@@ -47,6 +47,9 @@ pub enum Error {
     },
     /// The provider's circuit is open after repeated failures; nothing was
     /// sent upstream.
+    /// A budget (`[[budgets]]`) would be taken past its limit.
+    #[error("{0}")]
+    BudgetExceeded(crate::budget::BudgetExceeded),
     #[error("provider `{provider}` is failing and skipped for now (circuit open)")]
     CircuitOpen {
         provider: String,
@@ -272,6 +275,10 @@ impl Error {
             Error::Upstream(upstream) => upstream.retry_after,
             Error::Overloaded { retry_after, .. } | Error::CircuitOpen { retry_after, .. } => {
                 Some(*retry_after)
+            }
+            // The window's reset; none for a refusal no wait can help.
+            Error::BudgetExceeded(refusal) => {
+                (!refusal.retry_after.is_zero()).then_some(refusal.retry_after)
             }
             _ => None,
         }

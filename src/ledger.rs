@@ -42,6 +42,7 @@ mod recent;
 mod retention;
 mod row;
 mod schema;
+mod spend;
 mod summary;
 pub(crate) mod timestamp;
 mod writer;
@@ -280,6 +281,17 @@ impl Ledger {
     /// the async runtime.
     pub async fn recent(&self, query: RecentQuery) -> Result<Vec<LedgerRow>, LedgerError> {
         self.read(move |conn| recent::recent(conn, &query)).await
+    }
+
+    /// `(tokens, USD)` spent by the calls under `scope` since `since_ms`
+    /// (unix milliseconds), read on the read connection off the runtime.
+    pub async fn spent_since(
+        &self,
+        scope: crate::config::budgets::BudgetScope,
+        since_ms: i64,
+    ) -> Result<(u64, f64), LedgerError> {
+        self.read(move |conn| spend::spent_since(conn, &scope, since_ms))
+            .await
     }
 
     async fn read<T: Send + 'static>(

@@ -106,6 +106,20 @@ pub struct CallContext {
     /// Set to the cap when the call came with that many already in flight
     /// (`server.max_calls_in_flight`): it is refused before anything else.
     pub over_capacity: Option<usize>,
+    /// The budgets the call is held to (`None`: none are configured).
+    pub budget: Option<BudgetCheck>,
+}
+
+/// The budgets a call is held to, who it is for them, and the prices its
+/// reservation is priced at.
+#[derive(Debug, Clone)]
+pub struct BudgetCheck {
+    pub budgets: Arc<crate::budget::Budgets>,
+    /// Its caller token's name, else what `x-llm-caller` said.
+    pub caller: Option<String>,
+    /// The request's `metadata`.
+    pub tags: std::collections::BTreeMap<String, String>,
+    pub pricing: Arc<crate::ledger::Pricing>,
 }
 
 /// What the caller's headers (or request) said about the call's time and
@@ -379,6 +393,10 @@ impl Pipeline {
         }
         let route = self.router.resolve(&request.model)?;
         call.progress.routed(&route.route);
+        if let Some(check) = &call.budget {
+            let provider = &self.providers[route.provider].provider.name;
+            reserve_budget(check, request, provider, &route.upstream_model, call)?;
+        }
         let target = |provider: usize, upstream_model: String| {
             let slot = &self.providers[provider];
             let allowed = route
@@ -412,6 +430,47 @@ impl Pipeline {
         }
         Ok(targets)
     }
+}
+
+/// Reserves what the call may cost on the budgets it falls under: the
+/// prompt's estimate plus its `max_tokens`, priced as the model is.
+fn reserve_budget(
+    check: &BudgetCheck,
+    request: &ChatRequest,
+    provider: &str,
+    upstream_model: &str,
+    call: &CallContext,
+) -> Result<(), Error> {
+    let prompt = estimate_prompt_tokens(request);
+    let output = request
+        .max_tokens()
+        .and_then(|cap| u32::try_from(cap).ok())
+        .unwrap_or(0);
+    let usage = crate::model::Usage {
+        prompt_tokens: prompt,
+        completion_tokens: output,
+        total_tokens: prompt.saturating_add(output),
+        ..crate::model::Usage::default()
+    };
+    let usd = check
+        .pricing
+        .cost(upstream_model, &usage)
+        .or_else(|| check.pricing.cost(&request.model, &usage));
+    let subject = crate::budget::Subject {
+        caller: check.caller.as_deref(),
+        tags: &check.tags,
+        provider,
+    };
+    let charge = crate::budget::Charge {
+        tokens: u64::from(usage.total_tokens),
+        usd,
+    };
+    let (reservation, remaining) = check
+        .budgets
+        .reserve(subject, charge)
+        .map_err(Error::BudgetExceeded)?;
+    call.progress.hold_budget(reservation, remaining);
+    Ok(())
 }
 
 #[cfg(test)]

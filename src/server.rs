@@ -91,6 +91,7 @@ pub async fn start_with_telemetry(
     )?));
     side_channels::observe_providers(&telemetry, &pipeline);
     let observer = side_channels::observer(config, &telemetry)?;
+    side_channels::restore_budget_spend(&observer).await;
     let gate = Gate::new(Access::load(config, env)?, Some(telemetry.meter()));
     observer.set_scrubber(pipeline.current().scrubber().clone());
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -20,6 +20,7 @@ pub fn router(admin: Admin) -> axum::Router {
         // The name the seed proxy used for the same view.
         .route("/admin/logs", get(recent))
         .route("/admin/providers", get(providers))
+        .route("/admin/budgets", get(budgets))
         .route("/admin/log-level", get(log_level).put(set_log_level))
         .with_state(admin)
 }
@@ -116,6 +117,10 @@ async fn recent(State(admin): State<Admin>, Query(params): Query<RecentParams>) 
 
 async fn providers(State(admin): State<Admin>) -> Response {
     Json(serde_json::json!({ "providers": admin.providers() })).into_response()
+}
+
+async fn budgets(State(admin): State<Admin>) -> Response {
+    Json(serde_json::json!({ "budgets": admin.budgets() })).into_response()
 }
 
 async fn log_level() -> Response {

@@ -52,6 +52,8 @@ pub fn classify(error: &Error) -> Class {
             OverloadKind::Rate => class(Code::ResourceExhausted, 429, false, "LOCAL_RATE_LIMIT"),
         },
         Error::CircuitOpen { .. } => class(Code::Unavailable, 503, false, "CIRCUIT_OPEN"),
+        // Spent for this window: only its reset helps.
+        Error::BudgetExceeded(_) => class(Code::ResourceExhausted, 429, false, "BUDGET_EXCEEDED"),
         // Before any output a timeout is worth another try; a stream that
         // stalled midway is not retried anyway (output already went out).
         Error::Timeout { kind, .. } => match kind {

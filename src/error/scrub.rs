@@ -34,6 +34,10 @@ impl Error {
                 s(reason);
             }
             Error::Upstream(upstream) => upstream.scrub(scrubber),
+            Error::BudgetExceeded(refusal) => {
+                s(&mut refusal.budget);
+                s(&mut refusal.detail);
+            }
             Error::Connect { provider, detail }
             | Error::StreamIncomplete { provider, detail }
             | Error::MalformedResponse { provider, detail } => {

@@ -14,8 +14,10 @@ mod tally;
 
 pub use stream_watch::{StreamEnd, WatchedStream};
 
+use crate::budget::Budgets;
 use crate::call_record::{CallRecord, Caller, Edge, Outcome};
 use crate::config::Config;
+use crate::config::budgets::BudgetConfig;
 use crate::error::Error;
 use crate::ledger::{Ledger, PriceEntry, Pricing};
 use crate::model::{ChatRequest, ChatResponse};
@@ -48,12 +50,15 @@ pub struct Observer {
     scrubber: ArcSwap<Scrubber>,
     /// The cap on calls in flight over every edge.
     slots: call_slots::CallSlots,
+    /// `[[budgets]]` and their spend, kept over reloads.
+    budgets: Arc<Budgets>,
 }
 
 /// The config's part in recording a call.
 #[derive(Debug)]
 pub struct Rules {
-    pricing: Pricing,
+    pricing: Arc<Pricing>,
+    budgets: Vec<BudgetConfig>,
     caller_header: http::HeaderName,
     /// Providers whose abandoned streams are read to the end in the
     /// background, so their true usage is recorded.
@@ -79,9 +84,11 @@ pub struct Arrival<'a> {
 
 impl Observer {
     pub fn new(config: &Config, ledger: Option<Ledger>) -> Result<Observer, String> {
+        let rules = Rules::new(config)?;
         Ok(Observer {
             ledger,
-            rules: ArcSwap::from_pointee(Rules::new(config)?),
+            budgets: Arc::new(Budgets::new(&rules.budgets)),
+            rules: ArcSwap::from_pointee(rules),
             telemetry: None,
             scrubber: ArcSwap::default(),
             slots: call_slots::CallSlots::new(usize::MAX),
@@ -109,7 +116,13 @@ impl Observer {
     /// Calls that finish from now on are recorded by `rules` (prices, the
     /// caller header, draining).
     pub fn set_rules(&self, rules: Rules) {
+        self.budgets.configure(&rules.budgets);
         self.rules.store(Arc::new(rules));
+    }
+
+    /// The budgets and their spend.
+    pub fn budgets(&self) -> &Arc<Budgets> {
+        &self.budgets
     }
 
     /// Spans and metrics for every call in `telemetry`.
@@ -225,7 +238,8 @@ impl Rules {
         let caller_header = http::HeaderName::from_bytes(config.ledger.caller_header.as_bytes())
             .map_err(|error| format!("ledger.caller_header: {error}"))?;
         Ok(Rules {
-            pricing,
+            pricing: Arc::new(pricing),
+            budgets: config.budgets.clone(),
             caller_header,
             drain_on_cancel: config
                 .providers
@@ -328,6 +342,22 @@ impl Observation {
 
     /// The pipeline's view of the call, sharing this observation's progress;
     /// `limits` are what the caller's headers said.
+    /// The budgets the call is held to, with who it is for them; `None`
+    /// when none are configured (nothing is copied then).
+    fn budget_check(&self) -> Option<crate::pipeline::BudgetCheck> {
+        let budgets = &self.observer.budgets;
+        if budgets.is_empty() {
+            return None;
+        }
+        let record = self.record.as_ref()?;
+        Some(crate::pipeline::BudgetCheck {
+            budgets: Arc::clone(budgets),
+            caller: record.caller.name.clone(),
+            tags: record.tags.clone(),
+            pricing: Arc::clone(&self.observer.rules.load().pricing),
+        })
+    }
+
     pub fn call_context(&self, limits: CallLimits) -> CallContext {
         if let Some(deadline) = limits.deadline {
             self.progress.set_deadline(deadline);
@@ -340,6 +370,7 @@ impl Observation {
             trace: self.trace.clone(),
             caller: self.caller.clone(),
             over_capacity: self.slot.as_ref().err().copied(),
+            budget: self.budget_check(),
         }
     }
 

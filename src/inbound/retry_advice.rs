@@ -95,6 +95,7 @@ fn retry_cannot_help(error: &Error) -> bool {
         | Error::ProviderNotReady { .. }
         | Error::MalformedResponse { .. }
         | Error::ResponseTooLarge { .. }
+        | Error::BudgetExceeded(_)
         | Error::Edge { .. } => true,
         Error::Upstream(_) => !classify(error).retryable,
         _ => false,

@@ -26,6 +26,10 @@ pub struct CallProgress {
     caller_left: AtomicBool,
     /// When the caller stops waiting, if it said.
     deadline: OnceLock<Instant>,
+    /// What the call holds against its budgets until it is settled.
+    budget: Mutex<Option<crate::budget::Reservation>>,
+    /// What is left of the tightest budget it matched, once reserved.
+    budget_remaining: OnceLock<crate::budget::Remaining>,
 }
 
 /// Why the sidecar did not retry the last attempt's failure although the
@@ -123,6 +127,34 @@ impl CallProgress {
     /// The caller's deadline, once known (set once, by the edge).
     pub fn set_deadline(&self, deadline: Instant) {
         let _ = self.deadline.set(deadline);
+    }
+
+    /// The call's budget reservation, and what it left, once reserved.
+    pub(super) fn hold_budget(
+        &self,
+        reservation: crate::budget::Reservation,
+        remaining: Option<crate::budget::Remaining>,
+    ) {
+        *self
+            .budget
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = Some(reservation);
+        if let Some(remaining) = remaining {
+            let _ = self.budget_remaining.set(remaining);
+        }
+    }
+
+    /// The reservation to settle, once, when the call ends.
+    pub fn take_budget(&self) -> Option<crate::budget::Reservation> {
+        self.budget
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take()
+    }
+
+    /// What is left of the tightest budget the call matched.
+    pub fn budget_remaining(&self) -> Option<&crate::budget::Remaining> {
+        self.budget_remaining.get()
     }
 
     /// The caller went away: nothing more is worth paying for.

@@ -62,6 +62,28 @@ pub fn observer(config: &Config, telemetry: &Arc<Telemetry>) -> anyhow::Result<A
     Ok(Arc::new(observer))
 }
 
+/// Each budget starts its window from what the ledger says this pod spent
+/// in it before a restart. A ledger that cannot be read is logged, and the
+/// budgets count from nothing.
+pub async fn restore_budget_spend(observer: &Observer) {
+    let (Some(ledger), budgets) = (observer.ledger(), observer.budgets()) else {
+        return;
+    };
+    for (name, scope, window_start) in budgets.windows() {
+        match ledger
+            .spent_since(scope, window_start.saturating_mul(1000))
+            .await
+        {
+            Ok((tokens, usd)) => budgets.restore(&name, window_start, tokens, usd),
+            Err(error) => tracing::warn!(
+                budget = name.as_str(),
+                "budget: the spend so far this window could not be read back from the ledger \
+                 ({error}); it counts from nothing"
+            ),
+        }
+    }
+}
+
 /// `server.max_calls_in_flight`, or the cgroup's memory limit over the
 /// bound of one call (`server::memory_limit`).
 fn calls_in_flight(config: &Config) -> usize {

@@ -396,3 +396,66 @@ fn a_retention_too_long_for_the_clock_is_refused_by_name() {
         assert!(error.message.contains("36500"), "{}", error.message);
     }
 }
+
+#[test]
+fn budgets_are_checked_field_by_field() {
+    const LISTEN: &str = "[server]\nhttp = \"127.0.0.1:0\"\n";
+    let config = from_toml(
+        &format!(
+            "{LISTEN}[[budgets]]\ntag = \"team=search\"\nwindow = \"month\"\nusd = 25.0\n\
+         [[budgets]]\nname = \"mock\"\nprovider = \"mock\"\nwindow = \"hour\"\ntokens = 1000\n\
+         unpriced = \"allow\"\n"
+        ),
+        "test.toml",
+    )
+    .unwrap();
+    assert_eq!(config.budgets[0].name, "tag:team=search/month");
+    assert_eq!(config.budgets[1].name, "mock");
+    for (text, key, words) in [
+        (
+            "[[budgets]]\ncaller = \"a\"\ntokens = 1\n",
+            "budgets[0].window",
+            "required",
+        ),
+        (
+            "[[budgets]]\ncaller = \"a\"\nwindow = \"week\"\ntokens = 1\n",
+            "budgets[0].window",
+            "`week` is not a window",
+        ),
+        (
+            "[[budgets]]\ncaller = \"a\"\nwindow = \"day\"\n",
+            "budgets[0]",
+            "sets no limit",
+        ),
+        (
+            "[[budgets]]\ncaller = \"a\"\ntag = \"t=v\"\nwindow = \"day\"\ntokens = 1\n",
+            "budgets[0]",
+            "exactly one of",
+        ),
+        (
+            "[[budgets]]\ntag = \"team\"\nwindow = \"day\"\ntokens = 1\n",
+            "budgets[0].tag",
+            "`key=value`",
+        ),
+        (
+            "[[budgets]]\nprovider = \"nope\"\nwindow = \"day\"\ntokens = 1\n",
+            "budgets[0].provider",
+            "no provider named `nope`",
+        ),
+        (
+            "[[budgets]]\ncaller = \"a\"\nwindow = \"day\"\nusd = -1.0\n",
+            "budgets[0].usd",
+            "above 0",
+        ),
+        (
+            "[[budgets]]\ncaller = \"a\"\nwindow = \"day\"\ntokens = 1\n\
+             [[budgets]]\ncaller = \"a\"\nwindow = \"day\"\ntokens = 2\n",
+            "budgets[1].name",
+            "names another budget",
+        ),
+    ] {
+        let error = error_of(&format!("{LISTEN}{text}"));
+        assert_eq!(error.key, key, "{text}");
+        assert!(error.message.contains(words), "{text}: {}", error.message);
+    }
+}

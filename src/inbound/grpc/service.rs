@@ -354,6 +354,7 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         let mut response = Response::new(answer);
         served_by(&mut response, &served.provider, served.attempts);
         upstream_metadata(response.metadata_mut(), &served.upstream_headers);
+        crate::inbound::budget_headers::add(response.metadata_mut().as_mut(), &call.progress);
         describe_call(response.metadata_mut(), &finished);
         Ok(response)
     }
@@ -450,6 +451,7 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         let mut response: Response<Self::StreamCompleteStream> = Response::new(Box::pin(stream));
         served_by(&mut response, &provider, attempts);
         upstream_metadata(response.metadata_mut(), &upstream_headers);
+        crate::inbound::budget_headers::add(response.metadata_mut().as_mut(), &call.progress);
         if let Ok(value) = request_id.parse() {
             response.metadata_mut().insert("x-request-id", value);
         }

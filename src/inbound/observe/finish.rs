@@ -54,6 +54,18 @@ pub(super) fn complete(
             .or(usage.cost_usd)
     });
     record.outcome = outcome;
+    if let Some(reservation) = observation.progress.take_budget() {
+        observation.observer.budgets().settle(
+            reservation,
+            crate::budget::Charge {
+                tokens: usage.map_or(0, |usage| {
+                    u64::from(usage.total_tokens)
+                        .max(u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens))
+                }),
+                usd: record.cost_usd,
+            },
+        );
+    }
     // A stream's own time is the caller's reading pace; what the sidecar
     // added is in the wait for the first chunk.
     let overhead = tally

@@ -121,6 +121,7 @@ async fn unary(
         model,
     );
     served.upstream_headers.add_to(response.headers_mut());
+    crate::inbound::budget_headers::add(response.headers_mut(), &call.progress);
     overhead(response.headers_mut(), finished.overhead);
     Ok(response)
 }
@@ -167,6 +168,7 @@ async fn stream(
         model,
     );
     served.upstream_headers.add_to(response.headers_mut());
+    crate::inbound::budget_headers::add(response.headers_mut(), &call.progress);
     overhead(response.headers_mut(), added);
     Ok(response)
 }

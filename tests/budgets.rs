@@ -1,0 +1,210 @@
+//! Budgets through the whole sidecar: the call that would cross a tag's
+//! budget is refused on both edges as the OpenAI SDKs and gRPC clients
+//! expect (429 / RESOURCE_EXHAUSTED, `BUDGET_EXCEEDED`, the window's reset
+//! as Retry-After, `x-should-retry: false`), never reaching the upstream;
+//! a cut stream is settled to its recorded usage; what is left rides on
+//! each answer; and a restart counts on from what the ledger holds.
+
+mod common;
+
+use common::{ADMIN_TOKEN, CALLER_TOKEN, UPSTREAM_KEY, http_client, plain_http_client};
+use fake_upstream::FakeUpstream;
+use llm_sidecar::client::{chat_client, connect_uds};
+use llm_sidecar::config::from_toml;
+use llm_sidecar::proto::v1 as pb;
+use llm_sidecar::server::{Running, start};
+use serde_json::{Value, json};
+use std::path::Path;
+
+/// 100 prompt tokens and three words: 103 tokens a call. A call reserves
+/// its prompt's estimate plus `max_tokens` 50: the third call of a team
+/// would hold 206 + 52 of 250.
+const BUDGET: &str = r#"
+[[budgets]]
+name = "search-daily"
+tag = "team=search"
+window = "day"
+tokens = 250
+"#;
+
+fn scenario() -> Value {
+    json!({"prompt_tokens": 100, "reply": "one two three"})
+}
+
+async fn sidecar(fake: &FakeUpstream, dir: &Path) -> Running {
+    let toml = format!(
+        "default_provider = \"fake\"\n[server]\nuds = \"{socket}\"\nhttp = \"127.0.0.1:0\"\n\
+         admin = \"127.0.0.1:0\"\n[providers.fake]\nbase_url = \"{base}\"\n\
+         api_key_env = \"FAKE_KEY\"\n[ledger]\npath = \"{ledger}\"\n{BUDGET}",
+        socket = dir.join("sidecar.sock").display(),
+        base = fake.base_url(),
+        ledger = dir.join("ledger.sqlite3").display(),
+    );
+    let config = from_toml(&toml, "test.toml").expect("the test config is valid");
+    let env = |name: &str| match name {
+        "FAKE_KEY" => Some(UPSTREAM_KEY.to_owned()),
+        "LLM_SIDECAR_TOKEN" => Some(CALLER_TOKEN.to_owned()),
+        "LLM_SIDECAR_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_owned()),
+        _ => None,
+    };
+    start(&config, &env).await.expect("the sidecar starts")
+}
+
+async fn facade_call(running: &Running, team: &str, stream: bool) -> reqwest::Response {
+    let body = json!({
+        "model": "fake-model", "max_tokens": 50, "stream": stream,
+        "messages": [{"role": "user", "content": "hi"}],
+        "metadata": {"team": team},
+        "fake": scenario(),
+    });
+    http_client()
+        .post(format!(
+            "http://{}/v1/chat/completions",
+            running.http.unwrap()
+        ))
+        .json(&body)
+        .send()
+        .await
+        .expect("the facade answers")
+}
+
+async fn budget_status(running: &Running) -> Value {
+    let response = plain_http_client()
+        .get(format!("http://{}/admin/budgets", running.admin.unwrap()))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("the admin port answers");
+    assert!(response.status().is_success());
+    let body: Value = response.json().await.unwrap();
+    body["budgets"][0].clone()
+}
+
+#[tokio::test]
+async fn the_call_that_would_cross_a_tag_budget_is_refused_on_both_edges() {
+    let fake = FakeUpstream::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let running = sidecar(&fake, dir.path()).await;
+
+    let first = facade_call(&running, "search", false).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-llm-budget"], "search-daily");
+    // 250 less this call's reservation (its prompt's estimate and 50).
+    let left: u64 = first.headers()["x-llm-budget-remaining-tokens"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((190..200).contains(&left), "{left} tokens left");
+    assert_eq!(facade_call(&running, "search", false).await.status(), 200);
+    let status = budget_status(&running).await;
+    assert_eq!(status["tokens_spent"], 206, "{status}");
+    assert_eq!(status["tokens_reserved"], 0, "{status}");
+
+    let upstream_calls = fake.requests().len();
+    let refused = facade_call(&running, "search", false).await;
+    assert_eq!(refused.status(), 429);
+    let headers = refused.headers().clone();
+    assert_eq!(headers["x-should-retry"], "false");
+    assert_eq!(headers["x-llm-error-reason"], "BUDGET_EXCEEDED");
+    let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=86_400).contains(&retry_after), "{retry_after}");
+    let body: Value = refused.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("search-daily"), "{message}");
+    assert!(message.contains("206 of its 250 tokens"), "{message}");
+    assert_eq!(fake.requests().len(), upstream_calls, "never sent upstream");
+
+    // gRPC: RESOURCE_EXHAUSTED with the same words and advice.
+    let mut client = chat_client(
+        connect_uds(&dir.path().join("sidecar.sock")).await.unwrap(),
+        1 << 20,
+    );
+    let mut request = common::request("hi", scenario());
+    request.max_tokens = Some(50);
+    request.metadata.insert("team".into(), "search".into());
+    let status = client.complete(request.clone()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert!(status.message().contains("search-daily"), "{status:?}");
+    assert_eq!(status.metadata().get("x-should-retry").unwrap(), "false");
+
+    // Another team's calls are not counted.
+    request.metadata.insert("team".into(), "ads".into());
+    let answer = client.complete(request).await.unwrap();
+    assert!(answer.metadata().get("x-llm-budget").is_none());
+    let answer: pb::ChatResponse = answer.into_inner();
+    assert_eq!(answer.choices[0].content.as_deref(), Some("one two three"));
+    assert_eq!(facade_call(&running, "ads", false).await.status(), 200);
+
+    // Each refusal left its ledger row, its tokens none.
+    let rows = running.observer.ledger().unwrap();
+    rows.flush().await;
+    let rows = rows
+        .recent(llm_sidecar::ledger::RecentQuery::default())
+        .await
+        .unwrap();
+    let refusals = rows
+        .iter()
+        .filter(|row| row.outcome == "error:budget_exceeded")
+        .count();
+    assert_eq!(refusals, 2);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cut_stream_is_settled_to_its_recorded_usage_and_a_restart_counts_on() {
+    let fake = FakeUpstream::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let running = sidecar(&fake, dir.path()).await;
+
+    // A stream that ends without usage after two chunks: the ledger
+    // estimates its usage, and the budget counts the same.
+    let body = json!({
+        "model": "fake-model", "max_tokens": 50, "stream": true,
+        "messages": [{"role": "user", "content": "hi"}],
+        "metadata": {"team": "search"},
+        "fake": {"prompt_tokens": 100, "reply": "one two three four", "chunks": 4,
+                 "cut_after": 2, "no_usage": true},
+    });
+    let response = http_client()
+        .post(format!(
+            "http://{}/v1/chat/completions",
+            running.http.unwrap()
+        ))
+        .header("x-llm-max-attempts", "1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains("\"code\":\"upstream_stream_incomplete\""),
+        "the stream was cut: {text}"
+    );
+    // A whole one besides.
+    assert_eq!(facade_call(&running, "search", true).await.status(), 200);
+
+    let ledger = running.observer.ledger().unwrap();
+    ledger.flush().await;
+    let rows = ledger
+        .recent(llm_sidecar::ledger::RecentQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    let recorded: u64 = rows
+        .iter()
+        .map(|row| u64::from(row.total_tokens.expect("tokens recorded, estimated or not")))
+        .sum();
+    assert!(rows.iter().any(|row| row.usage_estimated), "{rows:?}");
+    let status = budget_status(&running).await;
+    assert_eq!(status["tokens_spent"], recorded, "{status}");
+    assert_eq!(status["tokens_reserved"], 0, "{status}");
+    running.shutdown().await;
+
+    // A new process on the same ledger starts the day from its rows.
+    let running = sidecar(&fake, dir.path()).await;
+    let status = budget_status(&running).await;
+    assert_eq!(status["tokens_spent"], recorded, "{status}");
+    running.shutdown().await;
+}
