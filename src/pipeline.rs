@@ -7,6 +7,8 @@
 //!    refused before a route, a quota or a retry is spent on it.
 //! 3. **route** (`routing.rs`): the model names its targets, the
 //!    primary then its fallbacks, each with its retry policy and timeouts.
+//!    Then the **budgets** (`crate::budget`): what the call may cost is
+//!    reserved, or the call refused, before any provider is asked.
 //! 4. per target, the **fallback loop** (`fallback.rs`): a failure that says
 //!    the provider is unwell passes the call to the next target, only
 //!    before anything reached the caller;
@@ -393,7 +395,9 @@ impl Pipeline {
         }
         let route = self.router.resolve(&request.model)?;
         call.progress.routed(&route.route);
-        if let Some(check) = &call.budget {
+        if let Some(check) = &call.budget
+            && !call.progress.holds_budget()
+        {
             let provider = &self.providers[route.provider].provider.name;
             reserve_budget(check, request, provider, &route.upstream_model, call)?;
         }

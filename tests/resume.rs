@@ -515,3 +515,34 @@ async fn a_stream_its_caller_left_is_drained_for_usage_but_never_resumed() {
     );
     harness.stop().await;
 }
+
+/// A resumed stream is one call to its budgets: the continuation reserves
+/// nothing more (a second reservation would not fit in this budget), and
+/// the call settles once, to the usage of both attempts.
+#[tokio::test]
+async fn a_resumed_stream_is_reserved_and_settled_once_on_its_budget() {
+    let budget = "[[budgets]]\nprovider = \"fake\"\nwindow = \"day\"\ntokens = 150\n";
+    let mut harness = Harness::start_full(&resuming("trailing_assistant"), budget).await;
+    let mut ask = request("go", scenario(json!({"cut_after": 3})));
+    ask.max_tokens = Some(100);
+    let (chunks, status, _) = grpc_stream(&mut harness, ask).await;
+    assert!(status.is_none(), "{status:?}");
+    assert_eq!(text_of(&chunks), REPLY);
+    let row = only_row(&harness).await;
+    let status: Value = common::plain_http_client()
+        .get(format!("{}/admin/budgets", harness.admin_base()))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let budget = &status["budgets"][0];
+    assert_eq!(budget["tokens_reserved"], 0, "{budget}");
+    assert_eq!(
+        budget["tokens_spent"],
+        u64::from(row.total_tokens.unwrap()),
+        "{budget}"
+    );
+}
