@@ -8,6 +8,7 @@ pub mod auth;
 pub mod observability;
 mod raw;
 mod resume;
+mod shared;
 mod tls;
 mod validate;
 
@@ -20,6 +21,7 @@ pub use observability::{
     LedgerSettings, LogFormat, LoggingSettings, PriceSettings, TelemetrySettings,
 };
 pub use resume::{DEFAULT_RESUME_MAX_BYTES, PrefillStyle};
+pub use shared::{SharedConfig, SharedUrl, UnavailableMode};
 pub use tls::{ClientIdentity, TlsConfig, TlsOverrides};
 pub use validate::{from_toml, from_toml_in};
 
@@ -52,6 +54,8 @@ pub struct Config {
     pub telemetry: TelemetrySettings,
     pub logging: LoggingSettings,
     pub auth: AuthConfig,
+    /// `[shared]`: fleet-wide limits in Redis; `None` keeps them per pod.
+    pub shared: Option<SharedConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

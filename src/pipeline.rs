@@ -68,6 +68,7 @@ use crate::config::{Config, Env, Timeouts};
 use crate::error::{Error, TimeoutKind, classify};
 use crate::model::{ChatRequest, ChatResponse};
 use crate::secret::Scrubber;
+use crate::shared::{FleetRate, SharedStore};
 use crate::telemetry::Telemetry;
 use crate::upstream::{ChunkStream, ClientError, PassedHeaders, Provider, Reply, UpstreamClients};
 use futures::StreamExt;
@@ -161,6 +162,8 @@ pub struct Pipeline {
     scrubber: Arc<Scrubber>,
     /// Which streams are resumed when cut, and where.
     resume: resume::ResumeSettings,
+    /// The fleet's shared limits store (`[shared]`), if configured.
+    store: Option<Arc<SharedStore>>,
 }
 
 impl Pipeline {
@@ -168,39 +171,58 @@ impl Pipeline {
     /// is an error naming it, and nothing is built.
     pub fn new(config: &Config, env: Env<'_>) -> Result<Pipeline, ClientError> {
         let clients = UpstreamClients::new(config, env)?;
+        // Only with a `[shared]` table: no client, connection or task else.
+        let store = SharedStore::for_config(config, env)?;
         let providers = config
             .providers
             .iter()
-            .map(|provider| ProviderSlot {
-                provider: Provider::new(
+            .map(|provider| {
+                let built = Provider::new(
                     provider,
                     &config.upstream,
                     clients.for_provider(&provider.name),
                     env,
-                ),
-                max_attempts: provider.max_attempts,
-                timeouts: provider.timeouts.over(config.timeouts),
-                limit: provider.limit.map(|limit| {
-                    ConcurrencyLimit::new(
-                        limit.max_in_flight,
-                        limit.max_queue,
-                        limit.max_queue_wait,
-                    )
-                }),
-                rate: RateLimits::new(
-                    provider.requests_per_minute,
-                    provider.tokens_per_minute,
-                    provider.max_queue_wait,
-                ),
-                circuit: CircuitBreaker::new(provider.circuit_failures, provider.circuit_cooldown),
-                in_flight: InFlight::default(),
-                budget: RetryBudget::new(
-                    config.retry.budget_ratio,
-                    config.retry.budget_floor,
-                    BUDGET_WINDOW,
-                ),
+                );
+                let fleet = store
+                    .as_ref()
+                    .and_then(|store| FleetRate::new(store, provider, built.key_ring()));
+                ProviderSlot {
+                    fleet,
+                    provider: built,
+                    max_attempts: provider.max_attempts,
+                    timeouts: provider.timeouts.over(config.timeouts),
+                    limit: provider.limit.map(|limit| {
+                        ConcurrencyLimit::new(
+                            limit.max_in_flight,
+                            limit.max_queue,
+                            limit.max_queue_wait,
+                        )
+                    }),
+                    rate: RateLimits::new(
+                        provider.requests_per_minute,
+                        provider.tokens_per_minute,
+                        provider.max_queue_wait,
+                    ),
+                    circuit: CircuitBreaker::new(
+                        provider.circuit_failures,
+                        provider.circuit_cooldown,
+                    ),
+                    in_flight: InFlight::default(),
+                    budget: RetryBudget::new(
+                        config.retry.budget_ratio,
+                        config.retry.budget_floor,
+                        BUDGET_WINDOW,
+                    ),
+                }
             })
             .collect::<Vec<_>>();
+        if let Some(store) = &store {
+            for slot in &providers {
+                if let (Some(fleet), Some(ring)) = (&slot.fleet, slot.provider.key_ring()) {
+                    store.share_benches(ring, fleet);
+                }
+            }
+        }
         let scrubber = Arc::new(Scrubber::union(
             providers
                 .iter()
@@ -214,6 +236,7 @@ impl Pipeline {
             retry: RetryPolicy::from(&config.retry),
             telemetry: None,
             stop: CancellationToken::new(),
+            store,
         })
     }
 
@@ -242,6 +265,9 @@ impl Pipeline {
 
     /// Records a span per attempt and the pipeline's metrics in `telemetry`.
     pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Pipeline {
+        if let Some(store) = &self.store {
+            store.set_metrics(telemetry.metrics().clone());
+        }
         self.telemetry = Some(telemetry);
         self
     }

@@ -205,6 +205,7 @@ impl Checker<'_> {
             telemetry: self.telemetry(raw.telemetry)?,
             logging: self.logging(raw.logging)?,
             auth: self.auth(raw.auth)?,
+            shared: self.shared(raw.shared)?,
         })
     }
 
@@ -819,6 +820,7 @@ fn mock_provider() -> ProviderConfig {
 
 mod auth;
 mod observability;
+mod shared;
 #[cfg(test)]
 mod tests;
 mod tls;
