@@ -24,14 +24,24 @@ pub struct SharedConfig {
     pub timeout: Duration,
 }
 
-/// Where the store's URL is written.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the store's URL is written. `Debug` never shows an inline URL
+/// (it may hold a password).
+#[derive(Clone, PartialEq, Eq)]
 pub enum SharedUrl {
     /// In the configuration itself (`redis_url`).
     Inline(String),
     /// In a file (`redis_url_file`, e.g. a mounted Secret) or an
     /// environment variable (`redis_url_env`).
     Loaded(KeySource),
+}
+
+impl std::fmt::Debug for SharedUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SharedUrl::Inline(_) => f.write_str("Inline(<redacted>)"),
+            SharedUrl::Loaded(source) => f.debug_tuple("Loaded").field(source).finish(),
+        }
+    }
 }
 
 /// `on_unavailable`: what a call does while the store is unreachable.
