@@ -12,7 +12,8 @@
 //!    before anything reached the caller;
 //! 5. per attempt, the **attempt loop** (`attempt.rs`):
 //!    - **circuit**: an open circuit skips the provider at once;
-//!    - **rates, then queue** (`slot.rs`): a quota, then a concurrency
+//!    - **rates, then queue** (`slot.rs`): a quota (the fleet's, in
+//!      [`crate::shared`], with a `[shared]` store), then a concurrency
 //!      slot, each waited for no longer than the call's bounds allow;
 //!    - **call** the provider, under the per-attempt timeouts;
 //!    - **first chunk** (streams): an attempt ends when it arrives, so a
