@@ -41,14 +41,14 @@ pub fn load(config: &SharedConfig, env: Env<'_>, source: &str) -> Result<String,
 /// info and the whole URL.
 pub fn scrubber_for(url: &str) -> Scrubber {
     let mut secrets = vec![url.to_owned()];
-    if let Ok(parsed) = reqwest::Url::parse(url) {
-        if let Some(password) = parsed.password() {
-            secrets.push(password.to_owned());
-            if let Ok(decoded) = percent_decode(password) {
-                secrets.push(decoded);
-            }
-            secrets.push(format!("{}:{password}", parsed.username()));
+    if let Ok(parsed) = reqwest::Url::parse(url)
+        && let Some(password) = parsed.password()
+    {
+        secrets.push(password.to_owned());
+        if let Ok(decoded) = percent_decode(password) {
+            secrets.push(decoded);
         }
+        secrets.push(format!("{}:{password}", parsed.username()));
     }
     Scrubber::new(secrets)
 }
