@@ -346,7 +346,28 @@ async fn the_redis_password_never_appears_in_logs_or_errors() {
     assert_eq!(status.code(), Code::Unavailable);
     redis.stop();
     let _ = call(&mut good).await;
-    let everything = format!("{status:?}\n{}\n{}", log_text(), metrics_text(&good).await);
+    // Nor does a configuration printed whole, or a URL that cannot be used.
+    let config = llm_sidecar::config::from_toml(
+        &format!("[server]\ntcp = \"127.0.0.1:0\"\n[shared]\nredis_url = \"{}\"\nexpected_pods = 1\n", redis.url()),
+        "test.toml",
+    )
+    .unwrap();
+    let unusable = llm_sidecar::config::from_toml(
+        &format!(
+            "[server]\ntcp = \"127.0.0.1:0\"\n[shared]\nredis_url = \"redis://:{password}@127.0.0.1:notaport\"\nexpected_pods = 1\n"
+        ),
+        "test.toml",
+    )
+    .unwrap();
+    let unusable = llm_sidecar::pipeline::Pipeline::new(&unusable, &|_| None)
+        .expect_err("not a usable URL")
+        .to_string();
+    assert!(unusable.contains("shared"), "{unusable}");
+    let everything = format!(
+        "{status:?}\n{config:?}\n{unusable}\n{}\n{}",
+        log_text(),
+        metrics_text(&good).await
+    );
     assert!(everything.contains("unreachable"), "{everything}");
     for secret in [password, "wrong-password-abcdefghijklmnop"] {
         assert!(!everything.contains(secret), "{everything}");
