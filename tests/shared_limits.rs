@@ -122,6 +122,42 @@ async fn two_sidecars_sharing_redis_hold_the_requests_per_minute_together() {
         .unwrap();
     assert!(retry > Duration::from_secs(1), "{retry:?}");
     assert_eq!(a.fake.requests().len() + b.fake.requests().len(), passed);
+    // One connection per sidecar (and the one asking).
+    let clients = redis.command(&["CLIENT", "LIST"]);
+    println!(
+        "connections to redis: {} (two sidecars and this list)",
+        clients.lines().count()
+    );
+    assert_eq!(clients.lines().count(), 3, "{clients}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn two_sidecars_sharing_redis_hold_the_tokens_per_minute_together() {
+    let redis = RedisServer::start();
+    // About 250 prompt tokens a call (a 1000-byte prompt): 1000 / min is
+    // four calls; no lease (floor(10 % × 1000 / 2) = 50 < a call).
+    let provider = "tokens_per_minute = 1000\nmax_queue_wait_ms = 50";
+    let mut a = sidecar(&redis, provider, "expected_pods = 2").await;
+    let mut b = sidecar(&redis, provider, "expected_pods = 2").await;
+    let prompt = "x".repeat(1000);
+    let mut passed = 0;
+    for n in 0..10 {
+        let harness = if n % 2 == 0 { &mut a } else { &mut b };
+        let mut request = tonic::Request::new(request(&prompt, json!({})));
+        request
+            .metadata_mut()
+            .insert("x-llm-max-attempts", "1".parse().unwrap());
+        match harness.client.complete(request).await {
+            Ok(_) => passed += 1,
+            Err(status) => assert_eq!(reason(&status), "SHARED_RATE_LIMIT"),
+        }
+    }
+    assert!(
+        (3..=4).contains(&passed),
+        "{passed} calls of ~250 tokens in 1000 / min"
+    );
     a.stop().await;
     b.stop().await;
 }
@@ -348,7 +384,10 @@ async fn the_redis_password_never_appears_in_logs_or_errors() {
     let _ = call(&mut good).await;
     // Nor does a configuration printed whole, or a URL that cannot be used.
     let config = llm_sidecar::config::from_toml(
-        &format!("[server]\ntcp = \"127.0.0.1:0\"\n[shared]\nredis_url = \"{}\"\nexpected_pods = 1\n", redis.url()),
+        &format!(
+            "[server]\ntcp = \"127.0.0.1:0\"\n[shared]\nredis_url = \"{}\"\nexpected_pods = 1\n",
+            redis.url()
+        ),
         "test.toml",
     )
     .unwrap();

@@ -52,7 +52,9 @@ pub struct Lease {
     requests: u64,
     tokens: u64,
     expires: Instant,
-    refilling: bool,
+    /// Since when a refill has been out (a call dropped mid-way never
+    /// reports back: after [`LEASE_TTL`] another call may refill).
+    refilling: Option<Instant>,
     /// Spent since `since` (the last refill): the pace the next lease
     /// follows.
     used: (u64, u64),
@@ -67,7 +69,7 @@ impl Lease {
             requests: 0,
             tokens: 0,
             expires: now,
-            refilling: false,
+            refilling: None,
             used: (0, 0),
             since: now,
             benches_read: None,
@@ -98,10 +100,12 @@ impl Lease {
     /// tokens), with `caps` the `L` of each limit.
     pub fn ask(&mut self, now: Instant, need: (u64, u64), caps: (u64, u64)) -> Ask {
         self.expire(now);
-        let refill = !self.refilling;
+        let refill = self
+            .refilling
+            .is_none_or(|since| now.saturating_duration_since(since) >= LEASE_TTL);
         let (mut extra_requests, mut extra_tokens) = (0, 0);
         if refill {
-            self.refilling = true;
+            self.refilling = Some(now);
             let elapsed = now
                 .saturating_duration_since(self.since)
                 .max(Duration::from_millis(1));
@@ -129,7 +133,7 @@ impl Lease {
     pub fn grant(&mut self, now: Instant, ask: Ask, granted: (u64, u64), need: (u64, u64)) {
         self.expire(now);
         if ask.refill {
-            self.refilling = false;
+            self.refilling = None;
         }
         self.requests = (self.requests + granted.0).saturating_sub(need.0);
         self.tokens = (self.tokens + granted.1).saturating_sub(need.1);
@@ -143,7 +147,7 @@ impl Lease {
     /// The ask came to nothing (a wait, or no store).
     pub fn abandon(&mut self, ask: Ask) {
         if ask.refill {
-            self.refilling = false;
+            self.refilling = None;
         }
     }
 }

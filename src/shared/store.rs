@@ -138,11 +138,19 @@ impl SharedStore {
         .await
     }
 
-    /// Whether a round trip is worth trying now (the store is up, or a
-    /// probe is due).
+    /// Whether a round trip is worth trying now: the store is up, or a
+    /// probe is due (taken by this call alone: the others go on without).
     fn due(&self) -> bool {
-        let health = self.health.lock().expect("never poisoned");
-        health.down_since.is_none() || Instant::now() >= health.next_probe
+        let mut health = self.health.lock().expect("never poisoned");
+        let now = Instant::now();
+        if health.down_since.is_none() {
+            return true;
+        }
+        if now < health.next_probe {
+            return false;
+        }
+        health.next_probe = now + self.timeout;
+        true
     }
 
     async fn round_trip<T, F, Fut>(&self, work: F) -> Result<T, Unreachable>

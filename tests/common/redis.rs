@@ -79,14 +79,7 @@ impl RedisServer {
         for arg in &args[1..] {
             command.arg(*arg);
         }
-        match command.query::<redis::Value>(&mut connection).unwrap() {
-            redis::Value::Array(items) => items
-                .iter()
-                .map(|item| format!("{item:?}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            value => format!("{value:?}"),
-        }
+        text(&command.query::<redis::Value>(&mut connection).unwrap())
     }
 
     /// The server's clock (`TIME`) in microseconds.
@@ -105,6 +98,16 @@ impl RedisServer {
             .and_then(|client| client.get_connection())
             .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection))
             .is_ok()
+    }
+}
+
+/// A reply as text: strings as they are, arrays one item a line.
+fn text(value: &redis::Value) -> String {
+    match value {
+        redis::Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        redis::Value::SimpleString(text) => text.clone(),
+        redis::Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join("\n"),
+        other => format!("{other:?}"),
     }
 }
 

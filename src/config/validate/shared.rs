@@ -92,3 +92,66 @@ impl Checker<'_> {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{SharedUrl, UnavailableMode, from_toml};
+    use std::time::Duration;
+
+    const SERVER: &str = "[server]\ntcp = \"127.0.0.1:1\"\n";
+
+    fn shared(table: &str) -> Result<Option<crate::config::SharedConfig>, String> {
+        from_toml(&format!("{SERVER}[shared]\n{table}"), "t.toml")
+            .map(|config| config.shared)
+            .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn no_table_no_store_and_defaults_with_one() {
+        assert!(from_toml(SERVER, "t").unwrap().shared.is_none());
+        let config = shared("redis_url_env = \"REDIS\"\nexpected_pods = 3")
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.prefix, "llm-sidecar");
+        assert_eq!(config.timeout, Duration::from_millis(50));
+        assert_eq!(config.on_unavailable, UnavailableMode::Local);
+        assert!(matches!(config.url, SharedUrl::Loaded(_)));
+    }
+
+    #[test]
+    fn mistakes_name_their_key_and_never_the_url() {
+        let secret = "redis-password-0123456789";
+        for (table, key) in [
+            ("expected_pods = 2", "`shared`"),
+            (
+                "redis_url = \"redis://h\"\nredis_url_env = \"R\"\nexpected_pods = 2",
+                "`shared`",
+            ),
+            ("redis_url = \"redis://h\"", "`shared.expected_pods`"),
+            (
+                "redis_url = \"redis://h\"\nexpected_pods = 0",
+                "`shared.expected_pods`",
+            ),
+            (
+                "redis_url = \"http://:redis-password-0123456789@h\"\nexpected_pods = 1",
+                "`shared.redis_url`",
+            ),
+            (
+                "redis_url = \"redis://h\"\nexpected_pods = 1\non_unavailable = \"open\"",
+                "`shared.on_unavailable`",
+            ),
+            (
+                "redis_url = \"redis://h\"\nexpected_pods = 1\ntimeout_ms = 0",
+                "`shared.timeout_ms`",
+            ),
+            (
+                "redis_url = \"redis://h\"\nexpected_pods = 1\nprefix = \"a{b}\"",
+                "`shared.prefix`",
+            ),
+        ] {
+            let error = shared(table).expect_err(table);
+            assert!(error.contains(key), "{table}: {error}");
+            assert!(!error.contains(secret), "{error}");
+        }
+    }
+}
