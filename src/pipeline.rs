@@ -174,51 +174,43 @@ impl Pipeline {
         let clients = UpstreamClients::new(config, env)?;
         // Only with a `[shared]` table: no client, connection or task else.
         let store = SharedStore::for_config(config, env)?;
-        let providers = config
+        let mut providers = config
             .providers
             .iter()
-            .map(|provider| {
-                let built = Provider::new(
+            .map(|provider| ProviderSlot {
+                fleet: None,
+                provider: Provider::new(
                     provider,
                     &config.upstream,
                     clients.for_provider(&provider.name),
                     env,
-                );
-                let fleet = store
-                    .as_ref()
-                    .and_then(|store| FleetRate::new(store, provider, built.key_ring()));
-                ProviderSlot {
-                    fleet,
-                    provider: built,
-                    max_attempts: provider.max_attempts,
-                    timeouts: provider.timeouts.over(config.timeouts),
-                    limit: provider.limit.map(|limit| {
-                        ConcurrencyLimit::new(
-                            limit.max_in_flight,
-                            limit.max_queue,
-                            limit.max_queue_wait,
-                        )
-                    }),
-                    rate: RateLimits::new(
-                        provider.requests_per_minute,
-                        provider.tokens_per_minute,
-                        provider.max_queue_wait,
-                    ),
-                    circuit: CircuitBreaker::new(
-                        provider.circuit_failures,
-                        provider.circuit_cooldown,
-                    ),
-                    in_flight: InFlight::default(),
-                    budget: RetryBudget::new(
-                        config.retry.budget_ratio,
-                        config.retry.budget_floor,
-                        BUDGET_WINDOW,
-                    ),
-                }
+                ),
+                max_attempts: provider.max_attempts,
+                timeouts: provider.timeouts.over(config.timeouts),
+                limit: provider.limit.map(|limit| {
+                    ConcurrencyLimit::new(
+                        limit.max_in_flight,
+                        limit.max_queue,
+                        limit.max_queue_wait,
+                    )
+                }),
+                rate: RateLimits::new(
+                    provider.requests_per_minute,
+                    provider.tokens_per_minute,
+                    provider.max_queue_wait,
+                ),
+                circuit: CircuitBreaker::new(provider.circuit_failures, provider.circuit_cooldown),
+                in_flight: InFlight::default(),
+                budget: RetryBudget::new(
+                    config.retry.budget_ratio,
+                    config.retry.budget_floor,
+                    BUDGET_WINDOW,
+                ),
             })
             .collect::<Vec<_>>();
         if let Some(store) = &store {
-            for slot in &providers {
+            for (slot, provider) in providers.iter_mut().zip(&config.providers) {
+                slot.fleet = FleetRate::new(store, provider, slot.provider.key_ring());
                 if let (Some(fleet), Some(ring)) = (&slot.fleet, slot.provider.key_ring()) {
                     store.share_benches(ring, fleet);
                 }
