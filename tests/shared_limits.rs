@@ -122,6 +122,12 @@ async fn two_sidecars_sharing_redis_hold_the_requests_per_minute_together() {
         .unwrap();
     assert!(retry > Duration::from_secs(1), "{retry:?}");
     assert_eq!(a.fake.requests().len() + b.fake.requests().len(), passed);
+    // A server that lost its scripts (a restart, SCRIPT FLUSH) gets the
+    // script again: the call is still judged by the fleet's limit, not the
+    // local share (which would let it through).
+    redis.command(&["SCRIPT", "FLUSH"]);
+    let status = call(&mut a).await.expect_err("still over the fleet's limit");
+    assert_eq!(reason(&status), "SHARED_RATE_LIMIT");
     // One connection per sidecar (and the one asking).
     let clients = redis.command(&["CLIENT", "LIST"]);
     println!(
