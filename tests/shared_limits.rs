@@ -13,6 +13,9 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 /// A sidecar whose `fake` provider has `provider_toml`, sharing `redis`.
+/// Tests of the store's own answers give it a generous `timeout_ms`: on a
+/// busy machine the default 50 ms may pass, and the call then (rightly)
+/// goes to the local share instead.
 async fn sidecar(redis: &RedisServer, provider_toml: &str, shared_toml: &str) -> Harness {
     let tables = format!("[shared]\nredis_url = \"{}\"\n{shared_toml}\n", redis.url());
     Harness::start_options(Options {
@@ -94,8 +97,8 @@ async fn two_sidecars_sharing_redis_hold_the_requests_per_minute_together() {
     let redis = RedisServer::start();
     // 10 / min over 2 pods: leases of floor(10 % × 10 / 2) = 0, exact.
     let provider = "requests_per_minute = 10\nmax_queue_wait_ms = 50";
-    let mut a = sidecar(&redis, provider, "expected_pods = 2").await;
-    let mut b = sidecar(&redis, provider, "expected_pods = 2").await;
+    let mut a = sidecar(&redis, provider, "expected_pods = 2\ntimeout_ms = 2000").await;
+    let mut b = sidecar(&redis, provider, "expected_pods = 2\ntimeout_ms = 2000").await;
     let began = Instant::now();
     let mut passed = 0;
     let mut refused = Vec::new();
@@ -126,7 +129,9 @@ async fn two_sidecars_sharing_redis_hold_the_requests_per_minute_together() {
     // script again: the call is still judged by the fleet's limit, not the
     // local share (which would let it through).
     redis.command(&["SCRIPT", "FLUSH"]);
-    let status = call(&mut a).await.expect_err("still over the fleet's limit");
+    let status = call(&mut a)
+        .await
+        .expect_err("still over the fleet's limit");
     assert_eq!(reason(&status), "SHARED_RATE_LIMIT");
     // One connection per sidecar (and the one asking).
     let clients = redis.command(&["CLIENT", "LIST"]);
@@ -145,8 +150,8 @@ async fn two_sidecars_sharing_redis_hold_the_tokens_per_minute_together() {
     // About 250 prompt tokens a call (a 1000-byte prompt): 1000 / min is
     // four calls; no lease (floor(10 % × 1000 / 2) = 50 < a call).
     let provider = "tokens_per_minute = 1000\nmax_queue_wait_ms = 50";
-    let mut a = sidecar(&redis, provider, "expected_pods = 2").await;
-    let mut b = sidecar(&redis, provider, "expected_pods = 2").await;
+    let mut a = sidecar(&redis, provider, "expected_pods = 2\ntimeout_ms = 2000").await;
+    let mut b = sidecar(&redis, provider, "expected_pods = 2\ntimeout_ms = 2000").await;
     let prompt = "x".repeat(1000);
     let mut passed = 0;
     for n in 0..10 {
@@ -175,7 +180,7 @@ async fn at_a_minute_boundary_the_limit_is_not_doubled() {
     let mut sidecar = sidecar(
         &redis,
         "requests_per_minute = 6\nmax_queue_wait_ms = 10",
-        "expected_pods = 1",
+        "expected_pods = 1\ntimeout_ms = 2000",
     )
     .await;
     // A counter per clock minute would let 6 through just before the
@@ -206,8 +211,8 @@ async fn the_local_lease_over_admits_at_most_a_tenth_of_the_limit() {
     let redis = RedisServer::start();
     // 600 / min over 2 pods: each may hold floor(10 % × 600 / 2) = 30.
     let provider = "requests_per_minute = 600\nmax_queue_wait_ms = 0";
-    let a = sidecar(&redis, provider, "expected_pods = 2").await;
-    let b = sidecar(&redis, provider, "expected_pods = 2").await;
+    let a = sidecar(&redis, provider, "expected_pods = 2\ntimeout_ms = 2000").await;
+    let b = sidecar(&redis, provider, "expected_pods = 2\ntimeout_ms = 2000").await;
     let began = Instant::now();
     let mut tasks = Vec::new();
     for worker in 0..16 {
@@ -238,6 +243,11 @@ async fn the_local_lease_over_admits_at_most_a_tenth_of_the_limit() {
          over by {over} ({:.1} % of the limit)",
         over.max(0.0) / 6.0
     );
+    // Measured on the lease alone: no call went to the local share.
+    for harness in [&a, &b] {
+        let metrics = metrics_text(harness).await;
+        assert_eq!(sample(&metrics, "llm_sidecar_shared_store_fallbacks"), 0.0);
+    }
     assert!(over <= 60.0, "over-admitted {over} (> 10 % of 600)");
     assert!(passed >= 540, "under-admitted: {passed}");
     a.stop().await;
@@ -321,8 +331,8 @@ async fn with_redis_away_calls_go_on_under_the_local_share_and_the_shared_limit_
 async fn a_key_benched_by_one_sidecar_is_skipped_by_the_other() {
     let redis = RedisServer::start();
     let keys = "api_keys = [{ env = \"FAKE_KEY_2\" }]\nkey_cooldown_ms = 60000";
-    let mut a = sidecar(&redis, keys, "expected_pods = 2").await;
-    let mut b = sidecar(&redis, keys, "expected_pods = 2").await;
+    let mut a = sidecar(&redis, keys, "expected_pods = 2\ntimeout_ms = 2000").await;
+    let mut b = sidecar(&redis, keys, "expected_pods = 2\ntimeout_ms = 2000").await;
     // A's first key is answered 429: A benches it.
     let mut limited = tonic::Request::new(request("x", json!({"status": 429})));
     limited
@@ -428,9 +438,19 @@ async fn the_redis_password_never_appears_in_logs_or_errors() {
 async fn added_latency_per_call_with_redis_limits() {
     let redis = RedisServer::start();
     let mut off = Harness::start_with("requests_per_minute = 100000").await;
-    let mut leased = sidecar(&redis, "requests_per_minute = 100000", "expected_pods = 1").await;
+    let mut leased = sidecar(
+        &redis,
+        "requests_per_minute = 100000",
+        "expected_pods = 1\ntimeout_ms = 2000",
+    )
+    .await;
     // A lease of floor(10 % × 1000 / 1000) = 0: a round trip every call.
-    let mut every = sidecar(&redis, "requests_per_minute = 1000", "expected_pods = 1000").await;
+    let mut every = sidecar(
+        &redis,
+        "requests_per_minute = 1000",
+        "expected_pods = 1000\ntimeout_ms = 2000",
+    )
+    .await;
     for (name, harness) in [
         ("off", &mut off),
         ("redis+lease", &mut leased),
