@@ -9,6 +9,7 @@ pub mod budgets;
 pub mod observability;
 mod raw;
 mod resume;
+mod shared;
 mod tls;
 mod validate;
 
@@ -21,6 +22,7 @@ pub use observability::{
     LedgerSettings, LogFormat, LoggingSettings, PriceSettings, TelemetrySettings,
 };
 pub use resume::{DEFAULT_RESUME_MAX_BYTES, PrefillStyle};
+pub use shared::{SharedConfig, SharedUrl, UnavailableMode};
 pub use tls::{ClientIdentity, TlsConfig, TlsOverrides};
 pub use validate::{from_toml, from_toml_in};
 
@@ -55,6 +57,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[[budgets]]`, in the order written.
     pub budgets: Vec<budgets::BudgetConfig>,
+    /// `[shared]`: fleet-wide limits in Redis; `None` keeps them per pod.
+    pub shared: Option<SharedConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

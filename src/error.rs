@@ -85,6 +85,14 @@ pub enum Error {
         limit: usize,
         size: Option<u64>,
     },
+    /// The shared limits store is unreachable and `[shared] on_unavailable`
+    /// is `"closed"`: the provider's fleet-wide limits cannot be checked,
+    /// so it is not called.
+    #[error(
+        "the shared limits store (Redis, [shared] redis_url) is unreachable and \
+         on_unavailable = \"closed\": provider `{provider}` is not called until it answers"
+    )]
+    SharedStoreUnavailable { provider: String },
     /// The sidecar is stopping and its grace period for calls in flight is
     /// over; the caller may try again (on the restarted sidecar).
     #[error("the sidecar is shutting down; try again")]
@@ -126,6 +134,9 @@ pub enum OverloadKind {
     QueueWait,
     /// Over its requests- or tokens-per-minute rate for longer than a call may wait.
     Rate,
+    /// Over the fleet's requests- or tokens-per-minute (`[shared]`) for
+    /// longer than a call may wait.
+    SharedRate,
 }
 
 impl std::fmt::Display for OverloadKind {
@@ -134,6 +145,9 @@ impl std::fmt::Display for OverloadKind {
             OverloadKind::QueueFull => "every slot is busy and the queue is full",
             OverloadKind::QueueWait => "the wait in the queue ran out",
             OverloadKind::Rate => "its requests or tokens per minute are used up",
+            OverloadKind::SharedRate => {
+                "the fleet's requests or tokens per minute (shared by every pod) are used up"
+            }
         })
     }
 }
@@ -293,6 +307,7 @@ impl Error {
             | Error::Timeout { provider, .. }
             | Error::Overloaded { provider, .. }
             | Error::CircuitOpen { provider, .. }
+            | Error::SharedStoreUnavailable { provider }
             | Error::ResponseTooLarge { provider, .. } => Some(provider),
             Error::Upstream(upstream) => Some(&upstream.provider),
             _ => None,

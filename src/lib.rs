@@ -22,6 +22,8 @@
 //!   leaves behind: the SQLite ledger, spans and metrics, one log line.
 //! - [`admin`]: usage, recent requests and provider health, as JSON and
 //!   as the gRPC `AdminService`.
+//! - [`shared`]: provider limits and key cooldowns held fleet-wide in
+//!   Redis (`[shared]`), with a local lease and a per-pod fallback.
 //! - [`config`]: file → typed, validated configuration (the bottom layer).
 //! - [`server`]: listeners (Unix sockets, loopback TCP, the admin and
 //!   health ports), their limits and reaping, reload and shutdown.
@@ -53,6 +55,7 @@ pub mod pipeline;
 pub mod runtime_dir;
 pub mod secret;
 pub mod server;
+pub mod shared;
 pub mod telemetry;
 pub mod upstream;
 

@@ -14,7 +14,8 @@
 //!    before anything reached the caller;
 //! 5. per attempt, the **attempt loop** (`attempt.rs`):
 //!    - **circuit**: an open circuit skips the provider at once;
-//!    - **rates, then queue** (`slot.rs`): a quota, then a concurrency
+//!    - **rates, then queue** (`slot.rs`): a quota (the fleet's, in
+//!      [`crate::shared`], with a `[shared]` store), then a concurrency
 //!      slot, each waited for no longer than the call's bounds allow;
 //!    - **call** the provider, under the per-attempt timeouts;
 //!    - **first chunk** (streams): an attempt ends when it arrives, so a
@@ -70,6 +71,7 @@ use crate::config::{Config, Env, Timeouts};
 use crate::error::{Error, TimeoutKind, classify};
 use crate::model::{ChatRequest, ChatResponse};
 use crate::secret::Scrubber;
+use crate::shared::{FleetRate, SharedStore};
 use crate::telemetry::Telemetry;
 use crate::upstream::{ChunkStream, ClientError, PassedHeaders, Provider, Reply, UpstreamClients};
 use futures::StreamExt;
@@ -177,6 +179,8 @@ pub struct Pipeline {
     scrubber: Arc<Scrubber>,
     /// Which streams are resumed when cut, and where.
     resume: resume::ResumeSettings,
+    /// The fleet's shared limits store (`[shared]`), if configured.
+    store: Option<Arc<SharedStore>>,
 }
 
 impl Pipeline {
@@ -184,10 +188,13 @@ impl Pipeline {
     /// is an error naming it, and nothing is built.
     pub fn new(config: &Config, env: Env<'_>) -> Result<Pipeline, ClientError> {
         let clients = UpstreamClients::new(config, env)?;
-        let providers = config
+        // Only with a `[shared]` table: no client, connection or task else.
+        let store = SharedStore::for_config(config, env)?;
+        let mut providers = config
             .providers
             .iter()
             .map(|provider| ProviderSlot {
+                fleet: None,
                 provider: Provider::new(
                     provider,
                     &config.upstream,
@@ -217,6 +224,14 @@ impl Pipeline {
                 ),
             })
             .collect::<Vec<_>>();
+        if let Some(store) = &store {
+            for (slot, provider) in providers.iter_mut().zip(&config.providers) {
+                slot.fleet = FleetRate::new(store, provider, slot.provider.key_ring());
+                if let (Some(fleet), Some(ring)) = (&slot.fleet, slot.provider.key_ring()) {
+                    store.share_benches(ring, fleet);
+                }
+            }
+        }
         let scrubber = Arc::new(Scrubber::union(
             providers
                 .iter()
@@ -230,6 +245,7 @@ impl Pipeline {
             retry: RetryPolicy::from(&config.retry),
             telemetry: None,
             stop: CancellationToken::new(),
+            store,
         })
     }
 
@@ -258,6 +274,9 @@ impl Pipeline {
 
     /// Records a span per attempt and the pipeline's metrics in `telemetry`.
     pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Pipeline {
+        if let Some(store) = &self.store {
+            store.set_metrics(telemetry.metrics().clone());
+        }
         self.telemetry = Some(telemetry);
         self
     }

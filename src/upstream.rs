@@ -118,6 +118,14 @@ impl Provider {
         &self.scrubber
     }
 
+    /// Its API keys (an OpenAI-compatible provider that has them).
+    pub fn key_ring(&self) -> Option<&KeyRing> {
+        match &self.upstream {
+            Upstream::OpenAi(openai) => openai.key_ring(),
+            _ => None,
+        }
+    }
+
     /// The models it serves when it knows them all (the built-in mock);
     /// `None` for an API that serves whatever its upstream does.
     pub fn catalog(&self) -> Option<&'static [&'static str]> {

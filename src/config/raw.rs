@@ -40,6 +40,8 @@ pub struct RawConfig {
     /// Spend limits per caller, tag or provider.
     #[serde(default)]
     pub budgets: Vec<RawBudget>,
+    /// The store that makes limits and key cooldowns hold fleet-wide.
+    pub shared: Option<RawShared>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -388,4 +390,25 @@ pub struct RawPrice {
     /// USD per million prompt tokens written to the provider's cache
     /// (default: the input price).
     pub cache_write: Option<f64>,
+}
+
+/// `[shared]`: limits and key cooldowns held in Redis (or Valkey) across
+/// every sidecar that shares it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShared {
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
+    pub redis_url: Option<String>,
+    /// The environment variable that holds the URL.
+    pub redis_url_env: Option<String>,
+    /// The file that holds the URL (a mounted Kubernetes Secret).
+    pub redis_url_file: Option<String>,
+    /// Prefix of every key written (default "llm-sidecar").
+    pub prefix: Option<String>,
+    /// The sidecars sharing the store (required).
+    pub expected_pods: Option<u32>,
+    /// "local" (default) or "closed".
+    pub on_unavailable: Option<String>,
+    /// The longest one round trip may take (default 50 ms).
+    pub timeout_ms: Option<u64>,
 }

@@ -209,6 +209,7 @@ impl Checker<'_> {
             logging: self.logging(raw.logging)?,
             auth: self.auth(raw.auth)?,
             budgets,
+            shared: self.shared(raw.shared)?,
         })
     }
 
@@ -824,6 +825,7 @@ fn mock_provider() -> ProviderConfig {
 mod auth;
 mod budgets;
 mod observability;
+mod shared;
 #[cfg(test)]
 mod tests;
 mod tls;

@@ -50,6 +50,9 @@ pub fn classify(error: &Error) -> Class {
                 class(Code::ResourceExhausted, 429, false, "QUEUE_WAIT_EXPIRED")
             }
             OverloadKind::Rate => class(Code::ResourceExhausted, 429, false, "LOCAL_RATE_LIMIT"),
+            OverloadKind::SharedRate => {
+                class(Code::ResourceExhausted, 429, false, "SHARED_RATE_LIMIT")
+            }
         },
         Error::CircuitOpen { .. } => class(Code::Unavailable, 503, false, "CIRCUIT_OPEN"),
         // Spent for this window: only its reset helps.
@@ -84,6 +87,11 @@ pub fn classify(error: &Error) -> Class {
         // The same answer again would be as large.
         Error::ResponseTooLarge { .. } => {
             class(Code::ResourceExhausted, 502, false, "RESPONSE_TOO_LARGE")
+        }
+        // Refused by the operator's choice (`on_unavailable = "closed"`)
+        // until the store answers again; nothing was sent upstream.
+        Error::SharedStoreUnavailable { .. } => {
+            class(Code::Unavailable, 503, false, "SHARED_STORE_UNAVAILABLE")
         }
         Error::ShuttingDown => class(Code::Unavailable, 503, true, "SIDECAR_SHUTTING_DOWN"),
         Error::Internal(_) => class(Code::Internal, 500, false, "INTERNAL"),

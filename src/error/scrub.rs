@@ -57,7 +57,8 @@ impl Error {
                 provider,
                 kind: _,
                 after: _,
-            } => s(provider),
+            }
+            | Error::SharedStoreUnavailable { provider } => s(provider),
             Error::ResponseTooLarge {
                 provider,
                 limit: _,

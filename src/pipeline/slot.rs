@@ -2,6 +2,7 @@
 //! call and it (retry budget, circuit, rates, concurrency limit).
 
 use super::*;
+use crate::shared::FleetRate;
 
 /// A provider with its retry settings and budget.
 #[derive(Debug)]
@@ -13,6 +14,9 @@ pub(super) struct ProviderSlot {
     pub(super) budget: RetryBudget,
     pub(super) limit: Option<ConcurrencyLimit>,
     pub(super) rate: Option<RateLimits>,
+    /// The fleet-wide limits (`[shared]`); when set, they stand in for
+    /// `rate`, which then serves only as their per-pod fallback.
+    pub(super) fleet: Option<FleetRate>,
     pub(super) circuit: CircuitBreaker,
     pub(super) in_flight: InFlight,
 }
@@ -28,7 +32,7 @@ impl ProviderSlot {
         trace: AttemptTrace<'_>,
         attempt: &TraceContext,
     ) -> Result<Permit, Error> {
-        if self.rate.is_none() && self.limit.is_none() {
+        if self.rate.is_none() && self.limit.is_none() && self.fleet.is_none() {
             return Ok(None);
         }
         let asked = Instant::now();
@@ -44,7 +48,12 @@ impl ProviderSlot {
         bounds: Bounds,
         request: &ChatRequest,
     ) -> Result<Permit, Error> {
-        if let Some(rate) = &self.rate {
+        if let Some(fleet) = &self.fleet {
+            let tokens = estimate_prompt_tokens(request);
+            fleet
+                .admit(tokens, bounds.end(), self.provider.key_ring())
+                .await?;
+        } else if let Some(rate) = &self.rate {
             let tokens = estimate_prompt_tokens(request);
             rate.admit(&self.provider.name, tokens, bounds.end())
                 .await?;

@@ -30,6 +30,8 @@ pub const RETRIES: &str = "llm_sidecar.retries";
 pub const UPSTREAM_RESPONSES: &str = "llm_sidecar.upstream.responses";
 pub const LEDGER_DROPPED: &str = "llm_sidecar.ledger.dropped";
 pub const LEDGER_REOPENED: &str = "llm_sidecar.ledger.reopened";
+pub const SHARED_STORE_OUTAGES: &str = "llm_sidecar.shared_store.outages";
+pub const SHARED_STORE_FALLBACKS: &str = "llm_sidecar.shared_store.fallbacks";
 
 /// The label naming a call's route as configured (alias, exact model,
 /// pattern, `*` for the default provider, or `unrouted`). It stands where
@@ -78,6 +80,8 @@ pub struct Metrics {
     queue_wait: Histogram<f64>,
     retries: Counter<u64>,
     upstream_responses: Counter<u64>,
+    shared_store_outages: Counter<u64>,
+    shared_store_fallbacks: Counter<u64>,
 }
 
 impl Metrics {
@@ -131,6 +135,19 @@ impl Metrics {
                 .u64_counter(UPSTREAM_RESPONSES)
                 .with_unit("{response}")
                 .with_description("Upstream HTTP responses, by status code.")
+                .build(),
+            shared_store_outages: meter
+                .u64_counter(SHARED_STORE_OUTAGES)
+                .with_unit("{outage}")
+                .with_description("Times the shared limits store (Redis) became unreachable.")
+                .build(),
+            shared_store_fallbacks: meter
+                .u64_counter(SHARED_STORE_FALLBACKS)
+                .with_unit("{call}")
+                .with_description(
+                    "Calls decided without the shared limits store, by mode \
+                     (local: under this pod's share; closed: refused).",
+                )
                 .build(),
         }
     }
@@ -191,6 +208,23 @@ impl Metrics {
             &[
                 KeyValue::new(GEN_AI_PROVIDER_NAME, provider.to_owned()),
                 KeyValue::new(HTTP_RESPONSE_STATUS_CODE, i64::from(status)),
+            ],
+        );
+    }
+
+    /// The shared limits store became unreachable (once per outage).
+    pub fn shared_store_outage(&self) {
+        self.shared_store_outages.add(1, &[]);
+    }
+
+    /// A call to `provider` decided without the shared store; `mode` is
+    /// `local` or `closed`.
+    pub fn shared_store_fallback(&self, provider: &str, mode: &'static str) {
+        self.shared_store_fallbacks.add(
+            1,
+            &[
+                KeyValue::new(GEN_AI_PROVIDER_NAME, provider.to_owned()),
+                KeyValue::new("llm_sidecar.shared_store.mode", mode),
             ],
         );
     }

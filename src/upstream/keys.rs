@@ -1,10 +1,14 @@
 //! Several keys (or deployments) for one provider, used round robin. A key
 //! answered with 401/403 (revoked, wrong) or 429 (its own rate limit) is
-//! set aside for a cooldown so the next attempt uses another.
+//! set aside for a cooldown so the next attempt uses another. With a
+//! shared store (`[shared]`) a key benched here is benched on every pod:
+//! the ring tells the store ([`KeyRing::on_bench`]) and learns of keys
+//! benched elsewhere ([`KeyRing::bench_from_fleet`]) by their
+//! fingerprints, never the keys.
 
 use crate::secret::ApiKey;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -16,6 +20,17 @@ pub struct KeyRing {
     next: AtomicUsize,
     epoch: Instant,
     cooldown: Duration,
+    /// Told of each key benched here (index, cooldown).
+    on_bench: OnceLock<BenchHook>,
+}
+
+/// What the ring calls when it benches a key.
+struct BenchHook(Box<dyn Fn(usize, Duration) + Send + Sync>);
+
+impl std::fmt::Debug for BenchHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BenchHook")
+    }
 }
 
 impl KeyRing {
@@ -26,6 +41,7 @@ impl KeyRing {
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
             cooldown,
+            on_bench: OnceLock::new(),
         }
     }
 
@@ -61,11 +77,46 @@ impl KeyRing {
         Some((index, &self.keys[index]))
     }
 
+    /// Sets key `index` aside for the cooldown, here and (with a shared
+    /// store) on every pod.
     pub fn bench(&self, index: usize) {
-        if let Some(until) = self.benched_until.get(index) {
-            let end = self.now_ms() + self.cooldown.as_millis() as u64;
-            until.store(end.max(1), Ordering::Relaxed);
+        self.rest(index, self.cooldown);
+        if let Some(hook) = self.on_bench.get() {
+            (hook.0)(index, self.cooldown);
         }
+    }
+
+    /// Key `index` was benched by another pod and stays so for `left`.
+    pub fn bench_from_fleet(&self, index: usize, left: Duration) {
+        self.rest(index, left);
+    }
+
+    fn rest(&self, index: usize, left: Duration) {
+        if let Some(until) = self.benched_until.get(index) {
+            let end = self.now_ms() + left.as_millis() as u64;
+            until.fetch_max(end.max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// Calls `hook(index, cooldown)` whenever a key is benched here (set
+    /// once; later calls are ignored).
+    pub fn on_bench(&self, hook: impl Fn(usize, Duration) + Send + Sync + 'static) {
+        let _ = self.on_bench.set(BenchHook(Box::new(hook)));
+    }
+
+    /// Per key, a name for it that does not reveal it: the first 16 hex
+    /// digits of its SHA-256.
+    pub fn fingerprints(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .map(|key| {
+                let digest = ring::digest::digest(&ring::digest::SHA256, key.expose().as_bytes());
+                digest.as_ref()[..8]
+                    .iter()
+                    .map(|byte| format!("{byte:02x}"))
+                    .collect()
+            })
+            .collect()
     }
 }
 

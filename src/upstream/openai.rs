@@ -95,6 +95,11 @@ impl OpenAiUpstream {
             .cloned()
     }
 
+    /// Its keys, when it has the ones it needs.
+    pub fn key_ring(&self) -> Option<&KeyRing> {
+        self.keys.as_ref().ok()
+    }
+
     /// The provider's secrets: its keys and secret header values.
     pub fn scrubber(&self) -> &Arc<Scrubber> {
         &self.scrubber

@@ -5,6 +5,7 @@
 
 pub mod corpus;
 pub mod process;
+pub mod redis;
 pub mod tls;
 pub mod wire_json;
 

@@ -1,0 +1,83 @@
+//! Limits and key cooldowns that hold across every sidecar sharing one
+//! store (Redis 7, or Valkey, which speaks the same protocol), from the
+//! `[shared]` table. Without it nothing here is built: no client, no
+//! connection, no task.
+//!
+//! # Layout
+//!
+//! - `store.rs`: [`SharedStore`], the one lazily opened connection, the
+//!   bound on each round trip, and outages (logged once, counted, probed
+//!   again with backoff).
+//! - `gcra.lua`: the script: a GCRA per limit on Redis's clock, requests
+//!   and tokens checked together with the benched keys, one round trip.
+//! - `lease.rs`: the local cache, and the 10 % over-admission rule.
+//! - `fleet_rate.rs`: [`FleetRate`], one provider's admission: lease →
+//!   script → this pod's share of the limits when the store is away.
+//! - `url.rs`: the URL from the config, a file or a variable; the scrubber
+//!   of its password.
+
+mod fleet_rate;
+mod lease;
+mod store;
+mod url;
+
+pub use fleet_rate::FleetRate;
+pub use lease::{LEASE_SHARE, LEASE_TTL, lease_cap};
+pub use store::SharedStore;
+
+use crate::config::{Config, ConfigError, Env};
+use crate::upstream::KeyRing;
+use std::sync::Arc;
+
+impl SharedStore {
+    /// The store `config`'s `[shared]` table names, reading its URL now;
+    /// `None` without the table.
+    ///
+    /// # Errors
+    /// A URL that cannot be read or parsed, naming the key (never the URL).
+    pub fn for_config(
+        config: &Config,
+        env: Env<'_>,
+    ) -> Result<Option<Arc<SharedStore>>, ConfigError> {
+        let Some(shared) = &config.shared else {
+            return Ok(None);
+        };
+        let url = url::load(shared, env, &config.source)?;
+        SharedStore::new(
+            &url,
+            shared.prefix.clone(),
+            shared.expected_pods,
+            shared.on_unavailable,
+            shared.timeout,
+        )
+        .map(|store| Some(Arc::new(store)))
+        .map_err(|message| ConfigError {
+            file: config.source.clone(),
+            key: "shared".to_owned(),
+            message,
+        })
+    }
+
+    /// Makes a key `ring` benches here benched on every pod: its
+    /// fingerprint is set in the store for the cooldown (in the background;
+    /// a store that is away loses the note, never the call).
+    pub fn share_benches(self: &Arc<Self>, ring: &KeyRing, fleet: &FleetRate) {
+        let keys: Vec<String> = (0..ring.all().len())
+            .map_while(|index| fleet.bench_key(index).map(str::to_owned))
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        let store = self.clone();
+        ring.on_bench(move |index, cooldown| {
+            let (Some(key), Ok(runtime)) = (keys.get(index), tokio::runtime::Handle::try_current())
+            else {
+                return;
+            };
+            let (store, key) = (store.clone(), key.clone());
+            runtime.spawn(async move {
+                let _ = store.set_for(&key, cooldown).await;
+            });
+        });
+    }
+}
