@@ -165,10 +165,14 @@ impl Admin {
             .await?)
     }
 
-    /// Every budget's window, limits, spend and reservations now (this
-    /// pod's).
-    pub fn budgets(&self) -> Vec<crate::budget::BudgetStatus> {
-        self.observer.budgets().status()
+    /// Every budget's window, limits, spend and reservations now: the
+    /// fleet's when a `[shared]` store holds them, else this pod's.
+    pub async fn budgets(&self) -> Vec<crate::budget::BudgetStatus> {
+        let pipeline = self.pipeline.current();
+        match pipeline.shared_store() {
+            Some(store) => self.observer.budgets().status_shared(store).await,
+            None => self.observer.budgets().status(),
+        }
     }
 
     pub fn providers(&self) -> Vec<ProviderHealth> {

@@ -12,15 +12,21 @@
 //! to the usage and cost its ledger record holds, estimated for a stream
 //! that reported none.
 //!
-//! Spend is kept here, in the process, and survives a reload for every
-//! budget whose name, scope and window stay the same. (Spend shared
-//! between pods, through the shared store, builds on the same reserve and
-//! settle steps.)
+//! A call counts in the window it was admitted in. Without a `[shared]`
+//! store the spend is kept here, in the process: it survives a reload for
+//! every budget whose name, scope and window stay the same, and a restart
+//! reads it back from the ledger. With one, every pod reserves and settles
+//! in the store (`shared/budget.lua`), so the fleet holds each budget
+//! together; while the store is away, each pod falls back to its own count
+//! (`on_unavailable = "local"`) or refuses (`"closed"`).
 
 mod window;
 
 use crate::config::budgets::{BudgetConfig, BudgetScope, UnpricedModels};
+use crate::error::Error;
+use crate::shared::{Reserved, SharedStore, SharedWindow};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -74,15 +80,19 @@ pub struct Charge {
 #[derive(Debug, Default)]
 pub struct Reservation {
     holds: Vec<Hold>,
+    /// Where the holds were taken, when in the fleet's store.
+    shared: Option<Arc<SharedStore>>,
 }
 
 #[derive(Debug)]
 struct Hold {
     name: String,
-    /// The window it was taken in (unix seconds): a call that ends in the
-    /// next window counts there, and frees nothing in the new one.
+    /// The window it was taken in (unix seconds): the call counts there,
+    /// and a call that ends after the window adds nothing to the next.
     start: i64,
     reserved: Amounts,
+    /// The window in the store, for a shared hold.
+    window: Option<SharedWindow>,
 }
 
 /// What is left of the tightest budget a call matched, after its
@@ -123,6 +133,8 @@ pub struct BudgetStatus {
     pub usd_limit: Option<f64>,
     pub usd_spent: f64,
     pub usd_reserved: f64,
+    /// `shared`: the fleet's, read from the store; `local`: this pod's.
+    pub source: &'static str,
 }
 
 impl Budgets {
@@ -239,6 +251,7 @@ impl Budgets {
                 name: budget.config.name.clone(),
                 start: budget.start,
                 reserved,
+                window: None,
             });
             let left = budget.left();
             if remaining
@@ -251,10 +264,132 @@ impl Budgets {
         Ok((reservation, remaining))
     }
 
+    /// Reserves `charge` as [`Budgets::reserve`] does, in the fleet's
+    /// `store`: every pod sharing it counts against the same budgets.
+    /// While the store is away the pod's own count decides (counted in the
+    /// store's fallback metric under `provider`), or, when it fails closed,
+    /// the call is refused with [`Error::SharedStoreUnavailable`].
+    pub async fn reserve_shared(
+        &self,
+        store: &Arc<SharedStore>,
+        subject: Subject<'_>,
+        charge: Charge,
+    ) -> Result<(Reservation, Option<Remaining>), Error> {
+        let now = unix_now();
+        let matched: Vec<(BudgetConfig, i64, i64)> = {
+            let mut tracked = self.lock();
+            let mut matched = Vec::new();
+            for budget in tracked.iter_mut().filter(|budget| budget.counts(&subject)) {
+                budget.roll(now);
+                // Needs no store: a model without a price under a USD budget.
+                if let Some(refusal) = budget.unpriced_refusal(charge) {
+                    return Err(Error::BudgetExceeded(refusal));
+                }
+                matched.push((budget.config.clone(), budget.start, budget.end));
+            }
+            matched
+        };
+        if matched.is_empty() {
+            return Ok((Reservation::default(), None));
+        }
+        let windows: Vec<SharedWindow> = matched
+            .iter()
+            .map(|(config, start, end)| SharedWindow {
+                key: store.budget_key(&config.name, *start),
+                tokens_limit: config.tokens,
+                usd_limit_micros: config.usd.map(micros),
+                end: *end,
+            })
+            .collect();
+        let usd = micros(charge.usd.unwrap_or(0.0));
+        match store.reserve_budgets(&windows, charge.tokens, usd).await {
+            Ok(Reserved::Held(used)) => {
+                let mut remaining: Option<Remaining> = None;
+                let mut holds = Vec::new();
+                for (((config, start, _), window), (tokens_used, usd_used)) in
+                    matched.iter().zip(windows).zip(used)
+                {
+                    let left = Remaining {
+                        budget: config.name.clone(),
+                        tokens: config.tokens.map(|limit| limit.saturating_sub(tokens_used)),
+                        usd: config.usd.map(|limit| (limit - dollars(usd_used)).max(0.0)),
+                    };
+                    if remaining
+                        .as_ref()
+                        .is_none_or(|tightest| left.is_tighter(tightest))
+                    {
+                        remaining = Some(left);
+                    }
+                    holds.push(Hold {
+                        name: config.name.clone(),
+                        start: *start,
+                        reserved: Amounts {
+                            tokens: charge.tokens,
+                            usd: dollars(usd),
+                        },
+                        window: Some(window),
+                    });
+                }
+                let reservation = Reservation {
+                    holds,
+                    shared: Some(Arc::clone(store)),
+                };
+                Ok((reservation, remaining))
+            }
+            Ok(Reserved::Refused { index, usd, used }) => {
+                let (config, _, end) = &matched[index.min(matched.len() - 1)];
+                let (used, limit) = if usd {
+                    (
+                        Amounts {
+                            tokens: 0,
+                            usd: dollars(used),
+                        },
+                        Amounts {
+                            tokens: 0,
+                            usd: config.usd.unwrap_or(0.0),
+                        },
+                    )
+                } else {
+                    let used = u64::try_from(used).unwrap_or(0);
+                    (
+                        Amounts {
+                            tokens: used,
+                            usd: 0.0,
+                        },
+                        Amounts {
+                            tokens: config.tokens.unwrap_or(0),
+                            usd: 0.0,
+                        },
+                    )
+                };
+                Err(Error::BudgetExceeded(BudgetExceeded {
+                    budget: config.name.clone(),
+                    detail: over_limit(config, usd, used, limit, charge),
+                    retry_after: until(*end, now),
+                }))
+            }
+            Err(_) if store.fails_closed() => {
+                store.count_fallback(subject.provider);
+                Err(Error::SharedStoreUnavailable {
+                    provider: subject.provider.to_owned(),
+                })
+            }
+            Err(_) => {
+                store.count_fallback(subject.provider);
+                self.reserve(subject, charge).map_err(Error::BudgetExceeded)
+            }
+        }
+    }
+
     /// Releases `reservation` and counts what the call really cost
-    /// (`usd: None`, an unpriced model: its tokens only).
+    /// (`usd: None`, an unpriced model: its tokens only) in the window it
+    /// was admitted in; a shared one in the store, in the background.
     pub fn settle(&self, reservation: Reservation, spent: Charge) {
         if reservation.holds.is_empty() {
+            return;
+        }
+        if let Some(store) = reservation.shared {
+            settle_shared(store, reservation.holds, spent);
             return;
         }
         let now = unix_now();
@@ -268,14 +403,41 @@ impl Budgets {
                 continue;
             };
             budget.roll(now);
-            if budget.start == hold.start {
-                budget.reserved.tokens =
-                    budget.reserved.tokens.saturating_sub(hold.reserved.tokens);
-                budget.reserved.usd = (budget.reserved.usd - hold.reserved.usd).max(0.0);
+            if budget.start != hold.start {
+                // Its window is over, and counted no further.
+                continue;
             }
+            budget.reserved.tokens = budget.reserved.tokens.saturating_sub(hold.reserved.tokens);
+            budget.reserved.usd = (budget.reserved.usd - hold.reserved.usd).max(0.0);
             budget.spent.tokens += spent.tokens;
             budget.spent.usd += spent.usd.unwrap_or(0.0);
         }
+    }
+
+    /// [`Budgets::status`], with the spend and holds of the fleet read from
+    /// `store` (`source: "shared"`); the pod's own count where it cannot be
+    /// read (`source: "local"`).
+    pub async fn status_shared(&self, store: &SharedStore) -> Vec<BudgetStatus> {
+        let mut status = self.status();
+        let keys: Vec<String> = status
+            .iter()
+            .map(|budget| store.budget_key(&budget.name, budget.window_start))
+            .collect();
+        if keys.is_empty() {
+            return status;
+        }
+        if let Ok(read) = store.read_budgets(&keys).await {
+            for (budget, [tokens_spent, tokens_reserved, usd_spent, usd_reserved]) in
+                status.iter_mut().zip(read)
+            {
+                budget.tokens_spent = u64::try_from(tokens_spent).unwrap_or(0);
+                budget.tokens_reserved = u64::try_from(tokens_reserved).unwrap_or(0);
+                budget.usd_spent = dollars(usd_spent);
+                budget.usd_reserved = dollars(usd_reserved);
+                budget.source = "shared";
+            }
+        }
+        status
     }
 
     /// Every budget's window, spend and limits now.
@@ -297,6 +459,7 @@ impl Budgets {
                     usd_limit: budget.config.usd,
                     usd_spent: budget.spent.usd,
                     usd_reserved: budget.reserved.usd,
+                    source: "local",
                 }
             })
             .collect()
@@ -327,47 +490,58 @@ impl Tracked {
     }
 
     fn admits(&self, charge: Charge, now: i64) -> Result<(), BudgetExceeded> {
-        let refuse = |detail: String| BudgetExceeded {
-            budget: self.config.name.clone(),
-            detail,
-            retry_after: Duration::from_secs(u64::try_from(self.end - now).unwrap_or(0).max(1)),
-        };
-        let window = self.config.window.as_str();
-        if let Some(limit) = self.config.tokens {
-            let used = self.spent.tokens + self.reserved.tokens;
-            if used + charge.tokens > limit {
-                return Err(refuse(format!(
-                    "{used} of its {limit} tokens this {window} (UTC) are spent or held by calls \
-                     in flight, and this call may take up to {} (the prompt's estimate plus its \
-                     max_tokens)",
-                    charge.tokens
-                )));
-            }
+        if let Some(refusal) = self.unpriced_refusal(charge) {
+            return Err(refusal);
         }
-        if let Some(limit) = self.config.usd {
-            let Some(usd) = charge.usd else {
-                if self.config.unpriced == UnpricedModels::Allow {
-                    return Ok(());
-                }
-                return Err(BudgetExceeded {
-                    retry_after: Duration::ZERO,
-                    ..refuse(
-                        "the model has no price, so its cost cannot be held to a budget in US \
-                         dollars (give it a price in [[prices]], or set `unpriced = \"allow\"` \
-                         on the budget)"
-                            .to_owned(),
-                    )
-                });
-            };
-            let used = self.spent.usd + self.reserved.usd;
-            if used + usd > limit {
-                return Err(refuse(format!(
-                    "${used:.4} of its ${limit:.4} this {window} (UTC) is spent or held by calls \
-                     in flight, and this call may cost up to ${usd:.4}"
-                )));
-            }
+        let refuse = |usd: bool, used: Amounts, limit: Amounts| BudgetExceeded {
+            budget: self.config.name.clone(),
+            detail: over_limit(&self.config, usd, used, limit, charge),
+            retry_after: until(self.end, now),
+        };
+        let used = Amounts {
+            tokens: self.spent.tokens + self.reserved.tokens,
+            usd: self.spent.usd + self.reserved.usd,
+        };
+        if let Some(limit) = self.config.tokens
+            && used.tokens + charge.tokens > limit
+        {
+            return Err(refuse(
+                false,
+                used,
+                Amounts {
+                    tokens: limit,
+                    usd: 0.0,
+                },
+            ));
+        }
+        if let (Some(limit), Some(usd)) = (self.config.usd, charge.usd)
+            && used.usd + usd > limit
+        {
+            return Err(refuse(
+                true,
+                used,
+                Amounts {
+                    tokens: 0,
+                    usd: limit,
+                },
+            ));
         }
         Ok(())
+    }
+
+    /// A model without a price under a USD budget that refuses those.
+    fn unpriced_refusal(&self, charge: Charge) -> Option<BudgetExceeded> {
+        (self.config.usd.is_some()
+            && charge.usd.is_none()
+            && self.config.unpriced == UnpricedModels::Refuse)
+            .then(|| BudgetExceeded {
+                budget: self.config.name.clone(),
+                detail: "the model has no price, so its cost cannot be held to a budget in US \
+                         dollars (give it a price in [[prices]], or set `unpriced = \"allow\"` \
+                         on the budget)"
+                    .to_owned(),
+                retry_after: Duration::ZERO,
+            })
     }
 
     fn left(&self) -> Remaining {
@@ -410,6 +584,75 @@ impl std::fmt::Display for BudgetExceeded {
         }
         Ok(())
     }
+}
+
+/// What was used of a budget's limit and what the call would take, in
+/// words (tokens, or dollars when `usd`).
+fn over_limit(
+    config: &BudgetConfig,
+    usd: bool,
+    used: Amounts,
+    limit: Amounts,
+    charge: Charge,
+) -> String {
+    let window = config.window.as_str();
+    if usd {
+        format!(
+            "${:.4} of its ${:.4} this {window} (UTC) is spent or held by calls in flight, and \
+             this call may cost up to ${:.4}",
+            used.usd,
+            limit.usd,
+            charge.usd.unwrap_or(0.0)
+        )
+    } else {
+        format!(
+            "{} of its {} tokens this {window} (UTC) are spent or held by calls in flight, and \
+             this call may take up to {} (the prompt's estimate plus its max_tokens)",
+            used.tokens, limit.tokens, charge.tokens
+        )
+    }
+}
+
+/// Until the window ending at `end` (unix seconds) is over: at least 1 s.
+fn until(end: i64, now: i64) -> Duration {
+    Duration::from_secs(u64::try_from(end - now).unwrap_or(0).max(1))
+}
+
+/// US dollars as the store counts them: whole millionths.
+fn micros(usd: f64) -> i64 {
+    (usd * 1e6).round() as i64
+}
+
+fn dollars(micros: i64) -> f64 {
+    micros as f64 / 1e6
+}
+
+/// Settles shared holds in the store, off the caller's path; a store away
+/// leaves the holds to expire with their window (logged).
+fn settle_shared(store: Arc<SharedStore>, holds: Vec<Hold>, spent: Charge) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let windows: Vec<(SharedWindow, u64, i64)> = holds
+        .into_iter()
+        .filter_map(|hold| {
+            let window = hold.window?;
+            Some((window, hold.reserved.tokens, micros(hold.reserved.usd)))
+        })
+        .collect();
+    runtime.spawn(async move {
+        let usd = micros(spent.usd.unwrap_or(0.0));
+        if store
+            .settle_budgets(&windows, spent.tokens, usd)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "budget: a call's usage could not be settled in the shared store; what it held \
+                 stays held until its window ends"
+            );
+        }
+    });
 }
 
 fn unix_now() -> i64 {

@@ -328,6 +328,11 @@ impl Pipeline {
             .collect()
     }
 
+    /// The fleet's shared store (`[shared]`), when configured.
+    pub fn shared_store(&self) -> Option<&Arc<SharedStore>> {
+        self.store.as_ref()
+    }
+
     pub fn routes(&self) -> &[RouteInfo] {
         self.router.table()
     }
@@ -360,6 +365,7 @@ impl Pipeline {
     ) -> Result<Served<ChatResponse>, Error> {
         request.stream = false;
         let targets = self.route(&request, call)?;
+        self.reserve_budget(&request, &targets[0], call).await?;
         let bounds = Bounds::new(
             Instant::now(),
             call.deadline,
@@ -378,6 +384,7 @@ impl Pipeline {
     ) -> Result<Served<ChunkStream>, Error> {
         request.stream = true;
         let targets = self.route(&request, call)?;
+        self.reserve_budget(&request, &targets[0], call).await?;
         let bounds = Bounds::new(
             Instant::now(),
             call.deadline,
@@ -389,6 +396,54 @@ impl Pipeline {
             .until_stopped(serve(&targets, request, Streaming(bounds, call)))
             .await?;
         Ok(resume::Plan::wrap(resume, served))
+    }
+
+    /// Reserves what the call may cost on the budgets it falls under (in
+    /// the fleet's store when there is one): the prompt's estimate plus its
+    /// `max_tokens`, priced as the route's first target's model. Once per
+    /// call: a resumed stream's continuation is routed again, not reserved.
+    async fn reserve_budget(
+        &self,
+        request: &ChatRequest,
+        first: &Routed<'_>,
+        call: &CallContext,
+    ) -> Result<(), Error> {
+        let Some(check) = &call.budget else {
+            return Ok(());
+        };
+        let prompt = estimate_prompt_tokens(request);
+        let output = request
+            .max_tokens()
+            .and_then(|cap| u32::try_from(cap).ok())
+            .unwrap_or(0);
+        let usage = crate::model::Usage {
+            prompt_tokens: prompt,
+            completion_tokens: output,
+            total_tokens: prompt.saturating_add(output),
+            ..crate::model::Usage::default()
+        };
+        let usd = check
+            .pricing
+            .cost(&first.upstream_model, &usage)
+            .or_else(|| check.pricing.cost(&request.model, &usage));
+        let subject = crate::budget::Subject {
+            caller: check.caller.as_deref(),
+            tags: &check.tags,
+            provider: &first.slot.provider.name,
+        };
+        let charge = crate::budget::Charge {
+            tokens: u64::from(usage.total_tokens),
+            usd,
+        };
+        let (reservation, remaining) = match &self.store {
+            Some(store) => check.budgets.reserve_shared(store, subject, charge).await?,
+            None => check
+                .budgets
+                .reserve(subject, charge)
+                .map_err(Error::BudgetExceeded)?,
+        };
+        call.progress.hold_budget(reservation, remaining);
+        Ok(())
     }
 
     /// Runs `work` unless the shutdown grace ends first.
@@ -414,12 +469,6 @@ impl Pipeline {
         }
         let route = self.router.resolve(&request.model)?;
         call.progress.routed(&route.route);
-        if let Some(check) = &call.budget
-            && !call.progress.holds_budget()
-        {
-            let provider = &self.providers[route.provider].provider.name;
-            reserve_budget(check, request, provider, &route.upstream_model, call)?;
-        }
         let target = |provider: usize, upstream_model: String| {
             let slot = &self.providers[provider];
             let allowed = route
@@ -453,47 +502,6 @@ impl Pipeline {
         }
         Ok(targets)
     }
-}
-
-/// Reserves what the call may cost on the budgets it falls under: the
-/// prompt's estimate plus its `max_tokens`, priced as the model is.
-fn reserve_budget(
-    check: &BudgetCheck,
-    request: &ChatRequest,
-    provider: &str,
-    upstream_model: &str,
-    call: &CallContext,
-) -> Result<(), Error> {
-    let prompt = estimate_prompt_tokens(request);
-    let output = request
-        .max_tokens()
-        .and_then(|cap| u32::try_from(cap).ok())
-        .unwrap_or(0);
-    let usage = crate::model::Usage {
-        prompt_tokens: prompt,
-        completion_tokens: output,
-        total_tokens: prompt.saturating_add(output),
-        ..crate::model::Usage::default()
-    };
-    let usd = check
-        .pricing
-        .cost(upstream_model, &usage)
-        .or_else(|| check.pricing.cost(&request.model, &usage));
-    let subject = crate::budget::Subject {
-        caller: check.caller.as_deref(),
-        tags: &check.tags,
-        provider,
-    };
-    let charge = crate::budget::Charge {
-        tokens: u64::from(usage.total_tokens),
-        usd,
-    };
-    let (reservation, remaining) = check
-        .budgets
-        .reserve(subject, charge)
-        .map_err(Error::BudgetExceeded)?;
-    call.progress.hold_budget(reservation, remaining);
-    Ok(())
 }
 
 #[cfg(test)]

@@ -13,17 +13,21 @@
 //! - `lease.rs`: the local cache, and the 10 % over-admission rule.
 //! - `fleet_rate.rs`: [`FleetRate`], one provider's admission: lease →
 //!   script → this pod's share of the limits when the store is away.
+//! - `budget.lua`, `budgets.rs`: budgets held by the fleet (`crate::budget`),
+//!   a hash per budget and window, reserved and settled in one round trip.
 //! - `url.rs`: the URL from the config, a file or a variable; the scrubber
 //!   of its password.
 
+mod budgets;
 mod fleet_rate;
 mod lease;
 mod store;
 mod url;
 
+pub use budgets::{Reserved, SharedWindow};
 pub use fleet_rate::FleetRate;
 pub use lease::{LEASE_SHARE, LEASE_TTL, lease_cap};
-pub use store::SharedStore;
+pub use store::{SharedStore, Unreachable};
 
 use crate::config::{Config, ConfigError, Env};
 use crate::upstream::KeyRing;

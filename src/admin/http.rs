@@ -120,7 +120,7 @@ async fn providers(State(admin): State<Admin>) -> Response {
 }
 
 async fn budgets(State(admin): State<Admin>) -> Response {
-    Json(serde_json::json!({ "budgets": admin.budgets() })).into_response()
+    Json(serde_json::json!({ "budgets": admin.budgets().await })).into_response()
 }
 
 async fn log_level() -> Response {

@@ -144,15 +144,6 @@ impl CallProgress {
         }
     }
 
-    /// Whether the call holds a reservation (a resumed stream's
-    /// continuation is routed again, and reserves nothing more).
-    pub(super) fn holds_budget(&self) -> bool {
-        self.budget
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .is_some()
-    }
-
     /// The reservation to settle, once, when the call ends.
     pub fn take_budget(&self) -> Option<crate::budget::Reservation> {
         self.budget

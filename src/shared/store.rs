@@ -27,6 +27,8 @@ pub struct SharedStore {
     client: redis::Client,
     connection: OnceCell<ConnectionManager>,
     script: redis::Script,
+    /// The budgets' script (`budget.lua`).
+    budget_script: redis::Script,
     /// The password (and the whole URL) in every form an error might
     /// show it.
     scrubber: Scrubber,
@@ -84,6 +86,7 @@ impl SharedStore {
             client,
             connection: OnceCell::new(),
             script: redis::Script::new(include_str!("gcra.lua")),
+            budget_script: redis::Script::new(include_str!("budget.lua")),
             scrubber,
             prefix,
             expected_pods,
@@ -115,6 +118,27 @@ impl SharedStore {
             for key in keys {
                 invocation.key(key);
             }
+            for arg in args {
+                invocation.arg(*arg);
+            }
+            invocation.invoke_async(&mut connection).await
+        })
+        .await
+    }
+
+    /// Runs the budgets' script (`budget.lua`) with `keys` and `args`.
+    pub(super) async fn budget(
+        &self,
+        keys: &[String],
+        op: &str,
+        args: &[i64],
+    ) -> Result<Vec<i64>, Unreachable> {
+        self.round_trip(|mut connection| async move {
+            let mut invocation = self.budget_script.prepare_invoke();
+            for key in keys {
+                invocation.key(key);
+            }
+            invocation.arg(op);
             for arg in args {
                 invocation.arg(*arg);
             }
@@ -228,7 +252,7 @@ impl SharedStore {
     }
 
     /// Counts one call decided without the store (`local` or `closed`).
-    pub(super) fn count_fallback(&self, provider: &str) {
+    pub(crate) fn count_fallback(&self, provider: &str) {
         if let Some(metrics) = self.metrics.get() {
             let mode = match self.on_unavailable {
                 UnavailableMode::Local => "local",
