@@ -255,7 +255,8 @@ fn check_config_lists_routes_and_warns_about_missing_keys() {
     let config = dir.path().join("ok.toml");
     std::fs::write(
         &config,
-        "[server]\nuds = \"/tmp/x.sock\"\n[providers.or]\nbase_url = \"https://openrouter.ai/api/v1\"\napi_key_env = \"OR_KEY_NOT_SET\"\n[[routes]]\nmodel = \"*/*\"\nprovider = \"or\"\n",
+        "[server]\nuds = \"/tmp/x.sock\"\n[providers.or]\nbase_url = \"https://openrouter.ai/api/v1\"\napi_key_env = \"OR_KEY_NOT_SET\"\n[[routes]]\nmodel = \"*/*\"\nprovider = \"or\"\n\
+         [[budgets]]\ncaller = \"search\"\nwindow = \"month\"\ntokens = 1000\nusd = 5.0\n",
     )
     .unwrap();
     let output = run(&["check-config", config.to_str().unwrap()]);
@@ -267,6 +268,11 @@ fn check_config_lists_routes_and_warns_about_missing_keys() {
     );
     assert!(
         stdout.contains("*/*") && stdout.contains("OR_KEY_NOT_SET"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .contains("budget   caller:search/month (caller:search): 1000 tokens and $5 per month"),
         "{stdout}"
     );
 }

@@ -115,6 +115,26 @@ pub fn check_config(file: &Path) -> anyhow::Result<()> {
             route.provider
         );
     }
+    for budget in &config.budgets {
+        let limits: Vec<String> = budget
+            .tokens
+            .map(|tokens| format!("{tokens} tokens"))
+            .into_iter()
+            .chain(budget.usd.map(|usd| format!("${usd}")))
+            .collect();
+        println!(
+            "  budget   {} ({}): {} per {} (UTC){}",
+            budget.name,
+            budget.scope.label(),
+            limits.join(" and "),
+            budget.window.as_str(),
+            if pipeline.shared_store().is_some() {
+                ", held by the fleet"
+            } else {
+                ""
+            }
+        );
+    }
     let problems: Vec<String> = pipeline
         .providers()
         .filter_map(|provider| {
