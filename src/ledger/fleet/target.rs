@@ -52,7 +52,7 @@ impl FleetTarget {
         if config.get_hosts().is_empty() {
             return Err("names no host (postgres://user:password@HOST:port/database)".to_owned());
         }
-        if config.get_user().is_none() {
+        if config.get_user().is_none_or(str::is_empty) {
             return Err("names no user (postgres://USER:password@host:port/database)".to_owned());
         }
         let mut secrets = (*secrets).clone();
