@@ -319,12 +319,9 @@ async fn migrations_race_safely_and_an_older_writer_keeps_writing() {
     for _ in 0..4 {
         clients.push(postgres::client(&url).await);
     }
-    let results = futures::future::join_all(
-        clients
-            .iter_mut()
-            .map(|client| llm_sidecar::ledger::fleet::migrate(client)),
-    )
-    .await;
+    let results =
+        futures::future::join_all(clients.iter_mut().map(llm_sidecar::ledger::fleet::migrate))
+            .await;
     let found: Vec<i32> = results.into_iter().map(|found| found.unwrap()).collect();
     assert_eq!(
         found.iter().filter(|&&found| found == 0).count(),

@@ -31,7 +31,7 @@ pub struct FleetSettings {
 /// to read it at start.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FleetUrl {
-    Inline(crate::ledger::FleetTarget),
+    Inline(Box<crate::ledger::FleetTarget>),
     Env(String),
     File(PathBuf),
 }

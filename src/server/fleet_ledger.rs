@@ -34,7 +34,7 @@ fn target(settings: &FleetSettings, env: Env<'_>) -> Result<FleetTarget, String>
     let roots = crate::upstream::tls::env_roots(env).map_err(|error| error.to_string())?;
     match &settings.url {
         // Parsed when the config was read; the environment's CAs join now.
-        FleetUrl::Inline(target) => Ok(target.clone().with_roots(roots)),
+        FleetUrl::Inline(target) => Ok((**target).clone().with_roots(roots)),
         FleetUrl::Env(name) => {
             let url = env(name)
                 .filter(|url| !url.trim().is_empty())

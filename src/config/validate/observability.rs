@@ -89,10 +89,10 @@ impl Checker<'_> {
                 }
                 return Ok(None);
             }
-            (Some(url), None, None) => FleetUrl::Inline(
+            (Some(url), None, None) => FleetUrl::Inline(Box::new(
                 crate::ledger::FleetTarget::parse(&url, Vec::new())
                     .map_err(|message| self.error("ledger.url", message))?,
-            ),
+            )),
             (None, Some(name), None) if !name.is_empty() => FleetUrl::Env(name),
             (None, None, Some(path)) if !path.is_empty() => FleetUrl::File(PathBuf::from(path)),
             (None, Some(_), None) => return Err(self.error("ledger.url_env", "must not be empty")),
