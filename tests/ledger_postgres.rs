@@ -12,6 +12,8 @@ use common::{Harness, Options, request};
 use llm_sidecar::call_record::{CallRecord, Caller, Edge, Outcome};
 use llm_sidecar::ledger::{FleetConfig, FleetTarget, Ledger, LedgerConfig, LedgerRow};
 use llm_sidecar::model::Usage;
+use llm_sidecar::proto::v1 as pb;
+use pb::admin_service_client::AdminServiceClient;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -206,7 +208,40 @@ async fn two_pods_write_one_database_and_either_answers_for_both() {
         }
         assert_eq!(per_pod["pod-a"], 5, "{per_pod:?}");
         assert_eq!(per_pod["pod-b"], 3, "{per_pod:?}");
+
+        // The gRPC AdminService answers from the same place.
+        let mut admin = AdminServiceClient::connect(pod.admin_base())
+            .await
+            .expect("gRPC on the admin port");
+        let groups = admin
+            .get_usage_summary(pb::GetUsageSummaryRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .groups;
+        assert_eq!(groups.iter().map(|group| group.requests).sum::<u64>(), 8);
+        let recent = admin
+            .list_recent_requests(pb::ListRecentRequestsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .requests;
+        let mut pods: Vec<&str> = recent.iter().map(|row| row.pod.as_str()).collect();
+        pods.sort_unstable();
+        pods.dedup();
+        assert_eq!(pods, ["pod-a", "pod-b"]);
     }
+    // One connection per pod once the admin queries are answered.
+    let database = url.rsplit('/').next().unwrap().split('?').next().unwrap();
+    let connections = format!(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE application_name = 'llm-sidecar' AND datname = '{database}'"
+    );
+    eventually("each pod holds one connection", || async {
+        count(&url, &connections).await == 2
+    })
+    .await;
+    println!("connections held by 2 idle pods: 2");
     for pod in pods {
         pod.stop().await;
     }

@@ -48,6 +48,7 @@ pub const DEFAULT_SPOOL_MAX_ROWS: u64 = 250_000;
 /// The fleet ledger's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FleetConfig {
+    /// The database, and how to reach it.
     pub target: FleetTarget,
     /// The name each row carries: `POD_NAME`, `HOSTNAME` or the host name.
     pub pod: String,
