@@ -616,11 +616,32 @@ async fn sigterm_forwards_what_waits_within_the_grace() {
         "sidecar.log",
     );
     calls_to(dir.path(), 20).await;
-    eventually("the forwarder has failed once", || async {
-        let (_, ledger) = get_json(&format!("http://127.0.0.1:{admin}/admin/ledger")).await;
-        ledger["fleet"]["last_error"].is_string()
-    })
+    eventually(
+        "the forwarder has failed and counted the rows waiting",
+        || async {
+            let (_, ledger) = get_json(&format!("http://127.0.0.1:{admin}/admin/ledger")).await;
+            ledger["fleet"]["last_error"].is_string() && ledger["fleet"]["spooled"] == 20
+        },
+    )
     .await;
+    // The rows waiting are on the pod's metrics too.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.rsplit(' ').next())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+            .to_owned()
+    };
+    assert_eq!(value("llm_sidecar_ledger_spooled"), "20");
+    assert_eq!(value("llm_sidecar_ledger_spool_dropped_total"), "0");
+    assert_eq!(value("llm_sidecar_ledger_forwarded_total"), "0");
     // The database appears only after the signal: every row that reaches
     // it was sent by the drain.
     sidecar.signal("TERM");
