@@ -336,7 +336,15 @@ async fn an_outage_mid_burst_loses_and_duplicates_nothing() {
     let (rows, distinct): (i64, i64) = (row.get(0), row.get(1));
     let lost = CALLS as i64 - distinct;
     let duplicated = rows - distinct;
-    println!("outage mid-burst: {CALLS} calls, {lost} rows lost, {duplicated} duplicated");
+    let status = ledger.fleet_status().unwrap();
+    println!(
+        "outage mid-burst: {CALLS} calls, {lost} rows lost, {duplicated} duplicated \
+         (written {}, dropped {}, forwarded {}, spool_dropped {})",
+        ledger.written(),
+        ledger.dropped(),
+        status.forwarded,
+        status.spool_dropped
+    );
     assert_eq!((lost, duplicated), (0, 0));
     assert_eq!(ledger.fleet_status().unwrap().spool_dropped, 0);
     ledger.close().await;
@@ -436,8 +444,8 @@ async fn the_spool_keeps_its_bound_and_counts_what_it_gives_up() {
         ledger.record(record(index));
     }
     ledger.flush().await;
-    eventually("15 rows are given up", || async {
-        ledger.spool_dropped() == 15
+    eventually("15 rows are given up, and the failure is seen", || async {
+        ledger.spool_dropped() == 15 && ledger.fleet_status().unwrap().last_error.is_some()
     })
     .await;
     let status = ledger.fleet_status().unwrap();
