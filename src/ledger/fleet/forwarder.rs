@@ -29,6 +29,9 @@ pub(super) struct Forwarder {
     state: Arc<State>,
     commands: watch::Receiver<Option<Instant>>,
     file: Option<(Connection, u64)>,
+    /// The open file's random id, read once: the writer needs the file's
+    /// write lock, and a write per batch here would contend for it.
+    origin: Option<String>,
     postgres: Option<(Client, Statement)>,
     failures: u32,
     /// A warning about given-up rows was logged in this episode.
@@ -58,6 +61,7 @@ impl Forwarder {
             state,
             commands,
             file: None,
+            origin: None,
             postgres: None,
             failures: 0,
             warned_over_bound: Cell::new(false),
@@ -180,6 +184,7 @@ impl Forwarder {
         if self.file.as_ref().is_none_or(|(_, seen)| *seen != reopened) {
             let conn = file_schema::open_writer(&self.path).map_err(|error| error.to_string())?;
             self.file = Some((conn, reopened));
+            self.origin = None;
         }
         match &self.file {
             Some((conn, _)) => Ok(conn),
@@ -195,17 +200,25 @@ impl Forwarder {
         let Some((conn, _)) = &self.file else {
             return Err("the file is not open".to_owned());
         };
-        self.hold_bound(conn, bound)
-            .map_err(|error| error.to_string())
+        if self
+            .hold_bound(conn, bound)
+            .map_err(|error| error.to_string())?
+        {
+            self.origin = None;
+        }
+        Ok(())
     }
 
-    fn hold_bound(&self, conn: &Connection, bound: i64) -> rusqlite::Result<()> {
+    /// `true` when the file's numbering began again (a new origin).
+    fn hold_bound(&self, conn: &Connection, bound: i64) -> rusqlite::Result<bool> {
+        let mut renumbered = false;
         let newest = spool::max_id(conn)?;
         let mut watermark = spool::watermark(conn)?;
         if newest < watermark {
             // Every row was deleted while nothing guarded them and the ids
             // began again: a new numbering, so no id names two rows.
             spool::renumber(conn)?;
+            renumbered = true;
             watermark = 0;
         }
         let waiting = newest - watermark;
@@ -229,7 +242,7 @@ impl Forwarder {
         self.state
             .spooled
             .store(waiting.min(bound).max(0) as u64, Ordering::Relaxed);
-        Ok(())
+        Ok(renumbered)
     }
 
     async fn connect(&mut self) -> Result<(Client, Statement), String> {
@@ -255,13 +268,20 @@ impl Forwarder {
     /// Sends the next batch; the number of rows it held.
     async fn forward_batch(&mut self) -> Result<usize, String> {
         let batch_max = self.config.batch_max;
-        let file = self.file()?;
+        self.file()?;
+        let Some((file, _)) = &self.file else {
+            return Err("the file is not open".to_owned());
+        };
         let read = (|| {
             let watermark = spool::watermark(file)?;
-            let origin = spool::origin(file)?;
+            let origin = match &self.origin {
+                Some(origin) => origin.clone(),
+                None => spool::origin(file)?,
+            };
             Ok::<_, rusqlite::Error>((origin, spool::read_after(file, watermark, batch_max)?))
         })();
         let (origin, batch) = read.map_err(|error| format!("reading the local file: {error}"))?;
+        self.origin = Some(origin.clone());
         let Some(&(last, _)) = batch.last() else {
             self.caught_up();
             return Ok(0);
