@@ -169,6 +169,13 @@ def policy(rendered, config_file, collector_rendered):
         file = provider.get("api_key_file")
         if file and "secret" not in volumes.get(under(file, mounts), {}):
             check(f"providers.{name}.api_key_file {file} is not on a mounted Secret")
+    # The fleet ledger's URL holds a password: from a Secret, never the ConfigMap.
+    ledger = config.get("ledger", {})
+    if "url" in ledger:
+        check(f"{config_file}: [ledger] url puts the database password in the ConfigMap; use url_file")
+    url_file = ledger.get("url_file")
+    if url_file and "secret" not in volumes.get(under(url_file, mounts), {}):
+        check(f"[ledger] url_file {url_file} is not on a mounted Secret")
     args = sidecar.get("args", [])
     if "--config" not in args:
         check("llm-sidecar: no --config argument")

@@ -74,6 +74,20 @@ pub struct RecentQuestion {
     pub outcome: Option<String>,
 }
 
+/// `/admin/ledger`: always this pod's own figures.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LedgerStatus {
+    /// Rows committed to the local file since start.
+    pub written: u64,
+    /// Records that could not be queued or written to the local file.
+    pub dropped: u64,
+    /// Times the local file was opened again after it was replaced.
+    pub reopened: u64,
+    /// The fleet ledger's forwarder; absent without `[ledger] url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::ledger::FleetStatus>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ProviderHealth {
     pub name: String,
@@ -186,6 +200,19 @@ impl Admin {
                 queued: state.queued,
             })
             .collect()
+    }
+
+    /// This pod's ledger: rows written and dropped, and with a fleet
+    /// ledger the forwarder's state (connected, forwarded, spooled, given
+    /// up over the spool's bound, the last error).
+    pub fn ledger_status(&self) -> Result<LedgerStatus, AdminError> {
+        let ledger = self.ledger()?;
+        Ok(LedgerStatus {
+            written: ledger.written(),
+            dropped: ledger.dropped(),
+            reopened: ledger.reopened(),
+            fleet: ledger.fleet_status(),
+        })
     }
 
     pub fn metrics_text(&self) -> Option<String> {

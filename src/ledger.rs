@@ -32,10 +32,13 @@
 //! - `counters`: written and dropped counts, and the drop warnings.
 //! - `error`: [`LedgerError`], every message naming the file.
 //! - `timestamp`: unix milliseconds and RFC 3339.
+//! - `fleet`: with `[ledger] url`, the rows forwarded from the file to
+//!   PostgreSQL by a thread of their own, and the queries answered there.
 
 mod counters;
 mod error;
 mod file;
+pub mod fleet;
 mod pricing;
 mod queue;
 mod recent;
@@ -51,6 +54,7 @@ mod writer;
 mod tests;
 
 pub use error::LedgerError;
+pub use fleet::{FleetConfig, FleetStatus, FleetTarget};
 pub use pricing::{PriceEntry, Pricing};
 pub use recent::{OutcomeFilter, RECENT_BYTES_MAX, RECENT_LIMIT_MAX, RecentQuery};
 pub use row::LedgerRow;
@@ -72,6 +76,9 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
 use writer::{Message, Writer};
 
+/// How long [`Ledger::close`] forwards to the fleet ledger at most.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LedgerConfig {
     pub path: PathBuf,
@@ -86,6 +93,9 @@ pub struct LedgerConfig {
     pub retention_max_age: Option<Duration>,
     /// Only this many newest rows are kept.
     pub retention_max_rows: Option<u64>,
+    /// The fleet ledger: rows forwarded to PostgreSQL, and the queries
+    /// answered there. `None`: this file only, and no forwarder at all.
+    pub fleet: Option<FleetConfig>,
 }
 
 impl Default for LedgerConfig {
@@ -99,6 +109,7 @@ impl Default for LedgerConfig {
             flush_interval: Duration::from_millis(5),
             retention_max_age: None,
             retention_max_rows: None,
+            fleet: None,
         }
     }
 }
@@ -118,6 +129,8 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
     store: Store,
+    /// The forwarder, only when a fleet ledger is configured.
+    fleet: Option<fleet::Fleet>,
 }
 
 enum Store {
@@ -144,6 +157,7 @@ impl Ledger {
         let policy = RetentionPolicy {
             max_age: config.retention_max_age,
             max_rows: config.retention_max_rows,
+            keep_unforwarded: config.fleet.is_some(),
         };
         if let Some(conn) = file.current() {
             retention::enforce(conn, &policy, SystemTime::now(), retention::CHUNK_ROWS)
@@ -165,6 +179,14 @@ impl Ledger {
             .name("ledger-writer".to_owned())
             .spawn(move || writer.run())
             .map_err(LedgerError::WriterThread)?;
+        let fleet = match &config.fleet {
+            Some(fleet) => Some(fleet::Fleet::start(
+                fleet.clone(),
+                path.clone(),
+                Arc::clone(&counters),
+            )?),
+            None => None,
+        };
 
         Ok(Ledger {
             inner: Arc::new(Inner {
@@ -172,6 +194,7 @@ impl Ledger {
                 writer: Mutex::new(Some(handle)),
                 counters,
                 store: Store::Open { path, reader },
+                fleet,
             }),
         })
     }
@@ -188,6 +211,7 @@ impl Ledger {
                 store: Store::Unavailable {
                     reason: reason.into(),
                 },
+                fleet: None,
             }),
         }
     }
@@ -235,6 +259,20 @@ impl Ledger {
         self.inner.counters.reopened()
     }
 
+    /// Rows given up because the fleet ledger's spool was over its bound
+    /// (`spool_max_rows`); 0 without a fleet ledger.
+    pub fn spool_dropped(&self) -> u64 {
+        self.inner
+            .fleet
+            .as_ref()
+            .map_or(0, fleet::Fleet::spool_dropped)
+    }
+
+    /// The forwarder's state; `None` without a fleet ledger.
+    pub fn fleet_status(&self) -> Option<FleetStatus> {
+        self.inner.fleet.as_ref().map(fleet::Fleet::status)
+    }
+
     /// Waits until every record handed over before this call is committed
     /// (or failed and counted as dropped).
     pub async fn flush(&self) {
@@ -249,8 +287,23 @@ impl Ledger {
     }
 
     /// Commits everything queued and stops the writer thread; later
-    /// `record` calls count as dropped. Queries keep working.
+    /// `record` calls count as dropped. Queries keep working. With a fleet
+    /// ledger, then forwards what it can within [`DEFAULT_DRAIN`].
     pub async fn close(&self) {
+        self.close_within(DEFAULT_DRAIN).await;
+    }
+
+    /// [`close`](Self::close), forwarding to the fleet ledger for at most
+    /// `drain` after the last row is in the file. Rows left then stay in
+    /// the file, and the next start on it forwards them.
+    pub async fn close_within(&self, drain: Duration) {
+        self.close_writer().await;
+        if let Some(fleet) = &self.inner.fleet {
+            fleet.drain(drain).await;
+        }
+    }
+
+    async fn close_writer(&self) {
         // Dropping the last sender ends the writer once it has drained the
         // queue (in-flight `flush` calls hold clones, and finish first).
         drop(self.write_queue().take());
@@ -271,15 +324,22 @@ impl Ledger {
     }
 
     /// Usage totals over a window. Runs on the read connection, off the
-    /// async runtime.
+    /// async runtime; with a fleet ledger, in PostgreSQL over every pod's
+    /// rows (an error naming the cause when it cannot be reached).
     pub async fn summary(&self, query: SummaryQuery) -> Result<Vec<SummaryRow>, LedgerError> {
+        if let Some(fleet) = &self.inner.fleet {
+            return fleet.summary(query).await;
+        }
         self.read(move |conn| summary::summarize(conn, &query))
             .await
     }
 
     /// The latest calls, newest first. Runs on the read connection, off
-    /// the async runtime.
+    /// the async runtime; with a fleet ledger, every pod's, from PostgreSQL.
     pub async fn recent(&self, query: RecentQuery) -> Result<Vec<LedgerRow>, LedgerError> {
+        if let Some(fleet) = &self.inner.fleet {
+            return fleet.recent(query).await;
+        }
         self.read(move |conn| recent::recent(conn, &query)).await
     }
 

@@ -2,6 +2,7 @@
 //! and the optional loopback TCP port, and an orderly stop.
 
 mod accept;
+mod fleet_ledger;
 mod http;
 mod limits;
 pub mod memory_limit;
@@ -90,7 +91,7 @@ pub async fn start_with_telemetry(
         &stop_calls,
     )?));
     side_channels::observe_providers(&telemetry, &pipeline);
-    let observer = side_channels::observer(config, &telemetry)?;
+    let observer = side_channels::observer(config, env, &telemetry)?;
     side_channels::restore_budget_spend(&observer).await;
     let gate = Gate::new(Access::load(config, env)?, Some(telemetry.meter()));
     observer.set_scrubber(pipeline.current().scrubber().clone());
@@ -374,6 +375,7 @@ impl Running {
     /// [`shutdown`](Self::shutdown) with its own grace period.
     pub async fn shutdown_within(mut self, grace: Duration) {
         use tonic_health::ServingStatus;
+        let began = tokio::time::Instant::now();
         self.health
             .set_not_serving::<ChatServiceServer<ChatServiceImpl>>()
             .await;
@@ -420,7 +422,10 @@ impl Running {
             let _ = std::fs::remove_file(path);
         }
         if let Some(ledger) = self.observer.ledger() {
-            ledger.close().await;
+            // The fleet ledger's forwarder drains in what is left of the
+            // grace (at least a second): the pod is killed after it.
+            let left = grace.saturating_sub(began.elapsed());
+            ledger.close_within(left.max(Duration::from_secs(1))).await;
         }
         // The SDK's shutdown blocks on the last export (bounded).
         let telemetry = self.telemetry.clone();

@@ -17,7 +17,7 @@ mod passed_headers;
 pub mod scripted;
 pub mod sse;
 pub mod stream_reader;
-mod tls;
+pub(crate) mod tls;
 mod trace_header;
 
 pub use http_client::{ClientError, UpstreamClients, build_http_client};

@@ -198,6 +198,7 @@ async fn every_outcome_round_trips_exactly() {
             usage_estimated: false,
             cost_usd: Some(0.000_657),
             resumed: false,
+            pod: None,
         }
     );
 

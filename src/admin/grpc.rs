@@ -86,6 +86,7 @@ fn row_to_proto(row: LedgerRow) -> pb::RequestRecord {
         reasoning_tokens: tokens(row.reasoning_tokens),
         usage_estimated: row.usage_estimated,
         cost_usd: row.cost_usd,
+        pod: row.pod.unwrap_or_default(),
     }
 }
 

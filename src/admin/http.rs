@@ -1,5 +1,6 @@
 //! The admin port (loopback HTTP): `/metrics` for Prometheus, usage and
-//! recent requests as JSON, provider health, liveness, and the log level.
+//! recent requests as JSON, provider health, the ledger's state
+//! (`/admin/ledger`), liveness, and the log level.
 //! Nothing here shows prompt content or keys.
 
 use super::{Admin, AdminError, RecentQuestion, UsageQuestion, parse_instant};
@@ -21,6 +22,7 @@ pub fn router(admin: Admin) -> axum::Router {
         .route("/admin/logs", get(recent))
         .route("/admin/providers", get(providers))
         .route("/admin/budgets", get(budgets))
+        .route("/admin/ledger", get(ledger_status))
         .route("/admin/log-level", get(log_level).put(set_log_level))
         .with_state(admin)
 }
@@ -111,6 +113,13 @@ async fn recent(State(admin): State<Admin>, Query(params): Query<RecentParams>) 
     };
     match admin.recent(question).await {
         Ok(requests) => Json(serde_json::json!({ "requests": requests })).into_response(),
+        Err(error) => error_response(&error),
+    }
+}
+
+async fn ledger_status(State(admin): State<Admin>) -> Response {
+    match admin.ledger_status() {
+        Ok(status) => Json(status).into_response(),
         Err(error) => error_response(&error),
     }
 }

@@ -15,6 +15,25 @@ pub struct LedgerSettings {
     pub retention_max_rows: Option<u64>,
     pub queue_capacity: usize,
     pub caller_header: String,
+    /// `[ledger] url`, `url_env` or `url_file`: the fleet ledger.
+    pub fleet: Option<FleetSettings>,
+}
+
+/// Where the fleet ledger's PostgreSQL URL comes from, and its spool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetSettings {
+    pub url: FleetUrl,
+    /// Rows kept in the local file while PostgreSQL is away.
+    pub spool_max_rows: u64,
+}
+
+/// The URL itself (already checked, shown without its password), or where
+/// to read it at start.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FleetUrl {
+    Inline(Box<crate::ledger::FleetTarget>),
+    Env(String),
+    File(PathBuf),
 }
 
 impl LedgerSettings {
@@ -28,6 +47,7 @@ impl LedgerSettings {
             retention_max_rows: None,
             queue_capacity: 65_536,
             caller_header: DEFAULT_CALLER_HEADER.to_owned(),
+            fleet: None,
         }
     }
 }

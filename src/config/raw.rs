@@ -349,6 +349,14 @@ pub struct RawLedger {
     pub queue_capacity: Option<usize>,
     /// The metadata key / HTTP header that names the caller.
     pub caller_header: Option<String>,
+    /// The fleet ledger: a `postgres://` URL the rows are forwarded to.
+    pub url: Option<String>,
+    /// The variable that holds that URL (e.g. from a Kubernetes Secret).
+    pub url_env: Option<String>,
+    /// The file that holds that URL (e.g. a mounted Secret).
+    pub url_file: Option<String>,
+    /// Rows kept in the file while PostgreSQL is away.
+    pub spool_max_rows: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -67,6 +67,14 @@ pub enum LedgerError {
     #[error("the ledger is unavailable: {reason}")]
     Unavailable { reason: String },
 
+    /// The fleet ledger could not answer; `target` and `reason` never hold
+    /// the password.
+    #[error(
+        "the fleet ledger (PostgreSQL at {target}) cannot be read: {reason}. Each pod's rows \
+         wait in its own ledger file and reach PostgreSQL when it is back"
+    )]
+    Fleet { target: String, reason: String },
+
     #[error("a ledger query stopped before it finished: {0}")]
     QueryTask(tokio::task::JoinError),
 }

@@ -19,6 +19,9 @@ pub(super) const EVERY: Duration = Duration::from_secs(5 * 60);
 pub(super) struct RetentionPolicy {
     pub(super) max_age: Option<Duration>,
     pub(super) max_rows: Option<u64>,
+    /// Rows not yet forwarded to the fleet ledger, and the newest row (so
+    /// that row ids never start again at 1), are kept whatever the limits.
+    pub(super) keep_unforwarded: bool,
 }
 
 impl RetentionPolicy {
@@ -36,22 +39,38 @@ pub(super) fn enforce(
     chunk_rows: u64,
 ) -> rusqlite::Result<u64> {
     let mut deleted = 0;
+    let guard = if policy.keep_unforwarded {
+        FORWARDED_ONLY
+    } else {
+        ""
+    };
     if let Some(max_age) = policy.max_age
         && let Some(cutoff) = now.checked_sub(max_age)
     {
-        deleted += delete_older_than(conn, timestamp::unix_ms(cutoff), chunk_rows)?;
+        deleted += delete_older_than(conn, timestamp::unix_ms(cutoff), chunk_rows, guard)?;
     }
     if let Some(max_rows) = policy.max_rows {
-        deleted += delete_beyond(conn, max_rows, chunk_rows)?;
+        deleted += delete_beyond(conn, max_rows, chunk_rows, guard)?;
     }
     Ok(deleted)
 }
 
-fn delete_older_than(conn: &Connection, cutoff_ms: i64, chunk_rows: u64) -> rusqlite::Result<u64> {
-    let mut statement = conn.prepare_cached(
+/// The condition that spares rows PostgreSQL does not have yet (past the
+/// watermark, `fleet/spool.rs`) and the newest row.
+const FORWARDED_ONLY: &str = "AND id <= COALESCE((SELECT CAST(value AS INTEGER) FROM ledger_meta
+         WHERE key = 'forwarded_through'), 0)
+     AND id < (SELECT MAX(id) FROM requests)";
+
+fn delete_older_than(
+    conn: &Connection,
+    cutoff_ms: i64,
+    chunk_rows: u64,
+    guard: &str,
+) -> rusqlite::Result<u64> {
+    let mut statement = conn.prepare_cached(&format!(
         "DELETE FROM requests WHERE id IN
-             (SELECT id FROM requests WHERE started_at_ms < ?1 LIMIT ?2)",
-    )?;
+             (SELECT id FROM requests WHERE started_at_ms < ?1 {guard} LIMIT ?2)"
+    ))?;
     let mut deleted = 0;
     loop {
         let chunk = statement.execute((cutoff_ms, sql_int(chunk_rows)))? as u64;
@@ -63,13 +82,18 @@ fn delete_older_than(conn: &Connection, cutoff_ms: i64, chunk_rows: u64) -> rusq
 }
 
 /// Keeps the `max_rows` newest rows (by start time).
-fn delete_beyond(conn: &Connection, max_rows: u64, chunk_rows: u64) -> rusqlite::Result<u64> {
+fn delete_beyond(
+    conn: &Connection,
+    max_rows: u64,
+    chunk_rows: u64,
+    guard: &str,
+) -> rusqlite::Result<u64> {
     let rows: i64 = conn.query_row("SELECT COUNT(*) FROM requests", [], |row| row.get(0))?;
     let mut excess = u64::try_from(rows).unwrap_or(0).saturating_sub(max_rows);
-    let mut statement = conn.prepare_cached(
+    let mut statement = conn.prepare_cached(&format!(
         "DELETE FROM requests WHERE id IN
-             (SELECT id FROM requests ORDER BY started_at_ms, id LIMIT ?1)",
-    )?;
+             (SELECT id FROM requests WHERE 1 = 1 {guard} ORDER BY started_at_ms, id LIMIT ?1)"
+    ))?;
     let mut deleted = 0;
     while excess > 0 {
         let chunk = statement.execute([sql_int(excess.min(chunk_rows))])? as u64;

@@ -107,6 +107,10 @@ pub struct LedgerRow {
     pub cost_usd: Option<f64>,
     /// A stream cut mid-answer was continued from its text so far.
     pub resumed: bool,
+    /// The pod that wrote the row, in answers from the fleet ledger
+    /// (PostgreSQL); `None` (and left out of JSON) for the local file's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
 }
 
 /// The largest stored `tags` JSON a query reads; a larger one (only rows
@@ -140,6 +144,7 @@ impl LedgerRow {
             self.served_model.as_ref(),
             self.provider.as_ref(),
             Some(&self.outcome),
+            self.pod.as_ref(),
         ];
         let tags: usize = self
             .tags
@@ -186,6 +191,7 @@ impl LedgerRow {
             cost_usd: row.get(22)?,
             cache_write_tokens: row.get(23)?,
             resumed: row.get(25)?,
+            pod: None,
         })
     }
 }

@@ -14,7 +14,13 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Step `i` takes the schema from version `i` to `i + 1`. Append only:
 /// a released step is never edited, files in the field already ran it.
-const MIGRATIONS: &[&str] = &[V1_REQUESTS, V2_CACHE_WRITE, V3_CALLER_CLAIMED, V4_RESUMED];
+const MIGRATIONS: &[&str] = &[
+    V1_REQUESTS,
+    V2_CACHE_WRITE,
+    V3_CALLER_CLAIMED,
+    V4_RESUMED,
+    V5_META,
+];
 
 /// The schema version this build writes and understands.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -69,6 +75,10 @@ const V3_CALLER_CLAIMED: &str = "ALTER TABLE requests ADD COLUMN caller_claimed 
 /// the answer, or the call ended with the cut); 0 otherwise and in rows
 /// written before this step.
 const V4_RESUMED: &str = "ALTER TABLE requests ADD COLUMN resumed INTEGER NOT NULL DEFAULT 0;";
+
+/// The file's own values, by name: the fleet forwarder's watermark and the
+/// file's random id (`ledger/fleet/spool.rs`).
+const V5_META: &str = "CREATE TABLE ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);";
 
 /// The writer's connection: creates the file if needed and brings the
 /// schema up to date.

@@ -238,6 +238,7 @@ fn retention_deletes_in_chunks_until_both_limits_hold() {
     let by_age = RetentionPolicy {
         max_age: Some(Duration::from_secs(8)),
         max_rows: None,
+        ..RetentionPolicy::default()
     };
     assert_eq!(enforce(&conn, &by_age, now, 1).unwrap(), 2);
     assert_eq!(ids(&conn).len(), 8);
@@ -246,6 +247,7 @@ fn retention_deletes_in_chunks_until_both_limits_hold() {
     let by_rows = RetentionPolicy {
         max_age: Some(Duration::from_secs(8)),
         max_rows: Some(5),
+        ..RetentionPolicy::default()
     };
     assert_eq!(enforce(&conn, &by_rows, now, 2).unwrap(), 3);
     assert_eq!(ids(&conn), ["req-5", "req-6", "req-7", "req-8", "req-9"]);
@@ -254,6 +256,42 @@ fn retention_deletes_in_chunks_until_both_limits_hold() {
     assert_eq!(enforce(&conn, &by_rows, now, 2).unwrap(), 0);
     let unlimited = RetentionPolicy::default();
     assert_eq!(enforce(&conn, &unlimited, now, 2).unwrap(), 0);
+}
+
+#[test]
+fn retention_spares_rows_not_yet_forwarded_and_the_newest_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = schema::open_writer(&dir.path().join("ledger.sqlite3")).unwrap();
+    {
+        let mut insert = conn.prepare(row::INSERT).unwrap();
+        for id in 0..10 {
+            row::insert(&mut insert, &record_at(id, id as u64 * 1000)).unwrap();
+        }
+    }
+    let now = UNIX_EPOCH + Duration::from_secs(100);
+    let everything = RetentionPolicy {
+        max_age: Some(Duration::from_secs(1)),
+        max_rows: Some(1),
+        keep_unforwarded: true,
+    };
+    // Nothing forwarded: nothing goes, however old.
+    assert_eq!(enforce(&conn, &everything, now, 3).unwrap(), 0);
+    // The first four forwarded (row ids 1 to 4): those go.
+    conn.execute(
+        "INSERT INTO ledger_meta (key, value) VALUES ('forwarded_through', '4')",
+        [],
+    )
+    .unwrap();
+    assert_eq!(enforce(&conn, &everything, now, 3).unwrap(), 4);
+    assert_eq!(ids(&conn).len(), 6);
+    // All forwarded: the newest row stays, so row ids never begin again.
+    conn.execute(
+        "UPDATE ledger_meta SET value = '10' WHERE key = 'forwarded_through'",
+        [],
+    )
+    .unwrap();
+    assert_eq!(enforce(&conn, &everything, now, 3).unwrap(), 5);
+    assert_eq!(ids(&conn), ["req-9"]);
 }
 
 #[test]

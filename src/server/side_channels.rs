@@ -42,8 +42,26 @@ pub fn telemetry(config: &Config, env: Env<'_>) -> anyhow::Result<Arc<Telemetry>
     Ok(Arc::new(telemetry))
 }
 
-pub fn observer(config: &Config, telemetry: &Arc<Telemetry>) -> anyhow::Result<Arc<Observer>> {
-    let ledger = config.ledger.enabled.then(|| open_ledger(config));
+pub fn observer(
+    config: &Config,
+    env: Env<'_>,
+    telemetry: &Arc<Telemetry>,
+) -> anyhow::Result<Arc<Observer>> {
+    let ledger = config.ledger.enabled.then(|| open_ledger(config, env));
+    if let Some(ledger) = ledger
+        .as_ref()
+        .filter(|ledger| ledger.fleet_status().is_some())
+    {
+        let ledger = ledger.clone();
+        telemetry
+            .metrics()
+            .observe_ledger_forwarding(telemetry.meter(), move || {
+                let status = ledger.fleet_status();
+                status.map_or((0, 0, 0), |status| {
+                    (status.forwarded, status.spooled, status.spool_dropped)
+                })
+            });
+    }
     if let Some(ledger) = &ledger {
         let reopens = ledger.clone();
         let ledger = ledger.clone();
@@ -129,7 +147,7 @@ pub fn observe_providers(telemetry: &Telemetry, pipeline: &Arc<PipelineHandle>) 
         });
 }
 
-fn open_ledger(config: &Config) -> Ledger {
+fn open_ledger(config: &Config, env: Env<'_>) -> Ledger {
     let settings = &config.ledger;
     if let Some(parent) = settings
         .path
@@ -151,6 +169,10 @@ fn open_ledger(config: &Config) -> Ledger {
         queue_capacity: settings.queue_capacity,
         retention_max_age: settings.retention_max_age,
         retention_max_rows: settings.retention_max_rows,
+        fleet: settings
+            .fleet
+            .as_ref()
+            .and_then(|fleet| super::fleet_ledger::settings(fleet, env, &config.source)),
         ..LedgerConfig::default()
     };
     match Ledger::open(&ledger_config) {

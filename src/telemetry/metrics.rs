@@ -32,6 +32,9 @@ pub const LEDGER_DROPPED: &str = "llm_sidecar.ledger.dropped";
 pub const LEDGER_REOPENED: &str = "llm_sidecar.ledger.reopened";
 pub const SHARED_STORE_OUTAGES: &str = "llm_sidecar.shared_store.outages";
 pub const SHARED_STORE_FALLBACKS: &str = "llm_sidecar.shared_store.fallbacks";
+pub const LEDGER_FORWARDED: &str = "llm_sidecar.ledger.forwarded";
+pub const LEDGER_SPOOLED: &str = "llm_sidecar.ledger.spooled";
+pub const LEDGER_SPOOL_DROPPED: &str = "llm_sidecar.ledger.spool_dropped";
 
 /// The label naming a call's route as configured (alias, exact model,
 /// pattern, `*` for the default provider, or `unrouted`). It stands where
@@ -271,6 +274,41 @@ impl Metrics {
                 "Times the ledger file was opened again after it was deleted or replaced.",
             )
             .with_callback(move |observer| observer.observe(reopened(), &[]))
+            .build();
+    }
+
+    /// Registers the fleet ledger's `llm_sidecar.ledger.forwarded` (rows
+    /// PostgreSQL committed), `llm_sidecar.ledger.spooled` (rows waiting in
+    /// the file) and `llm_sidecar.ledger.spool_dropped` (rows given up over
+    /// the spool's bound), read from `status` — `(forwarded, spooled,
+    /// spool_dropped)` — at each collection. Call once per meter, only
+    /// when a fleet ledger is configured.
+    pub fn observe_ledger_forwarding<F>(&self, meter: &Meter, status: F)
+    where
+        F: Fn() -> (u64, u64, u64) + Send + Sync + 'static,
+    {
+        let status = Arc::new(status);
+        let forwarded = Arc::clone(&status);
+        meter
+            .u64_observable_counter(LEDGER_FORWARDED)
+            .with_unit("{record}")
+            .with_description("Ledger rows PostgreSQL committed from this pod.")
+            .with_callback(move |observer| observer.observe(forwarded().0, &[]))
+            .build();
+        let spooled = Arc::clone(&status);
+        meter
+            .u64_observable_gauge(LEDGER_SPOOLED)
+            .with_unit("{record}")
+            .with_description("Ledger rows in the local file not yet in PostgreSQL.")
+            .with_callback(move |observer| observer.observe(spooled().1, &[]))
+            .build();
+        meter
+            .u64_observable_counter(LEDGER_SPOOL_DROPPED)
+            .with_unit("{record}")
+            .with_description(
+                "Ledger rows never forwarded to PostgreSQL: the spool was over spool_max_rows.",
+            )
+            .with_callback(move |observer| observer.observe(status().2, &[]))
             .build();
     }
 

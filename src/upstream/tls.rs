@@ -290,7 +290,7 @@ pub fn env_paths(env: Env<'_>) -> Vec<PathBuf> {
 
 /// The certificates `SSL_CERT_FILE` and `SSL_CERT_DIR` name, without
 /// duplicates (a directory usually repeats the bundle file).
-fn env_roots(env: Env<'_>) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+pub(crate) fn env_roots(env: Env<'_>) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let error = |key: &str, message: String| ConfigError {
         file: ENVIRONMENT.to_owned(),
         key: key.to_owned(),

@@ -3,7 +3,8 @@
 use super::Checker;
 use crate::config::ConfigError;
 use crate::config::observability::{
-    LedgerSettings, LogFormat, LoggingSettings, PriceSettings, TelemetrySettings,
+    FleetSettings, FleetUrl, LedgerSettings, LogFormat, LoggingSettings, PriceSettings,
+    TelemetrySettings,
 };
 use crate::config::raw::{RawLedger, RawLogging, RawPrice, RawTelemetry};
 use std::path::PathBuf;
@@ -57,7 +58,9 @@ impl Checker<'_> {
                 lower
             }
         };
+        let fleet = self.fleet(raw.url, raw.url_env, raw.url_file, raw.spool_max_rows)?;
         Ok(LedgerSettings {
+            fleet,
             enabled: raw.enabled.unwrap_or(true),
             path,
             retention_max_age,
@@ -65,6 +68,49 @@ impl Checker<'_> {
             queue_capacity,
             caller_header,
         })
+    }
+
+    /// `url`, `url_env` or `url_file` (at most one), and `spool_max_rows`.
+    /// An inline URL is parsed now; errors never repeat it.
+    fn fleet(
+        &self,
+        url: Option<String>,
+        url_env: Option<String>,
+        url_file: Option<String>,
+        spool_max_rows: Option<u64>,
+    ) -> Result<Option<FleetSettings>, ConfigError> {
+        let url = match (url, url_env, url_file) {
+            (None, None, None) => {
+                if spool_max_rows.is_some() {
+                    return Err(self.error(
+                        "ledger.spool_max_rows",
+                        "applies only with `url`, `url_env` or `url_file`",
+                    ));
+                }
+                return Ok(None);
+            }
+            (Some(url), None, None) => FleetUrl::Inline(Box::new(
+                crate::ledger::FleetTarget::parse(&url, Vec::new())
+                    .map_err(|message| self.error("ledger.url", message))?,
+            )),
+            (None, Some(name), None) if !name.is_empty() => FleetUrl::Env(name),
+            (None, None, Some(path)) if !path.is_empty() => FleetUrl::File(PathBuf::from(path)),
+            (None, Some(_), None) => return Err(self.error("ledger.url_env", "must not be empty")),
+            (None, None, Some(_)) => {
+                return Err(self.error("ledger.url_file", "must not be empty"));
+            }
+            _ => {
+                return Err(self.error("ledger.url", "give one of `url`, `url_env` and `url_file`"));
+            }
+        };
+        let spool_max_rows = spool_max_rows.unwrap_or(crate::ledger::fleet::DEFAULT_SPOOL_MAX_ROWS);
+        if spool_max_rows == 0 {
+            return Err(self.error("ledger.spool_max_rows", "must be at least 1"));
+        }
+        Ok(Some(FleetSettings {
+            url,
+            spool_max_rows,
+        }))
     }
 
     pub(super) fn prices(&self, raw: Vec<RawPrice>) -> Result<Vec<PriceSettings>, ConfigError> {

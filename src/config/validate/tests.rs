@@ -459,3 +459,29 @@ fn budgets_are_checked_field_by_field() {
         assert!(error.message.contains(words), "{text}: {}", error.message);
     }
 }
+
+#[test]
+fn the_fleet_ledger_takes_one_url_source_and_never_repeats_the_password() {
+    let with = |ledger: &str| format!("[server]\nuds = \"/tmp/x\"\n[ledger]\n{ledger}\n");
+    let config = from_toml(
+        &with("url = \"postgres://app:hunter2-pw@db:5432/usage\"\nspool_max_rows = 10"),
+        "t",
+    )
+    .unwrap();
+    let fleet = config.ledger.fleet.clone().expect("a fleet ledger");
+    assert_eq!(fleet.spool_max_rows, 10);
+    assert!(!format!("{config:?}").contains("hunter2-pw"));
+    let config = from_toml(&with("url_env = \"LEDGER_URL\""), "t").unwrap();
+    assert_eq!(
+        config.ledger.fleet.unwrap().spool_max_rows,
+        crate::ledger::fleet::DEFAULT_SPOOL_MAX_ROWS
+    );
+
+    let error = error_of(&with("url = \"postgres://app:x@db/u\"\nurl_env = \"U\""));
+    assert_eq!(error.key, "ledger.url");
+    let error = error_of(&with("spool_max_rows = 5"));
+    assert_eq!(error.key, "ledger.spool_max_rows");
+    let error = error_of(&with("url = \"postgres://app:hunter2-pw@db:port/usage\""));
+    assert_eq!(error.key, "ledger.url");
+    assert!(!error.to_string().contains("hunter2-pw"), "{error}");
+}
