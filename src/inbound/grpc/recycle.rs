@@ -1,23 +1,36 @@
 //! Stream events' protobuf messages, used again: a message the codec has
-//! encoded goes back to a small per-thread free list, and the next event
-//! is decoded into it, its strings and lists keeping their capacity. A
-//! chunk of the usual shape then costs no allocation on the gRPC path, as
-//! on the facade, where the upstream's bytes are forwarded.
+//! encoded goes back to a free list, and the next event is decoded into
+//! it, its strings and lists keeping their capacity. A chunk of the usual
+//! shape then costs no allocation on the gRPC path, as on the facade,
+//! where the upstream's bytes are forwarded.
 //!
-//! Per thread because an event is decoded and encoded in the polls of one
-//! HTTP/2 stream's task, on the thread that runs it; a message that moves
-//! to another thread in between simply lands in that thread's list.
-//! Bounded twice: at most [`SPARE_MESSAGES`] messages per thread, and only
-//! messages whose buffers hold at most [`SPARE_MESSAGE_BYTES`] are kept (a
-//! long answer's one large chunk is freed, not kept for the life of the
-//! thread). Both lists are empty until a stream has run on the thread.
+//! Each thread has its own list, and a shared one takes what a thread's
+//! list has no room for and gives what it lacks. An event is decoded and
+//! encoded in the polls of one HTTP/2 stream's task; most often on one
+//! thread, which then never locks. But a burst held for two runtime turns
+//! (`inbound/gather.rs`) may be decoded on one worker and encoded on the
+//! other, so messages (and the boxes they travel in) pile up on one thread
+//! and run out on the other: the shared list evens that out, with a lock
+//! only when a thread's own list is empty or full.
+//!
+//! Bounded: at most [`SPARE_MESSAGES`] messages and as many boxes per
+//! thread, [`SHARED_SPARE_MESSAGES`] in the shared list, and only messages whose buffers hold at
+//! most [`SPARE_MESSAGE_BYTES`] are kept (a long answer's one large chunk
+//! is freed, not kept). The lists are empty until a stream has run.
 
 use crate::proto::v1 as pb;
 use std::cell::RefCell;
+use std::sync::{Mutex, PoisonError};
 
-/// Messages kept per thread: one burst (`inbound/gather.rs` holds up to
-/// 16 chunks before they are encoded) and as many again.
-pub const SPARE_MESSAGES: usize = 32;
+/// Messages (and boxes) kept per thread: few, so that what one thread
+/// encodes reaches a thread that decodes through the shared list rather
+/// than waiting, unseen, in the encoder's own.
+pub const SPARE_MESSAGES: usize = 8;
+
+/// Messages (and boxes) kept in the shared list: bursts in flight on every
+/// thread (`inbound/gather.rs` holds up to 16 chunks before they are
+/// encoded).
+pub const SHARED_SPARE_MESSAGES: usize = 64;
 
 /// The most string and list capacity, in bytes, a message may hold to be
 /// kept (the few hundred bytes of a usual chunk, with room to spare).
@@ -34,7 +47,7 @@ struct Spares {
     /// Encoded messages, their buffers kept, ready to be decoded into.
     messages: Vec<Box<pb::ChatChunk>>,
     /// Boxes whose message was moved out for the codec (holding a default,
-    /// which owns nothing), for the message to come back into.
+    /// which owns nothing), for a message to come back into.
     boxes: Vec<Box<pb::ChatChunk>>,
 }
 
@@ -42,14 +55,72 @@ thread_local! {
     static SPARES: RefCell<Spares> = RefCell::default();
 }
 
+/// What the threads' lists spill into and refill from.
+static SHARED: Mutex<Spares> = Mutex::new(Spares {
+    messages: Vec::new(),
+    boxes: Vec::new(),
+});
+
+/// Which of the two lists.
+#[derive(Clone, Copy)]
+enum Kind {
+    Message,
+    Box,
+}
+
+impl Spares {
+    fn list(&mut self, kind: Kind) -> &mut Vec<Box<pb::ChatChunk>> {
+        match kind {
+            Kind::Message => &mut self.messages,
+            Kind::Box => &mut self.boxes,
+        }
+    }
+}
+
+/// One from the thread's list, else from the shared one.
+fn take(kind: Kind) -> Option<Box<pb::ChatChunk>> {
+    let local = SPARES
+        .try_with(|spares| spares.borrow_mut().list(kind).pop())
+        .ok()
+        .flatten();
+    local.or_else(|| {
+        SHARED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .list(kind)
+            .pop()
+    })
+}
+
+/// Into the thread's list, else the shared one, else dropped.
+fn keep(kind: Kind, boxed: Box<pb::ChatChunk>) {
+    let spilled = match SPARES.try_with(|spares| {
+        let mut spares = spares.borrow_mut();
+        let list = spares.list(kind);
+        if list.len() < SPARE_MESSAGES {
+            list.push(boxed);
+            None
+        } else {
+            Some(boxed)
+        }
+    }) {
+        Ok(spilled) => spilled,
+        // A thread being torn down: nothing to keep it in.
+        Err(_) => None,
+    };
+    if let Some(boxed) = spilled {
+        let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+        let list = shared.list(kind);
+        if list.len() < SHARED_SPARE_MESSAGES {
+            list.push(boxed);
+        }
+    }
+}
+
 /// A message to decode an event into: a kept one (its top-level strings
 /// emptied, its choices left for [`choice_slot`] to reuse) or a new one.
 pub fn message() -> Box<pb::ChatChunk> {
-    let kept = SPARES
-        .try_with(|spares| spares.borrow_mut().messages.pop())
-        .ok()
-        .flatten();
-    match kept {
+    match take(Kind::Message) {
         Some(mut message) => {
             empty_envelope(&mut message);
             message
@@ -58,48 +129,31 @@ pub fn message() -> Box<pb::ChatChunk> {
     }
 }
 
-/// The message out of its box, for the codec; the box is kept for the
+/// The message out of its box, for the codec; the box is kept for a
 /// message to come back into after it was encoded ([`give_back`]).
 pub fn unbox(mut boxed: Box<pb::ChatChunk>) -> pb::ChatChunk {
     let message = std::mem::take(&mut *boxed);
-    let _ = SPARES.try_with(|spares| {
-        let mut spares = spares.borrow_mut();
-        if spares.boxes.len() < SPARE_MESSAGES {
-            spares.boxes.push(boxed);
-        }
-    });
+    keep(Kind::Box, boxed);
     message
 }
 
-/// A message the codec has encoded, kept for the next event when it is
-/// small and the thread's list has room; dropped otherwise.
+/// A message the codec has encoded, kept for a next event when it is
+/// small and a list has room; dropped otherwise.
 pub fn give_back(message: pb::ChatChunk) {
     if !worth_keeping(&message) {
         return;
     }
-    let _ = SPARES.try_with(|spares| {
-        let mut spares = spares.borrow_mut();
-        if spares.messages.len() >= SPARE_MESSAGES {
-            return;
-        }
-        let mut boxed = spares.boxes.pop().unwrap_or_default();
-        *boxed = message;
-        spares.messages.push(boxed);
-    });
+    let mut boxed = take(Kind::Box).unwrap_or_default();
+    *boxed = message;
+    keep(Kind::Message, boxed);
 }
 
 /// A message no longer needed before it was encoded (the event was read
 /// another way), kept like an encoded one.
 pub fn give_back_boxed(message: Box<pb::ChatChunk>) {
-    if !worth_keeping(&message) {
-        return;
+    if worth_keeping(&message) {
+        keep(Kind::Message, message);
     }
-    let _ = SPARES.try_with(|spares| {
-        let mut spares = spares.borrow_mut();
-        if spares.messages.len() < SPARE_MESSAGES {
-            spares.messages.push(message);
-        }
-    });
 }
 
 /// The choice at `position` of `choices`, emptied for a new delta: a kept
@@ -257,7 +311,7 @@ mod tests {
     }
 
     #[test]
-    fn the_list_is_bounded() {
+    fn the_lists_are_bounded_and_spill_into_the_shared_one() {
         on_own_thread(|| {
             for _ in 0..SPARE_MESSAGES + 5 {
                 give_back(sample("a"));
@@ -266,6 +320,11 @@ mod tests {
                 SPARES.with(|spares| spares.borrow().messages.len()),
                 SPARE_MESSAGES
             );
+            // Another thread finds what this one had no room for.
+            let found = std::thread::spawn(|| take(Kind::Message).is_some())
+                .join()
+                .unwrap();
+            assert!(found, "the spilled messages are shared");
         });
     }
 
