@@ -69,6 +69,7 @@ enum Kind {
 }
 
 impl Spares {
+    #[allow(clippy::vec_box)] // the boxes are what is kept (see `Spares`)
     fn list(&mut self, kind: Kind) -> &mut Vec<Box<pb::ChatChunk>> {
         match kind {
             Kind::Message => &mut self.messages,
