@@ -95,20 +95,19 @@ fn take(kind: Kind) -> Option<Box<pb::ChatChunk>> {
 
 /// Into the thread's list, else the shared one, else dropped.
 fn keep(kind: Kind, boxed: Box<pb::ChatChunk>) {
-    let spilled = match SPARES.try_with(|spares| {
-        let mut spares = spares.borrow_mut();
-        let list = spares.list(kind);
-        if list.len() < SPARE_MESSAGES {
-            list.push(boxed);
-            None
-        } else {
-            Some(boxed)
-        }
-    }) {
-        Ok(spilled) => spilled,
-        // A thread being torn down: nothing to keep it in.
-        Err(_) => None,
-    };
+    // A thread being torn down has no list: the box is dropped.
+    let spilled = SPARES
+        .try_with(|spares| {
+            let mut spares = spares.borrow_mut();
+            let list = spares.list(kind);
+            if list.len() < SPARE_MESSAGES {
+                list.push(boxed);
+                None
+            } else {
+                Some(boxed)
+            }
+        })
+        .unwrap_or_default();
     if let Some(boxed) = spilled {
         let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
         let list = shared.list(kind);
