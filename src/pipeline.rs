@@ -119,7 +119,8 @@ pub struct CallContext {
 #[derive(Debug, Clone)]
 pub struct BudgetCheck {
     pub budgets: Arc<crate::budget::Budgets>,
-    /// Its caller token's name, else what `x-llm-caller` said.
+    /// Its caller token's name, else what `x-llm-caller` said, else
+    /// `uid:<uid>` of the peer process on a Unix socket.
     pub caller: Option<String>,
     /// The request's `metadata`.
     pub tags: std::collections::BTreeMap<String, String>,

@@ -208,3 +208,49 @@ async fn a_cut_stream_is_settled_to_its_recorded_usage_and_a_restart_counts_on()
     assert_eq!(status["tokens_spent"], recorded, "{status}");
     running.shutdown().await;
 }
+
+/// A caller that names itself nothing is its Unix peer's uid
+/// (`uid:<uid>`), as in the ledger's usage by caller; its spend is read
+/// back by that uid after a restart.
+#[tokio::test]
+async fn a_nameless_caller_on_the_socket_is_budgeted_by_its_uid() {
+    use std::os::unix::fs::MetadataExt as _;
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    let fake = FakeUpstream::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "default_provider = \"fake\"\n[server]\nuds = \"{socket}\"\nadmin = \"127.0.0.1:0\"\n\
+         [providers.fake]\nbase_url = \"{base}\"\napi_key_env = \"FAKE_KEY\"\n\
+         [ledger]\npath = \"{ledger}\"\n\
+         [[budgets]]\ncaller = \"uid:{uid}\"\nwindow = \"hour\"\ntokens = 150\n",
+        socket = dir.path().join("sidecar.sock").display(),
+        base = fake.base_url(),
+        ledger = dir.path().join("ledger.sqlite3").display(),
+    );
+    let config = from_toml(&toml, "test.toml").unwrap();
+    let env = |name: &str| match name {
+        "FAKE_KEY" => Some(UPSTREAM_KEY.to_owned()),
+        "LLM_SIDECAR_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_owned()),
+        _ => None,
+    };
+    let ask = || {
+        let mut request = common::request("hi", scenario());
+        request.max_tokens = Some(50);
+        request
+    };
+    for restarted in [false, true] {
+        let running = start(&config, &env).await.unwrap();
+        let mut client = chat_client(
+            connect_uds(&dir.path().join("sidecar.sock")).await.unwrap(),
+            1 << 20,
+        );
+        if !restarted {
+            client.complete(ask()).await.expect("103 + 52 of 150");
+        }
+        let status = client.complete(ask()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        assert!(status.message().contains(&format!("uid:{uid}")), "{status:?}");
+        assert!(status.message().contains("103 of its 150"), "{status:?}");
+        running.shutdown().await;
+    }
+}

@@ -21,8 +21,8 @@ pub struct BudgetConfig {
 /// Whose calls a budget counts.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum BudgetScope {
-    /// Calls whose caller (its token's name, else its `x-llm-caller`) is
-    /// this.
+    /// Calls whose caller (its token's name, else its `x-llm-caller`, else
+    /// `uid:<uid>` of the peer process on a Unix socket) is this.
     Caller(String),
     /// Calls whose `metadata` has this key with this value
     /// (`tag = "team=search"`).

@@ -352,7 +352,13 @@ impl Observation {
         let record = self.record.as_ref()?;
         Some(crate::pipeline::BudgetCheck {
             budgets: Arc::clone(budgets),
-            caller: record.caller.name.clone(),
+            // As the ledger's usage groups callers: the name, else the
+            // peer process's uid on a Unix socket.
+            caller: record
+                .caller
+                .name
+                .clone()
+                .or_else(|| record.caller.uid.map(|uid| format!("uid:{uid}"))),
             tags: record.tags.clone(),
             pricing: Arc::clone(&self.observer.rules.load().pricing),
         })

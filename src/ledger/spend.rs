@@ -23,11 +23,22 @@ pub(super) fn spent_since(
         ))
     };
     match scope {
-        BudgetScope::Caller(name) => conn.query_row(
-            &format!("{SUMS} AND caller_name = ?2"),
-            params![since_ms, name],
-            row,
-        ),
+        // `uid:<uid>`: a caller that named itself nothing, by its uid.
+        BudgetScope::Caller(name) => match name
+            .strip_prefix("uid:")
+            .and_then(|uid| uid.parse::<u32>().ok())
+        {
+            Some(uid) => conn.query_row(
+                &format!("{SUMS} AND caller_name IS NULL AND caller_uid = ?2"),
+                params![since_ms, uid],
+                row,
+            ),
+            None => conn.query_row(
+                &format!("{SUMS} AND caller_name = ?2"),
+                params![since_ms, name],
+                row,
+            ),
+        },
         BudgetScope::Provider(name) => conn.query_row(
             &format!("{SUMS} AND provider = ?2"),
             params![since_ms, name],
