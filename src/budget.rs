@@ -281,8 +281,12 @@ impl Budgets {
             let mut matched = Vec::new();
             for budget in tracked.iter_mut().filter(|budget| budget.counts(&subject)) {
                 budget.roll(now);
-                // Needs no store: a model without a price under a USD budget.
-                if let Some(refusal) = budget.unpriced_refusal(charge) {
+                // Needs no store: a model without a price under a USD
+                // budget, a call larger than a whole window.
+                if let Some(refusal) = budget
+                    .unpriced_refusal(charge)
+                    .or_else(|| budget.too_large(charge))
+                {
                     return Err(Error::BudgetExceeded(refusal));
                 }
                 matched.push((budget.config.clone(), budget.start, budget.end));
@@ -490,7 +494,10 @@ impl Tracked {
     }
 
     fn admits(&self, charge: Charge, now: i64) -> Result<(), BudgetExceeded> {
-        if let Some(refusal) = self.unpriced_refusal(charge) {
+        if let Some(refusal) = self
+            .unpriced_refusal(charge)
+            .or_else(|| self.too_large(charge))
+        {
             return Err(refusal);
         }
         let refuse = |usd: bool, used: Amounts, limit: Amounts| BudgetExceeded {
@@ -527,6 +534,36 @@ impl Tracked {
             ));
         }
         Ok(())
+    }
+
+    /// A call that may take more than the whole limit: no window admits
+    /// it, so no Retry-After (the caller must ask for less).
+    fn too_large(&self, charge: Charge) -> Option<BudgetExceeded> {
+        let tokens = self.config.tokens.filter(|&limit| charge.tokens > limit);
+        let usd = self
+            .config
+            .usd
+            .filter(|&limit| charge.usd.is_some_and(|usd| usd > limit));
+        let window = self.config.window.as_str();
+        let detail = match (tokens, usd) {
+            (Some(limit), _) => format!(
+                "this call may take up to {} tokens (the prompt's estimate plus its max_tokens), \
+                 more than the budget's whole {limit} a {window}; ask for fewer (a lower \
+                 max_tokens)",
+                charge.tokens
+            ),
+            (None, Some(limit)) => format!(
+                "this call may cost up to ${:.4}, more than the budget's whole ${limit:.4} a \
+                 {window}; ask for less (a lower max_tokens)",
+                charge.usd.unwrap_or(0.0)
+            ),
+            (None, None) => return None,
+        };
+        Some(BudgetExceeded {
+            budget: self.config.name.clone(),
+            detail,
+            retry_after: Duration::ZERO,
+        })
     }
 
     /// A model without a price under a USD budget that refuses those.
@@ -578,7 +615,11 @@ impl Remaining {
 
 impl std::fmt::Display for BudgetExceeded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "budget `{}` is used up: {}", self.budget, self.detail)?;
+        write!(
+            f,
+            "budget `{}` would be exceeded: {}",
+            self.budget, self.detail
+        )?;
         if !self.retry_after.is_zero() {
             write!(f, "; it starts again in {} s", self.retry_after.as_secs())?;
         }
@@ -607,7 +648,7 @@ fn over_limit(
     } else {
         format!(
             "{} of its {} tokens this {window} (UTC) are spent or held by calls in flight, and \
-             this call may take up to {} (the prompt's estimate plus its max_tokens)",
+             this call may take up to {} (the prompt's estimate plus its max_tokens, if any)",
             used.tokens, limit.tokens, charge.tokens
         )
     }

@@ -343,14 +343,16 @@ impl Ledger {
         self.read(move |conn| recent::recent(conn, &query)).await
     }
 
-    /// `(tokens, USD)` spent by the calls under `scope` since `since_ms`
-    /// (unix milliseconds), read on the read connection off the runtime.
-    pub async fn spent_since(
+    /// `(tokens, USD)` spent by the calls under `scope` started from
+    /// `since_ms` up to `until_ms` (unix milliseconds), read on the read
+    /// connection off the runtime.
+    pub async fn spent_between(
         &self,
         scope: crate::config::budgets::BudgetScope,
         since_ms: i64,
+        until_ms: i64,
     ) -> Result<(u64, f64), LedgerError> {
-        self.read(move |conn| spend::spent_since(conn, &scope, since_ms))
+        self.read(move |conn| spend::spent_between(conn, &scope, since_ms, until_ms))
             .await
     }
 

@@ -413,10 +413,12 @@ impl Pipeline {
             return Ok(());
         };
         let prompt = estimate_prompt_tokens(request);
+        // Past u32 it is held at u32's most, not dropped (the upstream
+        // refuses what no model can write anyway); absent or not a whole
+        // number, the prompt's estimate is all that can be held.
         let output = request
             .max_tokens()
-            .and_then(|cap| u32::try_from(cap).ok())
-            .unwrap_or(0);
+            .map_or(0, |cap| u32::try_from(cap.max(0)).unwrap_or(u32::MAX));
         let usage = crate::model::Usage {
             prompt_tokens: prompt,
             completion_tokens: output,

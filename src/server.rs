@@ -71,6 +71,10 @@ pub struct Running {
 
 /// Binds every listener and starts serving. Errors here are start-up
 /// errors: a socket in use, an address taken, a bad descriptor set.
+
+/// The longest start-up waits for the budgets' spend to be read back.
+const RESTORE_WAIT: Duration = Duration::from_secs(1);
+
 pub async fn start(config: &Config, env: Env<'_>) -> anyhow::Result<Running> {
     let telemetry = side_channels::telemetry(config, env)?;
     start_with_telemetry(config, env, telemetry).await
@@ -92,7 +96,21 @@ pub async fn start_with_telemetry(
     )?));
     side_channels::observe_providers(&telemetry, &pipeline);
     let observer = side_channels::observer(config, env, &telemetry)?;
-    side_channels::restore_budget_spend(&observer).await;
+    // Waited for a second at most: a large ledger takes seconds to sum, and
+    // the sidecar then serves meanwhile (its budgets counting what calls
+    // spend from now, the earlier spend added when it is read).
+    let mut restoring = tokio::spawn(side_channels::restore_budget_spend(
+        observer.clone(),
+        std::time::SystemTime::now(),
+    ));
+    if tokio::time::timeout(RESTORE_WAIT, &mut restoring)
+        .await
+        .is_err()
+    {
+        tracing::info!(
+            "budgets: still reading this window's spend back from the ledger; serving meanwhile"
+        );
+    }
     let gate = Gate::new(Access::load(config, env)?, Some(telemetry.meter()));
     observer.set_scrubber(pipeline.current().scrubber().clone());
     let (health, health_service) = tonic_health::server::health_reporter();

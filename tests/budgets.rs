@@ -249,7 +249,10 @@ async fn a_nameless_caller_on_the_socket_is_budgeted_by_its_uid() {
         }
         let status = client.complete(ask()).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-        assert!(status.message().contains(&format!("uid:{uid}")), "{status:?}");
+        assert!(
+            status.message().contains(&format!("uid:{uid}")),
+            "{status:?}"
+        );
         assert!(status.message().contains("103 of its 150"), "{status:?}");
         running.shutdown().await;
     }

@@ -173,3 +173,26 @@ fn spend_read_back_counts_only_in_its_own_window() {
     let none = BTreeMap::new();
     assert!(budgets.reserve(subject(&none), tokens(31)).is_err());
 }
+
+#[test]
+fn a_call_larger_than_a_whole_window_is_told_to_ask_for_less() {
+    let budgets = Budgets::new(&[budget(
+        "small",
+        BudgetScope::Caller("app".into()),
+        Some(5),
+        None,
+    )]);
+    let none = BTreeMap::new();
+    let refused = budgets.reserve(subject(&none), tokens(6)).unwrap_err();
+    assert!(
+        refused.detail.contains("more than the budget's whole 5"),
+        "{}",
+        refused.detail
+    );
+    assert_eq!(
+        refused.retry_after,
+        Duration::ZERO,
+        "no window would admit it"
+    );
+    budgets.reserve(subject(&none), tokens(5)).unwrap();
+}

@@ -81,15 +81,24 @@ pub fn observer(
 }
 
 /// Each budget starts its window from what the ledger says this pod spent
-/// in it before a restart. A ledger that cannot be read is logged, and the
+/// in it before `started` (this process's start; what calls spent since is
+/// counted already). A ledger that cannot be read is logged, and the
 /// budgets count from nothing.
-pub async fn restore_budget_spend(observer: &Observer) {
+pub async fn restore_budget_spend(observer: Arc<Observer>, started: std::time::SystemTime) {
+    let started_ms = started
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        });
     let (Some(ledger), budgets) = (observer.ledger(), observer.budgets()) else {
         return;
     };
+    if budgets.is_empty() {
+        return;
+    }
     for (name, scope, window_start) in budgets.windows() {
         match ledger
-            .spent_since(scope, window_start.saturating_mul(1000))
+            .spent_between(scope, window_start.saturating_mul(1000), started_ms)
             .await
         {
             Ok((tokens, usd)) => budgets.restore(&name, window_start, tokens, usd),

@@ -41,12 +41,13 @@ impl Checker<'_> {
             if raw.tokens == Some(0) {
                 return Err(self.error(format!("{key}.tokens"), "must be at least 1"));
             }
+            // Counted in millionths of a dollar in a shared store.
             if let Some(usd) = raw.usd
-                && !(usd.is_finite() && usd > 0.0)
+                && !(usd.is_finite() && usd >= 0.000_001)
             {
                 return Err(self.error(
                     format!("{key}.usd"),
-                    format!("{usd} is not an amount of US dollars above 0"),
+                    format!("{usd} is not an amount of US dollars of at least 0.000001"),
                 ));
             }
             let unpriced = match raw.unpriced.as_deref() {
@@ -66,6 +67,17 @@ impl Checker<'_> {
                 Some(name) => name,
                 None => format!("{}/{}", scope.label(), window.as_str()),
             };
+            // It goes out in a header (`x-llm-budget`) and gRPC metadata.
+            if !name.bytes().all(|byte| (0x20..0x7f).contains(&byte)) {
+                return Err(self.error(
+                    format!("{key}.name"),
+                    format!(
+                        "`{}` must be printable ASCII (it is sent in the `x-llm-budget` header); \
+                         give the budget a `name` that is",
+                        name.escape_default()
+                    ),
+                ));
+            }
             if budgets.iter().any(|budget| budget.name == name) {
                 return Err(self.error(
                     format!("{key}.name"),
@@ -93,6 +105,15 @@ impl Checker<'_> {
         let scope = match (&raw.caller, &raw.tag, &raw.provider) {
             (Some(caller), None, None) if !caller.is_empty() => BudgetScope::Caller(caller.clone()),
             (None, Some(tag), None) => match tag.split_once('=') {
+                Some((name, value)) if name.trim() != name || value.trim() != value => {
+                    return Err(self.error(
+                        format!("{key}.tag"),
+                        format!(
+                            "`{tag}` has spaces around its key or value, which a request's \
+                             metadata would have to repeat exactly; write `key=value`"
+                        ),
+                    ));
+                }
                 Some((name, value)) if !name.is_empty() => BudgetScope::Tag {
                     key: name.to_owned(),
                     value: value.to_owned(),

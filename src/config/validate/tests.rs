@@ -445,7 +445,27 @@ fn budgets_are_checked_field_by_field() {
         (
             "[[budgets]]\ncaller = \"a\"\nwindow = \"day\"\nusd = -1.0\n",
             "budgets[0].usd",
-            "above 0",
+            "at least 0.000001",
+        ),
+        (
+            "[[budgets]]\ncaller = \"a\"\nwindow = \"day\"\nusd = 0.0000001\n",
+            "budgets[0].usd",
+            "at least 0.000001",
+        ),
+        (
+            "[[budgets]]\ntag = \" team = search \"\nwindow = \"day\"\ntokens = 1\n",
+            "budgets[0].tag",
+            "spaces around",
+        ),
+        (
+            "[[budgets]]\nname = \"a\\nb\"\ncaller = \"a\"\nwindow = \"day\"\ntokens = 1\n",
+            "budgets[0].name",
+            "printable ASCII",
+        ),
+        (
+            "[[budgets]]\ntag = \"équipe=x\"\nwindow = \"day\"\ntokens = 1\n",
+            "budgets[0].name",
+            "give the budget a `name`",
         ),
         (
             "[[budgets]]\ncaller = \"a\"\nwindow = \"day\"\ntokens = 1\n\
