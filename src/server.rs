@@ -69,12 +69,11 @@ pub struct Running {
     servers: JoinSet<anyhow::Result<()>>,
 }
 
-/// Binds every listener and starts serving. Errors here are start-up
-/// errors: a socket in use, an address taken, a bad descriptor set.
-
 /// The longest start-up waits for the budgets' spend to be read back.
 const RESTORE_WAIT: Duration = Duration::from_secs(1);
 
+/// Binds every listener and starts serving. Errors here are start-up
+/// errors: a socket in use, an address taken, a bad descriptor set.
 pub async fn start(config: &Config, env: Env<'_>) -> anyhow::Result<Running> {
     let telemetry = side_channels::telemetry(config, env)?;
     start_with_telemetry(config, env, telemetry).await
