@@ -80,8 +80,9 @@ pub struct Charge {
 #[derive(Debug, Default)]
 pub struct Reservation {
     holds: Vec<Hold>,
-    /// Where the holds were taken, when in the fleet's store.
-    shared: Option<Arc<SharedStore>>,
+    /// Where the holds were taken, when in the fleet's store, and the
+    /// call's id there.
+    shared: Option<(Arc<SharedStore>, String)>,
 }
 
 #[derive(Debug)]
@@ -274,6 +275,7 @@ impl Budgets {
         store: &Arc<SharedStore>,
         subject: Subject<'_>,
         charge: Charge,
+        hold_for: Duration,
     ) -> Result<(Reservation, Option<Remaining>), Error> {
         let now = unix_now();
         let matched: Vec<(BudgetConfig, i64, i64)> = {
@@ -306,7 +308,11 @@ impl Budgets {
             })
             .collect();
         let usd = micros(charge.usd.unwrap_or(0.0));
-        match store.reserve_budgets(&windows, charge.tokens, usd).await {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        match store
+            .reserve_budgets(&windows, &id, hold_for, charge.tokens, usd)
+            .await
+        {
             Ok(Reserved::Held(used)) => {
                 let mut remaining: Option<Remaining> = None;
                 let mut holds = Vec::new();
@@ -336,7 +342,7 @@ impl Budgets {
                 }
                 let reservation = Reservation {
                     holds,
-                    shared: Some(Arc::clone(store)),
+                    shared: Some((Arc::clone(store), id)),
                 };
                 Ok((reservation, remaining))
             }
@@ -372,14 +378,24 @@ impl Budgets {
                     retry_after: until(*end, now),
                 }))
             }
-            Err(_) if store.fails_closed() => {
-                store.count_fallback(subject.provider);
-                Err(Error::SharedStoreUnavailable {
-                    provider: subject.provider.to_owned(),
-                })
-            }
             Err(_) => {
+                // The answer was lost, not necessarily the reservation:
+                // undone in the background (else it expires with its hold).
+                settle_in_store(
+                    Arc::clone(store),
+                    windows,
+                    id,
+                    Charge {
+                        tokens: 0,
+                        usd: None,
+                    },
+                );
                 store.count_fallback(subject.provider);
+                if store.fails_closed() {
+                    return Err(Error::SharedStoreUnavailable {
+                        provider: subject.provider.to_owned(),
+                    });
+                }
                 self.reserve(subject, charge).map_err(Error::BudgetExceeded)
             }
         }
@@ -392,8 +408,13 @@ impl Budgets {
         if reservation.holds.is_empty() {
             return;
         }
-        if let Some(store) = reservation.shared {
-            settle_shared(store, reservation.holds, spent);
+        if let Some((store, id)) = reservation.shared {
+            let windows = reservation
+                .holds
+                .into_iter()
+                .filter_map(|hold| hold.window)
+                .collect();
+            settle_in_store(store, windows, id, spent);
             return;
         }
         let now = unix_now();
@@ -668,31 +689,35 @@ fn dollars(micros: i64) -> f64 {
     micros as f64 / 1e6
 }
 
-/// Settles shared holds in the store, off the caller's path; a store away
-/// leaves the holds to expire with their window (logged).
-fn settle_shared(store: Arc<SharedStore>, holds: Vec<Hold>, spent: Charge) {
+/// Settles call `id`'s holds on `windows` in the store, off the caller's
+/// path, trying again while the store is away (the store counts a settle
+/// once, however often it is sent), for up to about a minute: after that
+/// the holds are released when they expire, and the spend is not counted
+/// in the store.
+fn settle_in_store(store: Arc<SharedStore>, windows: Vec<SharedWindow>, id: String, spent: Charge) {
+    const FIRST_WAIT: Duration = Duration::from_millis(100);
+    const TRIES: u32 = 10;
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    let windows: Vec<(SharedWindow, u64, i64)> = holds
-        .into_iter()
-        .filter_map(|hold| {
-            let window = hold.window?;
-            Some((window, hold.reserved.tokens, micros(hold.reserved.usd)))
-        })
-        .collect();
     runtime.spawn(async move {
         let usd = micros(spent.usd.unwrap_or(0.0));
-        if store
-            .settle_budgets(&windows, spent.tokens, usd)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "budget: a call's usage could not be settled in the shared store; what it held \
-                 stays held until its window ends"
-            );
+        let mut wait = FIRST_WAIT;
+        for _ in 0..TRIES {
+            if store
+                .settle_budgets(&windows, &id, spent.tokens, usd)
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(15));
         }
+        tracing::warn!(
+            "budget: a call could not be settled in the shared store; what it held is released \
+             when its hold expires, and what it spent is not counted there"
+        );
     });
 }
 

@@ -366,7 +366,9 @@ impl Pipeline {
     ) -> Result<Served<ChatResponse>, Error> {
         request.stream = false;
         let targets = self.route(&request, call)?;
-        self.reserve_budget(&request, &targets[0], call).await?;
+        let total = targets[0].timeouts.unary_total;
+        self.reserve_budget(&request, &targets[0], call, total)
+            .await?;
         let bounds = Bounds::new(
             Instant::now(),
             call.deadline,
@@ -385,7 +387,9 @@ impl Pipeline {
     ) -> Result<Served<ChunkStream>, Error> {
         request.stream = true;
         let targets = self.route(&request, call)?;
-        self.reserve_budget(&request, &targets[0], call).await?;
+        let total = targets[0].timeouts.stream_total;
+        self.reserve_budget(&request, &targets[0], call, total)
+            .await?;
         let bounds = Bounds::new(
             Instant::now(),
             call.deadline,
@@ -403,11 +407,16 @@ impl Pipeline {
     /// the fleet's store when there is one): the prompt's estimate plus its
     /// `max_tokens`, priced as the route's first target's model. Once per
     /// call: a resumed stream's continuation is routed again, not reserved.
+    /// In the fleet's store the hold lives twice the call's `total` (a
+    /// resumed stream's continuation has bounds of its own) and a minute
+    /// more, then is released should the call never settle it (its pod
+    /// killed).
     async fn reserve_budget(
         &self,
         request: &ChatRequest,
         first: &Routed<'_>,
         call: &CallContext,
+        total: Duration,
     ) -> Result<(), Error> {
         let Some(check) = &call.budget else {
             return Ok(());
@@ -439,7 +448,13 @@ impl Pipeline {
             usd,
         };
         let (reservation, remaining) = match &self.store {
-            Some(store) => check.budgets.reserve_shared(store, subject, charge).await?,
+            Some(store) => {
+                let hold_for = total.saturating_mul(2) + Duration::from_secs(60);
+                check
+                    .budgets
+                    .reserve_shared(store, subject, charge, hold_for)
+                    .await?
+            }
             None => check
                 .budgets
                 .reserve(subject, charge)

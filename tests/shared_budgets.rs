@@ -154,3 +154,92 @@ async fn with_the_store_away_each_sidecar_counts_alone_or_refuses() {
     let status = settled(&closed).await;
     assert_eq!(status["source"], "shared", "{status}");
 }
+
+/// A reservation whose answer was lost (the store paused past the round
+/// trip's bound) is undone: the call is counted by the pod alone, never
+/// held in the store until the window ends.
+#[tokio::test]
+async fn a_reservation_whose_answer_was_lost_is_undone() {
+    let redis = RedisServer::start();
+    let tables = format!(
+        "[shared]\nredis_url = \"{}\"\nexpected_pods = 2\ntimeout_ms = 50\n{BUDGET}",
+        redis.url()
+    );
+    let mut harness = Harness::start_options(Options {
+        tables: &tables,
+        ..Options::default()
+    })
+    .await;
+    call(&mut harness).await.unwrap();
+    let before = settled(&harness).await;
+    assert_eq!(before["source"], "shared", "{before}");
+    redis.command(&["CLIENT", "PAUSE", "400", "ALL"]);
+    call(&mut harness).await.expect("counted by the pod alone");
+    // Once the store answers again: nothing held, nothing more spent there.
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        last = budget_status(&harness).await;
+        if last["source"] == "shared" {
+            break;
+        }
+    }
+    assert_eq!(last["source"], "shared", "{last}");
+    assert_eq!(last["tokens_reserved"], 0, "{last}");
+    assert_eq!(last["tokens_spent"], before["tokens_spent"], "{last}");
+}
+
+/// A hold nobody settles (its pod killed mid-call) is released when it
+/// expires, the next time the window is read or reserved on.
+#[tokio::test]
+async fn a_hold_nobody_settles_expires() {
+    use llm_sidecar::shared::{Reserved, SharedStore, SharedWindow};
+    let redis = RedisServer::start();
+    let config = llm_sidecar::config::from_toml(
+        &format!(
+            "[server]\nuds = \"/tmp/unused.sock\"\n[shared]\nredis_url = \"{}\"\nexpected_pods = 1\n\
+             timeout_ms = 2000\n",
+            redis.url()
+        ),
+        "test.toml",
+    )
+    .unwrap();
+    let store = SharedStore::for_config(&config, &|_: &str| None)
+        .unwrap()
+        .expect("a store");
+    let window = SharedWindow {
+        key: store.budget_key("b", 0),
+        tokens_limit: Some(100),
+        usd_limit_micros: None,
+        end: 4_000_000_000,
+    };
+    let windows = [window.clone()];
+    let short = std::time::Duration::from_millis(200);
+    let held = store
+        .reserve_budgets(&windows, "killed", short, 60, 0)
+        .await
+        .unwrap();
+    assert_eq!(held, Reserved::Held(vec![(60, 0)]));
+    let refused = store
+        .reserve_budgets(&windows, "next", short, 60, 0)
+        .await
+        .unwrap();
+    assert!(
+        matches!(refused, Reserved::Refused { used: 60, .. }),
+        "{refused:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let read = store.read_budgets(&[window.key.clone()]).await.unwrap();
+    assert_eq!(read, vec![[0, 0, 0, 0]], "the expired hold is released");
+    let held = store
+        .reserve_budgets(&windows, "next", short, 60, 0)
+        .await
+        .unwrap();
+    assert_eq!(held, Reserved::Held(vec![(60, 0)]));
+    // Settled: its hold released and its spend counted, once, however
+    // often the settle is sent (its answer lost, it is sent again).
+    store.settle_budgets(&windows, "next", 40, 0).await.unwrap();
+    store.settle_budgets(&windows, "next", 40, 0).await.unwrap();
+    let read = store.read_budgets(&[window.key]).await.unwrap();
+    assert_eq!(read, vec![[40, 0, 0, 0]]);
+}

@@ -1,26 +1,65 @@
--- Budgets held by the whole fleet: one hash per budget and window, with
--- what was spent and what calls in flight hold, in tokens and micro-USD.
+-- Budgets held by the whole fleet. Per budget and window, three keys:
+--   H  hash: tokens_spent, tokens_reserved, usd_spent, usd_reserved
+--      (integers; USD in millionths)
+--   Z  sorted set: the calls holding a reservation, scored by when their
+--      hold expires (ms on Redis's clock)
+--   A  hash: what each of those calls holds, "tokens:usd"
 -- A call is checked against every budget it falls under and reserved on
--- all of them, or on none, in one round trip.
+-- all of them, or on none, in one round trip. A hold that outlives its
+-- call's bounds (a pod killed, a settle or an undo that never arrived) is
+-- released when it expires, the next time the window is touched.
 --
--- KEYS[i]  one budget's window: fields tokens_spent, tokens_reserved,
---          usd_spent, usd_reserved (integers; USD in millionths)
+-- KEYS     H, Z, A for each budget
 -- ARGV[1]  "reserve", "settle" or "read"
 -- ARGV[2]  when the keys expire (unix seconds)
--- then four numbers per key:
---   reserve: tokens limit, micro-USD limit (-1: none), tokens, micro-USD
---   settle:  tokens and micro-USD reserved (released), spent (added)
+-- ARGV[3]  the call's reservation id ("" for "read")
+-- ARGV[4]  how long its hold lives (ms; "reserve" only)
+-- then, for "reserve": per budget the tokens limit and the micro-USD
+--   limit (-1: none), then once the call's tokens and micro-USD;
+--   for "settle": the tokens and micro-USD the call spent (0 and 0 to
+--   undo a reservation whose answer was lost); a call's settle counts
+--   once, however often it is sent
 --
--- Returns for "reserve": {0, then tokens used and micro-USD used per key
--- after the reservation} or, refused, {index of the key (1-based), 1 for
--- tokens or 2 for USD, what was used before}; for "settle" {0}; for
--- "read" {tokens spent, reserved, micro-USD spent, reserved} per key.
+-- Returns for "reserve": {0, then tokens used and micro-USD used per
+-- budget after the reservation} or, refused, {index of the budget
+-- (1-based), 1 for tokens or 2 for USD, what was used before}; for
+-- "settle" {0}; for "read" {tokens spent, reserved, micro-USD spent,
+-- reserved} per budget.
 
 local op = ARGV[1]
 local expire_at = tonumber(ARGV[2])
+local id = ARGV[3]
+local budgets = #KEYS / 3
 
-local function used(key)
-  local fields = redis.call('HMGET', key, 'tokens_spent', 'tokens_reserved', 'usd_spent', 'usd_reserved')
+local clock = redis.call('TIME')
+local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+
+local function decrease(h, field, amount)
+  -- `0 - x`, not `-x`: Lua writes -0 as "-0", which HINCRBY refuses.
+  if redis.call('HINCRBY', h, field, 0 - amount) < 0 then
+    redis.call('HSET', h, field, 0)
+  end
+end
+
+local function release(h, a, holder)
+  local held = redis.call('HGET', a, holder)
+  if held then
+    local sep = string.find(held, ':', 1, true)
+    decrease(h, 'tokens_reserved', tonumber(string.sub(held, 1, sep - 1)))
+    decrease(h, 'usd_reserved', tonumber(string.sub(held, sep + 1)))
+    redis.call('HDEL', a, holder)
+  end
+end
+
+local function purge(h, z, a)
+  for _, holder in ipairs(redis.call('ZRANGEBYSCORE', z, '-inf', now_ms)) do
+    release(h, a, holder)
+    redis.call('ZREM', z, holder)
+  end
+end
+
+local function used(h)
+  local fields = redis.call('HMGET', h, 'tokens_spent', 'tokens_reserved', 'usd_spent', 'usd_reserved')
   local numbers = {}
   for i = 1, 4 do
     numbers[i] = tonumber(fields[i]) or 0
@@ -28,15 +67,17 @@ local function used(key)
   return numbers
 end
 
-local function args(i)
-  local base = 2 + (i - 1) * 4
-  return tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4])
+local function keep(i)
+  for k = 3 * i - 2, 3 * i do
+    redis.call('EXPIREAT', KEYS[k], expire_at)
+  end
 end
 
 if op == 'read' then
   local out = {}
-  for _, key in ipairs(KEYS) do
-    for _, number in ipairs(used(key)) do
+  for i = 1, budgets do
+    purge(KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i])
+    for _, number in ipairs(used(KEYS[3 * i - 2])) do
       out[#out + 1] = number
     end
   end
@@ -44,9 +85,15 @@ if op == 'read' then
 end
 
 if op == 'reserve' then
-  for i, key in ipairs(KEYS) do
-    local tokens_limit, usd_limit, tokens, usd = args(i)
-    local now = used(key)
+  local hold_ms = tonumber(ARGV[4])
+  local tokens = tonumber(ARGV[5 + 2 * budgets])
+  local usd = tonumber(ARGV[6 + 2 * budgets])
+  for i = 1, budgets do
+    local h = KEYS[3 * i - 2]
+    purge(h, KEYS[3 * i - 1], KEYS[3 * i])
+    local tokens_limit = tonumber(ARGV[3 + 2 * i])
+    local usd_limit = tonumber(ARGV[4 + 2 * i])
+    local now = used(h)
     local tokens_used, usd_used = now[1] + now[2], now[3] + now[4]
     if tokens_limit >= 0 and tokens_used + tokens > tokens_limit then
       return {i, 1, tokens_used}
@@ -56,30 +103,32 @@ if op == 'reserve' then
     end
   end
   local out = {0}
-  for i, key in ipairs(KEYS) do
-    local _, _, tokens, usd = args(i)
-    redis.call('HINCRBY', key, 'tokens_reserved', tokens)
-    redis.call('HINCRBY', key, 'usd_reserved', usd)
-    redis.call('EXPIREAT', key, expire_at)
-    local now = used(key)
+  for i = 1, budgets do
+    local h, z, a = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+    redis.call('HINCRBY', h, 'tokens_reserved', tokens)
+    redis.call('HINCRBY', h, 'usd_reserved', usd)
+    redis.call('ZADD', z, now_ms + hold_ms, id)
+    redis.call('HSET', a, id, tokens .. ':' .. usd)
+    keep(i)
+    local now = used(h)
     out[#out + 1] = now[1] + now[2]
     out[#out + 1] = now[3] + now[4]
   end
   return out
 end
 
--- settle
-for i, key in ipairs(KEYS) do
-  local tokens_held, usd_held, tokens, usd = args(i)
-  -- `0 - x`, not `-x`: Lua writes -0 as "-0", which HINCRBY refuses.
-  if redis.call('HINCRBY', key, 'tokens_reserved', 0 - tokens_held) < 0 then
-    redis.call('HSET', key, 'tokens_reserved', 0)
+-- settle: the hold released and the spend added, once: a settle sent
+-- again (its answer lost) finds no hold and changes nothing. (A call that
+-- outlived its hold is not counted here.)
+local tokens = tonumber(ARGV[4])
+local usd = tonumber(ARGV[5])
+for i = 1, budgets do
+  local h, z, a = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  if redis.call('ZREM', z, id) == 1 then
+    release(h, a, id)
+    redis.call('HINCRBY', h, 'tokens_spent', tokens)
+    redis.call('HINCRBY', h, 'usd_spent', usd)
+    keep(i)
   end
-  if redis.call('HINCRBY', key, 'usd_reserved', 0 - usd_held) < 0 then
-    redis.call('HSET', key, 'usd_reserved', 0)
-  end
-  redis.call('HINCRBY', key, 'tokens_spent', tokens)
-  redis.call('HINCRBY', key, 'usd_spent', usd)
-  redis.call('EXPIREAT', key, expire_at)
 end
 return {0}

@@ -1,21 +1,27 @@
 //! Budgets the whole fleet holds together (`crate::budget`), in the
-//! shared store: one hash per budget and window (`budget.lua`), checked
-//! and reserved for a call on every budget it falls under in one round
-//! trip, settled to the call's real usage when it ends.
+//! shared store (`budget.lua`): per budget and window a hash of what was
+//! spent and what calls in flight hold, and the holds themselves, each
+//! under its call's id and expiring with the call's bounds. A call is
+//! checked and reserved on every budget it falls under in one round trip,
+//! and settled (or, when the reservation's answer was lost, undone) under
+//! its id; a hold nobody settles (a pod killed) is released when it
+//! expires.
 
 use super::store::{SharedStore, Unreachable};
 use crate::config::UnavailableMode;
+use std::time::Duration;
 
 /// One budget's window as the store keeps it, for one call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SharedWindow {
-    /// The hash's key: the prefix, the budget's name, the window's start.
+    /// The window's hash (see [`SharedStore::budget_key`]); its holds are
+    /// under `<key>:holds` and `<key>:held`.
     pub key: String,
     /// Tokens per window (`None`: no token limit).
     pub tokens_limit: Option<u64>,
     /// Millionths of a US dollar per window (`None`: no USD limit).
     pub usd_limit_micros: Option<i64>,
-    /// When the window ends (unix seconds): the key lives a day past it.
+    /// When the window ends (unix seconds): the keys live a day past it.
     pub end: i64,
 }
 
@@ -46,26 +52,32 @@ impl SharedStore {
         self.on_unavailable == UnavailableMode::Closed
     }
 
-    /// Reserves `tokens` and `usd_micros` on every window, or on none.
+    /// Reserves `tokens` and `usd_micros` for call `id` on every window, or
+    /// on none; the hold expires after `hold_for` unless settled before.
     pub async fn reserve_budgets(
         &self,
         windows: &[SharedWindow],
+        id: &str,
+        hold_for: Duration,
         tokens: u64,
         usd_micros: i64,
     ) -> Result<Reserved, Unreachable> {
-        let mut args = vec![expiry(windows)];
+        let hold_ms = i64::try_from(hold_for.as_millis()).unwrap_or(i64::MAX);
+        let mut args = vec![
+            expiry(windows).to_string(),
+            id.to_owned(),
+            hold_ms.to_string(),
+        ];
         for window in windows {
-            args.extend([
-                window
-                    .tokens_limit
-                    .map_or(-1, |limit| i64::try_from(limit).unwrap_or(i64::MAX)),
-                window.usd_limit_micros.unwrap_or(-1),
-                i64::try_from(tokens).unwrap_or(i64::MAX),
-                usd_micros,
-            ]);
+            let tokens_limit = window
+                .tokens_limit
+                .map_or(-1, |limit| i64::try_from(limit).unwrap_or(i64::MAX));
+            args.push(tokens_limit.to_string());
+            args.push(window.usd_limit_micros.unwrap_or(-1).to_string());
         }
-        let keys: Vec<String> = windows.iter().map(|window| window.key.clone()).collect();
-        let answer = self.budget_op("reserve", &keys, args).await?;
+        args.push(tokens.to_string());
+        args.push(usd_micros.to_string());
+        let answer = self.budget("reserve", &keys(windows), &args).await?;
         match answer.first() {
             Some(0) => Ok(Reserved::Held(
                 answer[1..]
@@ -82,46 +94,53 @@ impl SharedStore {
         }
     }
 
-    /// Releases what a call held on `windows` (`(window, tokens, micro-USD)`)
-    /// and adds what it spent.
+    /// Releases call `id`'s hold on `windows` (unless it expired already)
+    /// and adds what it spent; with 0 and 0, undoes a reservation whose
+    /// answer was lost.
     pub async fn settle_budgets(
         &self,
-        windows: &[(SharedWindow, u64, i64)],
+        windows: &[SharedWindow],
+        id: &str,
         tokens: u64,
         usd_micros: i64,
     ) -> Result<(), Unreachable> {
-        let plain: Vec<SharedWindow> = windows.iter().map(|(window, ..)| window.clone()).collect();
-        let mut args = vec![expiry(&plain)];
-        for (_, held_tokens, held_usd) in windows {
-            args.extend([
-                i64::try_from(*held_tokens).unwrap_or(i64::MAX),
-                *held_usd,
-                i64::try_from(tokens).unwrap_or(i64::MAX),
-                usd_micros,
-            ]);
-        }
-        let keys: Vec<String> = plain.into_iter().map(|window| window.key).collect();
-        self.budget_op("settle", &keys, args).await.map(drop)
+        let args = [
+            expiry(windows).to_string(),
+            id.to_owned(),
+            tokens.to_string(),
+            usd_micros.to_string(),
+        ];
+        self.budget("settle", &keys(windows), &args).await.map(drop)
     }
 
-    /// Per key: tokens spent, tokens held, micro-USD spent, micro-USD held.
-    pub async fn read_budgets(&self, keys: &[String]) -> Result<Vec<[i64; 4]>, Unreachable> {
-        let answer = self.budget_op("read", keys, vec![0]).await?;
+    /// Per window key: tokens spent, tokens held, micro-USD spent,
+    /// micro-USD held (expired holds released first).
+    pub async fn read_budgets(&self, window_keys: &[String]) -> Result<Vec<[i64; 4]>, Unreachable> {
+        let keys: Vec<String> = window_keys.iter().flat_map(|key| triple(key)).collect();
+        let answer = self
+            .budget("read", &keys, &["0".to_owned(), String::new()])
+            .await?;
         Ok(answer
             .chunks_exact(4)
             .map(|four| [four[0], four[1], four[2], four[3]])
             .collect())
     }
+}
 
-    /// The script's operation `op` on `keys`; `args` from the expiry on.
-    async fn budget_op(
-        &self,
-        op: &str,
-        keys: &[String],
-        args: Vec<i64>,
-    ) -> Result<Vec<i64>, Unreachable> {
-        self.budget(keys, op, &args).await
-    }
+/// A window's three keys: its hash, its holds by expiry, what each holds.
+fn triple(key: &str) -> [String; 3] {
+    [
+        key.to_owned(),
+        format!("{key}:holds"),
+        format!("{key}:held"),
+    ]
+}
+
+fn keys(windows: &[SharedWindow]) -> Vec<String> {
+    windows
+        .iter()
+        .flat_map(|window| triple(&window.key))
+        .collect()
 }
 
 fn expiry(windows: &[SharedWindow]) -> i64 {

@@ -126,12 +126,13 @@ impl SharedStore {
         .await
     }
 
-    /// Runs the budgets' script (`budget.lua`) with `keys` and `args`.
+    /// Runs the budgets' script (`budget.lua`): operation `op` on `keys`,
+    /// with `args` after it.
     pub(super) async fn budget(
         &self,
-        keys: &[String],
         op: &str,
-        args: &[i64],
+        keys: &[String],
+        args: &[String],
     ) -> Result<Vec<i64>, Unreachable> {
         self.round_trip(|mut connection| async move {
             let mut invocation = self.budget_script.prepare_invoke();
@@ -140,7 +141,7 @@ impl SharedStore {
             }
             invocation.arg(op);
             for arg in args {
-                invocation.arg(*arg);
+                invocation.arg(arg);
             }
             invocation.invoke_async(&mut connection).await
         })
