@@ -229,7 +229,10 @@ async fn a_hold_nobody_settles_expires() {
         "{refused:?}"
     );
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let read = store.read_budgets(&[window.key.clone()]).await.unwrap();
+    let read = store
+        .read_budgets(std::slice::from_ref(&window.key))
+        .await
+        .unwrap();
     assert_eq!(read, vec![[0, 0, 0, 0]], "the expired hold is released");
     let held = store
         .reserve_budgets(&windows, "next", short, 60, 0)
