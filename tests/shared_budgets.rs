@@ -246,3 +246,78 @@ async fn a_hold_nobody_settles_expires() {
     let read = store.read_budgets(&[window.key]).await.unwrap();
     assert_eq!(read, vec![[40, 0, 0, 0]]);
 }
+
+/// A command on the store at `port`, authenticated with `password`.
+fn command_as(port: u16, password: &str, args: &[&str]) {
+    let client = redis::Client::open(format!("redis://:{password}@127.0.0.1:{port}")).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let mut command = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        command.arg(*arg);
+    }
+    command.query::<redis::Value>(&mut connection).unwrap();
+}
+
+/// A store whose password changed under the sidecar's connection, then
+/// changed back, is used again: a failed round trip drops the connection
+/// (whose own reconnect failed on the password), and the next probe opens
+/// a fresh one.
+#[tokio::test]
+async fn a_store_whose_password_changed_and_came_back_is_used_again() {
+    let redis = RedisServer::start_with_password(Some("pw"));
+    let tables = format!(
+        "[shared]\nredis_url = \"{}\"\nexpected_pods = 2\ntimeout_ms = 50\n{BUDGET}",
+        redis.url()
+    );
+    let mut harness = Harness::start_options(Options {
+        tables: &tables,
+        ..Options::default()
+    })
+    .await;
+    call(&mut harness).await.unwrap();
+    assert_eq!(settled(&harness).await["source"], "shared");
+    command_as(redis.port, "pw", &["CONFIG", "SET", "requirepass", "other"]);
+    command_as(redis.port, "other", &["CLIENT", "KILL", "TYPE", "normal"]);
+    call(&mut harness).await.expect("counted by the pod alone");
+    assert_eq!(budget_status(&harness).await["source"], "local");
+    command_as(redis.port, "other", &["CONFIG", "SET", "requirepass", "pw"]);
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        last = budget_status(&harness).await;
+        if last["source"] == "shared" {
+            break;
+        }
+    }
+    assert_eq!(last["source"], "shared", "{last}");
+}
+
+/// A store that refused the sidecar's password (set only later, or
+/// changed) is used again once it takes it: a failed round trip drops the
+/// connection, and the next probe opens a fresh one.
+#[tokio::test]
+async fn a_store_that_refused_the_password_is_used_once_it_takes_it() {
+    let redis = RedisServer::start();
+    let url = format!("redis://:late-pw@127.0.0.1:{}", redis.port);
+    let tables =
+        format!("[shared]\nredis_url = \"{url}\"\nexpected_pods = 2\ntimeout_ms = 50\n{BUDGET}");
+    let mut harness = Harness::start_options(Options {
+        tables: &tables,
+        ..Options::default()
+    })
+    .await;
+    call(&mut harness).await.expect("counted by the pod alone");
+    assert_eq!(budget_status(&harness).await["source"], "local");
+    redis.command(&["CONFIG", "SET", "requirepass", "late-pw"]);
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        last = budget_status(&harness).await;
+        if last["source"] == "shared" {
+            break;
+        }
+    }
+    assert_eq!(last["source"], "shared", "{last}");
+    call(&mut harness).await.unwrap();
+    assert_eq!(settled(&harness).await["tokens_spent"], 103);
+}

@@ -1,8 +1,9 @@
 //! The connection to the shared store and what it knows of its health.
 //!
 //! One multiplexed connection per pipeline (the redis crate's
-//! `ConnectionManager`), opened on the first call that needs it and
-//! reopened by the manager with backoff after it breaks. Every round trip
+//! `ConnectionManager`), opened on the first call that needs it, reopened
+//! by the manager after it breaks, and made anew after a failed round
+//! trip (a reconnect that failed on a changed password does not recover). Every round trip
 //! is bounded by `[shared] timeout_ms`; a failed one marks the store
 //! unreachable, which is logged once per outage and counted, and calls then
 //! skip it without waiting until the next probe is due (backoff from
@@ -12,9 +13,8 @@ use crate::config::UnavailableMode;
 use crate::secret::Scrubber;
 use crate::telemetry::Metrics;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
-use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 /// The first wait before the store is tried again after a failure…
@@ -25,7 +25,10 @@ const MAX_PROBE_DELAY: Duration = Duration::from_secs(2);
 /// The store of the fleet-wide limits; see the module doc.
 pub struct SharedStore {
     client: redis::Client,
-    connection: OnceCell<ConnectionManager>,
+    /// Opened at the first round trip; dropped after a failed one, so the
+    /// next probe opens a fresh one (a manager whose reconnect failed, on
+    /// a changed password say, would otherwise keep failing).
+    connection: Mutex<Option<ConnectionManager>>,
     script: redis::Script,
     /// The budgets' script (`budget.lua`).
     budget_script: redis::Script,
@@ -84,7 +87,7 @@ impl SharedStore {
         })?;
         Ok(SharedStore {
             client,
-            connection: OnceCell::new(),
+            connection: Mutex::new(None),
             script: redis::Script::new(include_str!("gcra.lua")),
             budget_script: redis::Script::new(include_str!("budget.lua")),
             scrubber,
@@ -187,11 +190,7 @@ impl SharedStore {
             return Err(Unreachable);
         }
         let attempt = async {
-            let connection = self
-                .connection
-                .get_or_try_init(|| async { self.connect() })
-                .await?
-                .clone();
+            let connection = self.manager()?;
             work(connection).await
         };
         match tokio::time::timeout(self.timeout, attempt).await {
@@ -200,14 +199,38 @@ impl SharedStore {
                 Ok(value)
             }
             Ok(Err(error)) => {
+                self.forget_connection();
                 self.unreachable(&error.to_string());
                 Err(Unreachable)
             }
             Err(_) => {
+                self.forget_connection();
                 self.unreachable(&format!("no answer within {:?}", self.timeout));
                 Err(Unreachable)
             }
         }
+    }
+
+    /// The open connection, or a new one (connected lazily, on its first
+    /// command).
+    fn manager(&self) -> redis::RedisResult<ConnectionManager> {
+        let mut connection = self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(manager) = connection.as_ref() {
+            return Ok(manager.clone());
+        }
+        let manager = self.connect()?;
+        *connection = Some(manager.clone());
+        Ok(manager)
+    }
+
+    fn forget_connection(&self) {
+        *self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     fn connect(&self) -> redis::RedisResult<ConnectionManager> {
