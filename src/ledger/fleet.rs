@@ -120,6 +120,9 @@ pub(super) struct Fleet {
     /// the forwarder at once.
     control: watch::Sender<Option<Instant>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// An admin query found the schema current: later ones skip the
+    /// migration (and its lock and notices).
+    migrated: AtomicBool,
 }
 
 impl Fleet {
@@ -147,6 +150,7 @@ impl Fleet {
             state,
             control,
             thread: Mutex::new(Some(thread)),
+            migrated: AtomicBool::new(false),
         })
     }
 
@@ -217,9 +221,13 @@ impl Fleet {
             .connect()
             .await
             .map_err(|reason| self.unreachable(reason))?;
-        migrate(&mut client)
-            .await
-            .map_err(|error| self.unreachable(target.describe(&error)))?;
+        if !self.migrated.load(Ordering::Relaxed) {
+            migrate(&mut client)
+                .await
+                .map_err(|error| self.unreachable(target.describe(&error)))?;
+            self.migrated
+                .store(true, Ordering::Relaxed);
+        }
         Ok(client)
     }
 
