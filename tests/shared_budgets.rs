@@ -18,10 +18,13 @@ const BUDGET: &str = "[[budgets]]\nname = \"search\"\ntag = \"team=search\"\n\
 
 async fn sidecar(redis: &RedisServer, shared: &str) -> Harness {
     // A generous round-trip bound: the store's own answers are tested.
-    let tables = format!(
-        "[shared]\nredis_url = \"{}\"\nexpected_pods = 2\ntimeout_ms = 2000\n{shared}\n{BUDGET}",
-        redis.url()
-    );
+    sidecar_at(&redis.url(), &format!("timeout_ms = 2000\n{shared}")).await
+}
+
+/// A sidecar with the budget, sharing the store at `url`, with `shared`
+/// in its `[shared]` table.
+async fn sidecar_at(url: &str, shared: &str) -> Harness {
+    let tables = format!("[shared]\nredis_url = \"{url}\"\nexpected_pods = 2\n{shared}\n{BUDGET}");
     Harness::start_options(Options {
         tables: &tables,
         ..Options::default()
@@ -57,6 +60,20 @@ async fn budget_status(harness: &Harness) -> Value {
         .await
         .unwrap();
     body["budgets"][0].clone()
+}
+
+/// The budget's status once it is read from the store again (within 5 s):
+/// the store answers, and the sidecar's probe has found it.
+async fn from_the_store(harness: &Harness) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        last = budget_status(harness).await;
+        if last["source"] == "shared" {
+            return last;
+        }
+    }
+    panic!("never read from the store again: {last}");
 }
 
 /// Settling runs in the background: waits until nothing is held.
@@ -161,30 +178,14 @@ async fn with_the_store_away_each_sidecar_counts_alone_or_refuses() {
 #[tokio::test]
 async fn a_reservation_whose_answer_was_lost_is_undone() {
     let redis = RedisServer::start();
-    let tables = format!(
-        "[shared]\nredis_url = \"{}\"\nexpected_pods = 2\ntimeout_ms = 50\n{BUDGET}",
-        redis.url()
-    );
-    let mut harness = Harness::start_options(Options {
-        tables: &tables,
-        ..Options::default()
-    })
-    .await;
+    let mut harness = sidecar_at(&redis.url(), "timeout_ms = 50").await;
     call(&mut harness).await.unwrap();
     let before = settled(&harness).await;
     assert_eq!(before["source"], "shared", "{before}");
     redis.command(&["CLIENT", "PAUSE", "400", "ALL"]);
     call(&mut harness).await.expect("counted by the pod alone");
     // Once the store answers again: nothing held, nothing more spent there.
-    let mut last = Value::Null;
-    for _ in 0..100 {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        last = budget_status(&harness).await;
-        if last["source"] == "shared" {
-            break;
-        }
-    }
-    assert_eq!(last["source"], "shared", "{last}");
+    let last = from_the_store(&harness).await;
     assert_eq!(last["tokens_reserved"], 0, "{last}");
     assert_eq!(last["tokens_spent"], before["tokens_spent"], "{last}");
 }
@@ -265,15 +266,7 @@ fn command_as(port: u16, password: &str, args: &[&str]) {
 #[tokio::test]
 async fn a_store_whose_password_changed_and_came_back_is_used_again() {
     let redis = RedisServer::start_with_password(Some("pw"));
-    let tables = format!(
-        "[shared]\nredis_url = \"{}\"\nexpected_pods = 2\ntimeout_ms = 50\n{BUDGET}",
-        redis.url()
-    );
-    let mut harness = Harness::start_options(Options {
-        tables: &tables,
-        ..Options::default()
-    })
-    .await;
+    let mut harness = sidecar_at(&redis.url(), "timeout_ms = 50").await;
     call(&mut harness).await.unwrap();
     assert_eq!(settled(&harness).await["source"], "shared");
     command_as(redis.port, "pw", &["CONFIG", "SET", "requirepass", "other"]);
@@ -281,15 +274,7 @@ async fn a_store_whose_password_changed_and_came_back_is_used_again() {
     call(&mut harness).await.expect("counted by the pod alone");
     assert_eq!(budget_status(&harness).await["source"], "local");
     command_as(redis.port, "other", &["CONFIG", "SET", "requirepass", "pw"]);
-    let mut last = Value::Null;
-    for _ in 0..100 {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        last = budget_status(&harness).await;
-        if last["source"] == "shared" {
-            break;
-        }
-    }
-    assert_eq!(last["source"], "shared", "{last}");
+    from_the_store(&harness).await;
 }
 
 /// A store that refused the sidecar's password (set only later, or
@@ -299,25 +284,11 @@ async fn a_store_whose_password_changed_and_came_back_is_used_again() {
 async fn a_store_that_refused_the_password_is_used_once_it_takes_it() {
     let redis = RedisServer::start();
     let url = format!("redis://:late-pw@127.0.0.1:{}", redis.port);
-    let tables =
-        format!("[shared]\nredis_url = \"{url}\"\nexpected_pods = 2\ntimeout_ms = 50\n{BUDGET}");
-    let mut harness = Harness::start_options(Options {
-        tables: &tables,
-        ..Options::default()
-    })
-    .await;
+    let mut harness = sidecar_at(&url, "timeout_ms = 50").await;
     call(&mut harness).await.expect("counted by the pod alone");
     assert_eq!(budget_status(&harness).await["source"], "local");
     redis.command(&["CONFIG", "SET", "requirepass", "late-pw"]);
-    let mut last = Value::Null;
-    for _ in 0..100 {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        last = budget_status(&harness).await;
-        if last["source"] == "shared" {
-            break;
-        }
-    }
-    assert_eq!(last["source"], "shared", "{last}");
+    from_the_store(&harness).await;
     call(&mut harness).await.unwrap();
     assert_eq!(settled(&harness).await["tokens_spent"], 103);
 }

@@ -225,8 +225,7 @@ impl Fleet {
             migrate(&mut client)
                 .await
                 .map_err(|error| self.unreachable(target.describe(&error)))?;
-            self.migrated
-                .store(true, Ordering::Relaxed);
+            self.migrated.store(true, Ordering::Relaxed);
         }
         Ok(client)
     }

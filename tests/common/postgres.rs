@@ -132,15 +132,21 @@ impl PgCluster {
         self.dir.path().join("data")
     }
 
-    fn run(&self, program: &str, args: &[&str]) {
+    /// `program` from the cluster's binaries, run as `postgres` when we
+    /// are root (`initdb` and `postgres` refuse to run as root).
+    fn command(&self, program: &str) -> Command {
         let path = self.bin.join(program);
-        let mut command = if self.as_postgres {
+        if self.as_postgres {
             let mut command = Command::new("runuser");
             command.args(["-u", "postgres", "--"]).arg(&path);
             command
         } else {
             Command::new(&path)
-        };
+        }
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let mut command = self.command(program);
         let out = command
             .args(args)
             .current_dir(self.dir.path())
@@ -193,14 +199,7 @@ impl PgCluster {
 
     /// A SQL statement through `psql` on the Unix socket, as `postgres`.
     pub fn psql(&self, sql: &str) -> String {
-        let path = self.bin.join("psql");
-        let mut command = if self.as_postgres {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(&path);
-            command
-        } else {
-            Command::new(&path)
-        };
+        let mut command = self.command("psql");
         let out = command
             .args([
                 "-X",
@@ -269,14 +268,7 @@ pub async fn client(url: &str) -> tokio_postgres::Client {
 impl Drop for PgCluster {
     fn drop(&mut self) {
         let data = self.data();
-        let path = self.bin.join("pg_ctl");
-        let mut command = if self.as_postgres {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(&path);
-            command
-        } else {
-            Command::new(&path)
-        };
+        let mut command = self.command("pg_ctl");
         let _ = command
             .args([
                 "-D",
