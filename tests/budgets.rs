@@ -257,3 +257,45 @@ async fn a_nameless_caller_on_the_socket_is_budgeted_by_its_uid() {
         running.shutdown().await;
     }
 }
+
+/// A reload keeps what a budget has counted when its name, scope and
+/// window stay (here its limit is raised).
+#[tokio::test]
+async fn a_reload_keeps_the_spend_counted_so_far() {
+    let fake = FakeUpstream::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let running = sidecar(&fake, dir.path()).await;
+    assert_eq!(facade_call(&running, "search", false).await.status(), 200);
+    assert_eq!(budget_status(&running).await["tokens_spent"], 103);
+
+    let toml = format!(
+        "default_provider = \"fake\"\n[server]\nuds = \"{socket}\"\nhttp = \"127.0.0.1:0\"\n\
+         admin = \"127.0.0.1:0\"\n[providers.fake]\nbase_url = \"{base}\"\n\
+         api_key_env = \"FAKE_KEY\"\n[ledger]\npath = \"{ledger}\"\n\
+         {raised}",
+        socket = dir.path().join("sidecar.sock").display(),
+        base = fake.base_url(),
+        ledger = dir.path().join("ledger.sqlite3").display(),
+        raised = BUDGET.replace("tokens = 250", "tokens = 500"),
+    );
+    let config = from_toml(&toml, "test.toml").unwrap();
+    let env = |name: &str| match name {
+        "FAKE_KEY" => Some(UPSTREAM_KEY.to_owned()),
+        "LLM_SIDECAR_TOKEN" => Some(CALLER_TOKEN.to_owned()),
+        "LLM_SIDECAR_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_owned()),
+        _ => None,
+    };
+    running.reload(&config, &env).expect("the reload is taken");
+    let status = budget_status(&running).await;
+    assert_eq!(status["tokens_limit"], 500, "{status}");
+    assert_eq!(
+        status["tokens_spent"], 103,
+        "kept over the reload: {status}"
+    );
+    // Three more fit under the raised limit (309 + 52 <= 500 for the last).
+    for _ in 0..3 {
+        assert_eq!(facade_call(&running, "search", false).await.status(), 200);
+    }
+    assert_eq!(budget_status(&running).await["tokens_spent"], 412);
+    running.shutdown().await;
+}
