@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, CALLER_TOKEN, UPSTREAM_KEY, http_client, plain_http_client};
+use common::{ADMIN_TOKEN, CALLER_TOKEN, UPSTREAM_KEY, http_client};
 use fake_upstream::FakeUpstream;
 use llm_sidecar::client::{chat_client, connect_uds};
 use llm_sidecar::config::from_toml;
@@ -69,15 +69,7 @@ async fn facade_call(running: &Running, team: &str, stream: bool) -> reqwest::Re
 }
 
 async fn budget_status(running: &Running) -> Value {
-    let response = plain_http_client()
-        .get(format!("http://{}/admin/budgets", running.admin.unwrap()))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("the admin port answers");
-    assert!(response.status().is_success());
-    let body: Value = response.json().await.unwrap();
-    body["budgets"][0].clone()
+    common::first_budget(&format!("http://{}", running.admin.unwrap())).await
 }
 
 #[tokio::test]

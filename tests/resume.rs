@@ -529,16 +529,7 @@ async fn a_resumed_stream_is_reserved_and_settled_once_on_its_budget() {
     assert!(status.is_none(), "{status:?}");
     assert_eq!(text_of(&chunks), REPLY);
     let row = only_row(&harness).await;
-    let status: Value = common::plain_http_client()
-        .get(format!("{}/admin/budgets", harness.admin_base()))
-        .bearer_auth(common::ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let budget = &status["budgets"][0];
+    let budget = &common::first_budget(&harness.admin_base()).await;
     assert_eq!(budget["tokens_reserved"], 0, "{budget}");
     assert_eq!(
         budget["tokens_spent"],

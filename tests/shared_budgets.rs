@@ -7,7 +7,7 @@
 mod common;
 
 use common::redis::RedisServer;
-use common::{ADMIN_TOKEN, Harness, Options, plain_http_client, request};
+use common::{Harness, Options, request};
 use serde_json::{Value, json};
 use tonic::Code;
 
@@ -50,16 +50,7 @@ async fn call(harness: &mut Harness) -> Result<tonic::metadata::MetadataMap, ton
 }
 
 async fn budget_status(harness: &Harness) -> Value {
-    let body: Value = plain_http_client()
-        .get(format!("{}/admin/budgets", harness.admin_base()))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["budgets"][0].clone()
+    common::first_budget(&harness.admin_base()).await
 }
 
 /// The budget's status once it is read from the store again (within 5 s):

@@ -285,6 +285,20 @@ pub async fn sidecar_from(toml: &str) -> (Running, ChatServiceClient<Channel>, t
     (running, chat_client(channel, 16 * 1024 * 1024), dir)
 }
 
+/// The first budget's state on the admin port at `admin_base`
+/// (`http://127.0.0.1:PORT`), as `/admin/budgets` gives it.
+pub async fn first_budget(admin_base: &str) -> serde_json::Value {
+    let response = plain_http_client()
+        .get(format!("{admin_base}/admin/budgets"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("the admin port answers");
+    assert!(response.status().is_success(), "{}", response.status());
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    body["budgets"][0].clone()
+}
+
 /// The data of each event of an SSE body, as JSON where it is JSON
 /// (`"[DONE]"` stays a string).
 pub fn sse_data(text: &str) -> Vec<serde_json::Value> {

@@ -54,8 +54,14 @@ pub(super) fn complete(
             .or(usage.cost_usd)
     });
     record.outcome = outcome;
-    if let Some(reservation) = observation.progress.take_budget() {
-        observation.observer.budgets().settle(
+    // Without budgets nothing was reserved: no lock to take. (A reload
+    // that removed every budget leaves nothing to settle into; a hold in
+    // the shared store expires.)
+    let budgets = observation.observer.budgets();
+    if !budgets.is_empty()
+        && let Some(reservation) = observation.progress.take_budget()
+    {
+        budgets.settle(
             reservation,
             crate::budget::Charge {
                 tokens: usage.map_or(0, |usage| {
