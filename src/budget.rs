@@ -17,9 +17,12 @@
 //! every budget whose name, scope and window stay the same, and a restart
 //! reads it back from the ledger. With one, every pod reserves and settles
 //! in the store (`shared/budget.lua`), so the fleet holds each budget
-//! together; while the store is away, each pod falls back to its own count
-//! (`on_unavailable = "local"`) or refuses (`"closed"`).
+//! together, in windows on the store's clock (`shared/clock.rs`); while
+//! the store is away, each pod falls back to its own count
+//! (`on_unavailable = "local"`, handed to the store once it is back:
+//! `alone.rs`) or refuses (`"closed"`).
 
+mod alone;
 mod window;
 
 use crate::config::budgets::{BudgetConfig, BudgetScope, UnpricedModels};
@@ -37,6 +40,9 @@ pub struct Budgets {
     tracked: Mutex<Vec<Tracked>>,
     /// Whether any is configured: read by every call, without the lock.
     configured: AtomicBool,
+    /// Spent while the shared store was away, for the store once it is
+    /// back.
+    alone: alone::AloneSpend,
 }
 
 #[derive(Debug)]
@@ -83,6 +89,9 @@ pub struct Reservation {
     /// Where the holds were taken, when in the fleet's store, and the
     /// call's id there.
     shared: Option<(Arc<SharedStore>, String)>,
+    /// Taken by this pod alone, the fleet's store away: what the call
+    /// spends is handed to the store once it is back.
+    alone: bool,
 }
 
 #[derive(Debug)]
@@ -142,7 +151,7 @@ impl Budgets {
     /// Budgets as `configs` says, with nothing spent.
     pub fn new(configs: &[BudgetConfig]) -> Budgets {
         let budgets = Budgets::default();
-        budgets.configure(configs);
+        let _all_new = budgets.configure(configs);
         budgets
     }
 
@@ -153,11 +162,13 @@ impl Budgets {
 
     /// The budgets of a reloaded configuration: one with the same name,
     /// scope and window as before keeps its spend (and reservations);
-    /// another starts from nothing.
-    pub fn configure(&self, configs: &[BudgetConfig]) {
+    /// another starts from nothing, and its name is returned (its spend so
+    /// far this window is for the ledger to tell: [`Budgets::restore`]).
+    pub fn configure(&self, configs: &[BudgetConfig]) -> Vec<String> {
         let now = unix_now();
         let mut tracked = self.lock();
         let mut before = std::mem::take(&mut *tracked);
+        let mut added = Vec::new();
         for config in configs {
             let kept = before.iter().position(|old| {
                 old.config.name == config.name
@@ -171,6 +182,7 @@ impl Budgets {
                     old
                 }
                 None => {
+                    added.push(config.name.clone());
                     let (start, end) = window::bounds(config.window, now);
                     Tracked {
                         config: config.clone(),
@@ -185,6 +197,7 @@ impl Budgets {
         }
         self.configured
             .store(!tracked.is_empty(), Ordering::Relaxed);
+        added
     }
 
     /// Adds spend from before this process started (read back from the
@@ -278,7 +291,7 @@ impl Budgets {
         hold_for: Duration,
     ) -> Result<(Reservation, Option<Remaining>), Error> {
         let now = unix_now();
-        let matched: Vec<(BudgetConfig, i64, i64)> = {
+        let matched: Vec<BudgetConfig> = {
             let mut tracked = self.lock();
             let mut matched = Vec::new();
             for budget in tracked.iter_mut().filter(|budget| budget.counts(&subject)) {
@@ -291,112 +304,65 @@ impl Budgets {
                 {
                     return Err(Error::BudgetExceeded(refusal));
                 }
-                matched.push((budget.config.clone(), budget.start, budget.end));
+                matched.push(budget.config.clone());
             }
             matched
         };
         if matched.is_empty() {
             return Ok((Reservation::default(), None));
         }
-        let windows: Vec<SharedWindow> = matched
-            .iter()
-            .map(|(config, start, end)| SharedWindow {
-                key: store.budget_key(&config.name, *start),
-                tokens_limit: config.tokens,
-                usd_limit_micros: config.usd.map(micros),
-                end: *end,
-            })
-            .collect();
         let usd = micros(charge.usd.unwrap_or(0.0));
         let id = uuid::Uuid::new_v4().simple().to_string();
-        match store
-            .reserve_budgets(&windows, &id, hold_for, charge.tokens, usd)
-            .await
-        {
-            Ok(Reserved::Held(used)) => {
-                let mut remaining: Option<Remaining> = None;
-                let mut holds = Vec::new();
-                for (((config, start, _), window), (tokens_used, usd_used)) in
-                    matched.iter().zip(windows).zip(used)
-                {
-                    let left = Remaining {
-                        budget: config.name.clone(),
-                        tokens: config.tokens.map(|limit| limit.saturating_sub(tokens_used)),
-                        usd: config.usd.map(|limit| (limit - dollars(usd_used)).max(0.0)),
-                    };
-                    if remaining
-                        .as_ref()
-                        .is_none_or(|tightest| left.is_tighter(tightest))
-                    {
-                        remaining = Some(left);
+        let mut asked = 0;
+        loop {
+            // The windows holding the store's now, as this pod knows its
+            // clock; turned back (and asked again) when that was off.
+            let windows = shared_windows(store, &matched);
+            asked += 1;
+            match store
+                .reserve_budgets(&windows, &id, hold_for, charge.tokens, usd)
+                .await
+            {
+                Ok(Reserved::WindowsMoved) if asked < WINDOW_ASKS => {}
+                Ok(Reserved::Held(used)) => {
+                    self.alone.push(store, || self.configs());
+                    return Ok(held(&matched, windows, &used, charge, usd, store, id));
+                }
+                Ok(Reserved::Refused { index, usd, used }) => {
+                    self.alone.push(store, || self.configs());
+                    let index = index.min(matched.len() - 1);
+                    let refusal = refused(&matched[index], usd, used, charge);
+                    return Err(Error::BudgetExceeded(BudgetExceeded {
+                        retry_after: until(windows[index].end, store.now()),
+                        ..refusal
+                    }));
+                }
+                Ok(Reserved::WindowsMoved) | Err(_) => {
+                    // The answer was lost, not necessarily the reservation:
+                    // undone in the background (else it expires with its
+                    // hold). (Windows that kept moving: the store's clock
+                    // jumps; counted as away.)
+                    settle_in_store(
+                        Arc::clone(store),
+                        windows,
+                        id,
+                        Charge {
+                            tokens: 0,
+                            usd: None,
+                        },
+                    );
+                    store.count_fallback(subject.provider);
+                    if store.fails_closed() {
+                        return Err(Error::SharedStoreUnavailable {
+                            provider: subject.provider.to_owned(),
+                        });
                     }
-                    holds.push(Hold {
-                        name: config.name.clone(),
-                        start: *start,
-                        reserved: Amounts {
-                            tokens: charge.tokens,
-                            usd: dollars(usd),
-                        },
-                        window: Some(window),
-                    });
+                    let (mut reservation, remaining) = self
+                        .reserve(subject, charge)
+                        .map_err(Error::BudgetExceeded)?;
+                    reservation.alone = true;
+                    return Ok((reservation, remaining));
                 }
-                let reservation = Reservation {
-                    holds,
-                    shared: Some((Arc::clone(store), id)),
-                };
-                Ok((reservation, remaining))
-            }
-            Ok(Reserved::Refused { index, usd, used }) => {
-                let (config, _, end) = &matched[index.min(matched.len() - 1)];
-                let (used, limit) = if usd {
-                    (
-                        Amounts {
-                            tokens: 0,
-                            usd: dollars(used),
-                        },
-                        Amounts {
-                            tokens: 0,
-                            usd: config.usd.unwrap_or(0.0),
-                        },
-                    )
-                } else {
-                    let used = u64::try_from(used).unwrap_or(0);
-                    (
-                        Amounts {
-                            tokens: used,
-                            usd: 0.0,
-                        },
-                        Amounts {
-                            tokens: config.tokens.unwrap_or(0),
-                            usd: 0.0,
-                        },
-                    )
-                };
-                Err(Error::BudgetExceeded(BudgetExceeded {
-                    budget: config.name.clone(),
-                    detail: over_limit(config, usd, used, limit, charge),
-                    retry_after: until(*end, now),
-                }))
-            }
-            Err(_) => {
-                // The answer was lost, not necessarily the reservation:
-                // undone in the background (else it expires with its hold).
-                settle_in_store(
-                    Arc::clone(store),
-                    windows,
-                    id,
-                    Charge {
-                        tokens: 0,
-                        usd: None,
-                    },
-                );
-                store.count_fallback(subject.provider);
-                if store.fails_closed() {
-                    return Err(Error::SharedStoreUnavailable {
-                        provider: subject.provider.to_owned(),
-                    });
-                }
-                self.reserve(subject, charge).map_err(Error::BudgetExceeded)
             }
         }
     }
@@ -434,8 +400,15 @@ impl Budgets {
             }
             budget.reserved.tokens = budget.reserved.tokens.saturating_sub(hold.reserved.tokens);
             budget.reserved.usd = (budget.reserved.usd - hold.reserved.usd).max(0.0);
+            let spent = Amounts {
+                tokens: spent.tokens,
+                usd: spent.usd.unwrap_or(0.0),
+            };
             budget.spent.tokens += spent.tokens;
-            budget.spent.usd += spent.usd.unwrap_or(0.0);
+            budget.spent.usd += spent.usd;
+            if reservation.alone {
+                self.alone.count(&hold.name, hold.start, spent);
+            }
         }
     }
 
@@ -444,22 +417,34 @@ impl Budgets {
     /// read (`source: "local"`).
     pub async fn status_shared(&self, store: &SharedStore) -> Vec<BudgetStatus> {
         let mut status = self.status();
-        let keys: Vec<String> = status
-            .iter()
-            .map(|budget| store.budget_key(&budget.name, budget.window_start))
-            .collect();
-        if keys.is_empty() {
+        if status.is_empty() {
             return status;
         }
-        if let Ok(read) = store.read_budgets(&keys).await {
-            for (budget, [tokens_spent, tokens_reserved, usd_spent, usd_reserved]) in
-                status.iter_mut().zip(read)
-            {
-                budget.tokens_spent = u64::try_from(tokens_spent).unwrap_or(0);
-                budget.tokens_reserved = u64::try_from(tokens_reserved).unwrap_or(0);
-                budget.usd_spent = dollars(usd_spent);
-                budget.usd_reserved = dollars(usd_reserved);
-                budget.source = "shared";
+        let configs = self.configs();
+        for _ in 0..WINDOW_ASKS {
+            let windows = shared_windows(store, &configs);
+            match store.read_budgets(&windows).await {
+                Ok(Some(read)) => {
+                    for (((budget, config), window), read) in
+                        status.iter_mut().zip(&configs).zip(windows).zip(read)
+                    {
+                        if budget.name != config.name {
+                            // Reloaded meanwhile: this pod's count stands.
+                            continue;
+                        }
+                        let [tokens_spent, tokens_reserved, usd_spent, usd_reserved] = read;
+                        budget.window_start = window.start;
+                        budget.window_end = window.end;
+                        budget.tokens_spent = u64::try_from(tokens_spent).unwrap_or(0);
+                        budget.tokens_reserved = u64::try_from(tokens_reserved).unwrap_or(0);
+                        budget.usd_spent = dollars(usd_spent);
+                        budget.usd_reserved = dollars(usd_reserved);
+                        budget.source = "shared";
+                    }
+                    break;
+                }
+                Ok(None) => {}
+                Err(_) => break,
             }
         }
         status
@@ -487,6 +472,14 @@ impl Budgets {
                     source: "local",
                 }
             })
+            .collect()
+    }
+
+    /// Every budget's configuration.
+    fn configs(&self) -> Vec<BudgetConfig> {
+        self.lock()
+            .iter()
+            .map(|budget| budget.config.clone())
             .collect()
     }
 
@@ -672,6 +665,108 @@ fn over_limit(
              this call may take up to {} (the prompt's estimate plus its max_tokens, if any)",
             used.tokens, limit.tokens, charge.tokens
         )
+    }
+}
+
+/// How often a call asks the store with windows it reckoned anew, when
+/// the store turned them back ([`Reserved::WindowsMoved`]): the second ask
+/// uses the clock the first answer brought, a third covers a window that
+/// ended in between.
+const WINDOW_ASKS: u32 = 3;
+
+/// Each budget's window holding the store's now, as this pod knows it.
+fn shared_windows(store: &SharedStore, configs: &[BudgetConfig]) -> Vec<SharedWindow> {
+    let now = store.now();
+    configs
+        .iter()
+        .map(|config| {
+            let (start, end) = window::bounds(config.window, now);
+            SharedWindow {
+                key: store.budget_key(&config.name, start),
+                tokens_limit: config.tokens,
+                usd_limit_micros: config.usd.map(micros),
+                start,
+                end,
+            }
+        })
+        .collect()
+}
+
+/// The reservation of a call the store held on every window, and what is
+/// left of the tightest budget: `used` holds tokens and micro-USD used per
+/// window, this call's included.
+fn held(
+    configs: &[BudgetConfig],
+    windows: Vec<SharedWindow>,
+    used: &[(u64, i64)],
+    charge: Charge,
+    usd_micros: i64,
+    store: &Arc<SharedStore>,
+    id: String,
+) -> (Reservation, Option<Remaining>) {
+    let mut remaining: Option<Remaining> = None;
+    let mut holds = Vec::with_capacity(configs.len());
+    for ((config, window), &(tokens_used, usd_used)) in configs.iter().zip(windows).zip(used) {
+        let left = Remaining {
+            budget: config.name.clone(),
+            tokens: config.tokens.map(|limit| limit.saturating_sub(tokens_used)),
+            usd: config.usd.map(|limit| (limit - dollars(usd_used)).max(0.0)),
+        };
+        if remaining
+            .as_ref()
+            .is_none_or(|tightest| left.is_tighter(tightest))
+        {
+            remaining = Some(left);
+        }
+        holds.push(Hold {
+            name: config.name.clone(),
+            start: window.start,
+            reserved: Amounts {
+                tokens: charge.tokens,
+                usd: dollars(usd_micros),
+            },
+            window: Some(window),
+        });
+    }
+    let reservation = Reservation {
+        holds,
+        shared: Some((Arc::clone(store), id)),
+        alone: false,
+    };
+    (reservation, remaining)
+}
+
+/// The store's refusal by budget `config`: over its tokens (`usd` false)
+/// or its dollars, of which `used` (tokens or micro-USD) were spent or
+/// held. `retry_after` is left for the caller, who knows the window.
+fn refused(config: &BudgetConfig, usd: bool, used: i64, charge: Charge) -> BudgetExceeded {
+    let (used, limit) = if usd {
+        (
+            Amounts {
+                tokens: 0,
+                usd: dollars(used),
+            },
+            Amounts {
+                tokens: 0,
+                usd: config.usd.unwrap_or(0.0),
+            },
+        )
+    } else {
+        (
+            Amounts {
+                tokens: u64::try_from(used).unwrap_or(0),
+                usd: 0.0,
+            },
+            Amounts {
+                tokens: config.tokens.unwrap_or(0),
+                usd: 0.0,
+            },
+        )
+    };
+    BudgetExceeded {
+        budget: config.name.clone(),
+        detail: over_limit(config, usd, used, limit, charge),
+        retry_after: Duration::ZERO,
     }
 }
 

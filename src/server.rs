@@ -101,6 +101,7 @@ pub async fn start_with_telemetry(
     let mut restoring = tokio::spawn(side_channels::restore_budget_spend(
         observer.clone(),
         std::time::SystemTime::now(),
+        None,
     ));
     if tokio::time::timeout(RESTORE_WAIT, &mut restoring)
         .await
@@ -463,8 +464,19 @@ impl Running {
             .with_context(|| format!("in {}", config.source))?;
         self.observer.set_scrubber(pipeline.scrubber().clone());
         self.pipeline.replace(pipeline);
-        self.observer.set_rules(rules);
+        let added = self.observer.set_rules(rules);
         self.gate.replace(access);
+        // A budget new with this configuration counts what the ledger says
+        // was spent in its window before now, as at a start.
+        if !added.is_empty()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(side_channels::restore_budget_spend(
+                self.observer.clone(),
+                std::time::SystemTime::now(),
+                Some(added),
+            ));
+        }
         Ok(())
     }
 

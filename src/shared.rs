@@ -15,10 +15,13 @@
 //!   script → this pod's share of the limits when the store is away.
 //! - `budget.lua`, `budgets.rs`: budgets held by the fleet (`crate::budget`),
 //!   a hash per budget and window, reserved and settled in one round trip.
+//! - `clock.rs`: the store's clock as the budgets' answers report it, for
+//!   windows reckoned on Redis's time.
 //! - `url.rs`: the URL from the config, a file or a variable; the scrubber
 //!   of its password.
 
 mod budgets;
+mod clock;
 mod fleet_rate;
 mod lease;
 mod store;

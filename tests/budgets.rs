@@ -72,6 +72,30 @@ async fn budget_status(running: &Running) -> Value {
     common::first_budget(&format!("http://{}", running.admin.unwrap())).await
 }
 
+/// A second budget over the same calls, added by a reload.
+const ADDED: &str = "[[budgets]]\nname = \"search-hourly\"\ntag = \"team=search\"\n\
+                     window = \"hour\"\ntokens = 10000\n";
+
+/// Budget `name`'s state, as `/admin/budgets` gives it.
+async fn budget_named(running: &Running, name: &str) -> Value {
+    let body: Value = common::plain_http_client()
+        .get(format!("http://{}/admin/budgets", running.admin.unwrap()))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|budget| budget["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no budget {name}: {body}"))
+}
+
 #[tokio::test]
 async fn the_call_that_would_cross_a_tag_budget_is_refused_on_both_edges() {
     let fake = FakeUpstream::start().await.unwrap();
@@ -268,7 +292,7 @@ async fn a_reload_keeps_the_spend_counted_so_far() {
         socket = dir.path().join("sidecar.sock").display(),
         base = fake.base_url(),
         ledger = dir.path().join("ledger.sqlite3").display(),
-        raised = BUDGET.replace("tokens = 250", "tokens = 500"),
+        raised = BUDGET.replace("tokens = 250", "tokens = 500") + ADDED,
     );
     let config = from_toml(&toml, "test.toml").unwrap();
     let env = |name: &str| match name {
@@ -284,10 +308,26 @@ async fn a_reload_keeps_the_spend_counted_so_far() {
         status["tokens_spent"], 103,
         "kept over the reload: {status}"
     );
+    // The budget the reload added counts this hour's call from before it,
+    // read back from the ledger in the background.
+    let mut added = Value::Null;
+    for _ in 0..100 {
+        added = budget_named(&running, "search-hourly").await;
+        if added["tokens_spent"] == 103 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(added["tokens_spent"], 103, "{added}");
     // Three more fit under the raised limit (309 + 52 <= 500 for the last).
     for _ in 0..3 {
         assert_eq!(facade_call(&running, "search", false).await.status(), 200);
     }
     assert_eq!(budget_status(&running).await["tokens_spent"], 412);
+    assert_eq!(
+        budget_named(&running, "search-hourly").await["tokens_spent"],
+        412,
+        "counted once each, the call before the reload included"
+    );
     running.shutdown().await;
 }

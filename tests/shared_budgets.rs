@@ -82,6 +82,20 @@ async fn settled(harness: &Harness) -> Value {
     );
 }
 
+/// The budget's status once its spend reaches `tokens` with nothing held
+/// (within 2 s: settling and handing over run in the background).
+async fn spent_reaches(harness: &Harness, tokens: u64) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        last = settled(harness).await;
+        if last["tokens_spent"] == tokens {
+            return last;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the spend never reached {tokens}: {last}");
+}
+
 #[tokio::test]
 async fn two_sidecars_spend_one_budget_together() {
     let redis = RedisServer::start();
@@ -163,6 +177,33 @@ async fn with_the_store_away_each_sidecar_counts_alone_or_refuses() {
     assert_eq!(status["source"], "shared", "{status}");
 }
 
+/// What a pod spent while it counted alone is added to the fleet's count
+/// once the store answers it again: the other pod then sees it.
+#[tokio::test]
+async fn what_a_pod_spent_alone_reaches_the_store_when_it_returns() {
+    let mut redis = RedisServer::start();
+    let mut alone = sidecar(&redis, "").await;
+    let mut other = sidecar(&redis, "").await;
+    redis.stop();
+    call(&mut alone).await.expect("counted by the pod alone");
+    assert_eq!(settled(&alone).await["tokens_spent"], 103);
+
+    // Back (empty: this test's Redis keeps nothing over a restart). The
+    // pod's next call, answered by the store, hands its 103 over.
+    redis.restart();
+    from_the_store(&alone).await;
+    call(&mut alone).await.expect("103 + 52 of 250");
+    let fleet = spent_reaches(&other, 206).await;
+    assert_eq!(fleet["source"], "shared", "{fleet}");
+    let status = call(&mut other).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+
+    // Handed over once: more calls that reach the store add nothing more.
+    let _ = call(&mut alone).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(settled(&other).await["tokens_spent"], 206);
+}
+
 /// A reservation whose answer was lost (the store paused past the round
 /// trip's bound) is undone: the call is counted by the pod alone, never
 /// held in the store until the window ends.
@@ -203,10 +244,28 @@ async fn a_hold_nobody_settles_expires() {
         key: store.budget_key("b", 0),
         tokens_limit: Some(100),
         usd_limit_micros: None,
+        start: 0,
         end: 4_000_000_000,
     };
     let windows = [window.clone()];
     let short = std::time::Duration::from_millis(200);
+    // A window that does not hold the store's now (yesterday's, by a pod
+    // whose clock is a day behind) is turned back, and nothing is held.
+    let yesterday = SharedWindow {
+        start: 0,
+        end: store.now() - 86_400,
+        ..window.clone()
+    };
+    let turned_back = store
+        .reserve_budgets(std::slice::from_ref(&yesterday), "late", short, 60, 0)
+        .await
+        .unwrap();
+    assert_eq!(turned_back, Reserved::WindowsMoved);
+    assert_eq!(
+        store.read_budgets(&[yesterday]).await.unwrap(),
+        None,
+        "a read of a window that is over is turned back too"
+    );
     let held = store
         .reserve_budgets(&windows, "killed", short, 60, 0)
         .await
@@ -222,10 +281,14 @@ async fn a_hold_nobody_settles_expires() {
     );
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let read = store
-        .read_budgets(std::slice::from_ref(&window.key))
+        .read_budgets(std::slice::from_ref(&window))
         .await
         .unwrap();
-    assert_eq!(read, vec![[0, 0, 0, 0]], "the expired hold is released");
+    assert_eq!(
+        read,
+        Some(vec![[0, 0, 0, 0]]),
+        "the expired hold is released"
+    );
     let held = store
         .reserve_budgets(&windows, "next", short, 60, 0)
         .await
@@ -235,8 +298,8 @@ async fn a_hold_nobody_settles_expires() {
     // often the settle is sent (its answer lost, it is sent again).
     store.settle_budgets(&windows, "next", 40, 0).await.unwrap();
     store.settle_budgets(&windows, "next", 40, 0).await.unwrap();
-    let read = store.read_budgets(&[window.key]).await.unwrap();
-    assert_eq!(read, vec![[40, 0, 0, 0]]);
+    let read = store.read_budgets(&[window]).await.unwrap();
+    assert_eq!(read, Some(vec![[40, 0, 0, 0]]));
 }
 
 /// A command on the store at `port`, authenticated with `password`.
@@ -281,5 +344,6 @@ async fn a_store_that_refused_the_password_is_used_once_it_takes_it() {
     redis.command(&["CONFIG", "SET", "requirepass", "late-pw"]);
     from_the_store(&harness).await;
     call(&mut harness).await.unwrap();
-    assert_eq!(settled(&harness).await["tokens_spent"], 103);
+    // This call, and the one the pod counted alone, handed over.
+    spent_reaches(&harness, 206).await;
 }

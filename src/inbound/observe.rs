@@ -114,10 +114,12 @@ impl Observer {
     }
 
     /// Calls that finish from now on are recorded by `rules` (prices, the
-    /// caller header, draining).
-    pub fn set_rules(&self, rules: Rules) {
-        self.budgets.configure(&rules.budgets);
+    /// caller header, draining). Returns the names of the budgets that
+    /// were not there before (see [`Budgets::configure`]).
+    pub fn set_rules(&self, rules: Rules) -> Vec<String> {
+        let added = self.budgets.configure(&rules.budgets);
         self.rules.store(Arc::new(rules));
+        added
     }
 
     /// The budgets and their spend.

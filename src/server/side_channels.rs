@@ -80,11 +80,16 @@ pub fn observer(
     Ok(Arc::new(observer))
 }
 
-/// Each budget starts its window from what the ledger says this pod spent
-/// in it before `started` (this process's start; what calls spent since is
-/// counted already). A ledger that cannot be read is logged, and the
+/// Each budget (or only those named in `only`: budgets a reload added)
+/// starts its window from what the ledger says this pod spent in it before
+/// `started` (this process's start, or the reload; what calls spent since
+/// is counted already). A ledger that cannot be read is logged, and the
 /// budgets count from nothing.
-pub async fn restore_budget_spend(observer: Arc<Observer>, started: std::time::SystemTime) {
+pub async fn restore_budget_spend(
+    observer: Arc<Observer>,
+    started: std::time::SystemTime,
+    only: Option<Vec<String>>,
+) {
     let started_ms = started
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| {
@@ -96,7 +101,11 @@ pub async fn restore_budget_spend(observer: Arc<Observer>, started: std::time::S
     if budgets.is_empty() {
         return;
     }
+    let wanted = |name: &String| only.as_ref().is_none_or(|only| only.contains(name));
     for (name, scope, window_start) in budgets.windows() {
+        if !wanted(&name) {
+            continue;
+        }
         match ledger
             .spent_between(scope, window_start.saturating_mul(1000), started_ms)
             .await

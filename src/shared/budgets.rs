@@ -5,7 +5,7 @@
 //! checked and reserved on every budget it falls under in one round trip,
 //! and settled (or, when the reservation's answer was lost, undone) under
 //! its id; a hold nobody settles (a pod killed) is released when it
-//! expires.
+//! expires. Windows are reckoned on the store's clock (`clock.rs`).
 
 use super::store::{SharedStore, Unreachable};
 use crate::config::UnavailableMode;
@@ -21,6 +21,8 @@ pub struct SharedWindow {
     pub tokens_limit: Option<u64>,
     /// Millionths of a US dollar per window (`None`: no USD limit).
     pub usd_limit_micros: Option<i64>,
+    /// When the window starts (unix seconds, the store's clock).
+    pub start: i64,
     /// When the window ends (unix seconds): the keys live a day past it.
     pub end: i64,
 }
@@ -34,6 +36,10 @@ pub enum Reserved {
     /// Refused by the window at `index`: over its tokens (`usd` false) or
     /// its dollars, of which `used` were spent or held before.
     Refused { index: usize, usd: bool, used: i64 },
+    /// Nothing done: some window does not hold the store's now (the pod's
+    /// guess of the store's clock was off, or a window just ended). Ask
+    /// again with the windows holding [`SharedStore::now`].
+    WindowsMoved,
 }
 
 /// A day past a window's end, the store forgets it.
@@ -45,6 +51,11 @@ impl SharedStore {
     /// windows can be reserved together on a cluster too.
     pub fn budget_key(&self, name: &str, start: i64) -> String {
         format!("{}:{{budgets}}:{name}:{start}", self.prefix)
+    }
+
+    /// Now on the store's clock as this pod last saw it: unix seconds.
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms().div_euclid(1000)
     }
 
     /// Refuse calls while the store is away (`on_unavailable = "closed"`).
@@ -67,18 +78,21 @@ impl SharedStore {
             expiry(windows).to_string(),
             id.to_owned(),
             hold_ms.to_string(),
+            tokens.to_string(),
+            usd_micros.to_string(),
         ];
         for window in windows {
             let tokens_limit = window
                 .tokens_limit
                 .map_or(-1, |limit| i64::try_from(limit).unwrap_or(i64::MAX));
+            args.push(window.start.to_string());
+            args.push(window.end.to_string());
             args.push(tokens_limit.to_string());
             args.push(window.usd_limit_micros.unwrap_or(-1).to_string());
         }
-        args.push(tokens.to_string());
-        args.push(usd_micros.to_string());
         let answer = self.budget("reserve", &keys(windows), &args).await?;
         match answer.first() {
+            Some(-1) => Ok(Reserved::WindowsMoved),
             Some(0) => Ok(Reserved::Held(
                 answer[1..]
                     .chunks_exact(2)
@@ -113,17 +127,48 @@ impl SharedStore {
         self.budget("settle", &keys(windows), &args).await.map(drop)
     }
 
-    /// Per window key: tokens spent, tokens held, micro-USD spent,
-    /// micro-USD held (expired holds released first).
-    pub async fn read_budgets(&self, window_keys: &[String]) -> Result<Vec<[i64; 4]>, Unreachable> {
-        let keys: Vec<String> = window_keys.iter().flat_map(|key| triple(key)).collect();
-        let answer = self
-            .budget("read", &keys, &["0".to_owned(), String::new()])
-            .await?;
-        Ok(answer
-            .chunks_exact(4)
-            .map(|four| [four[0], four[1], four[2], four[3]])
-            .collect())
+    /// Adds `tokens` and `usd_micros` that a pod spent while it counted
+    /// alone to `window`'s spend: once per `id`, however often it is sent.
+    pub async fn add_alone_spend(
+        &self,
+        window: &SharedWindow,
+        id: &str,
+        tokens: u64,
+        usd_micros: i64,
+    ) -> Result<(), Unreachable> {
+        let args = [
+            expiry(std::slice::from_ref(window)).to_string(),
+            id.to_owned(),
+            tokens.to_string(),
+            usd_micros.to_string(),
+        ];
+        self.budget("add", &triple(&window.key), &args)
+            .await
+            .map(drop)
+    }
+
+    /// Per window: tokens spent, tokens held, micro-USD spent, micro-USD
+    /// held (expired holds released first); `None` when some window does
+    /// not hold the store's now (as [`Reserved::WindowsMoved`]).
+    pub async fn read_budgets(
+        &self,
+        windows: &[SharedWindow],
+    ) -> Result<Option<Vec<[i64; 4]>>, Unreachable> {
+        let mut args = vec!["0".to_owned(), String::new()];
+        for window in windows {
+            args.push(window.start.to_string());
+            args.push(window.end.to_string());
+        }
+        let answer = self.budget("read", &keys(windows), &args).await?;
+        if answer.first() != Some(&0) {
+            return Ok(None);
+        }
+        Ok(Some(
+            answer[1..]
+                .chunks_exact(4)
+                .map(|four| [four[0], four[1], four[2], four[3]])
+                .collect(),
+        ))
     }
 }
 

@@ -41,6 +41,8 @@ pub struct SharedStore {
     timeout: Duration,
     health: Mutex<Health>,
     metrics: OnceLock<Metrics>,
+    /// The store's clock, as the budgets' script reports it.
+    pub(super) clock: super::clock::FleetClock,
 }
 
 impl std::fmt::Debug for SharedStore {
@@ -101,6 +103,7 @@ impl SharedStore {
                 delay: FIRST_PROBE_DELAY,
             }),
             metrics: OnceLock::new(),
+            clock: super::clock::FleetClock::default(),
         })
     }
 
@@ -130,25 +133,35 @@ impl SharedStore {
     }
 
     /// Runs the budgets' script (`budget.lua`): operation `op` on `keys`,
-    /// with `args` after it.
+    /// with `args` after it. The answer's first number, the store's clock,
+    /// goes to [`SharedStore::now`]; the rest is returned.
     pub(super) async fn budget(
         &self,
         op: &str,
         keys: &[String],
         args: &[String],
     ) -> Result<Vec<i64>, Unreachable> {
-        self.round_trip(|mut connection| async move {
-            let mut invocation = self.budget_script.prepare_invoke();
-            for key in keys {
-                invocation.key(key);
-            }
-            invocation.arg(op);
-            for arg in args {
-                invocation.arg(arg);
-            }
-            invocation.invoke_async(&mut connection).await
-        })
-        .await
+        let sent_ms = super::clock::local_now_ms();
+        let mut answer: Vec<i64> = self
+            .round_trip(|mut connection| async move {
+                let mut invocation = self.budget_script.prepare_invoke();
+                for key in keys {
+                    invocation.key(key);
+                }
+                invocation.arg(op);
+                for arg in args {
+                    invocation.arg(arg);
+                }
+                invocation.invoke_async(&mut connection).await
+            })
+            .await?;
+        if answer.is_empty() {
+            return Err(Unreachable);
+        }
+        self.clock
+            .observe(answer[0], sent_ms, super::clock::local_now_ms());
+        answer.remove(0);
+        Ok(answer)
     }
 
     /// Sets `key` for `ttl` (a benched API key's fingerprint).

@@ -1,0 +1,183 @@
+//! The fleet's budget windows follow the store's clock, not a pod's: a
+//! sidecar whose clock runs 26 hours ahead (the real binary under
+//! libfaketime) and one on the true clock share a private redis-server
+//! and spend one daily budget together, in the day Redis says it is.
+
+mod common;
+
+use common::process::{Sidecar, free_port};
+use common::redis::RedisServer;
+use common::{ADMIN_TOKEN, Harness, Options, UPSTREAM_KEY, request};
+use llm_sidecar::client::{chat_client, connect_uds};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+/// 100 prompt tokens and three words a call (103); each call reserves its
+/// prompt's estimate plus `max_tokens` 50 (about 52) before it is sent.
+const BUDGET: &str = "[[budgets]]\nname = \"search\"\ntag = \"team=search\"\n\
+                      window = \"day\"\ntokens = 250\n";
+
+/// How far ahead the skewed sidecar's clock runs: into the next day, and
+/// two hours further, so neither its day nor its hour is Redis's.
+const SKEW: &str = "+26h";
+
+/// Debian's libfaketime (package `faketime`), which moves the wall clock
+/// of the process it is preloaded into.
+fn libfaketime() -> PathBuf {
+    let found = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|arch| arch.path().join("faketime/libfaketime.so.1"))
+        .find(|path| path.exists());
+    found.expect("libfaketime is installed (scripts/install-test-servers installs `faketime`)")
+}
+
+fn unix_now() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
+}
+
+fn tables(redis: &RedisServer) -> String {
+    format!(
+        "[shared]\nredis_url = \"{}\"\nexpected_pods = 2\ntimeout_ms = 2000\n{BUDGET}",
+        redis.url()
+    )
+}
+
+fn search_call() -> tonic::Request<llm_sidecar::proto::v1::ChatRequest> {
+    let mut ask = request(
+        "hi",
+        json!({"prompt_tokens": 100, "reply": "one two three"}),
+    );
+    ask.max_tokens = Some(50);
+    ask.metadata.insert("team".into(), "search".into());
+    let mut ask = tonic::Request::new(ask);
+    ask.metadata_mut()
+        .insert("x-llm-max-attempts", "1".parse().unwrap());
+    ask
+}
+
+#[tokio::test]
+async fn a_pod_whose_clock_is_a_day_ahead_counts_in_the_stores_day() {
+    let redis = RedisServer::start();
+    let mut on_time = Harness::start_options(Options {
+        tables: &tables(&redis),
+        ..Options::default()
+    })
+    .await;
+
+    // The skewed pod: the real binary, its wall clock 26 hours ahead
+    // (timers run on the monotonic clock, left alone).
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("skewed.sock");
+    let admin_port = free_port();
+    let config = dir.path().join("sidecar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "default_provider = \"fake\"\n[server]\nuds = \"{socket}\"\ntcp = \"\"\nhttp = \"\"\n\
+             admin = \"127.0.0.1:{admin_port}\"\n[providers.fake]\nbase_url = \"{base}\"\n\
+             api_key_env = \"FAKE_KEY\"\n[ledger]\npath = \"{ledger}\"\n{tables}",
+            socket = socket.display(),
+            base = on_time.fake.base_url(),
+            ledger = dir.path().join("ledger.sqlite3").display(),
+            tables = tables(&redis),
+        ),
+    )
+    .unwrap();
+    let preload = libfaketime();
+    let skewed = Sidecar::serve_env(
+        &["--config", config.to_str().unwrap()],
+        Some("warn"),
+        &[
+            ("LD_PRELOAD", preload.to_str().unwrap()),
+            ("FAKETIME", SKEW),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+            ("FAKE_KEY", UPSTREAM_KEY),
+            ("LLM_SIDECAR_ADMIN_TOKEN", ADMIN_TOKEN),
+        ],
+        &socket,
+        &dir.path().join("skewed.log"),
+    );
+    skewed.wait_for_port(admin_port);
+    let mut skewed_client = chat_client(connect_uds(&socket).await.unwrap(), 1 << 20);
+
+    // The skew took: the skewed pod's ledger dates its call a day ahead.
+    // Its first call is also the one that learns Redis's clock.
+    skewed_client.complete(search_call()).await.unwrap();
+    on_time.client.complete(search_call()).await.unwrap();
+
+    // 206 of 250 spent, by the two pods together: the next call (about 52
+    // more) crosses the budget, whichever pod sends it. Counted in the
+    // skewed pod's own day, its call would pass.
+    let refused = skewed_client.complete(search_call()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("206 of its 250 tokens"),
+        "{refused:?}"
+    );
+    // Retry when Redis's day ends, not when the skewed pod's does (two
+    // hours apart).
+    let now = unix_now();
+    let redis_day_ends_in = 86_400 - now.rem_euclid(86_400);
+    let retry_after = refused
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay)
+        .expect("the refusal says when to retry")
+        .as_secs();
+    let retry_after = i64::try_from(retry_after).unwrap();
+    assert!(
+        (retry_after - redis_day_ends_in).abs() <= 5,
+        "retry after {retry_after} s; Redis's day ends in {redis_day_ends_in} s"
+    );
+    assert_eq!(
+        on_time
+            .client
+            .complete(search_call())
+            .await
+            .unwrap_err()
+            .code(),
+        Code::ResourceExhausted
+    );
+
+    // Both admin views show Redis's day, and the fleet's spend in it.
+    let day_start = now - now.rem_euclid(86_400);
+    for admin in [
+        on_time.admin_base(),
+        format!("http://127.0.0.1:{admin_port}"),
+    ] {
+        let budget = common::first_budget(&admin).await;
+        assert_eq!(budget["source"], "shared", "{budget}");
+        assert_eq!(budget["window_start"], day_start, "{budget}");
+        assert_eq!(budget["tokens_spent"], 206, "{budget}");
+    }
+
+    // The skewed pod's clock really was ahead: its own ledger dates its
+    // call over a day on (the skew is not a no-op that lets this pass).
+    let rows: serde_json::Value = common::plain_http_client()
+        .get(format!("http://127.0.0.1:{admin_port}/admin/requests"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let started_ms = rows["requests"][0]["started_at_ms"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("a row: {rows}"));
+    let ahead_s = started_ms / 1000 - now;
+    assert!(
+        (25 * 3600..27 * 3600).contains(&ahead_s),
+        "the skewed pod dates its calls {ahead_s} s ahead"
+    );
+    drop(skewed);
+}
