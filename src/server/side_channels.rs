@@ -101,6 +101,9 @@ pub async fn restore_budget_spend(
     if budgets.is_empty() {
         return;
     }
+    // Calls that ended before a reload may still wait in the writer's
+    // queue: their rows count too.
+    ledger.flush().await;
     let wanted = |name: &String| only.as_ref().is_none_or(|only| only.contains(name));
     for (name, scope, window_start) in budgets.windows() {
         if !wanted(&name) {
