@@ -87,7 +87,19 @@ pub enum Error {
     },
     /// The shared limits store is unreachable and `[shared] on_unavailable`
     /// is `"closed"`: the provider's fleet-wide limits cannot be checked,
-    /// so it is not called.
+    /// so it is not called. `retry_after` is how long until the store is
+    /// tried again (at least 1 s): the refusal's Retry-After.
+    #[error(
+        "the shared limits store (Redis, [shared] redis_url) is unreachable and \
+         on_unavailable = \"closed\": provider `{provider}` is not called until it answers"
+    )]
+    SharedStoreRefused {
+        provider: String,
+        retry_after: Duration,
+    },
+    /// [`Error::SharedStoreRefused`] as a budget check decides it, before
+    /// the pipeline knows when the store is tried again: it becomes that
+    /// error (`SharedStore::refusal`) before it leaves the pipeline.
     #[error(
         "the shared limits store (Redis, [shared] redis_url) is unreachable and \
          on_unavailable = \"closed\": provider `{provider}` is not called until it answers"
@@ -287,9 +299,9 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Upstream(upstream) => upstream.retry_after,
-            Error::Overloaded { retry_after, .. } | Error::CircuitOpen { retry_after, .. } => {
-                Some(*retry_after)
-            }
+            Error::Overloaded { retry_after, .. }
+            | Error::CircuitOpen { retry_after, .. }
+            | Error::SharedStoreRefused { retry_after, .. } => Some(*retry_after),
             // The window's reset; none for a refusal no wait can help.
             Error::BudgetExceeded(refusal) => {
                 (!refusal.retry_after.is_zero()).then_some(refusal.retry_after)
@@ -308,6 +320,7 @@ impl Error {
             | Error::Overloaded { provider, .. }
             | Error::CircuitOpen { provider, .. }
             | Error::SharedStoreUnavailable { provider }
+            | Error::SharedStoreRefused { provider, .. }
             | Error::ResponseTooLarge { provider, .. } => Some(provider),
             Error::Upstream(upstream) => Some(&upstream.provider),
             _ => None,

@@ -453,7 +453,13 @@ impl Pipeline {
                 check
                     .budgets
                     .reserve_shared(store, subject, charge, hold_for)
-                    .await?
+                    .await
+                    .map_err(|error| match error {
+                        // Refused while the store is away: told when to
+                        // come back, as a fleet-rate refusal is.
+                        Error::SharedStoreUnavailable { provider } => store.refusal(&provider),
+                        other => other,
+                    })?
             }
             None => check
                 .budgets

@@ -90,7 +90,7 @@ pub fn classify(error: &Error) -> Class {
         }
         // Refused by the operator's choice (`on_unavailable = "closed"`)
         // until the store answers again; nothing was sent upstream.
-        Error::SharedStoreUnavailable { .. } => {
+        Error::SharedStoreUnavailable { .. } | Error::SharedStoreRefused { .. } => {
             class(Code::Unavailable, 503, false, "SHARED_STORE_UNAVAILABLE")
         }
         Error::ShuttingDown => class(Code::Unavailable, 503, true, "SIDECAR_SHUTTING_DOWN"),

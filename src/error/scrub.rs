@@ -58,7 +58,11 @@ impl Error {
                 kind: _,
                 after: _,
             }
-            | Error::SharedStoreUnavailable { provider } => s(provider),
+            | Error::SharedStoreUnavailable { provider }
+            | Error::SharedStoreRefused {
+                provider,
+                retry_after: _,
+            } => s(provider),
             Error::ResponseTooLarge {
                 provider,
                 limit: _,

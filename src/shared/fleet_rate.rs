@@ -91,7 +91,7 @@ impl FleetRate {
     /// [`Error::Overloaded`] (`SharedRate`, with the wait as RetryInfo)
     /// when the quota does not come in time; with the store unreachable,
     /// the local share's own [`Error::Overloaded`], or
-    /// [`Error::SharedStoreUnavailable`] under `on_unavailable = "closed"`.
+    /// [`Error::SharedStoreRefused`] under `on_unavailable = "closed"`.
     pub async fn admit(
         &self,
         tokens: u32,
@@ -182,9 +182,7 @@ impl FleetRate {
         self.store.count_fallback(&self.provider);
         match self.store.on_unavailable {
             UnavailableMode::Local => local.admit(&self.provider, tokens, call_end).await,
-            UnavailableMode::Closed => Err(Error::SharedStoreUnavailable {
-                provider: self.provider.to_string(),
-            }),
+            UnavailableMode::Closed => Err(self.store.refusal(&self.provider)),
         }
     }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod corpus;
+pub mod logs;
 pub mod postgres;
 pub mod process;
 pub mod redis;
