@@ -295,6 +295,39 @@ async fn with_redis_away_calls_go_on_under_the_local_share_and_the_shared_limit_
 }
 
 #[tokio::test]
+async fn a_closed_refusal_says_when_the_store_is_tried_again_on_both_edges() {
+    let mut redis = RedisServer::start();
+    let mut closed = sidecar(
+        &redis,
+        "requests_per_minute = 20",
+        "expected_pods = 4\non_unavailable = \"closed\"",
+    )
+    .await;
+    call(&mut closed).await.unwrap();
+    redis.stop();
+    // The first refusal finds the store away; later ones are refused
+    // between probes, whose wait grows to 2 s.
+    for _ in 0..5 {
+        let refused = call(&mut closed).await.expect_err("closed refuses");
+        common::store_refusal::assert_grpc(&refused);
+        let response = common::http_client()
+            .post(format!("{}/chat/completions", closed.http_base()))
+            .json(&json!({
+                "model": "fake-model",
+                "messages": [{"role": "user", "content": "hi"}],
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 503);
+        common::store_refusal::assert_http(response).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(closed.fake.requests().len(), 1, "none sent upstream");
+    closed.stop().await;
+}
+
+#[tokio::test]
 async fn a_key_benched_by_one_sidecar_is_skipped_by_the_other() {
     let redis = RedisServer::start();
     let keys = "api_keys = [{ env = \"FAKE_KEY_2\" }]\nkey_cooldown_ms = 60000";

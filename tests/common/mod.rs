@@ -8,6 +8,7 @@ pub mod logs;
 pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod store_refusal;
 pub mod tls;
 pub mod wire_json;
 
