@@ -353,9 +353,7 @@ impl Budgets {
                     );
                     store.count_fallback(subject.provider);
                     if store.fails_closed() {
-                        return Err(Error::SharedStoreUnavailable {
-                            provider: subject.provider.to_owned(),
-                        });
+                        return Err(store.refusal(subject.provider));
                     }
                     let (mut reservation, remaining) = self
                         .reserve(subject, charge)

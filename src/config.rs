@@ -22,7 +22,7 @@ pub use observability::{
     LedgerSettings, LogFormat, LoggingSettings, PriceSettings, TelemetrySettings,
 };
 pub use resume::{DEFAULT_RESUME_MAX_BYTES, PrefillStyle};
-pub use shared::{SharedConfig, SharedUrl, UnavailableMode};
+pub use shared::{SharedConfig, SharedTls, SharedUrl, UnavailableMode};
 pub use tls::{ClientIdentity, TlsConfig, TlsOverrides};
 pub use validate::{from_toml, from_toml_in};
 

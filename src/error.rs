@@ -87,12 +87,16 @@ pub enum Error {
     },
     /// The shared limits store is unreachable and `[shared] on_unavailable`
     /// is `"closed"`: the provider's fleet-wide limits cannot be checked,
-    /// so it is not called.
+    /// so it is not called. `retry_after` is how long until the store is
+    /// tried again (at least 1 s): the refusal's Retry-After.
     #[error(
         "the shared limits store (Redis, [shared] redis_url) is unreachable and \
          on_unavailable = \"closed\": provider `{provider}` is not called until it answers"
     )]
-    SharedStoreUnavailable { provider: String },
+    SharedStoreUnavailable {
+        provider: String,
+        retry_after: Duration,
+    },
     /// The sidecar is stopping and its grace period for calls in flight is
     /// over; the caller may try again (on the restarted sidecar).
     #[error("the sidecar is shutting down; try again")]
@@ -287,9 +291,9 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Upstream(upstream) => upstream.retry_after,
-            Error::Overloaded { retry_after, .. } | Error::CircuitOpen { retry_after, .. } => {
-                Some(*retry_after)
-            }
+            Error::Overloaded { retry_after, .. }
+            | Error::CircuitOpen { retry_after, .. }
+            | Error::SharedStoreUnavailable { retry_after, .. } => Some(*retry_after),
             // The window's reset; none for a refusal no wait can help.
             Error::BudgetExceeded(refusal) => {
                 (!refusal.retry_after.is_zero()).then_some(refusal.retry_after)
@@ -307,7 +311,7 @@ impl Error {
             | Error::Timeout { provider, .. }
             | Error::Overloaded { provider, .. }
             | Error::CircuitOpen { provider, .. }
-            | Error::SharedStoreUnavailable { provider }
+            | Error::SharedStoreUnavailable { provider, .. }
             | Error::ResponseTooLarge { provider, .. } => Some(provider),
             Error::Upstream(upstream) => Some(&upstream.provider),
             _ => None,

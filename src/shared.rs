@@ -19,12 +19,15 @@
 //!   windows reckoned on Redis's time.
 //! - `url.rs`: the URL from the config, a file or a variable; the scrubber
 //!   of its password.
+//! - `tls.rs`: a `rediss://` store's CA file and client certificate, read
+//!   and checked.
 
 mod budgets;
 mod clock;
 mod fleet_rate;
 mod lease;
 mod store;
+mod tls;
 mod url;
 
 pub use budgets::{Reserved, SharedWindow};
@@ -41,7 +44,9 @@ impl SharedStore {
     /// `None` without the table.
     ///
     /// # Errors
-    /// A URL that cannot be read or parsed, naming the key (never the URL).
+    /// A URL that cannot be read or parsed, or TLS files that cannot be
+    /// read or used (or are given with a `redis://` URL), naming the key
+    /// (never the URL).
     pub fn for_config(
         config: &Config,
         env: Env<'_>,
@@ -50,8 +55,19 @@ impl SharedStore {
             return Ok(None);
         };
         let url = url::load(shared, env, &config.source)?;
+        if shared.tls.is_set() && !url.starts_with("rediss://") {
+            return Err(ConfigError {
+                file: config.source.clone(),
+                key: "shared".to_owned(),
+                message: "`ca_file` or a client certificate is given, but the URL is redis:// \
+                          (no TLS): use rediss://"
+                    .to_owned(),
+            });
+        }
+        let certificates = tls::certificates(&shared.tls, &config.source)?;
         SharedStore::new(
             &url,
+            certificates,
             shared.prefix.clone(),
             shared.expected_pods,
             shared.on_unavailable,

@@ -160,6 +160,19 @@ async fn with_the_store_away_each_sidecar_counts_alone_or_refuses() {
         status.message().contains("shared limits store"),
         "{status:?}"
     );
+    common::store_refusal::assert_grpc(&status);
+    let refused = common::http_client()
+        .post(format!("{}/chat/completions", closed.http_base()))
+        .json(&json!({
+            "model": "fake-model", "max_tokens": 50,
+            "messages": [{"role": "user", "content": "hi"}],
+            "metadata": {"team": "search"},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    common::store_refusal::assert_http(refused).await;
     assert!(closed.fake.requests().is_empty());
 
     // Back: the fleet's count (103) decides again.

@@ -3,11 +3,10 @@
 
 mod common;
 
+use common::logs;
 use common::redis::RedisServer;
 use common::{Harness, Options, request};
 use serde_json::json;
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -40,38 +39,6 @@ fn reason(status: &tonic::Status) -> String {
         .get_details_error_info()
         .map(|info| info.reason)
         .unwrap_or_default()
-}
-
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogBuffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The process's log lines from here on (each test runs in its own process
-/// under nextest).
-fn logs() -> &'static LogBuffer {
-    static LOGS: OnceLock<LogBuffer> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = LogBuffer::default();
-        let writer = buffer.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("info")
-            .with_writer(move || writer.clone())
-            .try_init();
-        buffer
-    })
-}
-
-fn log_text() -> String {
-    String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned()
 }
 
 async fn metrics_text(harness: &Harness) -> String {
@@ -256,7 +223,7 @@ async fn the_local_lease_over_admits_at_most_a_tenth_of_the_limit() {
 
 #[tokio::test]
 async fn with_redis_away_calls_go_on_under_the_local_share_and_the_shared_limit_comes_back() {
-    let _ = logs();
+    logs::capture();
     let mut redis = RedisServer::start();
     // 20 / min over 4 pods: a local share of 5; no lease.
     let provider = "requests_per_minute = 20\nmax_queue_wait_ms = 10";
@@ -302,7 +269,7 @@ async fn with_redis_away_calls_go_on_under_the_local_share_and_the_shared_limit_
     );
     let outage_lines = |text: &str| text.matches("store (Redis) is unreachable").count();
     // Once per sidecar (two of them), not once per call.
-    assert_eq!(outage_lines(&log_text()), 2, "{}", log_text());
+    assert_eq!(outage_lines(&logs::text()), 2, "{}", logs::text());
 
     redis.restart();
     // The store is probed again within 2 s; then the fleet's limit (20,
@@ -321,9 +288,42 @@ async fn with_redis_away_calls_go_on_under_the_local_share_and_the_shared_limit_
         }
     }
     assert!(shared_passes >= 19, "{shared_passes}");
-    assert!(log_text().contains("reachable again"), "{}", log_text());
-    assert_eq!(outage_lines(&log_text()), 2, "{}", log_text());
+    assert!(logs::text().contains("reachable again"), "{}", logs::text());
+    assert_eq!(outage_lines(&logs::text()), 2, "{}", logs::text());
     local.stop().await;
+    closed.stop().await;
+}
+
+#[tokio::test]
+async fn a_closed_refusal_says_when_the_store_is_tried_again_on_both_edges() {
+    let mut redis = RedisServer::start();
+    let mut closed = sidecar(
+        &redis,
+        "requests_per_minute = 20",
+        "expected_pods = 4\non_unavailable = \"closed\"",
+    )
+    .await;
+    call(&mut closed).await.unwrap();
+    redis.stop();
+    // The first refusal finds the store away; later ones are refused
+    // between probes, whose wait grows to 2 s.
+    for _ in 0..5 {
+        let refused = call(&mut closed).await.expect_err("closed refuses");
+        common::store_refusal::assert_grpc(&refused);
+        let response = common::http_client()
+            .post(format!("{}/chat/completions", closed.http_base()))
+            .json(&json!({
+                "model": "fake-model",
+                "messages": [{"role": "user", "content": "hi"}],
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 503);
+        common::store_refusal::assert_http(response).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(closed.fake.requests().len(), 1, "none sent upstream");
     closed.stop().await;
 }
 
@@ -368,7 +368,7 @@ async fn a_key_benched_by_one_sidecar_is_skipped_by_the_other() {
 
 #[tokio::test]
 async fn the_redis_password_never_appears_in_logs_or_errors() {
-    let _ = logs();
+    logs::capture();
     let password = "fleet-secret-password-0123456789";
     let mut redis = RedisServer::start_with_password(Some(password));
     // The right password, from the environment (as from a Secret).
@@ -420,7 +420,7 @@ async fn the_redis_password_never_appears_in_logs_or_errors() {
     assert!(unusable.contains("shared"), "{unusable}");
     let everything = format!(
         "{status:?}\n{config:?}\n{unusable}\n{}\n{}",
-        log_text(),
+        logs::text(),
         metrics_text(&good).await
     );
     assert!(everything.contains("unreachable"), "{everything}");

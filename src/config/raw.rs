@@ -419,4 +419,11 @@ pub struct RawShared {
     pub on_unavailable: Option<String>,
     /// The longest one round trip may take (default 50 ms).
     pub timeout_ms: Option<u64>,
+    /// PEM file of the CA certificates a `rediss://` server is checked
+    /// against, instead of the system's store.
+    pub ca_file: Option<String>,
+    /// PEM client certificate (then intermediates), for mutual TLS.
+    pub client_cert_file: Option<String>,
+    /// PEM private key of `client_cert_file`.
+    pub client_key_file: Option<String>,
 }

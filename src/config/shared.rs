@@ -2,7 +2,8 @@
 //! protocol) that makes provider rate limits and key cooldowns hold across
 //! every sidecar that shares it. Without the table nothing of it exists.
 
-use super::KeySource;
+use super::{ClientIdentity, KeySource};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The validated `[shared]` table.
@@ -22,6 +23,39 @@ pub struct SharedConfig {
     /// The longest one round trip to the store may take before the call
     /// goes on as if the store were unreachable (default 50 ms).
     pub timeout: Duration,
+    /// TLS of a `rediss://` store beyond the defaults (the system's trust
+    /// store, no client certificate). Paths only: the files are read when
+    /// the store is built.
+    pub tls: SharedTls,
+}
+
+/// `ca_file`, `client_cert_file` and `client_key_file` of `[shared]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SharedTls {
+    /// The CA certificates (one PEM file, one or more certificates) the
+    /// server's certificate must chain to. They replace the system's
+    /// store, as `redis-cli --cacert` and libpq's `sslrootcert` do: a
+    /// private CA is then the only one trusted for the store.
+    pub ca_file: Option<PathBuf>,
+    /// The certificate shown to a server that asks for one (mutual TLS,
+    /// `tls-auth-clients yes`).
+    pub client_identity: Option<ClientIdentity>,
+}
+
+impl SharedTls {
+    /// Whether anything is set (then the URL must be `rediss://`).
+    pub fn is_set(&self) -> bool {
+        *self != SharedTls::default()
+    }
+
+    /// Every file named, for the reload watch.
+    pub fn files(&self) -> impl Iterator<Item = &std::path::Path> {
+        self.ca_file.iter().map(PathBuf::as_path).chain(
+            self.client_identity
+                .iter()
+                .flat_map(|identity| [identity.cert_file.as_path(), identity.key_file.as_path()]),
+        )
+    }
 }
 
 /// Where the store's URL is written. `Debug` never shows an inline URL

@@ -99,6 +99,9 @@ impl super::Config {
         for provider in &self.providers {
             files.extend(provider.tls.files().map(Path::to_path_buf));
         }
+        if let Some(shared) = &self.shared {
+            files.extend(shared.tls.files().map(Path::to_path_buf));
+        }
         files
     }
 }

@@ -58,7 +58,10 @@ impl Error {
                 kind: _,
                 after: _,
             }
-            | Error::SharedStoreUnavailable { provider } => s(provider),
+            | Error::SharedStoreUnavailable {
+                provider,
+                retry_after: _,
+            } => s(provider),
             Error::ResponseTooLarge {
                 provider,
                 limit: _,

@@ -17,6 +17,8 @@
 //!
 //! - `target`: the URL, its password kept out of every text, connecting
 //!   with TLS.
+//! - `tls`: libpq's TLS keys tokio-postgres does not know (`verify-ca`,
+//!   `verify-full`, `sslrootcert`, `sslcert`, `sslkey`), their files read.
 //! - `schema`: the tables in PostgreSQL and their migrations.
 //! - `spool`: the file's watermark, its random id, the rows to send.
 //! - `forwarder`: the thread: batches, backoff, the spool's bound, drain.
@@ -28,6 +30,7 @@ mod rows;
 mod schema;
 mod spool;
 mod target;
+mod tls;
 
 pub use schema::{MIGRATIONS, REQUESTS_TABLE, SCHEMA_VERSION, migrate, migrate_to};
 pub use target::FleetTarget;

@@ -182,9 +182,7 @@ impl FleetRate {
         self.store.count_fallback(&self.provider);
         match self.store.on_unavailable {
             UnavailableMode::Local => local.admit(&self.provider, tokens, call_end).await,
-            UnavailableMode::Closed => Err(Error::SharedStoreUnavailable {
-                provider: self.provider.to_string(),
-            }),
+            UnavailableMode::Closed => Err(self.store.refusal(&self.provider)),
         }
     }
 }

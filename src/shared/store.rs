@@ -10,6 +10,7 @@
 //! 100 ms to 2 s), so a dead store costs a call no more than one timeout.
 
 use crate::config::UnavailableMode;
+use crate::error::Error;
 use crate::secret::Scrubber;
 use crate::telemetry::Metrics;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -21,6 +22,9 @@ use tokio::time::Instant;
 const FIRST_PROBE_DELAY: Duration = Duration::from_millis(100);
 /// …doubled per failure up to this.
 const MAX_PROBE_DELAY: Duration = Duration::from_secs(2);
+/// The shortest Retry-After of a refusal while the store is away: HTTP's
+/// `Retry-After` counts whole seconds.
+const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// The store of the fleet-wide limits; see the module doc.
 pub struct SharedStore {
@@ -71,17 +75,23 @@ struct Health {
 pub struct Unreachable;
 
 impl SharedStore {
-    /// A store at `url` (not connected until the first round trip).
+    /// A store at `url` (not connected until the first round trip), with
+    /// `certificates` for a `rediss://` one beyond the system's store.
     /// Errors name the problem, never the URL.
     pub(super) fn new(
         url: &str,
+        certificates: Option<redis::TlsCertificates>,
         prefix: String,
         expected_pods: u32,
         on_unavailable: UnavailableMode,
         timeout: Duration,
     ) -> Result<SharedStore, String> {
         let scrubber = super::url::scrubber_for(url);
-        let client = redis::Client::open(url).map_err(|error| {
+        let client = match certificates {
+            None => redis::Client::open(url),
+            Some(certificates) => redis::Client::build_with_tls(url, certificates),
+        }
+        .map_err(|error| {
             format!(
                 "the shared store's URL is not a Redis URL: {}",
                 scrubber.scrub(&error.to_string())
@@ -286,6 +296,24 @@ impl SharedStore {
         }
         health.next_probe = now + health.delay;
         health.delay = (health.delay * 2).min(MAX_PROBE_DELAY);
+    }
+
+    /// The refusal of a call to `provider` while the store is away under
+    /// `on_unavailable = "closed"`: its Retry-After is when the store is
+    /// next tried, at least 1 s (a caller told to come back sooner would
+    /// find it still untried).
+    pub(crate) fn refusal(&self, provider: &str) -> Error {
+        let next_probe = self
+            .health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .next_probe;
+        Error::SharedStoreUnavailable {
+            provider: provider.to_owned(),
+            retry_after: next_probe
+                .saturating_duration_since(Instant::now())
+                .max(MIN_RETRY_AFTER),
+        }
     }
 
     /// Counts one call decided without the store (`local` or `closed`).

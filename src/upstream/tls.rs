@@ -164,7 +164,10 @@ fn read_ca_files(
 }
 
 /// The certificates of one PEM file; `what` says what it should hold.
-fn read_certificates(file: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn read_certificates(
+    file: &Path,
+    what: &str,
+) -> Result<Vec<CertificateDer<'static>>, String> {
     let bytes = read(file, what)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
@@ -187,7 +190,7 @@ fn read_certificates(file: &Path, what: &str) -> Result<Vec<CertificateDer<'stat
 
 /// The PEM parser's complaint in words (its own prints markers as bytes).
 /// Never the file's contents: a key file's lines are secret.
-fn pem_problem(error: &pem::Error) -> String {
+pub(crate) fn pem_problem(error: &pem::Error) -> String {
     match error {
         pem::Error::MissingSectionEnd { end_marker } => format!(
             "a `{}` block has no END line",
@@ -199,7 +202,8 @@ fn pem_problem(error: &pem::Error) -> String {
     }
 }
 
-fn read(file: &Path, what: &str) -> Result<Vec<u8>, String> {
+/// The bytes of `file`; the error names it and what it should hold.
+pub(crate) fn read(file: &Path, what: &str) -> Result<Vec<u8>, String> {
     std::fs::read(file).map_err(|problem| {
         format!(
             "`{}` cannot be read ({problem}); expected a PEM file of {what}",

@@ -4,9 +4,11 @@
 #![allow(dead_code)]
 
 pub mod corpus;
+pub mod logs;
 pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod store_refusal;
 pub mod tls;
 pub mod wire_json;
 

@@ -3,8 +3,10 @@
 //! that directory, `fsync` off. Tests share one cluster per process
 //! ([`shared`]) and each takes a database of its own
 //! ([`PgCluster::database`]). As root (CI) the server runs as the
-//! `postgres` user, which `initdb` and `postgres` require.
+//! `postgres` user, which `initdb` and `postgres` require. A cluster of
+//! its own may speak TLS ([`PgCluster::start_tls`]).
 
+use super::tls::{Authority, Issued};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -12,12 +14,17 @@ use std::sync::{Arc, Mutex, Weak};
 
 /// A role that must log in with a password (scram-sha-256 on TCP).
 pub const PASSWORD_USER: &str = "ledger_writer";
+/// With TLS: a role that logs in with a client certificate of that name
+/// (`cert` authentication), over TLS only.
+pub const CERT_USER: &str = "ledger_cert";
 
 pub struct PgCluster {
     dir: tempfile::TempDir,
     bin: PathBuf,
     /// Run the server's programs as `postgres` (the tests run as root).
     as_postgres: bool,
+    /// `ssl = on`, with the files written into the data directory.
+    tls: bool,
     pub port: u16,
 }
 
@@ -79,6 +86,16 @@ fn id_of(flag: &str) -> u32 {
 
 impl PgCluster {
     pub fn start() -> PgCluster {
+        PgCluster::start_with(None)
+    }
+
+    /// A cluster that also speaks TLS (`ssl = on`) with `server` as its
+    /// certificate, and checks client certificates against `client_ca`.
+    pub fn start_tls(server: &Issued, client_ca: &Authority) -> PgCluster {
+        PgCluster::start_with(Some((server, client_ca)))
+    }
+
+    fn start_with(tls: Option<(&Issued, &Authority)>) -> PgCluster {
         let bin = bin_dir();
         let as_postgres = rustix::process::getuid().is_root();
         let dir = tempfile::Builder::new().prefix("pg-").tempdir().unwrap();
@@ -89,6 +106,7 @@ impl PgCluster {
             dir,
             bin,
             as_postgres,
+            tls: tls.is_some(),
             port: free_port(),
         };
         let data = cluster.data();
@@ -110,16 +128,31 @@ impl PgCluster {
             data.join("pg_hba.conf"),
             format!(
                 "local all all trust\n\
+                 hostssl all {CERT_USER} 127.0.0.1/32 cert\n\
+                 host all {CERT_USER} 127.0.0.1/32 reject\n\
                  host all {PASSWORD_USER} 127.0.0.1/32 scram-sha-256\n\
                  host all all 127.0.0.1/32 trust\n"
             ),
         )
         .unwrap();
+        if let Some((server, client_ca)) = tls {
+            let (cert, key) = server.write(&data, "server");
+            client_ca.write(&data, "root.crt");
+            if as_postgres {
+                for file in [&cert, &key, &data.join("root.crt")] {
+                    std::os::unix::fs::chown(file, Some(id_of("-u")), Some(id_of("-g"))).unwrap();
+                }
+            }
+            // The server refuses a key others may read.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         cluster.resume();
         cluster.psql(&format!(
             "CREATE ROLE {PASSWORD_USER} LOGIN SUPERUSER PASSWORD 'pw-{port}-s3cr3t'",
             port = cluster.port
         ));
+        cluster.psql(&format!("CREATE ROLE {CERT_USER} LOGIN SUPERUSER"));
         cluster
     }
 
@@ -163,12 +196,18 @@ impl PgCluster {
     /// Starts the server (again, after [`pause`](Self::pause)) on the same
     /// port and data, and waits until it accepts connections.
     pub fn resume(&self) {
-        let options = format!(
+        let mut options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off \
              -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
             self.port,
             self.dir.path().display()
         );
+        if self.tls {
+            options.push_str(
+                " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key \
+                 -c ssl_ca_file=root.crt",
+            );
+        }
         let data = self.data();
         let log = self.dir.path().join("server.log");
         self.run(

@@ -3,9 +3,10 @@
 use super::Checker;
 use crate::config::raw::RawShared;
 use crate::config::shared::{
-    DEFAULT_SHARED_PREFIX, DEFAULT_SHARED_TIMEOUT, SharedConfig, SharedUrl, UnavailableMode,
+    DEFAULT_SHARED_PREFIX, DEFAULT_SHARED_TIMEOUT, SharedConfig, SharedTls, SharedUrl,
+    UnavailableMode,
 };
-use crate::config::{ConfigError, KeySource};
+use crate::config::{ClientIdentity, ConfigError, KeySource};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ impl Checker<'_> {
                 "give exactly one of `redis_url`, `redis_url_env` or `redis_url_file`",
             ));
         }
+        let tls = self.shared_tls(raw.ca_file, raw.client_cert_file, raw.client_key_file)?;
         let url = match (raw.redis_url, raw.redis_url_env, raw.redis_url_file) {
             (Some(url), _, _) => {
                 // The message never repeats the URL: it may hold a password.
@@ -35,6 +37,13 @@ impl Checker<'_> {
                     return Err(self.error(
                         "shared.redis_url",
                         "must start with redis:// (or rediss:// for TLS)",
+                    ));
+                }
+                if tls.is_set() && !url.starts_with("rediss://") {
+                    return Err(self.error(
+                        "shared.redis_url",
+                        "must start with rediss:// when `ca_file` or a client certificate \
+                         is given (redis:// would connect without TLS)",
                     ));
                 }
                 SharedUrl::Inline(url)
@@ -89,7 +98,52 @@ impl Checker<'_> {
             expected_pods,
             on_unavailable,
             timeout,
+            tls,
         }))
+    }
+
+    /// `ca_file` and the client certificate: paths, not empty, the
+    /// certificate and its key together. The files are read when the store
+    /// is built.
+    fn shared_tls(
+        &self,
+        ca_file: Option<String>,
+        client_cert_file: Option<String>,
+        client_key_file: Option<String>,
+    ) -> Result<SharedTls, ConfigError> {
+        let path = |key: &str, text: String| {
+            if text.trim().is_empty() {
+                Err(self.error(key, "must be a path to a PEM file, not empty"))
+            } else {
+                Ok(PathBuf::from(text))
+            }
+        };
+        let ca_file = ca_file
+            .map(|file| path("shared.ca_file", file))
+            .transpose()?;
+        let client_identity = match (client_cert_file, client_key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(ClientIdentity {
+                cert_file: path("shared.client_cert_file", cert)?,
+                key_file: path("shared.client_key_file", key)?,
+            }),
+            (Some(_), None) => {
+                return Err(self.error(
+                    "shared.client_key_file",
+                    "is required with client_cert_file: the PEM private key of that certificate",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(self.error(
+                    "shared.client_cert_file",
+                    "is required with client_key_file: the PEM certificate of that key",
+                ));
+            }
+        };
+        Ok(SharedTls {
+            ca_file,
+            client_identity,
+        })
     }
 }
 
@@ -116,6 +170,23 @@ mod tests {
         assert_eq!(config.timeout, Duration::from_millis(50));
         assert_eq!(config.on_unavailable, UnavailableMode::Local);
         assert!(matches!(config.url, SharedUrl::Loaded(_)));
+        assert!(!config.tls.is_set());
+    }
+
+    #[test]
+    fn tls_files_are_kept_as_paths() {
+        let config = shared(
+            "redis_url = \"rediss://h:6380\"\nexpected_pods = 1\nca_file = \"/ca.pem\"\n\
+             client_cert_file = \"/c.pem\"\nclient_key_file = \"/k.pem\"",
+        )
+        .unwrap()
+        .unwrap();
+        let files: Vec<_> = config
+            .tls
+            .files()
+            .map(|path| path.display().to_string())
+            .collect();
+        assert_eq!(files, ["/ca.pem", "/c.pem", "/k.pem"]);
     }
 
     #[test]
@@ -147,6 +218,23 @@ mod tests {
             (
                 "redis_url = \"redis://h\"\nexpected_pods = 1\nprefix = \"a{b}\"",
                 "`shared.prefix`",
+            ),
+            (
+                "redis_url = \"redis://:redis-password-0123456789@h\"\nexpected_pods = 1\n\
+                 ca_file = \"/ca.pem\"",
+                "`shared.redis_url`",
+            ),
+            (
+                "redis_url = \"rediss://h\"\nexpected_pods = 1\nca_file = \" \"",
+                "`shared.ca_file`",
+            ),
+            (
+                "redis_url = \"rediss://h\"\nexpected_pods = 1\nclient_cert_file = \"/c.pem\"",
+                "`shared.client_key_file`",
+            ),
+            (
+                "redis_url = \"rediss://h\"\nexpected_pods = 1\nclient_key_file = \"/k.pem\"",
+                "`shared.client_cert_file`",
             ),
         ] {
             let error = shared(table).expect_err(table);

@@ -2,9 +2,10 @@
 //! environment variable or a file (a Kubernetes Secret), parsed once, shown
 //! without its password, and connected to with TLS as its `sslmode` asks.
 //! Every text that leaves this module (errors, log lines) is scrubbed of
-//! the password, in its raw and its percent-decoded spelling.
+//! the password, in its raw and its percent-decoded spelling. libpq's TLS
+//! keys tokio-postgres does not know are read in `tls.rs`.
 
-use rustls::RootCertStore;
+use super::tls::{self, LoadedTls};
 use rustls_pki_types::CertificateDer;
 use std::fmt;
 use std::str::FromStr;
@@ -21,29 +22,38 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_TIMEOUT: &str = "30s";
 
 /// A parsed PostgreSQL URL (or `key=value` connection string) and the
-/// TLS roots to check its server with. Its `Debug` and [`shown`](Self::shown)
-/// never include the password.
+/// TLS it asks for. Its `Debug` and [`shown`](Self::shown) never include
+/// the password.
 #[derive(Clone)]
 pub struct FleetTarget {
     config: tokio_postgres::Config,
     shown: String,
     secrets: Arc<Vec<String>>,
-    roots: Arc<RootCertStore>,
+    /// `sslrootcert`, `sslcert`, `sslkey`, `verify-ca`, read and checked.
+    tls: LoadedTls,
+    /// The `SSL_CERT_FILE` / `SSL_CERT_DIR` certificates, trusted with the
+    /// public roots unless `sslrootcert` names the CAs.
+    extra_roots: Arc<Vec<CertificateDer<'static>>>,
 }
 
 impl FleetTarget {
     /// Parses `url` (`postgres://user:password@host:port/db?sslmode=require`
-    /// or `host=... user=...`). Server certificates are checked against the
-    /// compiled-in public roots plus `extra_roots` (the `SSL_CERT_FILE` /
-    /// `SSL_CERT_DIR` certificates). The error says what is wrong without
-    /// repeating the URL or its password.
+    /// or `host=... user=...`), with libpq's TLS keys (`sslmode` up to
+    /// `verify-full`, `sslrootcert`, `sslcert`, `sslkey`: see `tls.rs`),
+    /// reading the files they name. Server certificates are checked against
+    /// `sslrootcert`'s CAs, else the compiled-in public roots plus
+    /// `extra_roots` (the `SSL_CERT_FILE` / `SSL_CERT_DIR` certificates).
+    /// The error says what is wrong without repeating the URL or its
+    /// password.
     pub fn parse(
         url: &str,
         extra_roots: Vec<CertificateDer<'static>>,
     ) -> Result<FleetTarget, String> {
         let secrets = Arc::new(password_spellings(url));
         let scrub = |text: &str| scrub_with(&secrets, text);
-        let mut config = tokio_postgres::Config::from_str(url.trim()).map_err(|error| {
+        let (url, keys) = tls::split(url.trim()).map_err(|error| scrub(&error))?;
+        let tls = LoadedTls::load(keys).map_err(|error| scrub(&error))?;
+        let mut config = tokio_postgres::Config::from_str(&url).map_err(|error| {
             scrub(&format!(
                 "is not a PostgreSQL URL (postgres://user:password@host:port/database) or \
                  connection string: {error}"
@@ -72,19 +82,16 @@ impl FleetTarget {
             config,
             shown,
             secrets: Arc::new(secrets),
-            roots: Arc::new(RootCertStore::empty()),
-        }
-        .with_roots(extra_roots))
+            tls,
+            extra_roots: Arc::new(extra_roots),
+        })
     }
 
     /// The same target, its server checked against the public roots plus
-    /// `extra_roots` (the `SSL_CERT_FILE` / `SSL_CERT_DIR` certificates).
+    /// `extra_roots` (the `SSL_CERT_FILE` / `SSL_CERT_DIR` certificates)
+    /// unless the URL's `sslrootcert` names the CAs.
     pub fn with_roots(mut self, extra_roots: Vec<CertificateDer<'static>>) -> FleetTarget {
-        let mut roots = RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        // A certificate rustls cannot use is skipped, as system stores are read.
-        let _ = roots.add_parsable_certificates(extra_roots);
-        self.roots = Arc::new(roots);
+        self.extra_roots = Arc::new(extra_roots);
         self
     }
 
@@ -100,17 +107,12 @@ impl FleetTarget {
 
     /// Opens one connection, its I/O driven by a task on the current
     /// runtime (it ends when the returned client is dropped). TLS is used
-    /// as the URL's `sslmode` says (`disable`, `prefer` — the default — or
-    /// `require`); a server certificate is always checked against the
-    /// roots. The error is scrubbed of the password.
+    /// as the URL's `sslmode` says (`disable`, `prefer` — the default —
+    /// `require`, `verify-ca`, `verify-full`); a server certificate is
+    /// always checked (its name too, but with `verify-ca`). The error is
+    /// scrubbed of the password.
     pub async fn connect(&self) -> Result<Client, String> {
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|error| format!("TLS setup: {error}"))?
-        .with_root_certificates(Arc::clone(&self.roots))
-        .with_no_client_auth();
+        let tls = self.tls.client_config(&self.extra_roots)?;
         let (client, connection) = self
             .config
             .connect(MakeRustlsConnect::new(tls))
@@ -162,7 +164,7 @@ impl fmt::Debug for FleetTarget {
 
 impl PartialEq for FleetTarget {
     fn eq(&self, other: &Self) -> bool {
-        self.config == other.config
+        self.config == other.config && self.tls.keys() == other.tls.keys()
     }
 }
 
@@ -212,7 +214,7 @@ fn password_spellings(url: &str) -> Vec<String> {
     found
 }
 
-fn percent_decode(text: &str) -> String {
+pub(super) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut index = 0;
