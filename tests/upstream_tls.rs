@@ -389,6 +389,51 @@ async fn ssl_cert_file_and_ssl_cert_dir_add_to_the_public_roots() {
     );
 }
 
+/// A CA bundle as large as a distribution's (over 64 KiB, the size above
+/// which the watcher looks at a file's times, not its contents): rewritten
+/// in place to hold the server's CA, it is picked up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_ssl_cert_file_rewritten_in_place_is_picked_up() {
+    let fake = FakeUpstream::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::new("test CA added to the bundle");
+    let front = TlsFront::start(fake.addr(), &authority.server(), None).await;
+    let filler = Authority::new("one of many other test CAs").pem;
+    let others = filler.repeat(64 * 1024 / filler.len() + 1);
+    let bundle = dir.path().join("bundle.pem");
+    std::fs::write(&bundle, &others).unwrap();
+    let config = dir.path().join("sidecar.toml");
+    std::fs::write(
+        &config,
+        config_for_binary(&format!(
+            "[providers.file]\nbase_url = \"{}\"\n",
+            front.base_url()
+        )),
+    )
+    .unwrap();
+    let sidecar = serve(
+        dir.path(),
+        &config,
+        &[("SSL_CERT_FILE", Some(bundle.to_str().unwrap()))],
+    );
+    let mut client = connect(dir.path()).await;
+    let status = call(&mut client, "file")
+        .await
+        .expect_err("not in the bundle yet");
+    assert!(
+        status.message().contains("UnknownIssuer"),
+        "{}",
+        status.message()
+    );
+    std::fs::write(&bundle, format!("{others}{}", authority.pem)).unwrap();
+    eventually(
+        "trusting the CA added to the bundle",
+        async || call(&mut client, "file").await.is_ok(),
+        || sidecar.log(),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_proxy_carries_upstream_calls_and_no_proxy_skips_it() {
     let fake = FakeUpstream::start().await.unwrap();

@@ -53,15 +53,38 @@ impl Watched {
     }
 }
 
+/// Above this size a file counts by its metadata, not its contents.
+const READ_WHOLE_BELOW: u64 = 64 * 1024;
+
 /// The files' contents (or why they cannot be read), hashed. A directory
 /// (`SSL_CERT_DIR`) counts by its entries' names, sizes and times: it may
-/// hold hundreds of certificates, too many to read every few seconds.
+/// hold hundreds of certificates, too many to read every few seconds. A
+/// large file (a CA bundle in `SSL_CERT_FILE`, ~200 KiB) counts by its
+/// inode, size and times: hashing it every look cost more than every
+/// other idle task together. The small ones (the config, keys, tokens)
+/// are read whole, since two writes within one tick of the file clock
+/// (a few ms) leave the same times.
 fn fingerprint(files: &[PathBuf]) -> u64 {
+    use std::os::unix::fs::MetadataExt;
     let mut hasher = DefaultHasher::new();
     for file in files {
         file.hash(&mut hasher);
         if file.is_dir() {
             directory_fingerprint(file, &mut hasher);
+            continue;
+        }
+        // Through symlinks: a mounted Secret swaps the link to new files.
+        if let Ok(metadata) = std::fs::metadata(file)
+            && metadata.len() >= READ_WHOLE_BELOW
+        {
+            (
+                metadata.ino(),
+                metadata.len(),
+                metadata.mtime(),
+                metadata.mtime_nsec(),
+            )
+                .hash(&mut hasher);
+            (metadata.ctime(), metadata.ctime_nsec()).hash(&mut hasher);
             continue;
         }
         match std::fs::read(file) {
