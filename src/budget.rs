@@ -53,6 +53,9 @@ struct Tracked {
     end: i64,
     spent: Amounts,
     reserved: Amounts,
+    /// The fleet's spent and held, as the store last answered a call of
+    /// this pod (with `[shared]`), and the window it was for.
+    fleet: Option<(i64, i64, Amounts)>,
 }
 
 /// Tokens and US dollars.
@@ -125,6 +128,20 @@ pub struct BudgetExceeded {
     pub retry_after: Duration,
 }
 
+/// What one budget has used, for the metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetUse {
+    pub name: String,
+    /// `hour`, `day` or `month` (UTC).
+    pub window: &'static str,
+    /// Tokens spent and held in the window.
+    pub tokens: u64,
+    pub tokens_limit: Option<u64>,
+    /// US dollars spent and held in the window.
+    pub usd: f64,
+    pub usd_limit: Option<f64>,
+}
+
 /// One budget's state, for the admin view.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct BudgetStatus {
@@ -190,6 +207,7 @@ impl Budgets {
                         end,
                         spent: Amounts::default(),
                         reserved: Amounts::default(),
+                        fleet: None,
                     }
                 }
             };
@@ -326,6 +344,7 @@ impl Budgets {
                 Ok(Reserved::WindowsMoved) if asked < WINDOW_ASKS => {}
                 Ok(Reserved::Held(used)) => {
                     self.alone.push(store, || self.configs());
+                    self.note_fleet(&matched, &windows, &used);
                     return Ok(held(&matched, windows, &used, charge, usd, store, id));
                 }
                 Ok(Reserved::Refused { index, usd, used }) => {
@@ -471,6 +490,52 @@ impl Budgets {
                 }
             })
             .collect()
+    }
+
+    /// What each budget has used now (spent and held) against its limits:
+    /// the fleet's figures as the store last gave them to this pod, while
+    /// their window lasts, else this pod's own.
+    pub fn used(&self) -> Vec<BudgetUse> {
+        let now = unix_now();
+        self.lock()
+            .iter_mut()
+            .map(|budget| {
+                budget.roll(now);
+                let used = match budget.fleet {
+                    Some((start, end, fleet)) if (start..end).contains(&now) => fleet,
+                    _ => Amounts {
+                        tokens: budget.spent.tokens + budget.reserved.tokens,
+                        usd: budget.spent.usd + budget.reserved.usd,
+                    },
+                };
+                BudgetUse {
+                    name: budget.config.name.clone(),
+                    window: budget.config.window.as_str(),
+                    tokens: used.tokens,
+                    tokens_limit: budget.config.tokens,
+                    usd: used.usd,
+                    usd_limit: budget.config.usd,
+                }
+            })
+            .collect()
+    }
+
+    /// Keeps the fleet's figures a store's answer gave: `used` holds tokens
+    /// and micro-USD per window of `configs`.
+    fn note_fleet(&self, configs: &[BudgetConfig], windows: &[SharedWindow], used: &[(u64, i64)]) {
+        let mut tracked = self.lock();
+        for ((config, window), &(tokens, usd)) in configs.iter().zip(windows).zip(used) {
+            if let Some(budget) = tracked
+                .iter_mut()
+                .find(|budget| budget.config.name == config.name)
+            {
+                let used = Amounts {
+                    tokens,
+                    usd: dollars(usd),
+                };
+                budget.fleet = Some((window.start, window.end, used));
+            }
+        }
     }
 
     /// Every budget's configuration.

@@ -116,6 +116,29 @@ async fn the_call_that_would_cross_a_tag_budget_is_refused_on_both_edges() {
     let status = budget_status(&running).await;
     assert_eq!(status["tokens_spent"], 206, "{status}");
     assert_eq!(status["tokens_reserved"], 0, "{status}");
+    // The same figures as gauges, to alert on before a budget refuses.
+    let metrics = common::plain_http_client()
+        .get(format!("http://{}/metrics", running.admin.unwrap()))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = |name: &str| {
+        metrics
+            .lines()
+            .find(|line| {
+                line.starts_with(name) && line.contains("llm_sidecar_budget=\"search-daily\"")
+            })
+            .unwrap_or_else(|| panic!("no {name} for the budget in:\n{metrics}"))
+            .to_owned()
+    };
+    let used = series("llm_sidecar_budget_tokens_used");
+    assert!(used.contains("llm_sidecar_budget_window=\"day\""), "{used}");
+    assert!(used.ends_with(" 206"), "{used}");
+    assert!(series("llm_sidecar_budget_tokens_limit").ends_with(" 250"));
 
     let upstream_calls = fake.requests().len();
     let refused = facade_call(&running, "search", false).await;

@@ -117,6 +117,20 @@ async fn two_sidecars_spend_one_budget_together() {
         .unwrap();
     assert!((90..100).contains(&left), "{left}");
     settled(&second).await;
+    // Its gauge shows the fleet's use as the store answered that call (the
+    // other pod's 103 and this call's hold), not this pod's own 103.
+    let metrics = reqwest::get(format!("{}/metrics", second.admin_base()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let used: u64 = metrics
+        .lines()
+        .find(|line| line.starts_with("llm_sidecar_budget_tokens_used"))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no budget gauge in:\n{metrics}"));
+    assert!((150..=160).contains(&used), "{used}");
 
     // 206 spent between them: the next call on either is refused.
     for harness in [&mut first, &mut second] {

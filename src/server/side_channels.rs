@@ -77,6 +77,9 @@ pub fn observer(
         .with_context(|| format!("in {}", config.source))?
         .with_telemetry(telemetry.clone())
         .with_call_limit(calls_in_flight(config));
+    telemetry
+        .metrics()
+        .observe_budgets(telemetry.meter(), Arc::clone(observer.budgets()));
     Ok(Arc::new(observer))
 }
 

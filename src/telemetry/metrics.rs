@@ -35,6 +35,14 @@ pub const SHARED_STORE_FALLBACKS: &str = "llm_sidecar.shared_store.fallbacks";
 pub const LEDGER_FORWARDED: &str = "llm_sidecar.ledger.forwarded";
 pub const LEDGER_SPOOLED: &str = "llm_sidecar.ledger.spooled";
 pub const LEDGER_SPOOL_DROPPED: &str = "llm_sidecar.ledger.spool_dropped";
+pub const BUDGET_TOKENS_USED: &str = "llm_sidecar.budget.tokens.used";
+pub const BUDGET_TOKENS_LIMIT: &str = "llm_sidecar.budget.tokens.limit";
+pub const BUDGET_USD_USED: &str = "llm_sidecar.budget.usd.used";
+pub const BUDGET_USD_LIMIT: &str = "llm_sidecar.budget.usd.limit";
+/// The budget a `llm_sidecar.budget.*` figure is of (its configured name:
+/// series bounded by the configuration), and its window.
+pub const BUDGET: &str = "llm_sidecar.budget";
+pub const BUDGET_WINDOW: &str = "llm_sidecar.budget.window";
 
 /// The label naming a call's route as configured (alias, exact model,
 /// pattern, `*` for the default provider, or `unrouted`). It stands where
@@ -257,6 +265,68 @@ impl Metrics {
             .with_unit("{record}")
             .with_description("Usage records that could not be queued or written to the ledger.")
             .with_callback(move |observer| observer.observe(dropped(), &[]))
+            .build();
+    }
+
+    /// Registers the budgets' gauges, read from `budgets` at each
+    /// collection: `llm_sidecar.budget.tokens.used` / `.limit` ({token})
+    /// and `llm_sidecar.budget.usd.used` / `.limit` ({USD}), per budget
+    /// and window (spent plus held by calls in flight, the fleet's as the
+    /// store last told this pod with `[shared]`; a limit only where one is
+    /// set), for alerts before a budget refuses. Call once per meter.
+    pub fn observe_budgets(&self, meter: &Meter, budgets: Arc<crate::budget::Budgets>) {
+        fn labels(budget: &crate::budget::BudgetUse) -> [KeyValue; 2] {
+            [
+                KeyValue::new(BUDGET, budget.name.clone()),
+                KeyValue::new(BUDGET_WINDOW, budget.window),
+            ]
+        }
+        let tokens = Arc::clone(&budgets);
+        meter
+            .u64_observable_gauge(BUDGET_TOKENS_USED)
+            .with_unit("{token}")
+            .with_description("Tokens spent and held in each budget's window.")
+            .with_callback(move |observer| {
+                for budget in tokens.used() {
+                    observer.observe(budget.tokens, &labels(&budget));
+                }
+            })
+            .build();
+        let tokens = Arc::clone(&budgets);
+        meter
+            .u64_observable_gauge(BUDGET_TOKENS_LIMIT)
+            .with_unit("{token}")
+            .with_description("Each budget's tokens per window.")
+            .with_callback(move |observer| {
+                for budget in tokens.used() {
+                    if let Some(limit) = budget.tokens_limit {
+                        observer.observe(limit, &labels(&budget));
+                    }
+                }
+            })
+            .build();
+        let usd = Arc::clone(&budgets);
+        meter
+            .f64_observable_gauge(BUDGET_USD_USED)
+            .with_unit("{USD}")
+            .with_description("US dollars spent and held in each budget's window.")
+            .with_callback(move |observer| {
+                for budget in usd.used() {
+                    observer.observe(budget.usd, &labels(&budget));
+                }
+            })
+            .build();
+        meter
+            .f64_observable_gauge(BUDGET_USD_LIMIT)
+            .with_unit("{USD}")
+            .with_description("Each budget's US dollars per window.")
+            .with_callback(move |observer| {
+                for budget in budgets.used() {
+                    if let Some(limit) = budget.usd_limit {
+                        observer.observe(limit, &labels(&budget));
+                    }
+                }
+            })
             .build();
     }
 
