@@ -45,7 +45,8 @@ async fn the_log_level_changes_at_run_time_on_the_admin_port() {
     let socket = dir.path().join("sidecar.sock");
     let config = dir.path().join("sidecar.toml");
     let log = dir.path().join("sidecar.log");
-    let admin = format!("127.0.0.1:{}", free_port());
+    let admin_port = free_port();
+    let admin = format!("127.0.0.1:{admin_port}");
     std::fs::write(
         &config,
         format!(
@@ -54,7 +55,7 @@ async fn the_log_level_changes_at_run_time_on_the_admin_port() {
         ),
     )
     .unwrap();
-    let _sidecar = Sidecar::serve(
+    let sidecar = Sidecar::serve(
         &[
             "--config",
             config.to_str().unwrap(),
@@ -69,6 +70,8 @@ async fn the_log_level_changes_at_run_time_on_the_admin_port() {
         &socket,
         &log,
     );
+    // The admin port is bound after the socket.
+    sidecar.wait_for_port(admin_port);
     let http = common::http_client();
     let level_url = format!("http://{admin}/admin/log-level");
     let level = || async {
