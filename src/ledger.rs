@@ -174,6 +174,7 @@ impl Ledger {
             batch_max: config.batch_max.max(1),
             flush_interval: config.flush_interval,
             retention: RetentionSchedule::new(policy),
+            cache_held: false,
         };
         let handle = std::thread::Builder::new()
             .name("ledger-writer".to_owned())

@@ -37,6 +37,12 @@ const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(3600);
 /// How often a gathering batch looks for more records (and flushes).
 const GATHER_TICK: Duration = Duration::from_millis(10);
 
+/// How long the writer waits without a record before it hands SQLite's
+/// page cache back (`sqlite3_db_release_memory`): after a burst it holds
+/// some 300 KiB the quiet process does not need, and the heap trim that
+/// follows calls pausing (`crate::heap`) can only return what is freed.
+const RELEASE_AFTER: Duration = Duration::from_secs(1);
+
 pub(super) struct Writer {
     pub(super) file: LedgerFile,
     pub(super) queue: QueueReceiver,
@@ -44,6 +50,8 @@ pub(super) struct Writer {
     pub(super) batch_max: usize,
     pub(super) flush_interval: Duration,
     pub(super) retention: RetentionSchedule,
+    /// Whether SQLite may hold cache since the last release.
+    pub(super) cache_held: bool,
 }
 
 #[derive(Default)]
@@ -83,11 +91,20 @@ impl Writer {
     fn next_batch(&mut self) -> Option<Batch> {
         let first = loop {
             // Waking up when idle lets retention run on a quiet ledger too.
-            match self.queue.recv_timeout(retention::EVERY) {
+            let wait = if self.cache_held {
+                RELEASE_AFTER
+            } else {
+                retention::EVERY
+            };
+            match self.queue.recv_timeout(wait) {
                 Ok(message) => break message,
                 Err(RecvTimeoutError::Timeout) => {
                     if let Some(conn) = self.file.current() {
                         self.retention.run_if_due(conn);
+                        if std::mem::take(&mut self.cache_held) {
+                            // Only a cache: an error here loses nothing.
+                            let _ = conn.release_memory();
+                        }
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => return None,
@@ -126,6 +143,7 @@ impl Writer {
         };
         match insert_all(conn, records) {
             Ok(()) => {
+                self.cache_held = true;
                 self.counters.add_written(rows);
                 self.retention.after_batch(conn);
             }
