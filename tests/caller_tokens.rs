@@ -507,7 +507,8 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Result<String, String> {
 fn the_binary_rereads_a_changed_token_file_and_its_clients_find_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("grpc.sock");
-    let tcp = format!("127.0.0.1:{}", free_port());
+    let tcp_port = free_port();
+    let tcp = format!("127.0.0.1:{tcp_port}");
     let config = dir.path().join("sidecar.toml");
     std::fs::write(
         &config,
@@ -524,7 +525,15 @@ fn the_binary_rereads_a_changed_token_file_and_its_clients_find_the_token() {
         &socket,
         &dir.path().join("sidecar.log"),
     );
+    // The line naming the file comes once every listener is bound, after
+    // the socket the start waited for.
+    sidecar.wait_for_port(tcp_port);
     let token_file = dir.path().join("token");
+    let named = |log: &str| log.contains(&token_file.display().to_string());
+    let started = std::time::Instant::now();
+    while !named(&sidecar.log()) && started.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let log = sidecar.log();
     assert!(
         log.contains(&token_file.display().to_string()),
