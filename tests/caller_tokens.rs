@@ -530,9 +530,9 @@ fn the_binary_rereads_a_changed_token_file_and_its_clients_find_the_token() {
     sidecar.wait_for_port(tcp_port);
     let token_file = dir.path().join("token");
     let named = |log: &str| log.contains(&token_file.display().to_string());
-    let started = std::time::Instant::now();
-    while !named(&sidecar.log()) && started.elapsed() < std::time::Duration::from_secs(5) {
-        std::thread::sleep(std::time::Duration::from_millis(10));
+    let started = Instant::now();
+    while !named(&sidecar.log()) && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
     }
     let log = sidecar.log();
     assert!(
