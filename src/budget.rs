@@ -115,6 +115,9 @@ pub struct Remaining {
     pub budget: String,
     pub tokens: Option<u64>,
     pub usd: Option<f64>,
+    /// The smallest share of a limit left (0.0 to 1.0): the tightest
+    /// budget is the one with the least, whatever its unit.
+    pub share_left: f64,
 }
 
 /// A call refused by a budget.
@@ -659,34 +662,43 @@ impl Tracked {
     }
 
     fn left(&self) -> Remaining {
-        Remaining {
-            budget: self.config.name.clone(),
-            tokens: self
-                .config
-                .tokens
-                .map(|limit| limit.saturating_sub(self.spent.tokens + self.reserved.tokens)),
-            usd: self
-                .config
-                .usd
-                .map(|limit| (limit - self.spent.usd - self.reserved.usd).max(0.0)),
-        }
+        let used = Amounts {
+            tokens: self.spent.tokens + self.reserved.tokens,
+            usd: self.spent.usd + self.reserved.usd,
+        };
+        Remaining::of(&self.config, used)
     }
 }
 
 impl Remaining {
-    /// Less left than `other`, comparing tokens first, then dollars.
+    /// What is left of budget `config` once `used` (spent and held) is.
+    fn of(config: &BudgetConfig, used: Amounts) -> Remaining {
+        let tokens = config.tokens.map(|limit| limit.saturating_sub(used.tokens));
+        let usd = config.usd.map(|limit| (limit - used.usd).max(0.0));
+        #[allow(clippy::cast_precision_loss)] // a share, not an amount
+        let token_share = tokens
+            .zip(config.tokens)
+            .map(|(left, limit)| left as f64 / (limit.max(1) as f64));
+        let usd_share = usd
+            .zip(config.usd)
+            .map(|(left, limit)| if limit > 0.0 { left / limit } else { 0.0 });
+        let share_left = token_share
+            .into_iter()
+            .chain(usd_share)
+            .fold(1.0_f64, f64::min);
+        Remaining {
+            budget: config.name.clone(),
+            tokens,
+            usd,
+            share_left,
+        }
+    }
+
+    /// A smaller share of its limit left than `other` (a budget of
+    /// $0.05 a day with $0.004 left is tighter than one of a million
+    /// tokens a month with 999,974 left).
     fn is_tighter(&self, other: &Remaining) -> bool {
-        match (self.tokens, other.tokens) {
-            (Some(mine), Some(theirs)) if mine != theirs => return mine < theirs,
-            (Some(_), None) => return true,
-            (None, Some(_)) => return false,
-            _ => {}
-        }
-        match (self.usd, other.usd) {
-            (Some(mine), Some(theirs)) => mine < theirs,
-            (Some(_), None) => true,
-            _ => false,
-        }
+        self.share_left < other.share_left
     }
 }
 
@@ -770,11 +782,13 @@ fn held(
     let mut remaining: Option<Remaining> = None;
     let mut holds = Vec::with_capacity(configs.len());
     for ((config, window), &(tokens_used, usd_used)) in configs.iter().zip(windows).zip(used) {
-        let left = Remaining {
-            budget: config.name.clone(),
-            tokens: config.tokens.map(|limit| limit.saturating_sub(tokens_used)),
-            usd: config.usd.map(|limit| (limit - dollars(usd_used)).max(0.0)),
-        };
+        let left = Remaining::of(
+            config,
+            Amounts {
+                tokens: tokens_used,
+                usd: dollars(usd_used),
+            },
+        );
         if remaining
             .as_ref()
             .is_none_or(|tightest| left.is_tighter(tightest))

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::postgres::{self, PgCluster};
+use common::postgres::{self, PgCluster, eventually};
 use common::{Harness, Options, request};
 use llm_sidecar::call_record::{CallRecord, Caller, Edge, Outcome};
 use llm_sidecar::ledger::{FleetConfig, FleetTarget, Ledger, LedgerConfig, LedgerRow};
@@ -18,18 +18,6 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
-
-/// Polls `check` until it holds, for at most 60 s.
-async fn eventually<F: Future<Output = bool>>(what: &str, check: impl Fn() -> F) {
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn count(url: &str, sql: &str) -> i64 {
     let client = postgres::client(url).await;

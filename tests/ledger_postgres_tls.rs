@@ -8,12 +8,11 @@
 
 mod common;
 
-use common::postgres::{self, CERT_USER, PgCluster};
+use common::postgres::{self, CERT_USER, PgCluster, eventually};
 use common::tls::Authority;
 use common::{Harness, Options, request};
 use llm_sidecar::ledger::{FleetStatus, FleetTarget};
 use serde_json::json;
-use std::time::{Duration, Instant};
 
 /// The server's CA, the CA of client certificates, and the cluster.
 struct TlsCluster {
@@ -50,17 +49,6 @@ impl TlsCluster {
         let plain = self.cluster.database(prefix);
         let tls = plain.replace("sslmode=disable", query);
         (plain, tls)
-    }
-}
-
-async fn eventually<F: Future<Output = bool>>(what: &str, check: impl Fn() -> F) {
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -196,3 +196,30 @@ fn a_call_larger_than_a_whole_window_is_told_to_ask_for_less() {
     );
     budgets.reserve(subject(&none), tokens(5)).unwrap();
 }
+
+#[test]
+fn the_tightest_budget_is_the_one_with_the_least_share_of_its_limit_left() {
+    let tag = BudgetScope::Tag {
+        key: "team".into(),
+        value: "search".into(),
+    };
+    let budgets = Budgets::new(&[
+        budget(
+            "big-tokens",
+            BudgetScope::Provider("openai".into()),
+            Some(1_000_000),
+            None,
+        ),
+        budget("small-usd", tag, None, Some(0.05)),
+    ]);
+    let search = team("search");
+    let spend = Charge {
+        tokens: 26,
+        usd: Some(0.046),
+    };
+    let (_, remaining) = budgets.reserve(subject(&search), spend).unwrap();
+    // $0.004 of $0.05 left (8 %) is tighter than 999,974 of a million.
+    let remaining = remaining.unwrap();
+    assert_eq!(remaining.budget, "small-usd");
+    assert!((remaining.share_left - 0.08).abs() < 1e-9, "{remaining:?}");
+}

@@ -320,3 +320,16 @@ impl Drop for PgCluster {
             .output();
     }
 }
+
+/// Polls `check` until it holds, for at most 60 s (PostgreSQL and the
+/// forwarder take their time on a loaded machine).
+pub async fn eventually<F: Future<Output = bool>>(what: &str, check: impl Fn() -> F) {
+    let started = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
