@@ -23,6 +23,7 @@
 //! `alone.rs`) or refuses (`"closed"`).
 
 mod alone;
+mod fallback;
 mod window;
 
 use crate::config::budgets::{BudgetConfig, BudgetScope, UnpricedModels};
@@ -55,7 +56,21 @@ struct Tracked {
     reserved: Amounts,
     /// The fleet's spent and held, as the store last answered a call of
     /// this pod (with `[shared]`), and the window it was for.
-    fleet: Option<(i64, i64, Amounts)>,
+    fleet: Option<FleetSeen>,
+    /// Spent and held by this pod while it counted alone (the `[shared]`
+    /// store away) in this window: held to its share of the limits.
+    alone: Amounts,
+}
+
+/// A budget's figures in the fleet's store, as this pod last saw them.
+#[derive(Debug, Clone, Copy)]
+struct FleetSeen {
+    /// The window they are for (unix seconds, the store's clock).
+    start: i64,
+    /// When that window ends on this pod's clock (unix seconds).
+    ends_at_local: i64,
+    /// Spent and held by the whole fleet.
+    used: Amounts,
 }
 
 /// Tokens and US dollars.
@@ -63,6 +78,23 @@ struct Tracked {
 struct Amounts {
     tokens: u64,
     usd: f64,
+}
+
+impl Amounts {
+    fn plus(self, other: Amounts) -> Amounts {
+        Amounts {
+            tokens: self.tokens + other.tokens,
+            usd: self.usd + other.usd,
+        }
+    }
+
+    /// Never below nothing.
+    fn less(self, other: Amounts) -> Amounts {
+        Amounts {
+            tokens: self.tokens.saturating_sub(other.tokens),
+            usd: (self.usd - other.usd).max(0.0),
+        }
+    }
 }
 
 /// Who a call is, for the budgets that count it.
@@ -106,6 +138,9 @@ struct Hold {
     reserved: Amounts,
     /// The window in the store, for a shared hold.
     window: Option<SharedWindow>,
+    /// For a hold taken alone: the window's start on the store's clock, as
+    /// last known, where its spend is handed over once the store is back.
+    fleet_start: Option<i64>,
 }
 
 /// What is left of the tightest budget a call matched, after its
@@ -211,6 +246,7 @@ impl Budgets {
                         spent: Amounts::default(),
                         reserved: Amounts::default(),
                         fleet: None,
+                        alone: Amounts::default(),
                     }
                 }
             };
@@ -287,6 +323,7 @@ impl Budgets {
                 start: budget.start,
                 reserved,
                 window: None,
+                fleet_start: None,
             });
             let left = budget.left();
             if remaining
@@ -346,12 +383,12 @@ impl Budgets {
             {
                 Ok(Reserved::WindowsMoved) if asked < WINDOW_ASKS => {}
                 Ok(Reserved::Held(used)) => {
-                    self.alone.push(store, || self.configs());
-                    self.note_fleet(&matched, &windows, &used);
+                    self.note_fleet(store, &matched, &windows, &used);
+                    self.push_alone(store);
                     return Ok(held(&matched, windows, &used, charge, usd, store, id));
                 }
                 Ok(Reserved::Refused { index, usd, used }) => {
-                    self.alone.push(store, || self.configs());
+                    self.push_alone(store);
                     let index = index.min(matched.len() - 1);
                     let refusal = refused(&matched[index], usd, used, charge);
                     return Err(Error::BudgetExceeded(BudgetExceeded {
@@ -377,11 +414,9 @@ impl Budgets {
                     if store.fails_closed() {
                         return Err(store.refusal(subject.provider));
                     }
-                    let (mut reservation, remaining) = self
-                        .reserve(subject, charge)
-                        .map_err(Error::BudgetExceeded)?;
-                    reservation.alone = true;
-                    return Ok((reservation, remaining));
+                    return self
+                        .reserve_alone(store, subject, charge)
+                        .map_err(Error::BudgetExceeded);
                 }
             }
         }
@@ -395,6 +430,7 @@ impl Budgets {
             return;
         }
         if let Some((store, id)) = reservation.shared {
+            self.settle_fleet_seen(&reservation.holds, spent);
             let windows = reservation
                 .holds
                 .into_iter()
@@ -427,7 +463,9 @@ impl Budgets {
             budget.spent.tokens += spent.tokens;
             budget.spent.usd += spent.usd;
             if reservation.alone {
-                self.alone.count(&hold.name, hold.start, spent);
+                budget.alone = budget.alone.less(hold.reserved).plus(spent);
+                let window = hold.fleet_start.unwrap_or(hold.start);
+                self.alone.count(&hold.name, window, spent);
             }
         }
     }
@@ -505,7 +543,7 @@ impl Budgets {
             .map(|budget| {
                 budget.roll(now);
                 let used = match budget.fleet {
-                    Some((start, end, fleet)) if (start..end).contains(&now) => fleet,
+                    Some(seen) if now < seen.ends_at_local => seen.used,
                     _ => Amounts {
                         tokens: budget.spent.tokens + budget.reserved.tokens,
                         usd: budget.spent.usd + budget.reserved.usd,
@@ -525,7 +563,15 @@ impl Budgets {
 
     /// Keeps the fleet's figures a store's answer gave: `used` holds tokens
     /// and micro-USD per window of `configs`.
-    fn note_fleet(&self, configs: &[BudgetConfig], windows: &[SharedWindow], used: &[(u64, i64)]) {
+    fn note_fleet(
+        &self,
+        store: &SharedStore,
+        configs: &[BudgetConfig],
+        windows: &[SharedWindow],
+        used: &[(u64, i64)],
+    ) {
+        // The store's clock, not this pod's, says when the window ends.
+        let to_local = unix_now() - store.now();
         let mut tracked = self.lock();
         for ((config, window), &(tokens, usd)) in configs.iter().zip(windows).zip(used) {
             if let Some(budget) = tracked
@@ -536,7 +582,53 @@ impl Budgets {
                     tokens,
                     usd: dollars(usd),
                 };
-                budget.fleet = Some((window.start, window.end, used));
+                budget.fleet = Some(FleetSeen {
+                    start: window.start,
+                    ends_at_local: window.end + to_local,
+                    used,
+                });
+            }
+        }
+    }
+
+    /// Hands what this pod spent alone to the store, now that it answers,
+    /// and counts it in the fleet's figures as last seen.
+    fn push_alone(&self, store: &Arc<SharedStore>) {
+        let sent = self.alone.push(store, || self.configs());
+        if sent.is_empty() {
+            return;
+        }
+        let mut tracked = self.lock();
+        for (name, start, amounts) in sent {
+            if let Some(seen) = tracked
+                .iter_mut()
+                .find(|budget| budget.config.name == name)
+                .and_then(|budget| budget.fleet.as_mut())
+                && seen.start == start
+            {
+                seen.used = seen.used.plus(amounts);
+            }
+        }
+    }
+
+    /// A shared call's own change to the fleet's figures as last seen:
+    /// its hold gone, what it spent added (the other pods' changes show
+    /// with the next answer).
+    fn settle_fleet_seen(&self, holds: &[Hold], spent: Charge) {
+        let spent = Amounts {
+            tokens: spent.tokens,
+            usd: spent.usd.unwrap_or(0.0),
+        };
+        let mut tracked = self.lock();
+        for hold in holds {
+            let Some(window) = &hold.window else { continue };
+            if let Some(seen) = tracked
+                .iter_mut()
+                .find(|budget| budget.config.name == hold.name)
+                .and_then(|budget| budget.fleet.as_mut())
+                && seen.start == window.start
+            {
+                seen.used = seen.used.less(hold.reserved).plus(spent);
             }
         }
     }
@@ -570,6 +662,7 @@ impl Tracked {
             (self.start, self.end) = window::bounds(self.config.window, now);
             self.spent = Amounts::default();
             self.reserved = Amounts::default();
+            self.alone = Amounts::default();
         }
     }
 
@@ -803,6 +896,7 @@ fn held(
                 usd: dollars(usd_micros),
             },
             window: Some(window),
+            fleet_start: None,
         });
     }
     let reservation = Reservation {

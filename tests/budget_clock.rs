@@ -9,10 +9,12 @@ use common::process::{Sidecar, free_port};
 use common::redis::RedisServer;
 use common::{ADMIN_TOKEN, Harness, Options, UPSTREAM_KEY, request};
 use llm_sidecar::client::{chat_client, connect_uds};
+use llm_sidecar::proto::v1::chat_service_client::ChatServiceClient;
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tonic::Code;
+use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 /// 100 prompt tokens and three words a call (103); each call reserves its
@@ -35,6 +37,64 @@ fn libfaketime() -> PathBuf {
     found.expect("libfaketime is installed (scripts/install-test-servers installs `faketime`)")
 }
 
+/// The real binary, its wall clock 26 hours ahead (timers run on the
+/// monotonic clock, left alone), in front of the upstream at `base`, with
+/// `tables` in its configuration.
+struct Skewed {
+    sidecar: Sidecar,
+    dir: tempfile::TempDir,
+    admin_port: u16,
+}
+
+impl Skewed {
+    fn start(base: &str, tables: &str) -> Skewed {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("skewed.sock");
+        let admin_port = free_port();
+        let config = dir.path().join("sidecar.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "default_provider = \"fake\"\n[server]\nuds = \"{socket}\"\ntcp = \"\"\nhttp = \"\"\n\
+                 admin = \"127.0.0.1:{admin_port}\"\n[providers.fake]\nbase_url = \"{base}\"\n\
+                 api_key_env = \"FAKE_KEY\"\n[ledger]\npath = \"{ledger}\"\n{tables}",
+                socket = socket.display(),
+                ledger = dir.path().join("ledger.sqlite3").display(),
+            ),
+        )
+        .unwrap();
+        let preload = libfaketime();
+        let sidecar = Sidecar::serve_env(
+            &["--config", config.to_str().unwrap()],
+            Some("warn"),
+            &[
+                ("LD_PRELOAD", preload.to_str().unwrap()),
+                ("FAKETIME", SKEW),
+                ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+                ("FAKE_KEY", UPSTREAM_KEY),
+                ("LLM_SIDECAR_ADMIN_TOKEN", ADMIN_TOKEN),
+            ],
+            &socket,
+            &dir.path().join("skewed.log"),
+        );
+        sidecar.wait_for_port(admin_port);
+        Skewed {
+            sidecar,
+            dir,
+            admin_port,
+        }
+    }
+
+    async fn client(&self) -> ChatServiceClient<Channel> {
+        let socket = self.dir.path().join("skewed.sock");
+        chat_client(connect_uds(&socket).await.unwrap(), 1 << 20)
+    }
+
+    fn admin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
+    }
+}
+
 fn unix_now() -> i64 {
     i64::try_from(
         SystemTime::now()
@@ -46,8 +106,12 @@ fn unix_now() -> i64 {
 }
 
 fn tables(redis: &RedisServer) -> String {
+    tables_for(redis, 2)
+}
+
+fn tables_for(redis: &RedisServer, pods: u32) -> String {
     format!(
-        "[shared]\nredis_url = \"{}\"\nexpected_pods = 2\ntimeout_ms = 2000\n{BUDGET}",
+        "[shared]\nredis_url = \"{}\"\nexpected_pods = {pods}\ntimeout_ms = 2000\n{BUDGET}",
         redis.url()
     )
 }
@@ -74,41 +138,9 @@ async fn a_pod_whose_clock_is_a_day_ahead_counts_in_the_stores_day() {
     })
     .await;
 
-    // The skewed pod: the real binary, its wall clock 26 hours ahead
-    // (timers run on the monotonic clock, left alone).
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("skewed.sock");
-    let admin_port = free_port();
-    let config = dir.path().join("sidecar.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "default_provider = \"fake\"\n[server]\nuds = \"{socket}\"\ntcp = \"\"\nhttp = \"\"\n\
-             admin = \"127.0.0.1:{admin_port}\"\n[providers.fake]\nbase_url = \"{base}\"\n\
-             api_key_env = \"FAKE_KEY\"\n[ledger]\npath = \"{ledger}\"\n{tables}",
-            socket = socket.display(),
-            base = on_time.fake.base_url(),
-            ledger = dir.path().join("ledger.sqlite3").display(),
-            tables = tables(&redis),
-        ),
-    )
-    .unwrap();
-    let preload = libfaketime();
-    let skewed = Sidecar::serve_env(
-        &["--config", config.to_str().unwrap()],
-        Some("warn"),
-        &[
-            ("LD_PRELOAD", preload.to_str().unwrap()),
-            ("FAKETIME", SKEW),
-            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
-            ("FAKE_KEY", UPSTREAM_KEY),
-            ("LLM_SIDECAR_ADMIN_TOKEN", ADMIN_TOKEN),
-        ],
-        &socket,
-        &dir.path().join("skewed.log"),
-    );
-    skewed.wait_for_port(admin_port);
-    let mut skewed_client = chat_client(connect_uds(&socket).await.unwrap(), 1 << 20);
+    let skewed = Skewed::start(&on_time.fake.base_url(), &tables(&redis));
+    let admin_port = skewed.admin_port;
+    let mut skewed_client = skewed.client().await;
 
     // The skew took: the skewed pod's ledger dates its call a day ahead.
     // Its first call is also the one that learns Redis's clock.
@@ -180,4 +212,57 @@ async fn a_pod_whose_clock_is_a_day_ahead_counts_in_the_stores_day() {
         "the skewed pod dates its calls {ahead_s} s ahead"
     );
     drop(skewed);
+}
+
+/// What a pod whose clock runs a day ahead spent alone while the store was
+/// away is handed over into the day Redis is in, and its gauge shows the
+/// fleet's figure.
+#[tokio::test]
+async fn what_a_skewed_pod_spent_alone_reaches_the_stores_day() {
+    let mut redis = RedisServer::start();
+    let fake = fake_upstream::FakeUpstream::start().await.unwrap();
+    let skewed = Skewed::start(&fake.base_url(), &tables_for(&redis, 1));
+    let mut client = skewed.client().await;
+    client.complete(search_call()).await.unwrap();
+    redis.stop();
+    client
+        .complete(search_call())
+        .await
+        .unwrap_or_else(|status| panic!("counted alone: {status:?}\n{}", skewed.sidecar.log()));
+
+    // Back, empty (no persistence here): the next call hands the 103 spent
+    // alone over with its own 103.
+    redis.restart();
+    let mut budget = serde_json::Value::Null;
+    for _ in 0..100 {
+        budget = common::first_budget(&skewed.admin()).await;
+        if budget["source"] == "shared" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    client.complete(search_call()).await.unwrap();
+    for _ in 0..100 {
+        budget = common::first_budget(&skewed.admin()).await;
+        if budget["tokens_spent"] == 206 && budget["tokens_reserved"] == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(budget["source"], "shared", "{budget}");
+    assert_eq!(budget["tokens_spent"], 206, "both calls: {budget}");
+    let now = unix_now();
+    assert_eq!(budget["window_start"], now - now.rem_euclid(86_400));
+
+    let metrics = reqwest::get(format!("{}/metrics", skewed.admin()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let gauge = metrics
+        .lines()
+        .find(|line| line.starts_with("llm_sidecar_budget_tokens_used"))
+        .unwrap_or_else(|| panic!("no gauge in:\n{metrics}"));
+    assert!(gauge.ends_with(" 206"), "{gauge}");
 }

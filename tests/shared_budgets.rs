@@ -10,6 +10,7 @@ use common::redis::RedisServer;
 use common::{Harness, Options, request};
 use serde_json::{Value, json};
 use tonic::Code;
+use tonic_types::StatusExt;
 
 /// 100 prompt tokens and three words a call (103); each call reserves its
 /// prompt's estimate plus `max_tokens` 50 (about 52) before it is sent.
@@ -118,7 +119,8 @@ async fn two_sidecars_spend_one_budget_together() {
     assert!((90..100).contains(&left), "{left}");
     settled(&second).await;
     // Its gauge shows the fleet's use as the store answered that call (the
-    // other pod's 103 and this call's hold), not this pod's own 103.
+    // other pod's 103), with this call's own settle applied (its hold
+    // gone, its 103 spent): 206, not this pod's own 103.
     let metrics = reqwest::get(format!("{}/metrics", second.admin_base()))
         .await
         .unwrap()
@@ -130,7 +132,7 @@ async fn two_sidecars_spend_one_budget_together() {
         .find(|line| line.starts_with("llm_sidecar_budget_tokens_used"))
         .and_then(|line| line.rsplit(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no budget gauge in:\n{metrics}"));
-    assert!((150..=160).contains(&used), "{used}");
+    assert_eq!(used, 206);
 
     // 206 spent between them: the next call on either is refused.
     for harness in [&mut first, &mut second] {
@@ -161,12 +163,26 @@ async fn with_the_store_away_each_sidecar_counts_alone_or_refuses() {
     settled(&local).await;
     redis.stop();
 
-    // Its own count knows nothing of the fleet's 103: two calls fit.
-    call(&mut local).await.expect("the pod's own count");
-    call(&mut local).await.expect("the pod's own count");
+    // Alone, the pod may spend its share (250 ÷ 2 pods = 125 tokens) of
+    // what the fleet had left (250 - 103): one call (103 + 52 held), not
+    // two; so an outage cannot let every pod spend the budget again.
+    call(&mut local).await.expect("within the pod's share");
     let status = budget_status(&local).await;
     assert_eq!(status["source"], "local", "{status}");
-    assert_eq!(status["tokens_spent"], 206, "{status}");
+    assert_eq!(status["tokens_spent"], 103, "{status}");
+    let refused = call(&mut local).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("the shared store is away")
+            && refused.message().contains("125 tokens"),
+        "{refused:?}"
+    );
+    // Come back when the store is tried again, not when the day ends.
+    let retry = refused
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay)
+        .expect("a Retry-After");
+    assert!(retry <= std::time::Duration::from_secs(2), "{retry:?}");
 
     let status = call(&mut closed).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");

@@ -58,14 +58,16 @@ impl AloneSpend {
     /// Hands what waits to `store` in the background, for the budgets
     /// configured now (`configs`, asked for only then); does nothing,
     /// without a lock, when nothing waits. Called once the store has
-    /// answered a call.
+    /// answered a call. Returns what is sent for the first time: budget
+    /// name, window start (the store's clock) and amounts.
     pub(super) fn push(
         &self,
         store: &Arc<SharedStore>,
         configs: impl FnOnce() -> Vec<BudgetConfig>,
-    ) {
+    ) -> Vec<(String, i64, Amounts)> {
+        let mut first_sent = Vec::new();
         if !self.inner.waiting.swap(false, Ordering::Relaxed) {
-            return;
+            return first_sent;
         }
         let configs = configs();
         let mut pushes = Vec::new();
@@ -76,7 +78,9 @@ impl AloneSpend {
             for (name, unsent) in by_budget.iter_mut() {
                 if unsent.sending.is_none() && unsent.counted != Amounts::default() {
                     let id = uuid::Uuid::new_v4().simple().to_string();
-                    unsent.sending = Some((id, std::mem::take(&mut unsent.counted)));
+                    let amounts = std::mem::take(&mut unsent.counted);
+                    first_sent.push((name.clone(), unsent.start, amounts));
+                    unsent.sending = Some((id, amounts));
                 }
                 if let Some((id, amounts)) = &unsent.sending {
                     let config = configs.iter().find(|config| &config.name == name);
@@ -87,7 +91,7 @@ impl AloneSpend {
             }
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
+            return first_sent;
         };
         let inner = Arc::clone(&self.inner);
         let store = Arc::clone(store);
@@ -110,6 +114,7 @@ impl AloneSpend {
                 }
             }
         });
+        first_sent
     }
 }
 

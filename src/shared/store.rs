@@ -303,17 +303,29 @@ impl SharedStore {
     /// next tried, at least 1 s (a caller told to come back sooner would
     /// find it still untried).
     pub(crate) fn refusal(&self, provider: &str) -> Error {
+        Error::SharedStoreUnavailable {
+            provider: provider.to_owned(),
+            retry_after: self.retry_after(),
+        }
+    }
+
+    /// Until the store is next tried, at least 1 s: the Retry-After of a
+    /// refusal decided without it.
+    pub(crate) fn retry_after(&self) -> Duration {
         let next_probe = self
             .health
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .next_probe;
-        Error::SharedStoreUnavailable {
-            provider: provider.to_owned(),
-            retry_after: next_probe
-                .saturating_duration_since(Instant::now())
-                .max(MIN_RETRY_AFTER),
-        }
+        next_probe
+            .saturating_duration_since(Instant::now())
+            .max(MIN_RETRY_AFTER)
+    }
+
+    /// How many pods share the store (`[shared] expected_pods`): while it
+    /// is away each takes this share of a fleet-wide figure.
+    pub fn expected_pods(&self) -> u32 {
+        self.expected_pods.max(1)
     }
 
     /// Counts one call decided without the store (`local` or `closed`).
