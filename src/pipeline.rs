@@ -423,11 +423,14 @@ impl Pipeline {
         };
         let prompt = estimate_prompt_tokens(request);
         // Past u32 it is held at u32's most, not dropped (the upstream
-        // refuses what no model can write anyway); absent or not a whole
-        // number, the prompt's estimate is all that can be held.
-        let output = request
-            .max_tokens()
-            .map_or(0, |cap| u32::try_from(cap.max(0)).unwrap_or(u32::MAX));
+        // refuses what no model can write anyway); absent, the prompt's
+        // estimate is all that can be held.
+        let output = match request.max_tokens() {
+            Some(cap) => u32::try_from(cap.max(0)).unwrap_or(u32::MAX),
+            // A cap past any whole number (1e30): held as no cap at all.
+            None if request.max_tokens_unreadable() => u32::MAX,
+            None => 0,
+        };
         let usage = crate::model::Usage {
             prompt_tokens: prompt,
             completion_tokens: output,

@@ -76,8 +76,18 @@ impl SharedStore {
         .map(|store| Some(Arc::new(store)))
         .map_err(|message| ConfigError {
             file: config.source.clone(),
-            key: "shared".to_owned(),
-            message,
+            // The key the URL came from, so the message points at it.
+            key: match &shared.url {
+                crate::config::SharedUrl::Inline(_) => "shared.redis_url",
+                crate::config::SharedUrl::Loaded(from) if from.file.is_some() => {
+                    "shared.redis_url_file"
+                }
+                crate::config::SharedUrl::Loaded(_) => "shared.redis_url_env",
+            }
+            .to_owned(),
+            message: format!(
+                "{message} (expected redis://[user:password@]host[:port][/db] or rediss://...)"
+            ),
         })
     }
 

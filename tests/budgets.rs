@@ -354,3 +354,34 @@ async fn a_reload_keeps_the_spend_counted_so_far() {
     );
     running.shutdown().await;
 }
+
+/// A `max_tokens` past any whole number (which an upstream may read as no
+/// cap at all) is held as the largest cap: refused as more than the whole
+/// budget, never sent with only the prompt's estimate held.
+#[tokio::test]
+async fn a_max_tokens_past_any_whole_number_is_held_as_no_cap() {
+    let fake = FakeUpstream::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let running = sidecar(&fake, dir.path()).await;
+    for cap in [json!(1e30), json!(99_999_999_999_999_999_999_f64)] {
+        let refused = http_client()
+            .post(format!(
+                "http://{}/v1/chat/completions",
+                running.http.unwrap()
+            ))
+            .json(&json!({
+                "model": "fake-model", "max_tokens": cap,
+                "messages": [{"role": "user", "content": "hi"}],
+                "metadata": {"team": "search"},
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 429, "max_tokens {cap}");
+        let body: Value = refused.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("lower max_tokens"), "{message}");
+    }
+    assert!(fake.requests().is_empty(), "never sent upstream");
+    running.shutdown().await;
+}

@@ -475,3 +475,23 @@ async fn added_latency_per_call_with_redis_limits() {
     leased.stop().await;
     every.stop().await;
 }
+
+/// A URL the Redis client cannot read is a configuration error naming the
+/// key it came from and the form expected, never the URL itself.
+#[test]
+fn a_redis_url_that_does_not_parse_names_its_key_and_the_form_expected() {
+    let config = llm_sidecar::config::from_toml(
+        "[server]\nuds = \"/tmp/unused.sock\"\n[shared]\n\
+         redis_url = \"redis://:secret-pw@127.0.0.1:99999\"\nexpected_pods = 2\n",
+        "test.toml",
+    )
+    .unwrap();
+    let error = llm_sidecar::shared::SharedStore::for_config(&config, &|_: &str| None)
+        .expect_err("port 99999 does not parse");
+    assert_eq!(error.key, "shared.redis_url");
+    assert!(error.message.contains("expected redis://"), "{error:?}");
+    assert!(
+        !format!("{error:?} {error}").contains("secret-pw"),
+        "{error:?}"
+    );
+}

@@ -99,6 +99,18 @@ impl ChatRequest {
             .or_else(|| self.integer("max_tokens"))
     }
 
+    /// Whether an output cap is given as a number that is no whole `i64`
+    /// (`1e30`, `99999999999999999999`, `1.5`): [`ChatRequest::max_tokens`]
+    /// reads none, yet an upstream may take it as no cap at all.
+    pub fn max_tokens_unreadable(&self) -> bool {
+        self.max_output_tokens.is_none()
+            && ["max_completion_tokens", "max_tokens"].iter().any(|key| {
+                self.body
+                    .get(*key)
+                    .is_some_and(|value| value.is_number() && value.as_i64().is_none())
+            })
+    }
+
     /// `stop` as one string or a list of strings; other shapes are absent.
     pub fn stop_sequences(&self) -> Vec<&str> {
         match self.body.get("stop") {
