@@ -316,7 +316,7 @@ fn build_pipeline(
     stop_calls: &CancellationToken,
 ) -> anyhow::Result<Pipeline> {
     let pipeline = Pipeline::new(config, env)
-        .context("cannot build the upstream HTTP client")?
+        .context("cannot build the clients of the upstreams and the shared store")?
         .with_telemetry(telemetry.clone())
         .with_stop(stop_calls.clone());
     for provider in pipeline.providers() {
