@@ -8,7 +8,8 @@
 //! by the time the store answers (on the store's clock) is dropped: it
 //! would count against a window it was not spent in.
 
-use super::{Amounts, micros, shared_windows};
+use super::shared::shared_windows;
+use super::{Amounts, micros};
 use crate::config::budgets::BudgetConfig;
 use crate::shared::SharedStore;
 use std::collections::HashMap;
