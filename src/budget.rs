@@ -300,13 +300,9 @@ impl Budgets {
     ) -> Result<(Reservation, Option<Remaining>), BudgetExceeded> {
         let now = unix_now();
         let mut tracked = self.lock();
-        let matched: Vec<usize> = (0..tracked.len())
-            .filter(|&index| tracked[index].counts(&subject))
-            .collect();
+        let matched = matching(&mut tracked, &subject, now);
         for &index in &matched {
-            let budget = &mut tracked[index];
-            budget.roll(now);
-            budget.admits(charge, now)?;
+            tracked[index].admits(charge, now)?;
         }
         let mut reservation = Reservation::default();
         let mut remaining: Option<Remaining> = None;
@@ -639,6 +635,19 @@ fn over_limit(
             used.tokens, limit.tokens, charge.tokens
         )
     }
+}
+
+/// The indices of the budgets in `tracked` that count `subject`, each
+/// rolled to the window holding `now` (unix seconds).
+fn matching(tracked: &mut [Tracked], subject: &Subject<'_>, now: i64) -> Vec<usize> {
+    let mut matched = Vec::new();
+    for (index, budget) in tracked.iter_mut().enumerate() {
+        if budget.counts(subject) {
+            budget.roll(now);
+            matched.push(index);
+        }
+    }
+    matched
 }
 
 /// Until the window ending at `end` (unix seconds) is over: at least 1 s.

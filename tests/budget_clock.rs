@@ -7,10 +7,9 @@ mod common;
 
 use common::process::{Sidecar, free_port};
 use common::redis::RedisServer;
-use common::{ADMIN_TOKEN, Harness, Options, UPSTREAM_KEY, request};
+use common::{ADMIN_TOKEN, Harness, Options, UPSTREAM_KEY};
 use llm_sidecar::client::{chat_client, connect_uds};
 use llm_sidecar::proto::v1::chat_service_client::ChatServiceClient;
-use serde_json::json;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tonic::Code;
@@ -116,19 +115,6 @@ fn tables_for(redis: &RedisServer, pods: u32) -> String {
     )
 }
 
-fn search_call() -> tonic::Request<llm_sidecar::proto::v1::ChatRequest> {
-    let mut ask = request(
-        "hi",
-        json!({"prompt_tokens": 100, "reply": "one two three"}),
-    );
-    ask.max_tokens = Some(50);
-    ask.metadata.insert("team".into(), "search".into());
-    let mut ask = tonic::Request::new(ask);
-    ask.metadata_mut()
-        .insert("x-llm-max-attempts", "1".parse().unwrap());
-    ask
-}
-
 #[tokio::test]
 async fn a_pod_whose_clock_is_a_day_ahead_counts_in_the_stores_day() {
     let redis = RedisServer::start();
@@ -144,13 +130,23 @@ async fn a_pod_whose_clock_is_a_day_ahead_counts_in_the_stores_day() {
 
     // The skew took: the skewed pod's ledger dates its call a day ahead.
     // Its first call is also the one that learns Redis's clock.
-    skewed_client.complete(search_call()).await.unwrap();
-    on_time.client.complete(search_call()).await.unwrap();
+    skewed_client
+        .complete(common::search_team_call())
+        .await
+        .unwrap();
+    on_time
+        .client
+        .complete(common::search_team_call())
+        .await
+        .unwrap();
 
     // 206 of 250 spent, by the two pods together: the next call (about 52
     // more) crosses the budget, whichever pod sends it. Counted in the
     // skewed pod's own day, its call would pass.
-    let refused = skewed_client.complete(search_call()).await.unwrap_err();
+    let refused = skewed_client
+        .complete(common::search_team_call())
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     assert!(
         refused.message().contains("206 of its 250 tokens"),
@@ -173,7 +169,7 @@ async fn a_pod_whose_clock_is_a_day_ahead_counts_in_the_stores_day() {
     assert_eq!(
         on_time
             .client
-            .complete(search_call())
+            .complete(common::search_team_call())
             .await
             .unwrap_err()
             .code(),
@@ -194,15 +190,7 @@ async fn a_pod_whose_clock_is_a_day_ahead_counts_in_the_stores_day() {
 
     // The skewed pod's clock really was ahead: its own ledger dates its
     // call over a day on (the skew is not a no-op that lets this pass).
-    let rows: serde_json::Value = common::plain_http_client()
-        .get(format!("http://127.0.0.1:{admin_port}/admin/requests"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rows = common::admin_json(&skewed.admin(), "/admin/requests").await;
     let started_ms = rows["requests"][0]["started_at_ms"]
         .as_i64()
         .unwrap_or_else(|| panic!("a row: {rows}"));
@@ -223,10 +211,10 @@ async fn what_a_skewed_pod_spent_alone_reaches_the_stores_day() {
     let fake = fake_upstream::FakeUpstream::start().await.unwrap();
     let skewed = Skewed::start(&fake.base_url(), &tables_for(&redis, 1));
     let mut client = skewed.client().await;
-    client.complete(search_call()).await.unwrap();
+    client.complete(common::search_team_call()).await.unwrap();
     redis.stop();
     client
-        .complete(search_call())
+        .complete(common::search_team_call())
         .await
         .unwrap_or_else(|status| panic!("counted alone: {status:?}\n{}", skewed.sidecar.log()));
 
@@ -241,7 +229,7 @@ async fn what_a_skewed_pod_spent_alone_reaches_the_stores_day() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    client.complete(search_call()).await.unwrap();
+    client.complete(common::search_team_call()).await.unwrap();
     for _ in 0..100 {
         budget = common::first_budget(&skewed.admin()).await;
         if budget["tokens_spent"] == 206 && budget["tokens_reserved"] == 0 {

@@ -78,15 +78,8 @@ const ADDED: &str = "[[budgets]]\nname = \"search-hourly\"\ntag = \"team=search\
 
 /// Budget `name`'s state, as `/admin/budgets` gives it.
 async fn budget_named(running: &Running, name: &str) -> Value {
-    let body: Value = common::plain_http_client()
-        .get(format!("http://{}/admin/budgets", running.admin.unwrap()))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let admin = format!("http://{}", running.admin.unwrap());
+    let body = common::admin_json(&admin, "/admin/budgets").await;
     body["budgets"]
         .as_array()
         .unwrap()

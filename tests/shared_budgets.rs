@@ -7,7 +7,7 @@
 mod common;
 
 use common::redis::RedisServer;
-use common::{Harness, Options, request};
+use common::{Harness, Options};
 use serde_json::{Value, json};
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -34,18 +34,9 @@ async fn sidecar_at(url: &str, shared: &str) -> Harness {
 }
 
 async fn call(harness: &mut Harness) -> Result<tonic::metadata::MetadataMap, tonic::Status> {
-    let mut ask = request(
-        "hi",
-        json!({"prompt_tokens": 100, "reply": "one two three"}),
-    );
-    ask.max_tokens = Some(50);
-    ask.metadata.insert("team".into(), "search".into());
-    let mut ask = tonic::Request::new(ask);
-    ask.metadata_mut()
-        .insert("x-llm-max-attempts", "1".parse().unwrap());
     harness
         .client
-        .complete(ask)
+        .complete(common::search_team_call())
         .await
         .map(|answer| answer.metadata().clone())
 }

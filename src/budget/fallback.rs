@@ -8,7 +8,7 @@
 
 use super::{
     Amounts, BudgetExceeded, Budgets, Charge, Hold, Remaining, Reservation, Subject, Tracked,
-    unix_now, until, window,
+    matching, unix_now, until, window,
 };
 use crate::config::budgets::BudgetConfig;
 use crate::shared::SharedStore;
@@ -28,13 +28,9 @@ impl Budgets {
         let store_now = store.now();
         let pods = store.expected_pods();
         let mut tracked = self.lock();
-        let matched: Vec<usize> = (0..tracked.len())
-            .filter(|&index| tracked[index].counts(&subject))
-            .collect();
+        let matched = matching(&mut tracked, &subject, now);
         for &index in &matched {
-            let budget = &mut tracked[index];
-            budget.roll(now);
-            if let Some(refusal) = budget.admits_alone(charge, store_now, pods) {
+            if let Some(refusal) = tracked[index].admits_alone(charge, store_now, pods) {
                 return Err(BudgetExceeded {
                     retry_after: store.retry_after(),
                     ..refusal

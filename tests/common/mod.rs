@@ -287,18 +287,39 @@ pub async fn sidecar_from(toml: &str) -> (Running, ChatServiceClient<Channel>, t
     (running, chat_client(channel, 16 * 1024 * 1024), dir)
 }
 
-/// The first budget's state on the admin port at `admin_base`
-/// (`http://127.0.0.1:PORT`), as `/admin/budgets` gives it.
-pub async fn first_budget(admin_base: &str) -> serde_json::Value {
+/// `path` on the admin port at `admin_base` (`http://127.0.0.1:PORT`),
+/// asked with the admin token: its JSON.
+pub async fn admin_json(admin_base: &str, path: &str) -> serde_json::Value {
     let response = plain_http_client()
-        .get(format!("{admin_base}/admin/budgets"))
+        .get(format!("{admin_base}{path}"))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .expect("the admin port answers");
     assert!(response.status().is_success(), "{}", response.status());
-    let body: serde_json::Value = response.json().await.expect("JSON");
-    body["budgets"][0].clone()
+    response.json().await.expect("JSON")
+}
+
+/// The first budget's state on the admin port at `admin_base`, as
+/// `/admin/budgets` gives it.
+pub async fn first_budget(admin_base: &str) -> serde_json::Value {
+    admin_json(admin_base, "/admin/budgets").await["budgets"][0].clone()
+}
+
+/// A call from team `search` (a `metadata` tag) with 100 prompt tokens
+/// and a three-word answer (103 in all) that reserves its prompt's
+/// estimate plus `max_tokens` 50 (about 52), tried once.
+pub fn search_team_call() -> tonic::Request<pb::ChatRequest> {
+    let mut ask = request(
+        "hi",
+        serde_json::json!({"prompt_tokens": 100, "reply": "one two three"}),
+    );
+    ask.max_tokens = Some(50);
+    ask.metadata.insert("team".into(), "search".into());
+    let mut ask = tonic::Request::new(ask);
+    ask.metadata_mut()
+        .insert("x-llm-max-attempts", "1".parse().unwrap());
+    ask
 }
 
 /// The data of each event of an SSE body, as JSON where it is JSON
