@@ -81,6 +81,16 @@ struct Amounts {
     usd: f64,
 }
 
+impl From<Charge> for Amounts {
+    /// An unpriced model's call (no USD) counts its tokens only.
+    fn from(charge: Charge) -> Amounts {
+        Amounts {
+            tokens: charge.tokens,
+            usd: charge.usd.unwrap_or(0.0),
+        }
+    }
+}
+
 impl Amounts {
     fn plus(self, other: Amounts) -> Amounts {
         Amounts {
@@ -308,13 +318,9 @@ impl Budgets {
         let mut remaining: Option<Remaining> = None;
         for index in matched {
             let budget = &mut tracked[index];
-            let reserved = Amounts {
-                tokens: charge.tokens,
-                // An unpriced model under an `allow` budget counts tokens.
-                usd: charge.usd.unwrap_or(0.0),
-            };
-            budget.reserved.tokens += reserved.tokens;
-            budget.reserved.usd += reserved.usd;
+            // An unpriced model under an `allow` budget counts tokens.
+            let reserved = Amounts::from(charge);
+            budget.reserved = budget.reserved.plus(reserved);
             reservation.holds.push(Hold {
                 name: budget.config.name.clone(),
                 start: budget.start,
@@ -365,14 +371,9 @@ impl Budgets {
                 // Its window is over, and counted no further.
                 continue;
             }
-            budget.reserved.tokens = budget.reserved.tokens.saturating_sub(hold.reserved.tokens);
-            budget.reserved.usd = (budget.reserved.usd - hold.reserved.usd).max(0.0);
-            let spent = Amounts {
-                tokens: spent.tokens,
-                usd: spent.usd.unwrap_or(0.0),
-            };
-            budget.spent.tokens += spent.tokens;
-            budget.spent.usd += spent.usd;
+            let spent = Amounts::from(spent);
+            budget.reserved = budget.reserved.less(hold.reserved);
+            budget.spent = budget.spent.plus(spent);
             if reservation.alone {
                 budget.alone = budget.alone.less(hold.reserved).plus(spent);
                 let window = hold.fleet_start.unwrap_or(hold.start);
@@ -417,10 +418,7 @@ impl Budgets {
                 budget.roll(now);
                 let used = match budget.fleet {
                     Some(seen) if now < seen.ends_at_local => seen.used,
-                    _ => Amounts {
-                        tokens: budget.spent.tokens + budget.reserved.tokens,
-                        usd: budget.spent.usd + budget.reserved.usd,
-                    },
+                    _ => budget.spent.plus(budget.reserved),
                 };
                 BudgetUse {
                     name: budget.config.name.clone(),
@@ -479,10 +477,7 @@ impl Tracked {
             detail: over_limit(&self.config, usd, used, limit, charge),
             retry_after: until(self.end, now),
         };
-        let used = Amounts {
-            tokens: self.spent.tokens + self.reserved.tokens,
-            usd: self.spent.usd + self.reserved.usd,
-        };
+        let used = self.spent.plus(self.reserved);
         if let Some(limit) = self.config.tokens
             && used.tokens + charge.tokens > limit
         {
@@ -556,11 +551,7 @@ impl Tracked {
     }
 
     fn left(&self) -> Remaining {
-        let used = Amounts {
-            tokens: self.spent.tokens + self.reserved.tokens,
-            usd: self.spent.usd + self.reserved.usd,
-        };
-        Remaining::of(&self.config, used)
+        Remaining::of(&self.config, self.spent.plus(self.reserved))
     }
 }
 

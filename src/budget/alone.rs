@@ -51,8 +51,7 @@ impl AloneSpend {
                 ..Unsent::default()
             };
         }
-        unsent.counted.tokens += spent.tokens;
-        unsent.counted.usd += spent.usd;
+        unsent.counted = unsent.counted.plus(spent);
         self.inner.waiting.store(true, Ordering::Relaxed);
     }
 

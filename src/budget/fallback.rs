@@ -37,10 +37,7 @@ impl Budgets {
                 });
             }
         }
-        let reserved = Amounts {
-            tokens: charge.tokens,
-            usd: charge.usd.unwrap_or(0.0),
-        };
+        let reserved = Amounts::from(charge);
         let mut reservation = Reservation {
             alone: true,
             ..Reservation::default()

@@ -192,10 +192,7 @@ impl Budgets {
     /// its hold gone, what it spent added (the other pods' changes show
     /// with the next answer).
     pub(super) fn settle_fleet_seen(&self, holds: &[Hold], spent: Charge) {
-        let spent = Amounts {
-            tokens: spent.tokens,
-            usd: spent.usd.unwrap_or(0.0),
-        };
+        let spent = Amounts::from(spent);
         let mut tracked = self.lock();
         for hold in holds {
             let Some(window) = &hold.window else { continue };
