@@ -196,7 +196,12 @@ impl Routed<'_> {
             attempts += 1;
             call.progress.attempt_started(&slot.provider.name);
             let trace = self.trace.start(call, request, &slot.provider);
-            let error = match self.within(bounds, stage, work(trace.clone())).await {
+            // Boxed: the work holds the upstream request's futures (some
+            // 6 KiB), which inline would be copied by every layer above.
+            let error = match self
+                .within(bounds, stage, Box::pin(work(trace.clone())))
+                .await
+            {
                 Ok(value) => {
                     if slot.circuit.on_success() {
                         tracing::info!(provider = %slot.provider.name, "circuit closed: the provider answers again");

@@ -46,6 +46,11 @@ struct Args {
     /// grpc-uds, grpc-tcp, http, grpc-uds-no-ledger, litellm.
     #[arg(long)]
     only: Vec<String>,
+    /// Run only this phase (repeatable): unary, unpaced, paced. The report
+    /// leaves the others' figures out, e.g. `--phase unary` to profile
+    /// the per-call path in a minute.
+    #[arg(long, value_parser = ["unary", "unpaced", "paced"])]
+    phase: Vec<String>,
     /// The llm-sidecar binary to measure (default: the one next to this
     /// binary), e.g. an unstripped build for profiling.
     #[arg(long)]
@@ -72,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
     plan.peers &= !args.no_peers;
     plan.nginx &= !args.no_nginx;
     plan.only = args.only;
+    plan.phases = args.phase;
     let repo = std::env::current_dir()?;
     let exe = std::env::current_exe()?;
     let bin_dir = exe

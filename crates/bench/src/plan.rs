@@ -31,6 +31,8 @@ pub struct Plan {
     /// When not empty, only these targets run besides the floor (which
     /// every "added" figure needs), e.g. `--only grpc-uds` to profile one.
     pub only: Vec<String>,
+    /// When not empty, only these phases run (unary, unpaced, paced).
+    pub phases: Vec<String>,
 }
 
 /// Unpaced streams: the fake sends each stream's chunks back to back,
@@ -103,6 +105,7 @@ impl Plan {
             nginx: true,
             peers: true,
             only: Vec::new(),
+            phases: Vec::new(),
         }
     }
 
@@ -146,12 +149,18 @@ impl Plan {
             nginx: false,
             peers: false,
             only: Vec::new(),
+            phases: Vec::new(),
         }
     }
 
     /// Whether a target (by its report name) is part of this run.
     pub fn runs(&self, target: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|name| name == target)
+    }
+
+    /// Whether a phase (unary, unpaced, paced) is part of this run.
+    pub fn runs_phase(&self, phase: &str) -> bool {
+        self.phases.is_empty() || self.phases.iter().any(|name| name == phase)
     }
 
     pub fn stream_phase(&self, concurrency: usize, streams: usize) -> StreamPhase {

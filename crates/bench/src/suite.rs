@@ -83,7 +83,12 @@ async fn measure(plan: &Plan, spec: Spec, caller: &Caller) -> TargetReport {
     tokio::time::sleep(ONE_CALL_SETTLE).await;
     let rss_one_call_kib = rss(tree);
     let mut unary = Vec::new();
-    for &phase in &plan.unary {
+    let unary_phases = if plan.runs_phase("unary") {
+        plan.unary.as_slice()
+    } else {
+        &[]
+    };
+    for &phase in unary_phases {
         let result = load::unary(caller, phase, tree).await;
         eprintln!(
             "bench: {} unary c={}: {} requests, {} errors, p50 {:.0} µs, p99 {:.0} µs",
@@ -97,13 +102,18 @@ async fn measure(plan: &Plan, spec: Spec, caller: &Caller) -> TargetReport {
         unary.push(result);
     }
     let mut unpaced = Vec::new();
-    let _ = load::streams(
-        &caller.with_model(&unpaced_model(plan.unpaced.chunks)),
-        plan.unpaced.warmup_phase(),
-        None,
-    )
-    .await;
-    for &phase in &plan.unpaced.phases {
+    let unpaced_phases = if plan.runs_phase("unpaced") {
+        let _ = load::streams(
+            &caller.with_model(&unpaced_model(plan.unpaced.chunks)),
+            plan.unpaced.warmup_phase(),
+            None,
+        )
+        .await;
+        plan.unpaced.phases.as_slice()
+    } else {
+        &[]
+    };
+    for &phase in unpaced_phases {
         let caller = caller.with_model(&unpaced_model(phase.chunks));
         let result = load::streams(&caller, plan.unpaced.stream_phase(phase), tree).await;
         log_streams(spec.name, &result);
@@ -111,7 +121,12 @@ async fn measure(plan: &Plan, spec: Spec, caller: &Caller) -> TargetReport {
     }
     let mut streams = Vec::new();
     let mut rss_loaded_kib = None;
-    for &(concurrency, count) in &plan.streams {
+    let paced_levels = if plan.runs_phase("paced") {
+        plan.streams.as_slice()
+    } else {
+        &[]
+    };
+    for &(concurrency, count) in paced_levels {
         let result = load::streams(caller, plan.stream_phase(concurrency, count), tree).await;
         log_streams(spec.name, &result);
         if concurrency == plan.loaded_streams {
@@ -120,7 +135,7 @@ async fn measure(plan: &Plan, spec: Spec, caller: &Caller) -> TargetReport {
         streams.push(result);
     }
     for &level in &plan.search {
-        if !streams.last().is_some_and(StreamResult::held) {
+        if streams.is_empty() || !streams.last().is_some_and(StreamResult::held) {
             break;
         }
         let result = load::streams(caller, plan.stream_phase(level, level), tree).await;
