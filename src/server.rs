@@ -197,10 +197,8 @@ pub async fn start_with_telemetry(
         tracing::info!(%bound, "serving gRPC on loopback TCP");
         running_tcp = Some(bound);
     }
-    let facade = crate::inbound::openai_http::bound_body_reads(
-        crate::inbound::openai_http::router(pipeline.clone(), observer.clone()),
-        timeouts.body_read,
-    );
+    let facade =
+        crate::inbound::openai_http::router(pipeline.clone(), observer.clone(), timeouts.body_read);
     let mut running_http = None;
     if let Some(addr) = config.server.http {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
@@ -368,12 +366,15 @@ async fn report_provider_health(
 fn guarded(facade: axum::Router, gate: &Arc<Gate>, listener: Listener) -> axum::Router {
     // The checks first, preflights included (a foreign Host gets no CORS
     // answer either); then CORS for the origins they let through.
-    facade
-        .layer(crate::auth::cors(gate.clone()))
+    // Around the facade once, as one service (see `openai_http::router`).
+    let checked = tower::ServiceBuilder::new()
         .layer(axum::middleware::from_fn_with_state(
             (gate.clone(), listener),
             crate::auth::guard,
         ))
+        .layer(crate::auth::cors(gate.clone()))
+        .service(facade);
+    axum::Router::new().fallback_service(checked)
 }
 
 /// How long calls ended at the end of the grace period get to send their

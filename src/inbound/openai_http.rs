@@ -51,7 +51,7 @@ mod models;
 mod request;
 mod sse;
 
-pub use body_deadline::{body_timeouts, bound_body_reads};
+pub use body_deadline::body_timeouts;
 pub use handlers::RequestId;
 
 use crate::inbound::observe::Observer;
@@ -74,15 +74,31 @@ pub struct Facade {
     pub observer: Arc<Observer>,
 }
 
-/// The facade's routes over the shared pipeline.
-pub fn router(pipeline: Arc<PipelineHandle>, observer: Arc<Observer>) -> Router {
-    Router::new()
+/// The facade's routes over the shared pipeline, each request bounded in
+/// how long its body may take to arrive (`body_read`), given its request
+/// id and held to [`MAX_BODY_BYTES`].
+///
+/// The layers wrap the routes once, as one service, rather than each route
+/// (`Router::layer`): axum boxes a route per layer, and each request then
+/// cloned the whole boxed chain, some 40 heap allocations a call.
+pub fn router(
+    pipeline: Arc<PipelineHandle>,
+    observer: Arc<Observer>,
+    body_read: std::time::Duration,
+) -> Router {
+    let routes = Router::new()
         .route("/v1/chat/completions", post(handlers::chat_completions))
         .route("/v1/models", get(handlers::list_models))
         .route("/v1/models/{*id}", get(handlers::retrieve_model))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(Facade { pipeline, observer });
+    let layered = tower::ServiceBuilder::new()
+        .layer(axum::middleware::from_fn(move |request, next| {
+            body_deadline::bounded(body_read, request, next)
+        }))
         .layer(axum::middleware::from_fn(handlers::request_id))
-        .with_state(Facade { pipeline, observer })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .service(routes);
+    Router::new().fallback_service(layered)
 }

@@ -9,7 +9,6 @@
 //! `request_body_timeout`), counted in [`body_timeouts`] and logged.
 
 use super::api_error::ApiError;
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -31,14 +30,9 @@ pub fn body_timeouts() -> u64 {
     BODY_TIMEOUTS.load(Ordering::Relaxed)
 }
 
-/// `router` with every request body bounded to `limit` from its headers.
-pub fn bound_body_reads(router: Router, limit: Duration) -> Router {
-    router.layer(axum::middleware::from_fn(move |request, next| {
-        bounded(limit, request, next)
-    }))
-}
-
-async fn bounded(limit: Duration, request: Request, next: Next) -> Response {
+/// Runs `next` with the request's body bounded to `limit` from its
+/// headers: past it, the body's reads fail and the answer is 408.
+pub(super) async fn bounded(limit: Duration, request: Request, next: Next) -> Response {
     let expired = Arc::new(AtomicBool::new(false));
     let request = request.map(|body| {
         Body::new(Deadline {
