@@ -591,8 +591,8 @@ fn a_calls_future_stays_small_enough_to_move_cheaply() {
     let a = script("a", []);
     let pipeline = Arc::new(pipeline(ROUTE_TO_A, &[("a", &a)]));
     let call = CallContext::default();
-    let unary = std::mem::size_of_val(&pipeline.complete(ask("m"), &call));
-    let stream = std::mem::size_of_val(&pipeline.stream(ask("m"), &call));
+    let unary = size_of_val(&pipeline.complete(ask("m"), &call));
+    let stream = size_of_val(&pipeline.stream(ask("m"), &call));
     assert!(unary <= 4096, "the unary call's future is {unary} bytes");
     assert!(stream <= 5120, "the stream's future is {stream} bytes");
 }
