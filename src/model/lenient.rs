@@ -18,6 +18,12 @@ use std::marker::PhantomData;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LenientStr<'a>(pub Option<Cow<'a, str>>);
 
+/// A string's length in bytes (as decoded: `\n` is one), or 0 for any
+/// other value: for text the sidecar only measures (generated output), so
+/// reading it neither keeps nor copies it, escapes or not.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LenientLen(pub usize);
+
 /// A non-negative integer that fits `u32` (integral floats count), or absent.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct LenientCount(pub Option<u32>);
@@ -145,6 +151,25 @@ impl<'de: 'a, 'a> Deserialize<'de> for LenientStr<'a> {
             absent_for_other_shapes!(LenientStr(None); numbers, maps, seqs);
         }
         deserializer.deserialize_any(StrVisitor(PhantomData))
+    }
+}
+
+impl<'de> Deserialize<'de> for LenientLen {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LenVisitor;
+        impl<'de> Visitor<'de> for LenVisitor {
+            type Value = LenientLen;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            // An escaped string comes decoded into the reader's scratch
+            // buffer: measured there, never copied.
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(LenientLen(text.len()))
+            }
+            absent_for_other_shapes!(LenientLen(0); numbers, maps, seqs);
+        }
+        deserializer.deserialize_any(LenVisitor)
     }
 }
 
@@ -283,5 +308,28 @@ mod tests {
         let view: View = serde_json::from_str(r#"{"count":12.0,"name":"\u00e9"}"#).unwrap();
         assert_eq!(view.count.0, Some(12));
         assert_eq!(view.name.as_deref(), Some("é"));
+    }
+
+    #[test]
+    fn a_measured_string_is_its_decoded_length_and_anything_else_zero() {
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(default)]
+        struct Measured {
+            text: LenientLen,
+        }
+        for (text, len) in [
+            (r#"{"text":"four"}"#, 4),
+            // Escapes count as what they stand for: 1 + 1 + 2 bytes.
+            (r#"{"text":"a\n\u00e9"}"#, 4),
+            (r#"{"text":""}"#, 0),
+            (r#"{"text":null}"#, 0),
+            (r#"{"text":17}"#, 0),
+            (r#"{"text":["x"]}"#, 0),
+            (r#"{"text":{"x":"yy"}}"#, 0),
+            (r#"{}"#, 0),
+        ] {
+            let measured: Measured = serde_json::from_str(text).unwrap();
+            assert_eq!(measured.text.0, len, "{text}");
+        }
     }
 }

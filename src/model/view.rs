@@ -3,7 +3,9 @@
 //! text lengths, usage). Everything else is skipped while reading and
 //! passes on untouched in the original bytes.
 
-use super::lenient::{InlineList, LenientCount, LenientList, LenientObject, LenientStr};
+use super::lenient::{
+    InlineList, LenientCount, LenientLen, LenientList, LenientObject, LenientStr,
+};
 use serde::Deserialize;
 use serde::de::Deserializer;
 use serde_json::value::RawValue;
@@ -62,20 +64,18 @@ pub struct ChoiceView<'a> {
     pub message: LenientObject<MessageView<'a>>,
 }
 
-/// The generated parts of a message or delta.
+/// The generated parts of a message or delta, measured: the sidecar counts
+/// their bytes (the usage estimate) and passes the text on in the original
+/// bytes.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct MessageView<'a> {
-    #[serde(borrow)]
-    pub content: LenientStr<'a>,
-    #[serde(borrow)]
-    pub refusal: LenientStr<'a>,
+    pub content: LenientLen,
+    pub refusal: LenientLen,
     /// DeepSeek, vLLM and SGLang say `reasoning_content`; OpenRouter and
     /// Ollama say `reasoning`. Read apart, so that both may be present.
-    #[serde(borrow)]
-    pub reasoning_content: LenientStr<'a>,
-    #[serde(borrow)]
-    pub reasoning: LenientStr<'a>,
+    pub reasoning_content: LenientLen,
+    pub reasoning: LenientLen,
     #[serde(borrow)]
     pub tool_calls: LenientList<LenientObject<ToolCallView<'a>>>,
 }
@@ -84,20 +84,20 @@ impl MessageView<'_> {
     /// Bytes of generated text: content, refusal, reasoning (one spelling),
     /// tool-call arguments.
     pub fn output_bytes(&self) -> usize {
-        let reasoning = if self.reasoning_content.is_empty() {
-            self.reasoning.len()
+        let reasoning = if self.reasoning_content.0 == 0 {
+            self.reasoning.0
         } else {
-            self.reasoning_content.len()
+            self.reasoning_content.0
         };
-        self.content.len()
-            + self.refusal.len()
+        self.content.0
+            + self.refusal.0
             + reasoning
             + self
                 .tool_calls
                 .0
                 .iter()
                 .filter_map(|call| call.0.as_ref()?.function.0.as_ref())
-                .map(|function| function.arguments.len())
+                .map(|function| function.arguments.0)
                 .sum::<usize>()
     }
 }
@@ -126,8 +126,7 @@ impl ToolCallView<'_> {
 pub struct FunctionView<'a> {
     #[serde(borrow)]
     pub name: LenientStr<'a>,
-    #[serde(borrow)]
-    pub arguments: LenientStr<'a>,
+    pub arguments: LenientLen,
 }
 
 /// A member as its raw JSON, `null` included, so that a present `null` and

@@ -12,7 +12,9 @@
 
 use crate::config::PrefillStyle;
 use crate::error::Error;
-use crate::model::view::AnswerView;
+use crate::model::lenient::{
+    InlineList, LenientCount, LenientLen, LenientList, LenientObject, LenientStr,
+};
 use crate::model::{ChatChunk, ChatRequest, ProtoChunkDecoder};
 use crate::pipeline::estimate_prompt_tokens;
 use crate::upstream::stream_reader::StreamReader;
@@ -50,6 +52,33 @@ pub(super) struct Earlier {
 struct Head {
     id: Option<Value>,
     created: Option<Value>,
+}
+
+/// What resuming reads of a stream event: each choice's text so far, and
+/// whether anything but text came (the sidecar's own view only measures
+/// the text).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TextView<'a> {
+    #[serde(borrow)]
+    choices: InlineList<LenientObject<TextChoice<'a>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TextChoice<'a> {
+    index: LenientCount,
+    #[serde(borrow)]
+    delta: LenientObject<TextDelta<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TextDelta<'a> {
+    #[serde(borrow)]
+    content: LenientStr<'a>,
+    refusal: LenientLen,
+    tool_calls: LenientList<serde::de::IgnoredAny>,
 }
 
 impl Seen {
@@ -93,7 +122,7 @@ impl Seen {
                 self.text.push_str(&choice.content);
                 choice.index == 0 && choice.tool_calls.is_empty() && choice.refusal.is_empty()
             }),
-            None => match serde_json::from_slice::<AnswerView>(&chunk.json) {
+            None => match serde_json::from_slice::<TextView>(&chunk.json) {
                 Ok(view) => view.choices.0.iter().enumerate().all(|(position, choice)| {
                     let Some(choice) = choice.0.as_ref() else {
                         return true;
@@ -105,7 +134,7 @@ impl Seen {
                         .push_str(delta.content.as_deref().unwrap_or_default());
                     choice.index.0.unwrap_or(position as u32) == 0
                         && delta.tool_calls.0.is_empty()
-                        && delta.refusal.is_empty()
+                        && delta.refusal.0 == 0
                 }),
                 Err(_) => false,
             },
