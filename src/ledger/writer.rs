@@ -54,6 +54,8 @@ pub(super) struct Writer {
     pub(super) cache_held: bool,
 }
 
+// Boxes in a list on purpose: the records arrive boxed.
+#[allow(clippy::vec_box)]
 #[derive(Default)]
 struct Batch {
     /// Kept in the boxes they were queued in: a list of up to `batch_max`
