@@ -25,7 +25,11 @@ pub struct BoundedStream {
     bounds: Bounds,
     end: Pin<Box<Sleep>>,
     idle: Duration,
+    /// Fires `idle` after the last chunk, or earlier: it is moved on only
+    /// when it fires (to `last_chunk + idle`), not at every chunk, which
+    /// cost a timer-wheel removal and insertion per chunk.
     idle_timer: Pin<Box<Sleep>>,
+    last_chunk: Instant,
     /// The provider slot this stream occupies and its place in the
     /// in-flight count, both freed when it ends.
     slot: Option<(Permit, InFlightGuard)>,
@@ -48,6 +52,7 @@ impl BoundedStream {
             bounds,
             idle,
             idle_timer: Box::pin(tokio::time::sleep(idle)),
+            last_chunk: Instant::now(),
             slot,
             stop: None,
         }
@@ -80,10 +85,7 @@ impl Stream for BoundedStream {
                     this.inner = None;
                     this.slot = None;
                 }
-                Some(_) => {
-                    let next_gap = Instant::now() + this.idle;
-                    this.idle_timer.as_mut().reset(next_gap);
-                }
+                Some(_) => this.last_chunk = Instant::now(),
             }
             return Poll::Ready(item);
         }
@@ -96,7 +98,13 @@ impl Stream for BoundedStream {
             let error = this.bounds.expired(&this.provider, "streaming the answer");
             return this.fail(error);
         }
-        if this.idle_timer.as_mut().poll(cx).is_ready() {
+        while this.idle_timer.as_mut().poll(cx).is_ready() {
+            let gap_ends = this.last_chunk + this.idle;
+            if gap_ends > this.idle_timer.deadline() {
+                // Chunks came since it was set: the gap starts at the last.
+                this.idle_timer.as_mut().reset(gap_ends);
+                continue;
+            }
             let error = Error::Timeout {
                 provider: this.provider.to_string(),
                 kind: TimeoutKind::Idle,
@@ -188,5 +196,37 @@ mod tests {
         let items: Vec<_> = stream.collect().await;
         assert_eq!(items.len(), 5);
         assert!(items.iter().all(Result::is_ok));
+    }
+
+    /// The gap is measured from the last chunk, though the timer is moved
+    /// only when it fires: chunks for a while, then a stall, ends exactly
+    /// `idle` after the last chunk.
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_after_a_trickle_ends_idle_after_the_last_chunk() {
+        let began = Instant::now();
+        let trickle = futures::stream::iter(0..4).then(|_| async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Ok(ChatChunk::default())
+        });
+        let stalling: ChunkStream = Box::pin(trickle.chain(futures::stream::pending()));
+        let bounds = Bounds::new(began, None, Duration::from_secs(100));
+        let mut stream =
+            BoundedStream::new(stalling, "p".into(), bounds, Duration::from_secs(5), None);
+        for _ in 0..4 {
+            assert!(stream.next().await.unwrap().is_ok());
+        }
+        let error = stream.next().await.unwrap().unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::Timeout {
+                    kind: TimeoutKind::Idle,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        // The last chunk at 12 s, the stall noticed at 17 s.
+        assert_eq!(began.elapsed(), Duration::from_secs(17));
     }
 }
