@@ -195,3 +195,22 @@ fn only_reasoning_is_not_resumed() {
         "choices": [{"index": 0, "delta": {"reasoning_content": "thinking"}}]})));
     assert!(!seen.can_resume());
 }
+
+/// Only the text and what rules resuming out are read: a member resuming
+/// does not read (a duplicated `id`, a lone surrogate in the reasoning)
+/// cannot make an event unreadable and so end the stream unresumed, as
+/// reading the whole event did (the gRPC edge resumed these already).
+#[test]
+fn members_resuming_does_not_read_do_not_rule_it_out() {
+    let raw = |event: &str| StreamReader::default().read(event.to_owned()).unwrap();
+    for event in [
+        r#"{"id":"c","id":"c","model":"m","choices":[{"index":0,"delta":{"content":" wor"}}]}"#,
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"content":" wor","reasoning_content":"\ud83d"}}]}"#,
+    ] {
+        let mut seen = Seen::new(1024);
+        seen.note(&text("Hello"));
+        seen.note(&raw(event));
+        assert!(seen.can_resume(), "{event}");
+        assert_eq!(seen.take_text(), "Hello wor", "{event}");
+    }
+}
