@@ -316,10 +316,10 @@ impl Budgets {
         }
         let mut reservation = Reservation::default();
         let mut remaining: Option<Remaining> = None;
+        // An unpriced model under an `allow` budget counts tokens.
+        let reserved = Amounts::from(charge);
         for index in matched {
             let budget = &mut tracked[index];
-            // An unpriced model under an `allow` budget counts tokens.
-            let reserved = Amounts::from(charge);
             budget.reserved = budget.reserved.plus(reserved);
             reservation.holds.push(Hold {
                 name: budget.config.name.clone(),
@@ -329,12 +329,7 @@ impl Budgets {
                 fleet_start: None,
             });
             let left = budget.left();
-            if remaining
-                .as_ref()
-                .is_none_or(|tightest| left.is_tighter(tightest))
-            {
-                remaining = Some(left);
-            }
+            left.keep_tightest(&mut remaining);
         }
         Ok((reservation, remaining))
     }
@@ -579,11 +574,17 @@ impl Remaining {
         }
     }
 
-    /// A smaller share of its limit left than `other` (a budget of
-    /// $0.05 a day with $0.004 left is tighter than one of a million
-    /// tokens a month with 999,974 left).
-    fn is_tighter(&self, other: &Remaining) -> bool {
-        self.share_left < other.share_left
+    /// Keeps in `tightest` whichever of it and `self` has the smaller share
+    /// of its limit left (a budget of $0.05 a day with $0.004 left is
+    /// tighter than one of a million tokens a month with 999,974 left):
+    /// the one the `x-llm-budget-remaining-*` headers name.
+    fn keep_tightest(self, tightest: &mut Option<Remaining>) {
+        if tightest
+            .as_ref()
+            .is_none_or(|kept| self.share_left < kept.share_left)
+        {
+            *tightest = Some(self);
+        }
     }
 }
 

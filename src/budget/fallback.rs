@@ -55,12 +55,7 @@ impl Budgets {
                 fleet_start: Some(window::bounds(budget.config.window, store_now).0),
             });
             let left = Remaining::of(&share(&budget.config, pods), budget.alone);
-            if remaining
-                .as_ref()
-                .is_none_or(|tightest| left.is_tighter(tightest))
-            {
-                remaining = Some(left);
-            }
+            left.keep_tightest(&mut remaining);
         }
         Ok((reservation, remaining))
     }

@@ -254,12 +254,7 @@ pub(super) fn held(
                 usd: dollars(usd_used),
             },
         );
-        if remaining
-            .as_ref()
-            .is_none_or(|tightest| left.is_tighter(tightest))
-        {
-            remaining = Some(left);
-        }
+        left.keep_tightest(&mut remaining);
         holds.push(Hold {
             name: config.name.clone(),
             start: window.start,
