@@ -43,6 +43,7 @@ WORKLOADS = {
                        f'{{"reply":"{WORDS_20}","chunks":20,"events_per_write":4}}'),
     "http-unary": ("http", "bench-unary", None),
     "http-stream-unpaced": ("http-stream", "bench-unpaced", None),
+    "http-stream-paced": ("http-stream", "bench-paced", None),
 }
 
 
