@@ -434,6 +434,50 @@ async fn a_large_ssl_cert_file_rewritten_in_place_is_picked_up() {
     .await;
 }
 
+/// A CA added to `SSL_CERT_DIR` (as `update-ca-certificates` adds one) is
+/// trusted from the next check of the directory's own times, without a
+/// restart or SIGHUP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_added_to_ssl_cert_dir_is_picked_up() {
+    let fake = FakeUpstream::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::new("test CA added to the directory");
+    let front = TlsFront::start(fake.addr(), &authority.server(), None).await;
+    let cert_dir = dir.path().join("certs");
+    std::fs::create_dir(&cert_dir).unwrap();
+    Authority::new("a test CA already there").write(&cert_dir, "other.pem");
+    let config = dir.path().join("sidecar.toml");
+    std::fs::write(
+        &config,
+        config_for_binary(&format!(
+            "[providers.dir]\nbase_url = \"{}\"\n",
+            front.base_url()
+        )),
+    )
+    .unwrap();
+    let sidecar = serve(
+        dir.path(),
+        &config,
+        &[("SSL_CERT_DIR", Some(cert_dir.to_str().unwrap()))],
+    );
+    let mut client = connect(dir.path()).await;
+    let status = call(&mut client, "dir")
+        .await
+        .expect_err("not in the directory yet");
+    assert!(
+        status.message().contains("UnknownIssuer"),
+        "{}",
+        status.message()
+    );
+    authority.write(&cert_dir, "added.pem");
+    eventually(
+        "trusting the CA added to the directory",
+        async || call(&mut client, "dir").await.is_ok(),
+        || sidecar.log(),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_proxy_carries_upstream_calls_and_no_proxy_skips_it() {
     let fake = FakeUpstream::start().await.unwrap();

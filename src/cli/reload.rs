@@ -5,11 +5,12 @@
 //! A config that does not load is rejected with a log line naming the key
 //! and the file, and the one in force keeps serving.
 //!
-//! Files are polled (a small read every `server.watch_interval_ms`) rather
-//! than watched with inotify: Kubernetes updates mounted ConfigMaps and
-//! Secrets by swapping a `..data` symlink in the directory, which a watch
-//! on the file itself misses, and a poll of the path sees whatever it
-//! resolves to now.
+//! Files are polled (a small read or a `stat` every
+//! `server.watch_interval_ms`, a directory's entries every 30th time)
+//! rather than watched with inotify: Kubernetes updates mounted ConfigMaps
+//! and Secrets by swapping a `..data` symlink in the directory, which a
+//! watch on the file itself misses, and a poll of the path sees whatever
+//! it resolves to now.
 
 use crate::config::{Config, Env, HeaderValueSource, process_env};
 use crate::server::Running;
@@ -21,7 +22,14 @@ use std::time::Duration;
 /// What a reload watches and what it saw last.
 struct Watched {
     files: Vec<PathBuf>,
+    /// Of every file's contents or metadata, and of each directory's own
+    /// metadata: taken at every look.
     fingerprint: u64,
+    /// Of the entries of the directories among `files`: taken at every
+    /// [`LOOKS_PER_ENTRY_SCAN`]th look only.
+    entries_fingerprint: u64,
+    /// Looks since the entries were last scanned.
+    looks_since_scan: u32,
 }
 
 impl Watched {
@@ -42,24 +50,46 @@ impl Watched {
         files.extend(config.tls_files());
         files.extend(crate::auth::token_files(config, env));
         files.extend(crate::upstream::tls_env_paths(env));
-        let fingerprint = fingerprint(&files);
-        Watched { files, fingerprint }
+        Watched {
+            fingerprint: fingerprint(&files),
+            entries_fingerprint: entries_fingerprint(&files),
+            files,
+            looks_since_scan: 0,
+        }
     }
 
     /// Whether any file differs from the last look (and remember this one).
     fn changed(&mut self) -> bool {
         let now = fingerprint(&self.files);
-        std::mem::replace(&mut self.fingerprint, now) != now
+        let mut changed = std::mem::replace(&mut self.fingerprint, now) != now;
+        self.looks_since_scan += 1;
+        if self.looks_since_scan >= LOOKS_PER_ENTRY_SCAN {
+            self.looks_since_scan = 0;
+            let entries = entries_fingerprint(&self.files);
+            changed |= std::mem::replace(&mut self.entries_fingerprint, entries) != entries;
+        }
+        changed
     }
 }
+
+/// How often the entries of a watched directory (`SSL_CERT_DIR`) are
+/// looked at one by one, in looks: at the default 2 s a look, every
+/// minute. The directory's own times, taken at every look, change when an
+/// entry is added, removed or renamed over, which is how certificates are
+/// rotated (`update-ca-certificates`, `openssl rehash`, the `..data`
+/// swap of a mounted ConfigMap); only a certificate rewritten in place
+/// waits for the scan (or SIGHUP). Scanning at every look cost a `stat`
+/// per certificate (some 300 on a distribution's `/etc/ssl/certs`, about
+/// a millisecond) on the thread that serves calls, every two seconds.
+const LOOKS_PER_ENTRY_SCAN: u32 = 30;
 
 /// Above this size a file counts by its metadata, not its contents.
 const READ_WHOLE_BELOW: u64 = 64 * 1024;
 
 /// The files' contents (or why they cannot be read), hashed. A directory
-/// (`SSL_CERT_DIR`) counts by its entries' names, sizes and times: it may
-/// hold hundreds of certificates, too many to read every few seconds. A
-/// large file (a CA bundle in `SSL_CERT_FILE`, ~200 KiB) counts by its
+/// (`SSL_CERT_DIR`) counts by its own inode and times here, and by its
+/// entries in [`entries_fingerprint`]: it may hold hundreds of
+/// certificates, too many to read every few seconds. A large file (a CA bundle in `SSL_CERT_FILE`, ~200 KiB) counts by its
 /// inode, size and times: hashing it every look cost more than every
 /// other idle task together. The small ones (the config, keys, tokens)
 /// are read whole, since two writes within one tick of the file clock
@@ -69,13 +99,10 @@ fn fingerprint(files: &[PathBuf]) -> u64 {
     let mut hasher = DefaultHasher::new();
     for file in files {
         file.hash(&mut hasher);
-        if file.is_dir() {
-            directory_fingerprint(file, &mut hasher);
-            continue;
-        }
         // Through symlinks: a mounted Secret swaps the link to new files.
-        if let Ok(metadata) = std::fs::metadata(file)
-            && metadata.len() >= READ_WHOLE_BELOW
+        let metadata = std::fs::metadata(file);
+        if let Ok(metadata) = &metadata
+            && (metadata.is_dir() || metadata.len() >= READ_WHOLE_BELOW)
         {
             (
                 metadata.ino(),
@@ -91,6 +118,17 @@ fn fingerprint(files: &[PathBuf]) -> u64 {
             Ok(bytes) => bytes.hash(&mut hasher),
             Err(error) => error.kind().hash(&mut hasher),
         }
+    }
+    hasher.finish()
+}
+
+/// The names, sizes and modification times of the entries of the
+/// directories among `files`, hashed.
+fn entries_fingerprint(files: &[PathBuf]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    for dir in files.iter().filter(|file| file.is_dir()) {
+        dir.hash(&mut hasher);
+        directory_fingerprint(dir, &mut hasher);
     }
     hasher.finish()
 }
@@ -183,3 +221,6 @@ pub async fn watch<L>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
