@@ -327,6 +327,13 @@ pub(crate) fn env_roots(env: Env<'_>) -> Result<Vec<CertificateDer<'static>>, Co
         for file in files {
             match read_certificates(&file, "CA certificates") {
                 Ok(certs) => roots.extend(certs),
+                // A file that cannot be opened (its mode, a Secret mounted
+                // for another user) was surely meant to be trusted: say so.
+                // One that holds no usable certificate is a system store's
+                // usual clutter.
+                Err(problem) if std::fs::File::open(&file).is_err() => {
+                    tracing::warn!("SSL_CERT_DIR: skipped: {problem}");
+                }
                 Err(problem) => tracing::debug!("SSL_CERT_DIR: skipped: {problem}"),
             }
         }
