@@ -94,7 +94,9 @@ impl Watched {
             let (seen, is_dir) = look(&file.path);
             let mut changed = std::mem::replace(&mut file.seen, seen) != seen;
             directory_changed |= changed && is_dir;
-            if scan {
+            // A directory that changed is scanned now as well: the entries
+            // this reload will read are the baseline of the next scan.
+            if scan || (changed && is_dir) {
                 let entries = entries_fingerprint(&file.path);
                 changed |= std::mem::replace(&mut file.entries, entries) != entries;
             }
