@@ -389,49 +389,79 @@ async fn ssl_cert_file_and_ssl_cert_dir_add_to_the_public_roots() {
     );
 }
 
+/// The binary, started with `env`, serving `provider` behind a TLS front
+/// whose CA is `authority`: its first call is refused as untrusted.
+struct UntrustedAtFirst {
+    _fake: FakeUpstream,
+    _front: TlsFront,
+    sidecar: Sidecar,
+    client: ChatServiceClient<Channel>,
+}
+
+impl UntrustedAtFirst {
+    async fn start(
+        dir: &Path,
+        provider: &str,
+        authority: &Authority,
+        env: &[(&str, Option<&str>)],
+    ) -> UntrustedAtFirst {
+        let fake = FakeUpstream::start().await.unwrap();
+        let front = TlsFront::start(fake.addr(), &authority.server(), None).await;
+        let config = dir.join("sidecar.toml");
+        std::fs::write(
+            &config,
+            config_for_binary(&format!(
+                "[providers.{provider}]\nbase_url = \"{}\"\n",
+                front.base_url()
+            )),
+        )
+        .unwrap();
+        let sidecar = serve(dir, &config, env);
+        let mut client = connect(dir).await;
+        let status = call(&mut client, provider)
+            .await
+            .expect_err("not trusted yet");
+        assert!(
+            status.message().contains("UnknownIssuer"),
+            "{}",
+            status.message()
+        );
+        UntrustedAtFirst {
+            _fake: fake,
+            _front: front,
+            sidecar,
+            client,
+        }
+    }
+
+    /// Waits until `provider` is called through a trusted connection.
+    async fn trusted_eventually(mut self, provider: &str, what: &str) {
+        eventually(
+            what,
+            async || call(&mut self.client, provider).await.is_ok(),
+            || self.sidecar.log(),
+        )
+        .await;
+    }
+}
+
 /// A CA bundle as large as a distribution's (over 64 KiB, the size above
 /// which the watcher looks at a file's times, not its contents): rewritten
 /// in place to hold the server's CA, it is picked up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_ssl_cert_file_rewritten_in_place_is_picked_up() {
-    let fake = FakeUpstream::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let authority = Authority::new("test CA added to the bundle");
-    let front = TlsFront::start(fake.addr(), &authority.server(), None).await;
     let filler = Authority::new("one of many other test CAs").pem;
     let others = filler.repeat(64 * 1024 / filler.len() + 1);
     let bundle = dir.path().join("bundle.pem");
     std::fs::write(&bundle, &others).unwrap();
-    let config = dir.path().join("sidecar.toml");
-    std::fs::write(
-        &config,
-        config_for_binary(&format!(
-            "[providers.file]\nbase_url = \"{}\"\n",
-            front.base_url()
-        )),
-    )
-    .unwrap();
-    let sidecar = serve(
-        dir.path(),
-        &config,
-        &[("SSL_CERT_FILE", Some(bundle.to_str().unwrap()))],
-    );
-    let mut client = connect(dir.path()).await;
-    let status = call(&mut client, "file")
-        .await
-        .expect_err("not in the bundle yet");
-    assert!(
-        status.message().contains("UnknownIssuer"),
-        "{}",
-        status.message()
-    );
+    let env = [("SSL_CERT_FILE", Some(bundle.to_str().unwrap()))];
+    let served = UntrustedAtFirst::start(dir.path(), "file", &authority, &env).await;
     std::fs::write(&bundle, format!("{others}{}", authority.pem)).unwrap();
-    eventually(
-        "trusting the CA added to the bundle",
-        async || call(&mut client, "file").await.is_ok(),
-        || sidecar.log(),
-    )
-    .await;
+    served
+        .trusted_eventually("file", "trusting the CA added to the bundle")
+        .await;
 }
 
 /// A CA added to `SSL_CERT_DIR` (as `update-ca-certificates` adds one) is
@@ -439,43 +469,17 @@ async fn a_large_ssl_cert_file_rewritten_in_place_is_picked_up() {
 /// restart or SIGHUP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ca_added_to_ssl_cert_dir_is_picked_up() {
-    let fake = FakeUpstream::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let authority = Authority::new("test CA added to the directory");
-    let front = TlsFront::start(fake.addr(), &authority.server(), None).await;
     let cert_dir = dir.path().join("certs");
     std::fs::create_dir(&cert_dir).unwrap();
     Authority::new("a test CA already there").write(&cert_dir, "other.pem");
-    let config = dir.path().join("sidecar.toml");
-    std::fs::write(
-        &config,
-        config_for_binary(&format!(
-            "[providers.dir]\nbase_url = \"{}\"\n",
-            front.base_url()
-        )),
-    )
-    .unwrap();
-    let sidecar = serve(
-        dir.path(),
-        &config,
-        &[("SSL_CERT_DIR", Some(cert_dir.to_str().unwrap()))],
-    );
-    let mut client = connect(dir.path()).await;
-    let status = call(&mut client, "dir")
-        .await
-        .expect_err("not in the directory yet");
-    assert!(
-        status.message().contains("UnknownIssuer"),
-        "{}",
-        status.message()
-    );
+    let env = [("SSL_CERT_DIR", Some(cert_dir.to_str().unwrap()))];
+    let served = UntrustedAtFirst::start(dir.path(), "dir", &authority, &env).await;
     authority.write(&cert_dir, "added.pem");
-    eventually(
-        "trusting the CA added to the directory",
-        async || call(&mut client, "dir").await.is_ok(),
-        || sidecar.log(),
-    )
-    .await;
+    served
+        .trusted_eventually("dir", "trusting the CA added to the directory")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

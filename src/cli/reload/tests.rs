@@ -59,15 +59,22 @@ fn a_certificate_written_just_after_it_appeared_shows_at_the_look_after() {
     assert!(watched.changed().is_some(), "written");
 }
 
-#[test]
-fn a_certificate_rewritten_in_place_shows_within_one_scan_of_the_entries() {
+/// A directory holding a certificate, watched, and the certificate
+/// rewritten in place since (same name, so the directory's own times stay).
+fn watched_directory_with_a_rewritten_certificate() -> (tempfile::TempDir, Watched) {
     let dir = tempfile::tempdir().unwrap();
     let certificate = dir.path().join("a.pem");
     std::fs::write(&certificate, "first").unwrap();
     touch(&certificate, 1_000);
-    let mut watched = Watched::new(vec![dir.path().to_owned()]);
+    let watched = Watched::new(vec![dir.path().to_owned()]);
     std::fs::write(&certificate, "again").unwrap();
     touch(&certificate, 2_000);
+    (dir, watched)
+}
+
+#[test]
+fn a_certificate_rewritten_in_place_shows_within_one_scan_of_the_entries() {
+    let (_dir, mut watched) = watched_directory_with_a_rewritten_certificate();
     looks_until_changed(&mut watched).expect("the rewrite is seen by the scan");
     assert!(quiet_for_two_scans(&mut watched), "seen once");
 }
@@ -140,13 +147,7 @@ fn a_small_file_counts_by_its_contents_and_a_missing_one_by_its_absence() {
 
 #[test]
 fn sighup_takes_the_entries_as_they_are_before_it_loads() {
-    let dir = tempfile::tempdir().unwrap();
-    let certificate = dir.path().join("a.pem");
-    std::fs::write(&certificate, "first").unwrap();
-    touch(&certificate, 1_000);
-    let mut watched = Watched::new(vec![dir.path().to_owned()]);
-    std::fs::write(&certificate, "again").unwrap();
-    touch(&certificate, 2_000);
+    let (_dir, mut watched) = watched_directory_with_a_rewritten_certificate();
     // SIGHUP reloads with the rewrite; the scan must not reload again.
     watched.refresh();
     assert!(quiet_for_two_scans(&mut watched));
