@@ -4,7 +4,7 @@ use super::convert::{
     chunk_to_proto, decode_answer, decode_chunk, request_from_proto, response_to_proto,
 };
 use super::refusals::HandlerReached;
-use super::status::{call_status, to_status};
+use super::status::{call_status, to_status, unique_per_call};
 use super::timeout::parse_grpc_timeout;
 use crate::auth::AuthenticatedCaller;
 use crate::call_record::Edge;
@@ -165,7 +165,7 @@ fn deliverable(
 /// time the sidecar itself added (the rest was upstream, queue or backoff).
 fn describe_call(metadata: &mut tonic::metadata::MetadataMap, finished: &Finished) {
     if let Ok(value) = finished.request_id.parse() {
-        metadata.insert("x-request-id", value);
+        metadata.insert("x-request-id", unique_per_call(value));
     }
     if let Some(model) = finished
         .model
@@ -175,7 +175,7 @@ fn describe_call(metadata: &mut tonic::metadata::MetadataMap, finished: &Finishe
         metadata.insert("x-llm-model", model);
     }
     let overhead_us = u64::try_from(finished.overhead.as_micros()).unwrap_or(u64::MAX);
-    metadata.insert("x-llm-overhead-us", overhead_us.into());
+    metadata.insert("x-llm-overhead-us", unique_per_call(overhead_us.into()));
     // A stream cut and resumed: the cut's reason, as the ledger spells it,
     // and the attempts with the continuation (the initial metadata's count
     // went out before it).
@@ -453,7 +453,9 @@ impl pb::chat_service_server::ChatService for ChatServiceImpl {
         upstream_metadata(response.metadata_mut(), &upstream_headers);
         crate::inbound::budget_headers::add(response.metadata_mut().as_mut(), &call.progress);
         if let Ok(value) = request_id.parse() {
-            response.metadata_mut().insert("x-request-id", value);
+            response
+                .metadata_mut()
+                .insert("x-request-id", unique_per_call(value));
         }
         Ok(response)
     }

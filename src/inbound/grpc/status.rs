@@ -43,12 +43,25 @@ pub fn call_status(error: &Error, scrubber: &Scrubber, finished: &Finished) -> S
     with_request_id(status, finished)
 }
 
+/// A metadata value that differs on every call, kept out of HPACK's
+/// dynamic table: h2 writes a value marked sensitive as a literal "never
+/// indexed" (RFC 7541, 6.2.3) instead of inserting it, where it would
+/// only push out the values that do repeat (`x-llm-model`,
+/// `x-llm-provider`) and cost the encoder and the caller's decoder a
+/// table update per call.
+pub(super) fn unique_per_call(
+    mut value: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+) -> tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
+    value.set_sensitive(true);
+    value
+}
+
 /// The request id, and how many upstream attempts the sidecar already
 /// made, so a caller does not stack its own retries on ours.
 pub(super) fn with_request_id(mut status: Status, finished: &Finished) -> Status {
     let metadata = status.metadata_mut();
     if let Ok(value) = finished.request_id.parse() {
-        metadata.insert("x-request-id", value);
+        metadata.insert("x-request-id", unique_per_call(value));
     }
     if finished.attempts > 0 {
         metadata.insert("x-llm-attempts", finished.attempts.into());
