@@ -31,8 +31,13 @@ pub fn trace_headers(
         &mut traceparent[53..],
     );
     let state = span_context.trace_state().header();
+    let mut traceparent = HeaderValue::from_bytes(&traceparent).ok()?;
+    // New on every request: over an HTTP/2 upstream, a never-indexed
+    // literal (RFC 7541, 6.2.3) rather than an entry in the connection's
+    // HPACK table that would push out the headers that do repeat.
+    traceparent.set_sensitive(true);
     Some((
-        HeaderValue::from_bytes(&traceparent).ok()?,
+        traceparent,
         (!state.is_empty())
             .then(|| HeaderValue::from_str(&state).ok())
             .flatten(),
@@ -69,6 +74,7 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         );
         assert_eq!(state.unwrap(), "vendor=x");
+        assert!(parent.is_sensitive(), "kept out of the HPACK table");
     }
 
     #[test]
