@@ -68,14 +68,6 @@ fn bin_dir() -> PathBuf {
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn id_of(flag: &str) -> u32 {
     let out = Command::new("id")
         .args([flag, "postgres"])
@@ -107,7 +99,7 @@ impl PgCluster {
             bin,
             as_postgres,
             tls: tls.is_some(),
-            port: free_port(),
+            port: super::process::free_port(),
         };
         let data = cluster.data();
         cluster.run(

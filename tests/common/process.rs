@@ -113,7 +113,27 @@ impl Drop for Sidecar {
 }
 
 /// A loopback port free a moment ago, for a listener the child binds.
+///
+/// Picked at random below Linux's default ephemeral range (32768–60999,
+/// `net.ipv4.ip_local_port_range`), not with a bind to port 0: the kernel
+/// takes port 0's answer from that range, and so does every outgoing
+/// connection's source port, so with tests connecting in parallel a port
+/// freed here was now and then taken by someone's connection before the
+/// child bound it ("Address already in use").
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    const LOW: u16 = 20_000;
+    const HIGH: u16 = 32_768;
+    for _ in 0..100 {
+        // A fresh random seed each time: no random crate needed.
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = LOW + (random % u64::from(HIGH - LOW)) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
