@@ -82,12 +82,29 @@ impl Sidecar {
         let started = Instant::now();
         while !ready() {
             assert!(
+                !self.exited(),
+                "the sidecar exited while starting: {}",
+                self.log()
+            );
+            assert!(
                 started.elapsed() < Duration::from_secs(20),
                 "the sidecar did not start: {}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Whether the child has exited (a zombie not yet reaped, state `Z` in
+    /// `/proc/PID/stat`), read without `&mut` to the `Child`: a sidecar
+    /// that fails to start says why at once instead of after the timeout.
+    fn exited(&self) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
+        // The state follows the command name, which is in parentheses.
+        stat.ok()
+            .and_then(|stat| Some(stat[stat.rfind(')')? + 1..].trim_start().starts_with('Z')))
+            // Unreadable: keep waiting, the timeout still ends it.
+            .unwrap_or(false)
     }
 
     /// What it has written to stderr so far.
