@@ -168,8 +168,16 @@ pub(crate) fn read_certificates(
     file: &Path,
     what: &str,
 ) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = read(file, what)?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
+    certificates_in(&read(file, what)?, file, what)
+}
+
+/// The certificates in `bytes`, the PEM text of `file`.
+fn certificates_in(
+    bytes: &[u8],
+    file: &Path,
+    what: &str,
+) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|problem| {
             format!(
@@ -325,15 +333,20 @@ pub(crate) fn env_roots(env: Env<'_>) -> Result<Vec<CertificateDer<'static>>, Co
             .collect();
         files.sort();
         for file in files {
-            match read_certificates(&file, "CA certificates") {
-                Ok(certs) => roots.extend(certs),
-                // A file that cannot be opened (its mode, a Secret mounted
-                // for another user) was surely meant to be trusted: say so.
-                // One that holds no usable certificate is a system store's
-                // usual clutter.
-                Err(problem) if std::fs::File::open(&file).is_err() => {
+            let what = "CA certificates";
+            // A file that cannot be read (its mode, a Secret mounted for
+            // another user) was surely meant to be trusted: say so. One
+            // that holds no usable certificate is a system store's usual
+            // clutter.
+            let bytes = match read(&file, what) {
+                Ok(bytes) => bytes,
+                Err(problem) => {
                     tracing::warn!("SSL_CERT_DIR: skipped: {problem}");
+                    continue;
                 }
+            };
+            match certificates_in(&bytes, &file, what) {
+                Ok(certs) => roots.extend(certs),
                 Err(problem) => tracing::debug!("SSL_CERT_DIR: skipped: {problem}"),
             }
         }

@@ -138,15 +138,8 @@ impl Drop for Sidecar {
 /// freed here was now and then taken by someone's connection before the
 /// child bound it ("Address already in use").
 pub fn free_port() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    const LOW: u16 = 20_000;
-    const HIGH: u16 = 32_768;
     for _ in 0..100 {
-        // A fresh random seed each time: no random crate needed.
-        let random = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        let port = LOW + (random % u64::from(HIGH - LOW)) as u16;
+        let port = fastrand::u16(20_000..32_768);
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
